@@ -1,0 +1,1 @@
+"""Kopf operator for thinktune.io/v1alpha1."""
