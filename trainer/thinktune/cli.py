@@ -23,7 +23,7 @@ app = typer.Typer(
 dataset_app = typer.Typer(help="Build training datasets from markdown.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FileOpt = Annotated[Path, typer.Option("-f", "--filename", help="CR YAML file (or a directory for `run`).")]

@@ -22,7 +22,7 @@ from rich.console import Console
 from thinktune.resources import LoadedResource, ResourceError, load_path
 from thinktune.spec import DatasetBuildSpec, DatasetBuildStatus, DatasetCounts
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 STATE_FILE = ".thinktune-state.json"
 
 
