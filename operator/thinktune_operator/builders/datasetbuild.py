@@ -1,0 +1,84 @@
+"""DatasetBuild children: a ConfigMap with the resolved CR and one CPU pod running `thinktune dataset build`.
+
+The pod reports its counts by writing one compact JSON object to /dev/termination-log (the CLI does so when
+THINKTUNE_TERMINATION_LOG is set), so the operator reads results from the pod status: no exec, no PVC access.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thinktune.spec import DatasetBuildSpec
+
+from .. import names as N
+from ..config import OperatorConfig
+from .common import Mounts, base_pod, cr_configmap, resolved_cr, without_gpu
+
+COMPONENT = "dataset-build"
+
+
+def parse_spec(body: dict[str, Any]) -> DatasetBuildSpec:
+    return DatasetBuildSpec.model_validate(body.get("spec") or {})
+
+
+def spec_hash(body: dict[str, Any]) -> str:
+    import json
+    return N.short_hash(json.dumps(body.get("spec") or {}, sort_keys=True))
+
+
+def pod_name(body: dict[str, Any]) -> str:
+    # the spec hash is in the name: a changed spec gets a new build pod, the same spec never a second one
+    return N.dns_label(body["metadata"]["name"], f"-build-{spec_hash(body)}")
+
+
+def configmap_name(body: dict[str, Any]) -> str:
+    return N.dns_label(body["metadata"]["name"], "-build")
+
+
+def children(body: dict[str, Any], cfg: OperatorConfig) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(configmap, pod, in-pod output dir)."""
+    spec = parse_spec(body)
+    m = Mounts(cfg.workspace_pvc)
+    src, out = m.path(spec.source), m.path(spec.output)
+    s = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    s["source"], s["output"] = {"path": src}, {"path": out}
+    cm = cr_configmap(body, configmap_name(body), COMPONENT, resolved_cr(body, s))
+    container = {
+        "name": "dataset-build",
+        "command": ["thinktune", "dataset", "build", "-f", f"{N.CONFIG_MOUNT}/{N.CR_FILE}",
+                    "--input", src, "--output", out],
+        "resources": without_gpu(spec.resources, cfg.gpu_resource),   # CPU work: never hold a GPU
+        "env": [{"name": "THINKTUNE_OUTPUT_DIR", "value": out}],
+    }
+    pod = base_pod(body, pod_name(body), COMPONENT, spec.pod, container, m, configmap_name(body),
+                   annotations={N.A_SPEC_HASH: spec_hash(body)},
+                   image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None)
+    return cm, pod, out
+
+
+COUNT_KEYS = {
+    "documents": "documents", "samples": "samples", "train": "train", "val": "val", "test": "test",
+    "rejects": "rejects", "duplicates": "duplicates", "generated_thinking": "generatedThinking",
+    "generatedThinking": "generatedThinking", "warnings": "warnings",
+}
+
+
+def counts_from_report(report: dict[str, Any]) -> dict[str, int]:
+    """Accepts the compact termination JSON in a few shapes: flat, {"counts": {...}}, {"splits": {...}},
+    warnings as a number or a list."""
+    src: dict[str, Any] = {}
+    for part in (report, report.get("counts") or {}, report.get("splits") or {}):
+        if isinstance(part, dict):
+            src.update(part)
+    out: dict[str, int] = {}
+    for k, v in src.items():
+        key = COUNT_KEYS.get(k)
+        if key is None:
+            continue
+        if isinstance(v, list):
+            v = len(v)
+        if isinstance(v, dict):
+            v = v.get("count", v.get("samples"))
+        if isinstance(v, int | float):
+            out[key] = int(v)
+    return out

@@ -1,0 +1,198 @@
+"""FineTuneJob children: resolved-job ConfigMap, headless rendezvous Service, PodGroup, N worker Pods."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from thinktune.spec import FineTuneJobSpec, Volume
+
+from .. import names as N
+from ..config import OperatorConfig
+from .common import Mounts, base_pod, cr_configmap, gpu_count, object_meta, resolved_cr
+
+COMPONENT = "worker"
+JOB_FILE = "job.yaml"
+
+
+def parse_spec(body: dict[str, Any]) -> FineTuneJobSpec:
+    return FineTuneJobSpec.model_validate(body.get("spec") or {})
+
+
+def mounts_for(spec: FineTuneJobSpec, cfg: OperatorConfig, dataset: Volume | None) -> Mounts:
+    m = Mounts(cfg.workspace_pvc)
+    m.claim_of(spec.output)
+    if dataset is not None:
+        m.claim_of(dataset)
+    if spec.model.pvc:
+        m.claim_of(pvc=spec.model.pvc)
+    return m
+
+
+def resolved_job(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig,
+                 dataset: Volume | None) -> dict[str, Any]:
+    """The CR as the pod sees it: volume paths are absolute in-pod paths, datasetRef replaced by the directory."""
+    mounts = mounts_for(spec, cfg, dataset)
+    s = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    s["output"] = {"path": mounts.path(spec.output)}
+    if dataset is not None:
+        s.pop("datasetRef", None)
+        s["dataset"] = {"path": mounts.path(dataset)}
+    if spec.model.pvc:
+        rel = spec.model.name_or_path.strip("/")
+        s["model"]["nameOrPath"] = f"{N.WORKSPACE_ROOT}/{spec.model.pvc}/{rel}"
+        s["model"].pop("pvc", None)
+    return resolved_cr(body, s)
+
+
+def job_configmap(body: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    return cr_configmap(body, N.job_configmap_name(body["metadata"]["name"]), COMPONENT, resolved, key=JOB_FILE)
+
+
+def rdzv_service(body: dict[str, Any]) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(body, N.rdzv_service_name(name), "rendezvous"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,   # ranks rendezvous before any readiness
+            "selector": {N.L_JOB: N.label_value(name)},
+            "ports": [{"name": "rdzv", "port": N.MASTER_PORT, "targetPort": N.MASTER_PORT}],
+        },
+    }
+
+
+def nproc_per_node(spec: FineTuneJobSpec, cfg: OperatorConfig) -> int:
+    if spec.num_proc_per_node != "auto":
+        return int(spec.num_proc_per_node)
+    return max(1, gpu_count(spec.resources_per_node, cfg.gpu_resource))
+
+
+def avoid_nodes_affinity(affinity: dict[str, Any] | None, nodes: list[str], job: str, attempt: int) -> dict[str, Any]:
+    """User affinity + node anti-affinity away from failed nodes + one worker per node (hostname anti-affinity)."""
+    aff = copy.deepcopy(affinity) if affinity else {}
+    if nodes:
+        # metadata.name is what a Node *is* (hostname labels can differ from it)
+        field_expr = {"key": "metadata.name", "operator": "NotIn", "values": sorted(set(nodes))}
+        na = aff.setdefault("nodeAffinity", {})
+        req = na.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+        terms = req.setdefault("nodeSelectorTerms", [])
+        if not terms:
+            terms.append({})
+        for t in terms:  # terms are ORed, so every term must exclude the nodes
+            t.setdefault("matchFields", []).append(dict(field_expr))
+    pa = aff.setdefault("podAntiAffinity", {})
+    pa.setdefault("requiredDuringSchedulingIgnoredDuringExecution", []).append({
+        "labelSelector": {"matchLabels": {N.L_JOB: N.label_value(job), N.L_ATTEMPT: str(attempt)}},
+        "topologyKey": "kubernetes.io/hostname",
+    })
+    return aff
+
+
+def worker_pod(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig, attempt: int, rank: int,
+               avoid: list[str], dataset: Volume | None) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    ns = body["metadata"].get("namespace", "default")
+    mounts = mounts_for(spec, cfg, dataset)
+    out_dir = mounts.path(spec.output)
+    nnodes = spec.num_nodes
+    nproc = nproc_per_node(spec, cfg)
+    svc = N.rdzv_service_name(name)
+    master = f"{N.worker_pod_name(name, attempt, 0)}.{svc}"
+    port = spec.monitoring.metrics_port
+    resume = attempt > 0
+    env = [
+        {"name": "THINKTUNE_JOB", "value": name},
+        {"name": "THINKTUNE_NAMESPACE", "value": ns},
+        {"name": "THINKTUNE_RANK", "value": str(rank)},
+        {"name": "THINKTUNE_ATTEMPT", "value": str(attempt)},
+        # LLaMA Factory resumes from the last checkpoint in output_dir by itself (overwrite_output_dir stays
+        # false); this tells the trainer/report that it is a resume, and the output dir is the same every attempt.
+        {"name": "THINKTUNE_RESUME", "value": "true" if resume else "false"},
+        {"name": "THINKTUNE_OUTPUT_DIR", "value": out_dir},
+        {"name": "THINKTUNE_METRICS_PORT", "value": str(port)},
+        {"name": "NNODES", "value": str(nnodes)},
+        {"name": "NODE_RANK", "value": str(rank)},
+        {"name": "NPROC_PER_NODE", "value": str(nproc)},
+        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_PORT", "value": str(N.MASTER_PORT)},
+    ]
+    if nnodes > 1 or nproc > 1:
+        env.append({"name": "FORCE_TORCHRUN", "value": "1"})
+    container = {
+        "name": "trainer",
+        "command": ["thinktune", "train", "-f", f"{N.CONFIG_MOUNT}/{JOB_FILE}"],
+        "env": env,
+        "resources": copy.deepcopy(spec.resources_per_node),
+        "ports": [{"name": "metrics", "containerPort": port}, {"name": "rdzv", "containerPort": N.MASTER_PORT}],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    labels = {N.L_JOB: N.label_value(name), N.L_ATTEMPT: str(attempt), N.L_RANK: str(rank)}
+    annotations = {
+        N.A_ATTEMPT: str(attempt),
+        N.A_RESUME: "true" if resume else "false",
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+    sp = spec.run_policy.scheduling_policy
+    if sp.queue and sp.gang_scheduler != "volcano":
+        labels[N.L_KUEUE_QUEUE] = sp.queue
+        labels[N.L_KUEUE_POD_GROUP] = N.podgroup_name(name, attempt)
+        annotations[N.A_KUEUE_TOTAL] = str(nnodes)
+    if sp.gang_scheduler == "coscheduling":
+        labels[N.L_COSCHED_POD_GROUP] = N.podgroup_name(name, attempt)
+    elif sp.gang_scheduler == "volcano":
+        annotations[N.A_VOLCANO_GROUP] = N.podgroup_name(name, attempt)
+    pod = base_pod(body, N.worker_pod_name(name, attempt, rank), COMPONENT, spec.pod, container, mounts,
+                   N.job_configmap_name(name), labels, annotations,
+                   image=cfg.default_image if spec.pod.image == type(spec.pod)().image and cfg.default_image else None)
+    ps = pod["spec"]
+    ps["hostname"] = N.worker_pod_name(name, attempt, rank)
+    ps["subdomain"] = svc
+    ps["volumes"].append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+    ps["affinity"] = avoid_nodes_affinity(spec.pod.affinity, avoid, name, attempt)
+    if spec.run_policy.active_deadline_seconds:
+        # belt and braces: the kubelet stops a pod even if the operator is down
+        ps["activeDeadlineSeconds"] = int(spec.run_policy.active_deadline_seconds)
+    if sp.gang_scheduler == "volcano":
+        ps["schedulerName"] = cfg.volcano_scheduler
+    elif sp.gang_scheduler == "coscheduling" and cfg.coscheduling_scheduler:
+        ps["schedulerName"] = cfg.coscheduling_scheduler
+    if sp.priority_class and not ps.get("priorityClassName"):
+        ps["priorityClassName"] = sp.priority_class
+    return pod
+
+
+def worker_pods(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig, attempt: int, avoid: list[str],
+                dataset: Volume | None) -> list[dict[str, Any]]:
+    return [worker_pod(body, spec, cfg, attempt, r, avoid, dataset) for r in range(spec.num_nodes)]
+
+
+def pod_group(body: dict[str, Any], spec: FineTuneJobSpec, attempt: int) -> dict[str, Any] | None:
+    sp = spec.run_policy.scheduling_policy
+    if sp.gang_scheduler == "none":
+        return None
+    name = N.podgroup_name(body["metadata"]["name"], attempt)
+    m = object_meta(body, name, "podgroup")
+    if sp.gang_scheduler == "coscheduling":
+        return {"apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup", "metadata": m,
+                "spec": {"minMember": spec.num_nodes, "scheduleTimeoutSeconds": sp.schedule_timeout_seconds}}
+    s: dict[str, Any] = {"minMember": spec.num_nodes}
+    if sp.queue:
+        s["queue"] = sp.queue
+    if sp.priority_class:
+        s["priorityClassName"] = sp.priority_class
+    limits = (spec.resources_per_node.get("limits") or spec.resources_per_node.get("requests") or {})
+    if limits:
+        s["minResources"] = {k: _mul(v, spec.num_nodes) for k, v in limits.items()}
+    return {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup", "metadata": m, "spec": s}
+
+
+def _mul(v: Any, n: int) -> Any:
+    try:
+        return str(int(str(v)) * n)
+    except ValueError:
+        return v  # quantities like "40Gi" are left per-pod; Volcano only needs a lower bound

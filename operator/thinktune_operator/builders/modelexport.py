@@ -1,0 +1,95 @@
+"""ModelExport children: ConfigMap with the resolved CR and one pod running `thinktune export`.
+
+The pod gets a GPU only when a requested format needs one (gptq, bnb); merge + rtn run on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from thinktune.spec import ModelExportSpec, Volume
+
+from .. import names as N
+from ..config import OperatorConfig
+from .common import Mounts, base_pod, cr_configmap, gpu_count, resolved_cr, without_gpu
+
+COMPONENT = "export"
+GPU_METHODS = {"gptq", "bnb"}
+
+
+def parse_spec(body: dict[str, Any]) -> ModelExportSpec:
+    return ModelExportSpec.model_validate(body.get("spec") or {})
+
+
+def needs_gpu(spec: ModelExportSpec) -> bool:
+    return any(q.method in GPU_METHODS for q in spec.quantize)
+
+
+def spec_hash(body: dict[str, Any]) -> str:
+    return N.short_hash(json.dumps(body.get("spec") or {}, sort_keys=True))
+
+
+def pod_name(body: dict[str, Any]) -> str:
+    return N.dns_label(body["metadata"]["name"], f"-export-{spec_hash(body)}")
+
+
+def configmap_name(body: dict[str, Any]) -> str:
+    return N.dns_label(body["metadata"]["name"], "-export")
+
+
+def resources_for(spec: ModelExportSpec, cfg: OperatorConfig) -> dict[str, Any]:
+    if needs_gpu(spec):
+        r = dict(spec.resources)
+        if not gpu_count(r, cfg.gpu_resource):
+            r = {**r, "limits": {**(r.get("limits") or {}), cfg.gpu_resource: 1}}
+        return r
+    return without_gpu(spec.resources, cfg.gpu_resource)
+
+
+def children(body: dict[str, Any], cfg: OperatorConfig, adapter: Volume | None = None,
+             base_model: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """`adapter`/`base_model` come from the referenced FineTuneJob when fineTuneJobRef is used."""
+    spec = parse_spec(body)
+    m = Mounts(cfg.workspace_pvc)
+    out = m.path(spec.output)
+    s = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    s["output"] = {"path": out}
+    ad = spec.adapter or adapter
+    if ad is not None:
+        s["adapter"] = {"path": m.path(ad)}
+        s.pop("fineTuneJobRef", None)
+    bm = s.get("baseModel") or base_model
+    if bm is not None:
+        bm = dict(bm)
+        if bm.get("pvc"):
+            bm["nameOrPath"] = f"{N.WORKSPACE_ROOT}/{m.claim_of(pvc=bm['pvc'])}/{bm['nameOrPath'].strip('/')}"
+            bm.pop("pvc")
+        s["baseModel"] = bm
+    cm = cr_configmap(body, configmap_name(body), COMPONENT, resolved_cr(body, s))
+    container = {
+        "name": "export",
+        "command": ["thinktune", "export", "-f", f"{N.CONFIG_MOUNT}/{N.CR_FILE}"],
+        "resources": resources_for(spec, cfg),
+        "env": [{"name": "THINKTUNE_OUTPUT_DIR", "value": out}],
+    }
+    pod = base_pod(body, pod_name(body), COMPONENT, spec.pod, container, m, configmap_name(body),
+                   annotations={N.A_SPEC_HASH: spec_hash(body)},
+                   image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None)
+    return cm, pod, out
+
+
+def artifacts_from_report(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Termination JSON {"artifacts": [{name, path, sizeBytes|size_bytes, verified, perplexity, termAccuracy,
+    warnings}]} -> status.artifacts (camelCase)."""
+    keymap = {"size_bytes": "sizeBytes", "term_accuracy": "termAccuracy"}
+    out = []
+    for a in report.get("artifacts") or []:
+        if not isinstance(a, dict) or "name" not in a:
+            continue
+        item = {keymap.get(k, k): v for k, v in a.items()
+                if keymap.get(k, k) in ("name", "path", "sizeBytes", "verified", "perplexity", "termAccuracy",
+                                        "warnings")}
+        item.setdefault("path", "")
+        out.append(item)
+    return out

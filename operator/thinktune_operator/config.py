@@ -1,0 +1,55 @@
+"""Operator settings, read once from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env_list(name: str, default: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in os.environ.get(name, default).split(",") if x.strip())
+
+
+DEFAULT_GPU_FAULT_TAINTS = (
+    "thinktune.io/gpu-unhealthy,nvidia.com/gpu-unhealthy,nvidia.com/gpu.unhealthy,nvidia.com/gpu-error,"
+    "node.kubernetes.io/out-of-service,node.kubernetes.io/unreachable,node.kubernetes.io/not-ready,"
+    "node.kubernetes.io/unschedulable"
+)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    metrics_port: int = 8080
+    workspace_pvc: str = "thinktune-workspace"
+    progress_source: str = "auto"            # auto | http | annotation | none
+    progress_interval_s: float = 15.0
+    resync_s: float = 30.0
+    workers: int = 16
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_fault_taints: tuple[str, ...] = field(default_factory=lambda: tuple(DEFAULT_GPU_FAULT_TAINTS.split(",")))
+    # old-gang pods on a healthy node get this long to terminate before they are force-deleted
+    stop_grace_s: float = 30.0
+    # a gang whose members were created this long ago but some are missing counts as broken (PodLost)
+    gang_lost_after_s: float = 20.0
+    coscheduling_scheduler: str | None = None
+    volcano_scheduler: str = "volcano"
+    default_image: str | None = None
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        e = os.environ.get
+        return cls(
+            metrics_port=int(e("THINKTUNE_METRICS_PORT", "8080")),
+            workspace_pvc=e("THINKTUNE_WORKSPACE_PVC", "thinktune-workspace"),
+            progress_source=e("THINKTUNE_PROGRESS_SOURCE", "auto"),
+            progress_interval_s=float(e("THINKTUNE_PROGRESS_INTERVAL", "15")),
+            resync_s=float(e("THINKTUNE_RESYNC_SECONDS", "30")),
+            workers=int(e("THINKTUNE_WORKERS", "16")),
+            gpu_resource=e("THINKTUNE_GPU_RESOURCE", "nvidia.com/gpu"),
+            gpu_fault_taints=_env_list("THINKTUNE_GPU_FAULT_TAINTS", DEFAULT_GPU_FAULT_TAINTS),
+            stop_grace_s=float(e("THINKTUNE_STOP_GRACE_SECONDS", "30")),
+            gang_lost_after_s=float(e("THINKTUNE_GANG_LOST_AFTER_SECONDS", "20")),
+            coscheduling_scheduler=e("THINKTUNE_COSCHEDULING_SCHEDULER") or None,
+            volcano_scheduler=e("THINKTUNE_VOLCANO_SCHEDULER", "volcano"),
+            default_image=e("THINKTUNE_DEFAULT_IMAGE") or None,
+        )

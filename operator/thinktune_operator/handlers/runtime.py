@@ -1,0 +1,255 @@
+"""Shared runtime of the handlers: a controller-style work queue, the kopf indexes, and Plan application.
+
+Why a work queue instead of one kopf daemon per object: kopf daemons and timers force a finalizer onto every
+CR (deleting a CR would then block while the operator is down), and 1,000 jobs would be 1,000 tasks. Here the
+kopf watch handlers (CRs, pods, nodes) only enqueue keys; a fixed pool of workers runs level-triggered
+reconciles, one at a time per key (a key that changes while being reconciled is reconciled again right after),
+and a resync loop re-enqueues every known key periodically (the timer). Queue wait is a metric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from ..config import OperatorConfig
+from ..kube import Kube, NotInstalled
+from ..metrics import OperatorMetrics, get_metrics
+from ..planners.common import Plan
+
+log = logging.getLogger("thinktune_operator")
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+class WorkQueue:
+    def __init__(self, handler: Callable[[Key], Awaitable[float | None]], workers: int,
+                 metrics: OperatorMetrics) -> None:
+        self.handler = handler
+        self.n = workers
+        self.metrics = metrics
+        self.queue: asyncio.Queue[Key] = asyncio.Queue()
+        self.pending: dict[Key, float] = {}
+        self.processing: set[Key] = set()
+        self.dirty: set[Key] = set()
+        self.timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
+        self.tasks: list[asyncio.Task] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.tasks = [asyncio.create_task(self._worker(i)) for i in range(self.n)]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for _, h in self.timers.values():
+            h.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def add(self, key: Key, delay: float = 0.0) -> None:
+        """Must be called on the event loop thread (kopf handlers are)."""
+        if delay > 0:
+            due = time.monotonic() + delay
+            cur = self.timers.get(key)
+            if cur is not None and cur[0] <= due:
+                return
+            if cur is not None:
+                cur[1].cancel()
+            assert self.loop is not None
+            self.timers[key] = (due, self.loop.call_later(delay, self._fire, key))
+            return
+        if key in self.pending:
+            return
+        if key in self.processing:
+            self.dirty.add(key)
+            return
+        self.pending[key] = time.monotonic()
+        self.queue.put_nowait(key)
+        self.metrics.queue_depth.set(len(self.pending))
+
+    def _fire(self, key: Key) -> None:
+        self.timers.pop(key, None)
+        self.add(key)
+
+    def forget(self, key: Key) -> None:
+        cur = self.timers.pop(key, None)
+        if cur is not None:
+            cur[1].cancel()
+
+    async def _worker(self, i: int) -> None:
+        while True:
+            key = await self.queue.get()
+            t0 = self.pending.pop(key, time.monotonic())
+            self.metrics.queue_depth.set(len(self.pending))
+            self.metrics.queue_wait_seconds.labels(key[0]).observe(time.monotonic() - t0)
+            self.processing.add(key)
+            requeue: float | None = None
+            try:
+                requeue = await self.handler(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile %s failed; retrying", key)
+                self.metrics.reconcile_errors.labels(key[0]).inc()
+                requeue = 5.0
+            finally:
+                self.processing.discard(key)
+            if key in self.dirty:
+                self.dirty.discard(key)
+                self.add(key)
+            elif requeue is not None:
+                self.add(key, max(requeue, 0.05))
+
+
+class Runtime:
+    """Process-wide state, created by the startup handler."""
+
+    def __init__(self, cfg: OperatorConfig, kube: Kube, metrics: OperatorMetrics | None = None) -> None:
+        self.cfg = cfg
+        self.kube = kube
+        self.metrics = metrics or get_metrics()
+        self.executor = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="reconcile")
+        self.queue = WorkQueue(self._reconcile, cfg.workers, self.metrics)
+        self.indices: dict[str, Any] = {}
+        self.known: dict[Key, int | None] = {}       # key -> last seen generation
+        self.reconcilers: dict[str, Callable[[Runtime, Key, list[dict], dict[str, dict]], float | None]] = {}
+        self.lock = threading.Lock()
+        self.seen_scheduled: set[tuple[Key, int]] = set()
+        self.restart_detected: dict[Key, tuple[int, float]] = {}
+        self.node_signature: dict[str, tuple] = {}
+        self.resync_task: asyncio.Task | None = None
+
+    # ---- index snapshots (event-loop thread only)
+    def pods_of(self, key: Key) -> list[dict[str, Any]]:
+        idx = self.indices.get("pods_by_owner")
+        if idx is None or key not in idx:
+            return []
+        return [dict(p) for p in idx[key]]
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        idx = self.indices.get("nodes_by_name")
+        if idx is None:
+            return {}
+        out = {}
+        for name in list(idx):
+            for n in idx[name]:
+                out[name] = n
+        return out
+
+    def owners_on_node(self, node: str) -> set[Key]:
+        idx = self.indices.get("pods_by_node")
+        if idx is None or node not in idx:
+            return set()
+        return set(idx[node])
+
+    async def _reconcile(self, key: Key) -> float | None:
+        pods = self.pods_of(key)
+        nodes = self.nodes() if key[0] == "FineTuneJob" or pods else {}
+        fn = self.reconcilers[key[0]]
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            return await loop.run_in_executor(self.executor, fn, self, key, pods, nodes)
+        finally:
+            self.metrics.reconcile_seconds.labels(key[0]).observe(time.perf_counter() - t0)
+
+    def start(self) -> None:
+        self.queue.start()
+        self.resync_task = asyncio.create_task(self._resync())
+
+    async def stop(self) -> None:
+        if self.resync_task:
+            self.resync_task.cancel()
+        await self.queue.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.resync_s)
+            for key in list(self.known):
+                self.queue.add(key)
+
+    # ---- applying a Plan (worker thread)
+    def apply(self, key: Key, body: dict[str, Any], plan: Plan) -> float | None:
+        kind, ns, name = key
+        m = self.metrics
+        if plan.delete_self:
+            for ev in plan.events:
+                self.event(body, ev.type, ev.reason, ev.message)
+            self.kube.delete_cr(kind, ns, name)
+            return None
+        for d in plan.deletes:
+            self.kube.delete(ns, d.kind, d.name, force=d.force)
+        for obj in plan.creates:
+            try:
+                self.kube.create_if_absent(obj)
+            except NotInstalled as e:
+                self.event(body, "Warning", "PodGroupUnavailable", f"{e}; continuing without gang scheduling")
+        for obs in plan.observations:
+            if obs[0] == "restart":
+                m.restarts.labels(kind, ns, obs[1], obs[2]).inc()
+                if obs[1] == "infrastructure":
+                    self.restart_detected[key] = (int(plan.status.get("attempt") or 0), time.monotonic())
+            elif obs[0] == "gpu_failure":
+                m.gpu_failures.labels(ns, obs[1], obs[2]).inc()
+            elif obs[0] == "gang_created":
+                rec = self.restart_detected.get(key)
+                if rec is not None and rec[0] == obs[1]:
+                    m.replacement_seconds.observe(time.monotonic() - rec[1])
+                    del self.restart_detected[key]
+            elif obs[0] == "gang_scheduled" and obs[2] is not None:
+                with self.lock:
+                    if (key, obs[1]) in self.seen_scheduled:
+                        continue
+                    self.seen_scheduled.add((key, obs[1]))
+                m.gang_schedule_seconds.observe(obs[2])
+        if plan.progress_pod is not None and plan.progress_port:
+            from ..progress import make_source
+            prog = make_source(self.cfg.progress_source)(plan.progress_pod, plan.progress_port)
+            if prog:
+                plan.status["progress"] = {**(plan.status.get("progress") or {}), **prog}
+            plan.requeue(self.cfg.progress_interval_s)
+        old = body.get("status") or {}
+        if _differs(old, plan.status):
+            self.kube.patch_status(kind, ns, name, plan.status)
+        for ev in plan.events:
+            self.event(body, ev.type, ev.reason, ev.message)
+        m.view.update(kind, ns, name, plan.status)
+        return plan.requeue_after if plan.requeue_after is not None else self.cfg.resync_s
+
+    def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.metrics.events.labels(body.get("kind", ""), type_, reason).inc()
+        log.info("%s %s/%s %s: %s", type_, body["metadata"].get("namespace"), body["metadata"]["name"], reason,
+                 message)
+        self.kube.post_event(body, type_, reason, message)
+
+
+def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    for k, v in new.items():
+        if old.get(k) != v and not (v is None and k not in old):
+            return True
+    return False
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+RUNTIME: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    assert RUNTIME is not None, "operator runtime not started (startup handler)"
+    return RUNTIME
+
+
+def enqueue(key: Hashable, delay: float = 0.0) -> None:
+    if RUNTIME is not None:
+        RUNTIME.queue.add(key, delay)  # type: ignore[arg-type]

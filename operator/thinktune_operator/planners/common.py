@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..conditions import now_iso, set_condition
+
+
+@dataclass
+class Delete:
+    kind: str             # "Pod", ...
+    name: str
+    force: bool = False   # grace period 0 (pods on dead nodes never finish terminating)
+
+
+@dataclass
+class Event:
+    type: str             # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    status: dict[str, Any]
+    creates: list[dict[str, Any]] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    delete_self: bool = False
+    # metric observations for the handler: ("restart", type, reason) / ("gpu_failure", node, reason) /
+    # ("gang_scheduled", seconds) / ("gang_created", attempt)
+    observations: list[tuple] = field(default_factory=list)
+    progress_pod: dict[str, Any] | None = None
+    progress_port: int | None = None
+
+    def requeue(self, seconds: float) -> None:
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+
+
+class StatusBuilder:
+    """Mutable copy of a status dict with condition helpers bound to `now` and the generation."""
+
+    def __init__(self, status: dict[str, Any] | None, now: datetime, generation: int | None) -> None:
+        self.s: dict[str, Any] = copy.deepcopy(status or {})
+        self.now = now
+        self.gen = generation
+        self.s["observedGeneration"] = generation
+
+    def cond(self, ctype: str, status: bool, reason: str, message: str = "") -> bool:
+        """Set a condition; True when its status flipped (or it is new)."""
+        before = next((c.get("status") for c in self.s.get("conditions") or [] if c.get("type") == ctype), None)
+        self.s["conditions"] = set_condition(self.s.get("conditions"), ctype, status, reason, message, self.now,
+                                             self.gen)
+        return before != ("True" if status else "False")
+
+    def cond_off(self, ctype: str, reason: str, message: str = "") -> bool:
+        """Turn a condition False only if it exists (no clutter of never-true conditions)."""
+        if any(c.get("type") == ctype for c in self.s.get("conditions") or []):
+            return self.cond(ctype, False, reason, message)
+        return False
+
+    def is_true(self, ctype: str) -> bool:
+        return any(c.get("type") == ctype and c.get("status") == "True" for c in self.s.get("conditions") or [])
+
+    def ts(self) -> str:
+        return now_iso(self.now)
+
+    def phase(self, p: str, message: str | None = None) -> None:
+        self.s["phase"] = p
+        if message is not None:
+            self.s["message"] = message[:1024]
+
+
+def pod_phase(pod: dict[str, Any]) -> str:
+    return (pod.get("status") or {}).get("phase") or "Pending"
+
+
+def is_terminating(pod: dict[str, Any]) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def is_scheduled(pod: dict[str, Any]) -> bool:
+    if (pod.get("spec") or {}).get("nodeName"):
+        return True
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def status_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    return (old or {}) != new

@@ -1,0 +1,118 @@
+"""Training progress for FineTuneJob status, from the rank-0 worker. Pluggable sources:
+
+- `http`: GET http://<podIP>:<metricsPort>/metrics and parse the trainer's `thinktune_train_*` gauges (the real
+  thing; the trainer exporter lives in thinktune.train.callbacks).
+- `annotation`: JSON in the pod annotation `thinktune.io/progress` (kwok pods run no process, so cluster tests and
+  the sandbox demo write progress there).
+- `auto`: annotation when present, else http.
+Parsing is pure and tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .names import A_PROGRESS
+
+log = logging.getLogger(__name__)
+
+# status.progress field -> accepted metric names (first found wins)
+METRIC_MAP: dict[str, tuple[str, ...]] = {
+    "step": ("thinktune_train_step", "thinktune_train_global_step"),
+    "totalSteps": ("thinktune_train_total_steps", "thinktune_train_max_steps"),
+    "epoch": ("thinktune_train_epoch",),
+    "loss": ("thinktune_train_loss",),
+    "evalLoss": ("thinktune_train_eval_loss", "thinktune_train_val_loss"),
+    "learningRate": ("thinktune_train_learning_rate",),
+    "tokensPerSecond": ("thinktune_train_tokens_per_second",),
+    "etaSeconds": ("thinktune_train_eta_seconds",),
+}
+
+
+def parse_metrics_text(text: str, rank: str | None = "0") -> dict[str, float]:
+    """Prometheus text exposition -> {name: value} of the thinktune_train_* samples (rank 0 preferred)."""
+    values: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if not s.name.startswith("thinktune_train_"):
+                continue
+            r = s.labels.get("rank")
+            if rank is not None and r is not None and r != rank:
+                continue
+            values[s.name] = float(s.value)
+    return values
+
+
+def progress_from_values(values: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field_name, names in METRIC_MAP.items():
+        for n in names:
+            if n in values and values[n] == values[n]:  # skip NaN
+                out[field_name] = values[n]
+                break
+    return normalise(out)
+
+
+def normalise(p: dict[str, Any]) -> dict[str, Any]:
+    out = dict(p)
+    for k in ("step", "totalSteps"):
+        if out.get(k) is not None:
+            out[k] = int(out[k])
+    step, total = out.get("step"), out.get("totalSteps")
+    if step is not None and total:
+        pct = round(100.0 * step / total, 1)
+        out["percent"] = pct
+        out["summary"] = f"{step}/{total} ({pct:g}%)"
+    elif step is not None:
+        out["summary"] = str(step)
+    return out
+
+
+def parse_annotation(pod: dict[str, Any]) -> dict[str, Any] | None:
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(A_PROGRESS)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    allowed = set(METRIC_MAP)
+    return normalise({k: v for k, v in data.items() if k in allowed and isinstance(v, int | float)})
+
+
+def fetch_http(pod: dict[str, Any], port: int, timeout: float = 1.5) -> dict[str, Any] | None:
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=timeout) as r:  # noqa: S310
+            text = r.read().decode("utf-8", "replace")
+    except Exception as e:  # unreachable pod, kwok fake IP, trainer not up yet
+        log.debug("progress scrape of %s failed: %s", ip, e)
+        return None
+    vals = parse_metrics_text(text)
+    return progress_from_values(vals) if vals else None
+
+
+ProgressSource = Callable[[dict[str, Any], int], dict[str, Any] | None]
+
+
+def make_source(kind: str) -> ProgressSource:
+    if kind == "none":
+        return lambda pod, port: None
+    if kind == "annotation":
+        return lambda pod, port: parse_annotation(pod)
+    if kind == "http":
+        return fetch_http
+
+    def auto(pod: dict[str, Any], port: int) -> dict[str, Any] | None:
+        return parse_annotation(pod) or fetch_http(pod, port)
+    return auto
