@@ -230,7 +230,7 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
     created = [parse_time(pod["metadata"].get("creationTimestamp")) for pod in current.values()]
     created = [c for c in created if c is not None]
     if current and len(current) < spec.num_nodes and created and not verdicts and \
-            (now - min(created)).total_seconds() > cfg.gang_lost_after_s and s.get("phase") in ("Running",):
+            (now - min(created)).total_seconds() > cfg.gang_lost_after_s and sb.is_true("Running"):
         missing = sorted(set(range(spec.num_nodes)) - set(current))
         verdicts.append((missing[0], Verdict("infrastructure", "PodLost", f"worker(s) {missing} disappeared")))
 

@@ -11,11 +11,11 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 CA_COMMON_NAME = "thinktune-sandbox-ca"
 ADMIN_USER = "thinktune-admin"
@@ -48,11 +48,15 @@ def pki_files(directory: Path) -> PkiFiles:
 
 
 def _new_key() -> rsa.RSAPrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     # RSA rather than ECDSA: every component (and the SA token signer) accepts it without extra flags.
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    from cryptography.hazmat.primitives import serialization
+
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -64,6 +68,8 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    from cryptography.hazmat.primitives import serialization
+
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -72,6 +78,12 @@ def ensure_pki(directory: Path) -> PkiFiles:
     files = pki_files(directory)
     if files.exist():
         return files
+    # Imported here, not at module top: `thinktune sandbox status/down` and the main CLI's start-up should
+    # not pay for (or require) cryptography, which only the operator extra installs.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     directory.mkdir(parents=True, exist_ok=True)
     # Backdated so that small clock differences between processes never make the cert "not yet valid".
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
