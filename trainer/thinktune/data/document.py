@@ -1,0 +1,238 @@
+"""One markdown document → samples (runs in worker processes).
+
+Steps: block-parse the original text (code ranges, headings, broken fences) → find and parse ``<thinking>``
+blocks (errors with line/col/fix reject the document) → blank the blocks out (line numbers stay) → Chinese
+normalisation outside code/URLs → parse sections/components → detect Q&A pairs → attach thinking trees to
+their pair → render samples (source thinking, or template-generated; model generation happens later in the
+parent process) → term recognition with jieba + glossary.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from thinktune.data.chinese import NormalizeOptions, Normalizer, term_recognizer
+from thinktune.data.markdown_parse import (
+    block_tokens,
+    code_line_ranges,
+    heading_lines,
+    parse_markdown,
+    unclosed_fences,
+)
+from thinktune.data.qa import Pair, detect_pairs
+from thinktune.data.samples import Reject, Sample
+from thinktune.data.thinking import (
+    ThinkingNode,
+    assess_quality,
+    blank_out,
+    parse_thinking,
+    render_reasoning,
+    strip_code,
+    template_reasoning,
+)
+
+
+@dataclass(frozen=True)
+class DocOptions:
+    opencc: str = "t2s"
+    punctuation: bool = True
+    glossary: str | None = None
+    nested: str = "keep"
+    generate: str = "template"
+    min_quality: float = 0.5
+    system_prompt: str | None = None
+
+
+@dataclass
+class DocResult:
+    file: str
+    n_bytes: int
+    samples: list[Sample] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # "file:line:col: message; fix"
+    warnings: list[str] = field(default_factory=list)
+    thinking_blocks: int = 0
+    max_thinking_depth: int = 0
+
+
+_NORMALIZERS: dict[tuple[str, bool], Normalizer] = {}
+
+
+def _normalizer(opts: DocOptions) -> Normalizer:
+    key = (opts.opencc, opts.punctuation)
+    n = _NORMALIZERS.get(key)
+    if n is None:
+        n = _NORMALIZERS[key] = Normalizer(NormalizeOptions(opts.opencc, opts.punctuation))
+    return n
+
+
+def _norm_part(normalizer: Normalizer, text: str) -> str:
+    if "```" in text or "~~~" in text or "\n    " in text:
+        return normalizer.markdown(text, code_line_ranges(block_tokens(text)))
+    return normalizer.inline(text)
+
+
+def _system(opts: DocOptions, doc_title: str, pair: Pair) -> str:
+    if opts.system_prompt:
+        return opts.system_prompt
+    path = " › ".join(pair.section.path) or doc_title
+    if path and doc_title and not path.startswith(doc_title):
+        path = f"{doc_title} › {path}"
+    base = "你是一名精通密码学的助手，请先思考再作答。"
+    path = path.rstrip("。？！?!.：:")
+    return f"{base}当前主题：{path}。" if path else base
+
+
+def _sample_type(pair: Pair, has_source_thinking: bool, answer: str) -> str:
+    if has_source_thinking:
+        return "thinking"
+    if pair.style == "code" or "```" in answer or "~~~" in answer:
+        return "code"
+    if pair.style in ("marker", "faq_list", "question_heading"):
+        return "qa"
+    return "section"
+
+
+def attach_thinking(pairs: list[Pair], roots: list[ThinkingNode]) -> tuple[dict[int, list[ThinkingNode]], list[ThinkingNode]]:
+    """Map each thinking tree to the pair it belongs to (by position inside its section)."""
+    attached: dict[int, list[ThinkingNode]] = {}
+    orphans: list[ThinkingNode] = []
+    qa_styles = ("marker", "faq_list", "question_heading")
+    for r in roots:
+        L = r.line
+        in_sec = [(i, p) for i, p in enumerate(pairs) if p.section.line <= L <= max(p.section.end_line, p.section.line)]
+        choice = None
+        qa = [(i, p) for i, p in in_sec if p.style in qa_styles and p.start <= L]
+        if qa:
+            choice = max(qa, key=lambda ip: (ip[1].start, ip[0]))[0]
+        else:
+            sec = [i for i, p in in_sec if p.style == "section"]
+            code = [(i, p) for i, p in in_sec if p.style == "code" and p.start <= L]
+            later_qa = [(i, p) for i, p in in_sec if p.style in qa_styles]
+            if sec:
+                choice = sec[0]
+            elif later_qa:
+                choice = min(later_qa, key=lambda ip: ip[1].start)[0]
+            elif code:
+                choice = max(code, key=lambda ip: ip[1].start)[0]
+        if choice is None:
+            orphans.append(r)
+        else:
+            attached.setdefault(choice, []).append(r)
+    return attached, orphans
+
+
+def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
+    res = DocResult(file=rel, n_bytes=len(text.encode("utf-8")))
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    tokens = block_tokens(text)
+    for line, markup in unclosed_fences(tokens, lines):
+        # everything after an unclosed fence would silently become code
+        res.errors.append(f"{rel}:{line}:1: code fence {markup} opened here is never closed; add a line "
+                          f"'{markup}' after the last line of the code (before the next text or heading)")
+        res.rejects.append(Reject(rel, line, f"code fence {markup} opened here is never closed", col=1,
+                                  fix=f"add a closing '{markup}' line after the code", kind="document"))
+    code = code_line_ranges(tokens)
+    roots, terrs = parse_thinking(text, code, heading_lines(tokens))
+    for e in terrs:
+        res.errors.append(f"{rel}:{e.line}:{e.col}: {e.message}; {e.fix}")
+        res.rejects.append(Reject(rel, e.line, e.message, fix=e.fix, kind="thinking", col=e.col))
+    if res.errors:
+        return res
+    res.thinking_blocks = sum(1 for _ in roots)
+    res.max_thinking_depth = max((r.max_depth() for r in roots), default=0)
+    normalizer = _normalizer(opts)
+    # 1. blank thinking out, normalise outside code, parse
+    blanked = blank_out(text, roots)
+    code_out = [(a, b) for a, b in code if not any(r.line - 1 <= a and b <= r.end_line for r in roots)]
+    norm = normalizer.markdown(blanked, code_out)
+    parsed = parse_markdown(norm)
+    for r in roots:
+        r.map_text(lambda s: _norm_part(normalizer, s))
+    doc_title = parsed.title or Path(rel).stem
+    pairs, warns = detect_pairs(parsed, doc_title)
+    for line, msg in warns:
+        res.warnings.append(f"{rel}:{line}: {msg}")
+    attached, orphans = attach_thinking(pairs, roots)
+    for r in orphans:
+        res.rejects.append(Reject(rel, r.line, "<thinking> block is not inside any question, answer or section",
+                                  fix="move it directly below the question it reasons about", kind="thinking",
+                                  col=r.col))
+    rec = term_recognizer(opts.glossary)
+    for idx, pair in enumerate(pairs):
+        trees = attached.get(idx, [])
+        if pair.problems:
+            for prob in pair.problems:
+                res.rejects.append(Reject(rel, pair.line, prob, kind="sample",
+                                          fix="write the answer below the question (e.g. a '答：' paragraph)",
+                                          sample={"question": pair.question[:200]}))
+            continue
+        answer = pair.answer_markdown().strip()
+        question = pair.question.strip()
+        if not answer:
+            res.rejects.append(Reject(rel, pair.line, "empty answer", fix="write the answer text",
+                                      sample={"question": question[:200]}))
+            continue
+        s = Sample(type=_sample_type(pair, bool(trees), answer), style=pair.style,
+                   system=_system(opts, doc_title, pair), question=question, answer=answer, source_file=rel,
+                   source_line=pair.line, end_line=pair.end_line, heading=" › ".join(pair.section.path))
+        q_terms = rec.terms(strip_code(question))
+        a_terms = rec.terms(strip_code(answer))
+        if trees:
+            s.reasoning = render_reasoning(trees, opts.nested)
+            s.thinking_method = "source"
+            s.thinking_blocks = len(trees)
+            s.thinking_depth = max(t.max_depth() for t in trees)
+            s.thinking_line = trees[0].line
+            if not s.reasoning.strip():
+                res.rejects.append(Reject(rel, trees[0].line, "empty <thinking> block", col=trees[0].col,
+                                          fix="write the reasoning between <thinking> and </thinking> or remove "
+                                              "the tags", kind="thinking", sample={"question": question[:200]}))
+                continue
+        elif opts.generate == "template":
+            s.reasoning = template_reasoning(question, answer, list(dict.fromkeys(q_terms + a_terms)))
+            s.thinking_method = "template"
+            s.generated_thinking = True
+        elif opts.generate == "model":
+            s.thinking_method = "model"  # filled in by the parent process (one teacher model for all)
+            s.generated_thinking = True
+        else:
+            res.rejects.append(Reject(rel, pair.line, "no <thinking> block and thinking.generate is 'none'",
+                                      fix="add a <thinking> block with the reasoning, or set thinking.generate "
+                                          "to 'template' or 'model'", sample={"question": question[:200]}))
+            continue
+        r_terms = rec.terms(strip_code(s.reasoning)) if s.reasoning else ()
+        s.terms = list(dict.fromkeys(q_terms + a_terms + r_terms))
+        if s.reasoning:
+            q = assess_quality(s.reasoning, answer, a_terms, r_terms)
+            s.quality = q.as_dict()
+            if q.score < opts.min_quality:
+                s.warnings.append(f"thinking quality {q.score:.2f} < minQuality {opts.min_quality}: "
+                                  + "; ".join(q.problems))
+        res.samples.append(s)
+    return res
+
+
+_WS = re.compile(r"\s+")
+
+
+def process_file(path: str, rel: str, opts: DocOptions) -> DocResult:
+    try:
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        res = DocResult(file=rel, n_bytes=0)
+        line = raw[: exc.start].count(b"\n") + 1
+        res.errors.append(f"{rel}:{line}: not valid UTF-8 ({exc.reason}); save the file as UTF-8")
+        res.rejects.append(Reject(rel, line, f"not valid UTF-8: {exc.reason}", fix="save the file as UTF-8",
+                                  kind="document"))
+        return res
+    except OSError as exc:
+        res = DocResult(file=rel, n_bytes=0)
+        res.errors.append(f"{rel}:0: cannot read: {exc}")
+        res.rejects.append(Reject(rel, 0, f"cannot read: {exc}", kind="document"))
+        return res
+    return process_text(text, rel, opts)

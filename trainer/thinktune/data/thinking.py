@@ -1,0 +1,457 @@
+"""``<thinking>`` blocks: parsing into a tree (with precise errors), Qwen3 rendering, quality, generation.
+
+Authors mark reasoning in the corpus with ``<thinking>…</thinking>`` (nested to any depth, several blocks per
+question). Tags inside code (fenced/indented blocks, inline code spans) are code, not tags. The assistant
+turn of a Qwen3 thinking model is exactly ``<think>\\n{reasoning}\\n</think>\\n\\n{answer}``.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass, field
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+_TAG = re.compile(r"<(/?)thinking\s*>", re.IGNORECASE)
+_CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)*?\1")
+_ANSWER_MARK = re.compile(r"^\s*(?:[-*+]\s+|\d+[.)]\s+)?(?:\*\*|__)?\s*(?:答|A|Answer)\s*(?:\*\*|__)?\s*[:：]", re.I)
+_QUESTION_MARK = re.compile(r"^\s*(?:[-*+]\s+|\d+[.)]\s+)?(?:\*\*|__)?\s*(?:问|Q|Question)\s*(?:\*\*|__)?\s*[:：]", re.I)
+
+
+@dataclass
+class ThinkingError:
+    line: int
+    col: int
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"line {self.line} col {self.col}: {self.message}; {self.fix}"
+
+
+@dataclass
+class ThinkingNode:
+    line: int  # 1-based line of the opening tag
+    col: int  # 1-based column of the opening tag
+    start: int  # offset of the opening tag
+    content_start: int  # offset just after the opening tag
+    end: int = -1  # offset just after the closing tag
+    content_end: int = -1  # offset of the closing tag
+    end_line: int = 0
+    depth: int = 1
+    parts: list[str | ThinkingNode] = field(default_factory=list)
+
+    def text_parts(self, text: str) -> None:
+        """Fill ``parts`` from the document text: text runs interleaved with child nodes."""
+        children = [p for p in self.parts if isinstance(p, ThinkingNode)]
+        parts: list[str | ThinkingNode] = []
+        pos = self.content_start
+        for c in children:
+            parts.append(text[pos : c.start])
+            c.text_parts(text)
+            parts.append(c)
+            pos = c.end
+        parts.append(text[pos : self.content_end])
+        self.parts = [p if isinstance(p, ThinkingNode) else textwrap.dedent(p).strip() for p in parts]
+        self.parts = [p for p in self.parts if not (isinstance(p, str) and not p)]
+
+    def map_text(self, fn) -> None:
+        self.parts = [p if isinstance(p, ThinkingNode) else fn(p) for p in self.parts]
+        for p in self.parts:
+            if isinstance(p, ThinkingNode):
+                p.map_text(fn)
+
+    def plain(self) -> str:
+        return "\n".join(p if isinstance(p, str) else p.plain() for p in self.parts)
+
+    def max_depth(self) -> int:
+        return max([self.depth] + [p.max_depth() for p in self.parts if isinstance(p, ThinkingNode)])
+
+
+@dataclass
+class TagEvent:
+    closing: bool
+    offset: int
+    end: int
+    line: int
+    col: int
+
+
+def find_tags(text: str, code_lines: list[tuple[int, int]]) -> list[TagEvent]:
+    """``<thinking>``/``</thinking>`` tags outside code blocks and inline code spans."""
+    if "thinking" not in text.lower():
+        return []
+    in_code = set()
+    for a, b in code_lines:
+        in_code.update(range(a, b))
+    events: list[TagEvent] = []
+    offset = 0
+    for idx, line in enumerate(text.split("\n")):
+        if idx not in in_code and "thinking" in line.lower():
+            masked = _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), line)
+            for m in _TAG.finditer(masked):
+                events.append(TagEvent(m.group(1) == "/", offset + m.start(), offset + m.end(), idx + 1, m.start() + 1))
+        offset += len(line) + 1
+    return events
+
+
+def _last_content_line(lines: list[str], start: int, stop: int) -> int:
+    """1-based number of the last non-blank line in lines[start:stop] (0-based indices); start if none."""
+    for i in range(min(stop, len(lines)) - 1, start - 1, -1):
+        if lines[i].strip():
+            return i + 1
+    return start + 1
+
+
+def parse_thinking(text: str, code_lines: list[tuple[int, int]], heading_lines: set[int]
+                   ) -> tuple[list[ThinkingNode], list[ThinkingError]]:
+    """Parse all thinking blocks into trees. ``heading_lines`` are 1-based lines of headings.
+
+    Errors (with a concrete fix) for: a closing tag without an opening one, an opening tag never closed, a
+    block that runs across a heading, a tag inside a heading, and a block that swallows an answer or
+    question marker (closing tag placed after the answer instead of before it).
+    """
+    events = find_tags(text, code_lines)
+    lines = text.split("\n")
+    errors: list[ThinkingError] = []
+    roots: list[ThinkingNode] = []
+    stack: list[ThinkingNode] = []
+    code = set()
+    for a, b in code_lines:
+        code.update(range(a, b))
+
+    def stop_after(open_line: int) -> tuple[int, str]:
+        """Where the reasoning opened at open_line should end: before the next heading/answer/question."""
+        for i in range(open_line, len(lines)):  # i is 0-based; open_line (1-based) is the line after
+            if i in code:
+                continue
+            if i + 1 in heading_lines:
+                return i, f"before the heading at line {i + 1}"
+            ln = lines[i]
+            if _ANSWER_MARK.match(ln):
+                return i, f"before the answer at line {i + 1}"
+            if _QUESTION_MARK.match(ln):
+                return i, f"before the next question at line {i + 1}"
+            if _TAG.search(ln) and not _TAG.search(ln).group(1) and i + 1 > open_line:
+                return i, f"before the next <thinking> at line {i + 1}"
+        return len(lines), "at the end of the document"
+
+    for ev in events:
+        if ev.line in heading_lines:
+            errors.append(ThinkingError(ev.line, ev.col, f"{'</thinking>' if ev.closing else '<thinking>'} "
+                                        "inside a heading", "move the tag out of the heading onto its own line "
+                                        "below it"))
+            continue
+        if not ev.closing:
+            node = ThinkingNode(line=ev.line, col=ev.col, start=ev.offset, content_start=ev.end,
+                                depth=len(stack) + 1)
+            stack.append(node)
+            continue
+        if not stack:
+            # the reasoning this tag closes starts at the beginning of its paragraph
+            i = ev.line - 1
+            while i > 0 and lines[i - 1].strip():
+                i -= 1
+            errors.append(ThinkingError(ev.line, ev.col, "</thinking> has no matching <thinking>",
+                                        f"add <thinking> on its own line before line {i + 1} (start of the "
+                                        "reasoning) or delete this closing tag"))
+            continue
+        node = stack.pop()
+        node.end, node.content_end, node.end_line = ev.end, ev.offset, ev.line
+        crossed = [h for h in heading_lines if node.line < h < ev.line and h - 1 not in code]
+        inner_lines = range(node.line, ev.line - 1)  # 0-based indices strictly between the tags
+        swallowed = next((i for i in inner_lines if i not in code and (_ANSWER_MARK.match(lines[i])
+                                                                       or _QUESTION_MARK.match(lines[i]))), None)
+        if crossed:
+            h = min(crossed)
+            last = _last_content_line(lines, node.line, h - 1)
+            errors.append(ThinkingError(ev.line, ev.col, f"</thinking> closes the <thinking> opened at line "
+                                        f"{node.line} col {node.col} across the heading at line {h}",
+                                        f"add </thinking> after line {last} (before the heading) and remove "
+                                        f"this one"))
+        elif swallowed is not None and node.depth == 1:
+            what = "answer" if _ANSWER_MARK.match(lines[swallowed]) else "question"
+            last = _last_content_line(lines, node.line, swallowed)
+            errors.append(ThinkingError(ev.line, ev.col, f"</thinking> is misplaced: the <thinking> opened at "
+                                        f"line {node.line} col {node.col} contains the {what} marker at line "
+                                        f"{swallowed + 1}",
+                                        f"move </thinking> to after line {last} (before the {what} starts)"))
+        if stack:
+            stack[-1].parts.append(node)
+        else:
+            roots.append(node)
+    for node in reversed(stack):
+        stop, why = stop_after(node.line)
+        last = _last_content_line(lines, node.line, stop)
+        errors.append(ThinkingError(node.line, node.col, "<thinking> opened here is never closed",
+                                    f"add </thinking> after line {last} (end of the reasoning, {why})"))
+    if not errors:
+        for r in roots:
+            r.text_parts(text)
+    return roots, errors
+
+
+def blank_out(text: str, roots: list[ThinkingNode]) -> str:
+    """The text with every thinking block (tags and content) replaced by spaces; newlines are kept so line
+    numbers of everything else stay the same."""
+    if not roots:
+        return text
+    chars = list(text)
+    for r in roots:
+        for i in range(r.start, r.end):
+            if chars[i] != "\n":
+                chars[i] = " "
+    return "".join(chars)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def render_reasoning(roots: list[ThinkingNode], nested: str = "keep") -> str:
+    """Reasoning text of one or more blocks. keep: inner levels stay ``<thinking>`` tags; flatten: every text
+    run becomes a numbered step (1., 1.1., ...) following the tree."""
+    if nested == "flatten":
+        out: list[str] = []
+
+        def walk(node: ThinkingNode, prefix: str) -> None:
+            n = 0
+            for p in node.parts:
+                n += 1
+                num = f"{prefix}{n}."
+                if isinstance(p, ThinkingNode):
+                    walk(p, num)
+                else:
+                    out.append(f"{num} {p}")
+
+        top = ThinkingNode(line=0, col=0, start=0, content_start=0, parts=list(roots))
+        if len(roots) == 1:
+            top = roots[0]
+        walk(top, "")
+        return "\n".join(out)
+
+    def keep(node: ThinkingNode) -> str:
+        pieces = []
+        for p in node.parts:
+            if isinstance(p, ThinkingNode):
+                pieces.append(f"<thinking>\n{keep(p)}\n</thinking>")
+            else:
+                pieces.append(p)
+        return "\n\n".join(pieces)
+
+    return "\n\n".join(keep(r) for r in roots)
+
+
+def render_assistant(reasoning: str, answer: str) -> str:
+    """Qwen3 thinking format: exactly ``<think>\\n{reasoning}\\n</think>\\n\\n{answer}``."""
+    return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{answer.strip()}"
+
+
+_FORMAT = re.compile(r"\A<think>\n(?P<r>.*?)\n</think>\n\n(?P<a>.*)\Z", re.S)
+
+
+def split_assistant(content: str) -> tuple[str, str] | None:
+    """(reasoning, answer) of a correctly formatted assistant turn, or None."""
+    m = _FORMAT.match(content)
+    return (m.group("r"), m.group("a")) if m else None
+
+
+def check_format(content: str) -> str | None:
+    """None when ``content`` is exactly the Qwen3 thinking format, else the reason it is not."""
+    m = _FORMAT.match(content)
+    if not m:
+        if not content.startswith("<think>\n"):
+            return "assistant turn must start with '<think>\\n'"
+        return "assistant turn must contain '\\n</think>\\n\\n' followed by the answer"
+    r, a = m.group("r"), m.group("a")
+    if not r.strip():
+        return "empty reasoning inside <think>"
+    if not a.strip():
+        return "empty answer after </think>"
+    if THINK_OPEN in r or THINK_CLOSE in r or THINK_OPEN in a or THINK_CLOSE in a:
+        return "'<think>'/'</think>' may appear only once each (they are special tokens of the Qwen3 tokenizer)"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# quality
+
+_ANALYSIS = re.compile(r"分析|问题|目标|需要|考虑|首先|核心|关键|题目|要求|场景|想想|看看")
+_STEP_LINE = re.compile(r"(?m)^\s*(?:\d+(?:\.\d+)*[.、)）]|第[一二三四五六七八九十]+[步，,、]|[-*]\s)")
+_CONNECTIVE = re.compile(r"首先|其次|然后|接着|再者|此外|另外|最后|第一|第二|第三|于是|进而|因为|由于")
+_VERIFY = re.compile(r"验证|检验|检查|核对|确认|结论|综上|因此|所以|可见|总之|由此|回顾|总结")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+_SENT_SPLIT = re.compile(r"(?<=[。！？!?；;])\s*|\n+")
+_CODE_FENCE = re.compile(r"(?ms)^(`{3,}|~{3,})[^\n]*\n.*?^\1\s*$")
+_CODE_KEYWORDS = {"def", "return", "import", "from", "func", "package", "for", "while", "int", "char", "void",
+                  "const", "var", "nil", "None", "True", "False", "self", "print", "range", "len", "byte",
+                  "bytes", "uint8_t", "size_t", "static", "struct", "unsigned", "else", "err", "the", "and"}
+
+
+def _bigrams(s: str) -> set[str]:
+    s = re.sub(r"\s+", "", s)
+    return {s[i : i + 2] for i in range(len(s) - 1)}
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENT_SPLIT.split(text) if s and s.strip()]
+
+
+def code_blocks(markdown: str) -> list[str]:
+    return [m.group(0) for m in _CODE_FENCE.finditer(markdown)]
+
+
+def strip_code(markdown: str) -> str:
+    return _CODE_FENCE.sub(" ", markdown)
+
+
+@dataclass
+class Quality:
+    score: float
+    analysis: bool
+    steps: bool
+    verification: bool
+    term_overlap: float
+    conclusion_overlap: float
+    code_analysed: bool | None
+    problems: list[str]
+
+    def as_dict(self) -> dict:
+        return {"score": round(self.score, 3), "analysis": self.analysis, "steps": self.steps,
+                "verification": self.verification, "term_overlap": round(self.term_overlap, 3),
+                "conclusion_overlap": round(self.conclusion_overlap, 3), "code_analysed": self.code_analysed,
+                "problems": self.problems}
+
+
+def assess_quality(reasoning: str, answer: str, answer_terms: tuple[str, ...] | list[str] = (),
+                   reasoning_terms: tuple[str, ...] | list[str] = ()) -> Quality:
+    """Score a reasoning text against its answer, in [0, 1]:
+
+    0.2 analysis present, 0.2 reasoning steps, 0.2 verification/conclusion, 0.2 shared key terms with the
+    answer, 0.1 conclusion agrees with the answer (character-bigram overlap), 0.1 code in the answer is
+    discussed (its identifiers or the word 代码/函数 appear) — full marks when the answer has no code.
+    """
+    problems: list[str] = []
+    head = reasoning[: max(80, len(reasoning) // 3)]
+    analysis = bool(_ANALYSIS.search(head))
+    n_steps = len(_STEP_LINE.findall(reasoning)) + len(_CONNECTIVE.findall(reasoning))
+    steps = n_steps >= 2 or len(sentences(reasoning)) >= 3
+    verification = bool(_VERIFY.search(reasoning))
+    if not analysis:
+        problems.append("no problem analysis at the start")
+    if not steps:
+        problems.append("no reasoning steps")
+    if not verification:
+        problems.append("no verification or conclusion")
+    # key terms shared with the answer
+    ans_terms = set(answer_terms)
+    if ans_terms:
+        r_low = reasoning.lower()
+        shared = {t for t in ans_terms if t in set(reasoning_terms) or t.lower() in r_low}
+        term_overlap = len(shared) / len(ans_terms)
+    else:
+        ab, rb = _bigrams(strip_code(answer)), _bigrams(reasoning)
+        term_overlap = min(1.0, 4 * len(ab & rb) / len(ab)) if ab else 1.0
+    if term_overlap < 0.3:
+        problems.append("reasoning shares few key terms with the answer")
+    # conclusion: last sentences of the reasoning vs the answer
+    sents = sentences(strip_code(reasoning))
+    tail = "".join(sents[-2:]) if sents else ""
+    tb, ab = _bigrams(tail), _bigrams(strip_code(answer))
+    conclusion_overlap = len(tb & ab) / len(tb) if tb else 0.0
+    if conclusion_overlap < 0.15:
+        problems.append("reasoning's conclusion does not match the answer")
+    # code analysed
+    blocks = code_blocks(answer)
+    code_analysed: bool | None = None
+    if blocks:
+        idents = {w for b in blocks for w in _IDENT.findall(b.split("\n", 1)[-1])} - _CODE_KEYWORDS
+        code_analysed = bool(re.search(r"代码|函数|实现|程序|调用", reasoning)) or any(w in reasoning for w in idents)
+        if not code_analysed:
+            problems.append("code in the answer is not analysed in the reasoning")
+    score = (0.2 * analysis + 0.2 * steps + 0.2 * verification + 0.2 * min(1.0, term_overlap / 0.6)
+             + 0.1 * min(1.0, conclusion_overlap / 0.3) + 0.1 * (1.0 if code_analysed in (None, True) else 0.0))
+    return Quality(score=max(0.0, min(1.0, score)), analysis=analysis, steps=steps, verification=verification,
+                   term_overlap=term_overlap, conclusion_overlap=conclusion_overlap,
+                   code_analysed=code_analysed, problems=problems)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# generation
+
+
+def _short(s: str, n: int = 60) -> str:
+    s = re.sub(r"\s+", " ", s).strip()
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _clean_md(s: str) -> str:
+    s = re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", s)
+    s = re.sub(r"^#+\s*", "", s)
+    return s.replace("**", "").replace("__", "").strip()
+
+
+def template_reasoning(question: str, answer: str, terms: list[str] | tuple[str, ...] = ()) -> str:
+    """Deterministic analysis → steps → verification scaffold built from the sample's own content."""
+    q = _short(_clean_md(strip_code(question).strip()) or "这个问题", 80)
+    body = strip_code(answer)
+    sents = [_clean_md(s) for s in sentences(body)]
+    sents = [s for s in sents if len(s) >= 4][:5] or [_short(_clean_md(body), 120) or "按原文要点作答"]
+    key = "、".join(terms[:4]) if terms else _short(sents[0], 24)
+    lines = [f"分析：问题是“{q}”，核心概念是{key}。需要先弄清它的作用和前提，再按要点组织回答。", "", "推理步骤："]
+    for i, s in enumerate(sents, 1):
+        lines.append(f"{i}. {s}")
+    blocks = code_blocks(answer)
+    if blocks:
+        idents = []
+        for b in blocks:
+            for w in _IDENT.findall(b.split("\n", 1)[-1]):
+                if w not in _CODE_KEYWORDS and w not in idents:
+                    idents.append(w)
+        lang = blocks[0].split("\n", 1)[0].strip("`~ ") or "示例"
+        names = "、".join(f"`{w}`" for w in idents[:4]) or "其中的关键调用"
+        lines.append(f"{len(sents) + 1}. 答案中的{lang}代码需要逐行检查：重点看 {names} 的用法是否与上面的要点一致。")
+    lines += ["", f"验证：回顾上述步骤，结论“{_short(sents[-1], 60)}”与问题“{_short(q, 30)}”对应，"
+              f"{('术语' + key + '的用法前后一致') if terms else '前后表述一致'}，因此可以据此作答。"]
+    return "\n".join(lines)
+
+
+TEACHER_SYSTEM = ("你是密码学专家。根据给出的问题和参考答案，写出得到该答案的推理过程：先分析问题，"
+                  "再分步骤推理，最后验证结论。只写推理过程，不要重复答案。")
+
+
+class TeacherModel:
+    """A local causal LM (transformers AutoModelForCausalLM) that writes reasoning for samples without it."""
+
+    def __init__(self, name_or_path: str, max_new_tokens: int = 384):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.model = AutoModelForCausalLM.from_pretrained(name_or_path)
+        self.model.eval()
+        self.max_new_tokens = max_new_tokens
+
+    def reasoning(self, question: str, answer: str) -> str:
+        import torch
+
+        msgs = [{"role": "system", "content": TEACHER_SYSTEM},
+                {"role": "user", "content": f"问题：{question}\n\n参考答案：{answer}\n\n请写出推理过程。"}]
+        if getattr(self.tokenizer, "chat_template", None):
+            prompt = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        else:
+            prompt = "\n\n".join(m["content"] for m in msgs) + "\n\n推理过程："
+        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        text = self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        return clean_generated(text)
+
+
+def clean_generated(text: str) -> str:
+    """Reasoning part of a generated text: drop think tags and anything after a closing ``</think>``."""
+    if THINK_CLOSE in text:
+        text = text.split(THINK_CLOSE, 1)[0]
+    return text.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
