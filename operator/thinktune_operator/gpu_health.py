@@ -152,6 +152,14 @@ def parse_termination_message(msg: str | None) -> dict[str, Any]:
     return {}
 
 
+def _detail(info: dict[str, Any]) -> str:
+    """Human text from a termination message: the specific message beats the generic reason."""
+    parts = [str(info[k]) for k in ("message", "error") if info.get(k)]
+    if not parts and info.get("reason"):
+        parts.append(str(info["reason"]))
+    return "; ".join(parts)[:500]
+
+
 def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The terminated state of the main (first non-zero, else first) container."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
@@ -215,12 +223,12 @@ def classify_pod(pod: dict[str, Any], node: NodeHealth | None = None,
         gpu = info.get("gpu")
         gpu = str(gpu) if gpu is not None else (node.gpu if node else None)
         if code == gpu_exit_code:
-            return Verdict("infrastructure", "GPUFailure",
-                           str(info.get("reason") or info.get("message") or f"exit code {code}"), node=msg_node, gpu=gpu)
+            return Verdict("infrastructure", "GPUFailure", _detail(info) or f"exit code {code}", node=msg_node, gpu=gpu)
+        # thinktune.train.failures writes {"reason": "GPUFailure", "category": "gpu_failure", "gpu", "node", "message"}
         kind_field = str(info.get("kind") or info.get("category") or "").lower()
-        if kind_field in ("gpu", "infrastructure", "infra", "node") or (
-                info.get("reason") and _GPU_WORDS.search(str(info.get("reason"))) and info.get("gpu") is not None):
-            return Verdict("infrastructure", "GPUFailure", str(info.get("reason") or kind_field), node=msg_node, gpu=gpu)
+        if kind_field in ("gpu", "gpu_failure", "infrastructure", "infra", "node") or info.get("reason") == "GPUFailure" \
+                or (info.get("reason") and _GPU_WORDS.search(str(info.get("reason"))) and info.get("gpu") is not None):
+            return Verdict("infrastructure", "GPUFailure", _detail(info) or kind_field, node=msg_node, gpu=gpu)
         if status.get("reason") in INFRA_POD_REASONS:
             return Verdict("infrastructure", f"Pod{status['reason']}", status.get("message", ""), node=node_name,
                            gpu=gpu)
@@ -231,7 +239,7 @@ def classify_pod(pod: dict[str, Any], node: NodeHealth | None = None,
         if reason == "OOMKilled":
             return Verdict("application", "OOMKilled", "container exceeded its memory limit", node=node_name)
         return Verdict("application", "ExitCode" if code is not None else reason,
-                       str(info.get("reason") or info.get("message") or f"exit code {code} ({reason})"), node=node_name)
+                       _detail(info) or f"exit code {code} ({reason})", node=node_name)
 
     if node is not None and not node.healthy and node_name:
         return Verdict("infrastructure", node.reason, f"node {node_name}: {', '.join(node.reasons)}",

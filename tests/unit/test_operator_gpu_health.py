@@ -80,6 +80,20 @@ def test_gpu_exit_code_with_termination_message():
     assert v.gpu == "3" and v.node == "gpu-0" and "ECC" in v.message
 
 
+def test_trainer_failures_module_message_format():
+    # exactly what thinktune.train.failures writes
+    msg = json.dumps({"reason": "GPUFailure", "category": "gpu_failure", "gpu": "1", "node": "gpu-7",
+                      "message": "uncorrectable ECC error"})
+    v = classify_pod(pod("Failed", GPU_FAILURE_EXIT_CODE, msg), None)
+    assert v.kind == "infrastructure" and v.gpu == "1" and v.node == "gpu-7" and v.message == "uncorrectable ECC error"
+    # same verdict even if the exit code got lost (e.g. a wrapper shell)
+    v = classify_pod(pod("Failed", 1, msg), None)
+    assert v.kind == "infrastructure" and v.reason == "GPUFailure"
+    app = json.dumps({"reason": "ApplicationError", "category": "application", "message": "KeyError: 'x'"})
+    v = classify_pod(pod("Failed", 1, app), node_health(node()))
+    assert v.kind == "application" and "KeyError" in v.message
+
+
 def test_gpu_exit_code_without_message():
     v = classify_pod(pod("Failed", GPU_FAILURE_EXIT_CODE), None)
     assert v.kind == "infrastructure" and v.reason == "GPUFailure"
