@@ -1,0 +1,267 @@
+"""thinktune doctor and hardware detection, on this CPU machine and on described (fake) machines."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json
+
+import pytest
+from thinktune.doctor import (
+    DEFAULT_MODEL,
+    KNOWN_CONFIGS,
+    ModelDims,
+    TrainSetting,
+    doctor_command,
+    estimate_memory,
+    run_doctor,
+)
+from thinktune.hardware import HardwareInfo, detect_hardware, parse_nvidia_smi_topo
+
+QWEN3_4B = KNOWN_CONFIGS["qwen/qwen3-4b-thinking-2507"]
+
+
+def machine(gpus: list[tuple[str, float]], **extra) -> HardwareInfo:
+    """A fake machine for decision tests: [(name, GiB), ...]."""
+    return HardwareInfo.from_dict(
+        {
+            "gpus": [
+                {"index": i, "name": n, "total_gib": gib, "free_gib": gib - 0.5, "compute_capability": "9.0"}
+                for i, (n, gib) in enumerate(gpus)
+            ],
+            "cpu_count": 16,
+            "ram_total_gib": 128,
+            "disk_path": "/data",
+            "disk_free_gib": 500,
+            **extra,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    pytest.importorskip("torch")
+    from thinktune.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("doctor") / "tiny")
+
+
+# ----------------------------------------------------------------------------------------- hardware
+
+
+def test_detect_hardware_on_this_machine(tmp_path):
+    hw = detect_hardware(tmp_path / "not" / "yet" / "created")
+    assert hw.cpu_count >= 1
+    assert hw.ram_total_gib > 0 and 0 < hw.ram_available_gib <= hw.ram_total_gib
+    assert hw.disk_free_gib > 0 and hw.disk_path == str(tmp_path)  # walked up to the existing parent
+    data = json.loads(hw.to_json())
+    assert HardwareInfo.from_dict(data) == hw
+    if not hw.cuda_available:  # this CI/dev box
+        assert hw.gpus == [] and hw.topology.interconnect == "none" and hw.notes
+
+
+def test_hardware_from_dict_defaults():
+    hw = HardwareInfo.from_dict(
+        {"gpus": [{"name": "NVIDIA A10", "total_gib": 24, "compute_capability": "8.6"}]}
+    )
+    assert hw.cuda_available and hw.gpu_count == 1 and hw.all_bf16
+    assert hw.topology.interconnect == "single" and hw.min_gpu_free_gib == 24
+    v100 = HardwareInfo.from_dict({"gpus": [{"name": "V100", "total_gib": 32, "compute_capability": "7.0"}]})
+    assert not v100.all_bf16
+
+
+TOPO_NVLINK = """\
+\x1b[4mGPU0\tGPU1\tGPU2\tGPU3\tNIC0\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\x1b[0m
+GPU0\t X \tNV18\tNV18\tNV18\tPXB\t0-63\t0\t\tN/A
+GPU1\tNV18\t X \tNV18\tNV18\tSYS\t0-63\t0\t\tN/A
+GPU2\tNV18\tNV18\t X \tNV18\tSYS\t64-127\t1\t\tN/A
+GPU3\tNV18\tNV18\tNV18\t X \tSYS\t64-127\t1\t\tN/A
+NIC0\tPXB\tSYS\tSYS\tSYS\t X
+
+Legend:
+
+  X    = Self
+  NV#  = Connection traversing a bonded set of # NVLinks
+"""
+
+TOPO_PCIE = """\
+        GPU0    GPU1    CPU Affinity    NUMA Affinity
+GPU0     X      PHB     0-15            0
+GPU1    PHB      X      0-15            0
+"""
+
+
+def test_parse_topology():
+    t = parse_nvidia_smi_topo(TOPO_NVLINK)
+    assert t.interconnect == "nvlink" and t.nvlink is True
+    assert len(t.links) == 6 and t.links["0-3"] == "NV18"
+    p = parse_nvidia_smi_topo(TOPO_PCIE)
+    assert p.interconnect == "pcie" and p.nvlink is False and p.links == {"0-1": "PHB"}
+    assert parse_nvidia_smi_topo("No devices were found").interconnect == "unknown"
+
+
+# ----------------------------------------------------------------------------------------- estimates
+
+
+def test_qwen3_4b_parameter_count_matches_notes():
+    # perf-anchors.md §0: 3.633 B non-embedding + 0.389 B tied embedding = 4.022 B; LoRA r=16: 33.0 M.
+    assert QWEN3_4B.params == pytest.approx(4.022e9, rel=1e-3)
+    assert QWEN3_4B.linear_params == pytest.approx(3.633e9, rel=1e-3)
+    assert QWEN3_4B.lora_params(16) == pytest.approx(33.0e6, rel=1e-2)
+
+
+def test_qwen3_4b_memory_estimates_are_sane():
+    lora = estimate_memory(QWEN3_4B, "lora")
+    qlora = estimate_memory(QWEN3_4B, "qlora")
+    full = estimate_memory(QWEN3_4B, "full")
+    assert lora.weights_gib == pytest.approx(7.5, abs=0.1)  # bf16 base weights (perf-anchors §0)
+    assert lora.optimizer_gib == pytest.approx(0.5, abs=0.05)  # LoRA fp32 weights+grads+Adam
+    assert 2.0 < qlora.weights_gib < 3.0  # NF4 linears + bf16 embedding
+    assert 60 < full.weights_gib < 75  # ~16-18 bytes/param
+    assert qlora.total_gib < lora.total_gib < full.total_gib
+    assert 10 < lora.total_gib < 20  # micro-batch 1 x 2048, checkpointing
+
+
+@pytest.mark.parametrize(
+    ("micro_batch", "seq", "gc", "fused", "measured_gib"),
+    [  # notes/measured-anchors.md, one H200, LoRA r=16 (torch peak; our figure adds the CUDA context)
+        (4, 2048, True, False, 25.7),
+        (8, 2048, True, False, 43.4),
+        (2, 8192, True, False, 43.4),
+        (8, 2048, True, True, 14.0),
+        (4, 2048, False, True, 46.5),
+    ],
+)
+def test_estimate_tracks_measured_anchors(micro_batch, seq, gc, fused, measured_gib):
+    s = TrainSetting(
+        seq_len=seq, micro_batch=micro_batch, gradient_checkpointing=gc, fused_cross_entropy=fused
+    )
+    est = estimate_memory(QWEN3_4B, "lora", s).total_gib
+    # Never below the measurement (an OOM is worse than a cautious plan), at most 15% above.
+    assert measured_gib <= est <= measured_gib * 1.15, est
+
+
+def test_model_dims_from_config_names_missing_field():
+    with pytest.raises(ValueError, match="intermediate_size"):
+        ModelDims.from_config(
+            {"hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 9}
+        )
+
+
+# ----------------------------------------------------------------------------------------- decisions
+
+
+def test_h200_lora_fits_without_qlora():
+    r = run_doctor(DEFAULT_MODEL, hardware=machine([("NVIDIA H200", 139.8)]))
+    assert r.fits == {"lora": True, "qlora": True, "full": True}
+    assert "LoRA bf16 fits with room; no QLoRA needed" in r.recommendation
+    assert r.max_micro_batch["lora"] > 20
+
+
+def test_small_gpu_gets_qlora_and_tiny_gpu_gets_nothing():
+    r = run_doctor(DEFAULT_MODEL, hardware=machine([("NVIDIA T4-ish", 12.0)]))
+    assert r.fits["lora"] is False and r.fits["qlora"] is True
+    assert "use QLoRA 4-bit + gradient checkpointing" in r.recommendation
+    r = run_doctor(DEFAULT_MODEL, hardware=machine([("tiny", 6.0)]))
+    assert not any(r.fits.values()) and not r.can_train and "does not fit even with QLoRA" in r.recommendation
+
+
+def test_multi_gpu_mentions_interconnect():
+    hw = machine([("NVIDIA H100", 79.6)] * 4, topology={"interconnect": "nvlink", "nvlink": True})
+    r = run_doctor(DEFAULT_MODEL, hardware=hw)
+    assert r.fits["lora"] and "4x NVIDIA H100" in r.recommendation and "nvlink" in r.recommendation
+
+
+def test_cpu_machine_cannot_train_qwen3_4b(capsys):
+    hw = detect_hardware()
+    if hw.cuda_available:
+        pytest.skip("this machine has a GPU")
+    r = run_doctor(DEFAULT_MODEL)
+    assert r.exit_code == 1 and not r.can_train
+    assert r.recommendation.startswith("no GPU: CPU can only run the tiny model for smoke tests")
+    assert "make-tiny-model" in r.recommendation
+    cuda = next(c for c in r.checks if c.name == "CUDA")
+    assert cuda.status == "warn" and "no GPU" in cuda.detail
+    # The tokenizer side is still checked (built-in tokenizer, no hub needed).
+    assert {c.name: c.status for c in r.checks}["think tokens"] == "ok"
+
+    assert doctor_command(DEFAULT_MODEL, json_out=True) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["exit_code"] == 1 and data["hardware"]["cuda_available"] is False
+    assert data["estimates"]["lora"]["weights_gib"] == pytest.approx(7.49, abs=0.05)
+
+
+def test_cpu_machine_can_smoke_test_tiny_model(tiny_dir, capsys):
+    if detect_hardware().cuda_available:
+        pytest.skip("this machine has a GPU")
+    r = run_doctor(str(tiny_dir))
+    assert r.is_tiny and r.model_source == "local"
+    assert r.exit_code == 0, r.recommendation
+    assert "smoke" in r.recommendation
+    statuses = {c.name: c.status for c in r.checks}
+    assert statuses["think tokens"] == "ok" and statuses["chat template"] == "ok"
+
+    assert doctor_command(str(tiny_dir), json_out=True) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["can_train"] is True and data["dims"]["hidden"] == 64
+
+    assert doctor_command(str(tiny_dir), json_out=False) == 0
+    out = capsys.readouterr().out
+    assert "thinktune doctor" in out and "can train" in out
+
+
+def test_missing_model_path_names_path_and_fix(tmp_path):
+    missing = tmp_path / "nowhere"
+    r = run_doctor(str(missing), hardware=machine([("NVIDIA H200", 139.8)]))
+    assert r.exit_code == 1
+    fail = next(c for c in r.checks if c.status == "fail")
+    assert str(missing) in fail.detail and "thinktune make-tiny-model" in fail.fix
+
+
+def test_directory_without_config(tmp_path):
+    r = run_doctor(str(tmp_path), hardware=machine([("NVIDIA H200", 139.8)]))
+    assert r.exit_code == 1 and any("config.json" in c.detail for c in r.checks if c.status == "fail")
+
+
+def test_unknown_uncached_hub_id():
+    r = run_doctor("someone/unknown-model-xyz", hardware=machine([("NVIDIA H200", 139.8)]))
+    assert r.exit_code == 1 and r.model_source == "missing"
+
+
+def test_hub_id_offline_is_blocked_even_with_a_gpu(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = run_doctor(DEFAULT_MODEL, hardware=machine([("NVIDIA H200", 139.8)]))
+    assert r.fits["lora"] and not r.can_train and "HF_HUB_OFFLINE" in r.recommendation
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    r = run_doctor(DEFAULT_MODEL, hardware=machine([("NVIDIA H200", 139.8)]))
+    assert r.can_train and r.exit_code == 0
+
+
+def test_tokenizer_without_think_tokens_fails(tmp_path, tiny_dir):
+    """A model whose tokenizer splits <think> cannot keep its reasoning markers: exit 1."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    d = tmp_path / "plain"
+    shutil.copytree(tiny_dir, d)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (d / f).unlink(missing_ok=True)
+    vocab = {c: i for i, c in enumerate("<>/thinkabc")}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="a"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    PreTrainedTokenizerFast(tokenizer_object=backend).save_pretrained(str(d))
+    r = run_doctor(str(d), hardware=machine([("NVIDIA H200", 139.8)]))
+    assert r.exit_code == 1
+    assert any(c.name == "think tokens" and c.status == "fail" for c in r.checks)
+
+
+def test_not_enough_disk_blocks(monkeypatch):
+    hw = machine([("NVIDIA H200", 139.8)], disk_free_gib=1.0)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    r = run_doctor(DEFAULT_MODEL, hardware=hw)
+    assert any(c.name == "disk" and c.status == "fail" for c in r.checks)
+    assert r.fits["lora"] and not r.can_train and "disk" in r.recommendation
