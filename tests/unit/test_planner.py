@@ -1,0 +1,331 @@
+"""The training planner on a table of fake machines (thinktune.hardware.HardwareInfo.from_dict)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from thinktune.hardware import HardwareInfo
+from thinktune.spec import FineTuneJobSpec
+from thinktune.train.planner import (
+    HwView,
+    ModelInfo,
+    WorldInfo,
+    deepspeed_config,
+    estimate_memory_gib,
+    plan,
+    write_plan_files,
+)
+
+QWEN3_4B = ModelInfo.qwen3_4b()
+TINY = ModelInfo.from_config({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                              "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128,
+                              "vocab_size": 151_936, "tie_word_embeddings": True, "model_type": "qwen3",
+                              "max_position_embeddings": 262_144}, name="tiny")
+ALL_PKGS = {"deepspeed": True, "liger_kernel": True, "bitsandbytes": True, "mcore_adapter": False}
+
+
+def gpus(n: int, gib: float, name: str = "NVIDIA H200", cc: str = "9.0", interconnect: str = "nvlink") -> dict:
+    return {"cuda_available": True,
+            "gpus": [{"index": i, "name": name, "total_gib": gib, "compute_capability": cc} for i in range(n)],
+            "topology": {"interconnect": interconnect if n > 1 else "single",
+                         "nvlink": (interconnect == "nvlink") if n > 1 else None},
+            "cpu_count": 16 * max(1, n), "ram_total_gib": 128.0 * max(1, n), "disk_free_gib": 500.0}
+
+
+CPU = {"cuda_available": False, "gpus": [], "cpu_count": 2, "ram_total_gib": 23.0, "disk_free_gib": 50.0}
+RTX_24 = gpus(1, 24.0, "NVIDIA GeForce RTX 4090", "8.9")
+H200_1 = gpus(1, 139.8)
+H200_2 = gpus(2, 139.8)
+H200_8 = gpus(8, 139.8)
+A100_40_8_PCIE = gpus(8, 39.4, "NVIDIA A100-PCIE-40GB", "8.0", interconnect="pcie")
+T4 = gpus(1, 14.6, "Tesla T4", "7.5")
+V100_16_4 = gpus(4, 15.8, "Tesla V100-SXM2-16GB", "7.0")
+
+
+def spec(**over) -> FineTuneJobSpec:
+    base = {"output": {"path": "/out/job"}, "dataset": {"path": "/data/ds"},
+            "training": {"cutoffLen": 2048, "globalBatchSize": 16}}
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = {**base[k], **v}
+        else:
+            base[k] = v
+    return FineTuneJobSpec.model_validate(base)
+
+
+def run(s: FineTuneJobSpec, hw: dict, world: WorldInfo | None = None, model: ModelInfo = QWEN3_4B,
+        size: int | None = 1000, **kw):
+    world = world or WorldInfo(nproc_per_node=max(1, len(hw.get("gpus", []))))
+    return plan(s, HardwareInfo.from_dict(hw), model_info=model, dataset_size=size, world=world,
+                packages=kw.pop("packages", ALL_PKGS), **kw)
+
+
+# --------------------------------------------------------------------------------------------- machine table
+# (machine, world, expected strategy, precision, gradient checkpointing, liger)
+TABLE = [
+    ("cpu", CPU, WorldInfo(), "single", "fp32", False, False),
+    ("cpu-2proc", CPU, WorldInfo(nproc_per_node=2), "ddp", "fp32", False, False),
+    ("1x24GiB", RTX_24, None, "single", "bf16", True, True),
+    ("1xH200", H200_1, None, "single", "bf16", False, True),
+    ("2xH200", H200_2, None, "ddp", "bf16", False, True),
+    ("8xH200", H200_8, None, "ddp", "bf16", False, True),
+    ("8xA100-40-pcie", A100_40_8_PCIE, None, "ddp", "bf16", False, True),
+    ("4-nodes-x-8xH200", H200_8, WorldInfo(nnodes=4, nproc_per_node=8, node_rank=2, master_addr="job-0.svc"),
+     "ddp", "bf16", False, True),
+    ("1xT4", T4, None, "single", "fp16", True, True),
+]
+
+
+@pytest.mark.parametrize("name,hw,world,strategy,precision,gc,liger", TABLE, ids=[t[0] for t in TABLE])
+def test_machine_table(name, hw, world, strategy, precision, gc, liger):
+    p = run(spec(), hw, world)
+    assert p.strategy == strategy
+    assert p.precision == precision
+    assert p.gradient_checkpointing is gc
+    assert p.liger_kernel is liger
+    a = p.args
+    # invariants on every machine
+    assert a["template"] == "qwen3" and a["enable_thinking"] is True and a["mask_history"] is True
+    assert a["report_to"] == "none" and "overwrite_output_dir" not in a
+    assert a["dataset"] == "thinktune_train" and a["eval_dataset"] == "thinktune_val"
+    assert a["dataset_dir"] == "/data/ds" and a["output_dir"] == "/out/job"
+    assert a["per_device_train_batch_size"] * a["gradient_accumulation_steps"] * p.world_size == p.global_batch_size
+    assert a["disable_gradient_checkpointing"] is (not gc)
+    assert a["save_steps"] >= 1 and a["eval_steps"] >= 1
+    json.dumps(a)  # serialisable for the worker
+    assert p.explanations and all(isinstance(e, str) for e in p.explanations)
+    if precision == "fp32":
+        assert a.get("use_cpu") is True and "bf16" not in a and "fp16" not in a
+    else:
+        assert a[precision] is True
+    if p.memory_estimate_gib:
+        assert p.memory_estimate_gib["total"] <= 0.92 * HwView.from_any(HardwareInfo.from_dict(hw)).gpus[0].memory_gib
+
+
+def test_global_batch_kept_exact_when_divisible():
+    for hw in (H200_1, H200_2, H200_8, RTX_24):
+        p = run(spec(training={"globalBatchSize": 64}), hw)
+        assert p.global_batch_size == 64
+        assert p.warnings == [] or not any("globalBatchSize" in w for w in p.warnings)
+
+
+def test_global_batch_not_divisible_says_so():
+    p = run(spec(training={"globalBatchSize": 12}), H200_8)
+    assert p.global_batch_size == 16  # 2 per rank x 8
+    assert any("not divisible" in w for w in p.warnings)
+    assert any("cannot be exact" in e for e in p.explanations)
+
+
+def test_global_batch_smaller_than_world():
+    p = run(spec(training={"globalBatchSize": 4}), H200_8)
+    assert p.micro_batch_size == 1 and p.gradient_accumulation_steps == 1 and p.global_batch_size == 8
+    assert any("not divisible" in w for w in p.warnings)
+
+
+def test_h200_matches_measured_anchor():
+    # measured: Liger, no GC, micro-batch 8 x 2048 = 84.9 GiB peak on one H200 (fits); 16 OOMs
+    est8 = estimate_memory_gib(QWEN3_4B, method="lora", precision="bf16", quant_bit=None, strategy="single", world=1,
+                               lora_rank=16, lora_target="all", micro_batch=8, seq=2048, gc=False, liger=True)
+    est16 = estimate_memory_gib(QWEN3_4B, method="lora", precision="bf16", quant_bit=None, strategy="single", world=1,
+                                lora_rank=16, lora_target="all", micro_batch=16, seq=2048, gc=False, liger=True)
+    assert 75 < est8["total"] < 95
+    assert est16["total"] > 139
+    # without Liger micro-batch 4 needed 72.1 GiB
+    est4 = estimate_memory_gib(QWEN3_4B, method="lora", precision="bf16", quant_bit=None, strategy="single", world=1,
+                               lora_rank=16, lora_target="all", micro_batch=4, seq=2048, gc=False, liger=False)
+    assert 62 < est4["total"] < 82
+    p = run(spec(), H200_1)
+    assert (p.micro_batch_size, p.gradient_checkpointing) == (8, False)  # the fastest measured config
+    assert p.gradient_accumulation_steps == 2
+
+
+def test_no_liger_package_means_no_liger_and_more_memory():
+    p = run(spec(), H200_1, packages={**ALL_PKGS, "liger_kernel": False})
+    assert not p.liger_kernel and "enable_liger_kernel" not in p.args
+    assert p.micro_batch_size <= 4
+
+
+def test_long_context_turns_checkpointing_on():
+    p = run(spec(training={"cutoffLen": 32768, "globalBatchSize": 8}), H200_1)
+    assert p.gradient_checkpointing
+    assert any("checkpointing on" in e for e in p.explanations)
+
+
+def test_user_overrides_win():
+    s = spec(finetuning={"lora": {"rank": 64, "alpha": 16, "target": "q_proj,v_proj"}},
+             training={"microBatchSize": 2, "gradientCheckpointing": "on", "precision": "fp16",
+                       "ligerKernel": "off", "extraArgs": {"lr_scheduler_type": "linear", "flash_attn": "sdpa"}})
+    p = run(s, H200_1)
+    a = p.args
+    assert (a["lora_rank"], a["lora_alpha"], a["lora_target"]) == (64, 16, "q_proj,v_proj")
+    assert a["per_device_train_batch_size"] == 2 and a["gradient_accumulation_steps"] == 8
+    assert a["disable_gradient_checkpointing"] is False and a["fp16"] is True and "bf16" not in a
+    assert "enable_liger_kernel" not in a
+    assert a["lr_scheduler_type"] == "linear" and a["flash_attn"] == "sdpa"
+
+
+def test_lora_rank_by_model_size_and_gpu_count():
+    assert run(spec(), CPU, model=TINY).lora_rank == 8
+    assert run(spec(), H200_1).lora_rank == 16
+    assert run(spec(), H200_8).lora_rank == 32
+    big = ModelInfo.from_config({"hidden_size": 5120, "num_hidden_layers": 64, "num_attention_heads": 40,
+                                 "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 25600,
+                                 "vocab_size": 151_936, "model_type": "qwen3"}, name="qwen3-32b")
+    assert 30 < big.billions < 35
+    p = run(spec(), H200_1, model=big)
+    assert p.lora_rank == 32 and p.lora_alpha == 64
+
+
+def test_qlora_when_memory_is_short():
+    big = ModelInfo.from_config({"hidden_size": 5120, "num_hidden_layers": 64, "num_attention_heads": 40,
+                                 "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 25600,
+                                 "vocab_size": 151_936, "model_type": "qwen3"}, name="qwen3-32b")
+    p = run(spec(), RTX_24, model=big)
+    assert p.method == "qlora"
+    assert p.args["quantization_bit"] == 4 and p.args["quantization_method"] == "bnb"
+    assert any("QLoRA" in w for w in p.warnings)
+    # 4B fits in 24 GiB as bf16 LoRA: no QLoRA
+    assert run(spec(), RTX_24).method == "lora"
+
+
+def test_multi_gpu_big_model_shards():
+    big = ModelInfo.from_config({"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
+                                 "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 29568,
+                                 "vocab_size": 152_064, "model_type": "qwen2"}, name="qwen2.5-72b")
+    p = run(spec(), A100_40_8_PCIE, model=big)
+    assert p.strategy in ("zero3", "zero3_offload")
+    assert p.args["deepspeed"].startswith("/out/job/plan/ds_z3")
+    ds = next(v for k, v in p.files.items() if k.startswith("ds_z3"))
+    assert ds["zero_optimization"]["stage"] == 3
+
+
+def test_full_finetune_strategies():
+    full = spec(finetuning={"method": "full"})
+    assert run(full, H200_8).strategy == "ddp"  # 4B x 18 B/param = 67 GiB fits a 139 GiB card
+    p = run(full, A100_40_8_PCIE)  # does not fit 40 GiB replicated; no NVLink -> ZeRO-2 first
+    assert p.strategy == "zero2"
+    assert p.files["ds_z2_config.json"]["zero_optimization"]["stage"] == 2
+    assert p.lora_rank is None and "lora_rank" not in p.args
+
+
+def test_forced_strategy_wins_with_warning():
+    p = run(spec(finetuning={"strategy": "zero3"}), H200_1)
+    assert p.strategy == "zero3"
+    assert any("1 GPU" in w and "Suggestion" in w for w in p.warnings)
+    p = run(spec(finetuning={"strategy": "fsdp"}), H200_2)
+    assert p.strategy == "fsdp" and p.args["fsdp"] == "full_shard auto_wrap"
+    assert p.args["fsdp_config"] == "/out/job/plan/fsdp_config.json"
+    assert "Qwen3DecoderLayer" in p.files["fsdp_config.json"]["transformer_layer_cls_to_wrap"]
+    assert "distributed_type: FSDP" in p.files["accelerate_fsdp.yaml"]
+    p = run(spec(finetuning={"strategy": "zero3"}), A100_40_8_PCIE)
+    assert p.strategy == "zero3" and any("NVLink" in w for w in p.warnings)
+
+
+def test_forced_gpu_strategy_on_cpu_falls_back():
+    p = run(spec(finetuning={"strategy": "zero3"}), CPU, WorldInfo(nproc_per_node=2), model=TINY)
+    assert p.strategy == "ddp" and any("CPU" in w for w in p.warnings)
+    assert "deepspeed" not in p.args
+
+
+def test_qlora_on_cpu_becomes_lora():
+    p = run(spec(finetuning={"method": "qlora"}), CPU, model=TINY)
+    assert p.method == "lora" and "quantization_bit" not in p.args
+    assert any("qlora needs a CUDA GPU" in w for w in p.warnings)
+
+
+def test_qlora_with_zero3_via_forced_auto_switch_is_warned():
+    # spec rejects qlora+zero3 directly; the planner still warns when it meets the combination
+    from thinktune.train.planner import _check_forced_strategy
+
+    warn: list[str] = []
+    _check_forced_strategy("zero3", on_gpu=True, world=WorldInfo(nproc_per_node=2), method="qlora", m=QWEN3_4B,
+                           pk=ALL_PKGS, h=HwView.from_any(H200_2), fits=lambda *a, **k: True, warn=warn)
+    assert any("qlora + ZeRO-3" in w and "fsdp" in w for w in warn)
+
+
+def test_megatron_full_only_and_env():
+    p = run(spec(finetuning={"method": "full", "strategy": "megatron"}), H200_8)
+    assert p.strategy == "megatron" and p.env == {"USE_MCA": "1"}
+    assert p.args["tensor_model_parallel_size"] == 8
+    assert any("mcore_adapter" in w for w in p.warnings)
+    with pytest.raises(ValueError, match="full fine-tuning only"):
+        spec(finetuning={"method": "lora", "strategy": "megatron"})
+
+
+def test_deepspeed_not_installed_warns_when_forced():
+    p = run(spec(finetuning={"strategy": "zero2"}), H200_2, packages={**ALL_PKGS, "deepspeed": False})
+    assert any("DeepSpeed" in w for w in p.warnings)
+
+
+def test_bf16_requested_on_old_gpu():
+    p = run(spec(training={"precision": "bf16"}), V100_16_4)
+    assert p.precision == "fp16" and any("bf16" in w for w in p.warnings)
+
+
+def test_cpu_fp16_becomes_fp32():
+    p = run(spec(training={"precision": "fp16"}), CPU, model=TINY)
+    assert p.precision == "fp32" and any("fp16 on CPU" in w for w in p.warnings)
+
+
+def test_steps_and_intervals_derived():
+    p = run(spec(training={"numTrainEpochs": 2}), H200_1, size=800)
+    assert p.total_steps == 100  # 800 / 16 x 2
+    assert p.args["save_steps"] == 10 and p.args["eval_steps"] == 10
+    p = run(spec(training={"maxSteps": 30, "saveSteps": 7}), H200_1, size=None)
+    assert p.total_steps == 30 and p.args["max_steps"] == 30 and p.args["save_steps"] == 7
+    p = run(spec(), H200_1, has_val=False)
+    assert "eval_dataset" not in p.args and any("_val" in w for w in p.warnings)
+
+
+def test_cutoff_clamped_to_model_context():
+    short = QWEN3_4B.model_copy(update={"max_position_embeddings": 1024})
+    p = run(spec(), H200_1, model=short)
+    assert p.cutoff_len == 1024 and p.args["cutoff_len"] == 1024 and any("exceeds" in w for w in p.warnings)
+
+
+def test_world_from_env():
+    s = spec(numNodes=2)
+    w = WorldInfo.from_env(s, gpus_per_node=8, env={"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "job-0.job",
+                                                    "MASTER_PORT": "29500"})
+    assert (w.nnodes, w.nproc_per_node, w.node_rank, w.master_addr, w.master_port) == (2, 8, 1, "job-0.job", 29500)
+    assert w.world_size == 16
+    assert WorldInfo.from_env(spec(), gpus_per_node=0, env={}).world_size == 1
+    assert WorldInfo.from_env(spec(numProcPerNode=2), gpus_per_node=0, env={}).nproc_per_node == 2
+
+
+def test_plan_is_pure_and_deterministic():
+    a = run(spec(), H200_8)
+    b = run(spec(), H200_8)
+    assert a.model_dump() == b.model_dump()
+
+
+def test_hw_view_accepts_object_and_dict():
+    hw = HardwareInfo.from_dict(A100_40_8_PCIE)
+    v1, v2 = HwView.from_any(hw), HwView.from_any(hw.to_dict())
+    assert v1 == v2
+    assert len(v1.gpus) == 8 and v1.nvlink is False and abs(v1.gpus[0].memory_gib - 39.4) < 1e-6
+    assert v1.gpus[0].capability == (8, 0) and v1.gpus[0].bf16
+
+
+def test_deepspeed_configs():
+    z3o = deepspeed_config("zero3_offload")
+    assert z3o["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert z3o["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    assert deepspeed_config("zero2")["train_micro_batch_size_per_gpu"] == "auto"
+    with pytest.raises(ValueError):
+        deepspeed_config("ddp")
+
+
+def test_write_plan_files(tmp_path):
+    s = spec(output={"path": str(tmp_path)}, finetuning={"strategy": "zero3"})
+    p = run(s, H200_2)
+    paths = write_plan_files(p, tmp_path)
+    assert json.loads(paths["ds_z3_config.json"].read_text())["zero_optimization"]["stage"] == 3
+    assert p.args["deepspeed"] == str(paths["ds_z3_config.json"])
+    assert json.loads(paths["plan.json"].read_text())["strategy"] == "zero3"
+
+
+def test_model_info_from_tiny_config():
+    assert TINY.num_params == pytest.approx(151_936 * 64 + 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128 + 256) + 64)
+    assert TINY.lora_params(8) == 2 * 8 * ((64 + 64) * 2 + (64 + 32) * 2 + (64 + 128) * 3)

@@ -1,0 +1,183 @@
+"""Tell a failing GPU from a bug: exit codes and the Kubernetes termination message.
+
+The worker classifies any exception that ends training:
+
+- ``gpu_failure``: the device or its link is broken (ECC/Xid errors, "GPU has fallen off the bus", device
+  lost, "unspecified launch failure", NCCL "unhandled cuda error", CUDA "unknown error", ...). The process
+  exits with ``GPU_FAILURE_EXIT_CODE`` (75, EX_TEMPFAIL) after writing a JSON termination message
+  ``{"reason": "GPUFailure", "category": "gpu_failure", "gpu": "<index>", "node": "$NODE_NAME", "message": ...}``
+  to ``/dev/termination-log`` (or ``$THINKTUNE_TERMINATION_LOG``). The operator counts it against
+  ``infraFailureLimit``, avoids the node/GPU and restarts the gang from the last checkpoint.
+- ``oom``: CUDA out of memory. Handled inside the trainer (``thinktune.train.oom``): exit ``OOM_EXIT_CODE`` (76)
+  with a marker file, and the launcher retries with a smaller micro-batch. If retries are exhausted the job
+  exits ``APP_FAILURE_EXIT_CODE``.
+- ``application``: everything else (bad data, bugs, config errors): exit ``APP_FAILURE_EXIT_CODE`` (1),
+  termination message with reason ``ApplicationError``; counted against ``backoffLimit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+GPU_FAILURE_EXIT_CODE = 75
+OOM_EXIT_CODE = 76
+APP_FAILURE_EXIT_CODE = 1
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LOG_ENV = "THINKTUNE_TERMINATION_LOG"
+TERMINATION_MESSAGE_LIMIT = 4096  # Kubernetes keeps at most 4096 bytes of the termination message
+
+Category = Literal["gpu_failure", "oom", "application"]
+
+# Substrings (lower-cased) of errors that mean the hardware, its driver state or its interconnect is broken.
+# Real messages: CUDA runtime (cudaErrorECCUncorrectable, cudaErrorLaunchFailure, cudaErrorDevicesUnavailable,
+# cudaErrorUnknown), NVML, the kernel driver's Xid log lines, NCCL's wrapping of CUDA errors.
+_GPU_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("uncorrectable ecc error", "uncorrectable ECC error"),
+    ("ecc error", "ECC error"),
+    ("cudaerroreccuncorrectable", "uncorrectable ECC error"),
+    ("fallen off the bus", "GPU has fallen off the bus"),
+    ("gpu is lost", "GPU is lost"),
+    ("device lost", "device lost"),
+    ("unspecified launch failure", "unspecified launch failure"),
+    ("cudaerrorlaunchfailure", "unspecified launch failure"),
+    ("unhandled cuda error", "NCCL unhandled cuda error"),
+    ("cuda error: unknown error", "CUDA unknown error"),
+    ("cudaerrorunknown", "CUDA unknown error"),
+    ("busy or unavailable", "CUDA device busy or unavailable"),
+    ("cudaerrordevicesunavailable", "CUDA device busy or unavailable"),
+    ("no cuda-capable device is detected", "no CUDA-capable device detected"),
+    ("cuda driver initialization failed", "CUDA driver initialisation failed"),
+    ("nvml_error_gpu_is_lost", "GPU is lost (NVML)"),
+    ("gpu requires reset", "GPU requires reset"),
+    ("row remapping failure", "row remapping failure"),
+    ("uncontained ecc", "uncontained ECC error"),
+    ("nvlink error", "NVLink error"),
+    ("hardware stack error", "hardware stack error"),
+    ("an illegal instruction was encountered", "illegal instruction (often a faulty GPU)"),
+)
+_XID = re.compile(r"\bxid[\s:(]*?(\d+)", re.IGNORECASE)
+# Xids that mean hardware trouble (NVIDIA's Xid catalogue; 13/31/43/45 are usually application faults): 48 DBE ECC, 63/64 row remap, 74 NVLink, 79 fallen
+# off the bus, 92 high single-bit ECC, 94/95 contained/uncontained ECC, 119/120 GSP errors, 140 ECC unrecovered.
+GPU_XIDS = {48, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 119, 120, 123, 140}
+_OOM_PATTERNS = ("cuda out of memory", "outofmemoryerror", "cuda error: out of memory",
+                 "cudaerrormemoryallocation", "cublas_status_alloc_failed", "hip out of memory",
+                 "npu out of memory")
+_GPU_INDEX = re.compile(r"(?:cuda:|device[ =:#]|gpu[ =:#])\s*(\d+)", re.IGNORECASE)
+
+
+def _text(error: BaseException | str) -> str:
+    if isinstance(error, BaseException):
+        parts = [f"{type(error).__module__}.{type(error).__name__}: {error}"]
+        cause = error.__cause__ or error.__context__
+        depth = 0
+        while cause is not None and depth < 5:
+            parts.append(f"{type(cause).__name__}: {cause}")
+            cause = cause.__cause__ or cause.__context__
+            depth += 1
+        return "\n".join(parts)
+    return str(error)
+
+
+def classify(error: BaseException | str) -> tuple[Category, str]:
+    """(category, short reason) of an exception or error text."""
+    if isinstance(error, BaseException):
+        try:
+            import torch
+
+            if isinstance(error, torch.OutOfMemoryError):
+                return "oom", "CUDA out of memory"
+        except Exception:  # pragma: no cover - torch missing
+            pass
+    text = _text(error)
+    low = text.lower()
+    for p in _OOM_PATTERNS:
+        if p in low:
+            return "oom", "CUDA out of memory"
+    for p, reason in _GPU_PATTERNS:
+        if p in low:
+            return "gpu_failure", reason
+    for mx in _XID.finditer(text):
+        if int(mx.group(1)) in GPU_XIDS:
+            return "gpu_failure", f"Xid {mx.group(1)}"
+    return "application", (text.strip().splitlines() or ["error"])[-1][:200]
+
+
+def is_gpu_failure(error: BaseException | str) -> bool:
+    return classify(error)[0] == "gpu_failure"
+
+
+def gpu_index(error: BaseException | str, env: dict[str, str] | None = None) -> str | None:
+    """The GPU named in the error ('cuda:3', 'device 3'), else this process's LOCAL_RANK device."""
+    m = _GPU_INDEX.search(_text(error))
+    if m:
+        return m.group(1)
+    env = dict(os.environ) if env is None else env
+    if "LOCAL_RANK" in env:
+        visible = env.get("CUDA_VISIBLE_DEVICES")
+        lr = int(env["LOCAL_RANK"])
+        if visible:
+            ids = [v.strip() for v in visible.split(",") if v.strip()]
+            if lr < len(ids):
+                return ids[lr]
+        return str(lr)
+    return None
+
+
+def exit_code_for(category: Category) -> int:
+    return {"gpu_failure": GPU_FAILURE_EXIT_CODE, "oom": OOM_EXIT_CODE}.get(category, APP_FAILURE_EXIT_CODE)
+
+
+def termination_message(error: BaseException | str, *, env: dict[str, str] | None = None) -> dict[str, Any]:
+    env = dict(os.environ) if env is None else env
+    category, reason = classify(error)
+    return {
+        "reason": {"gpu_failure": "GPUFailure", "oom": "OutOfMemory"}.get(category, "ApplicationError"),
+        "category": category,
+        "detail": reason,
+        "gpu": gpu_index(error, env) if category != "application" else None,
+        "node": env.get("NODE_NAME"),
+        "pod": env.get("POD_NAME") or env.get("HOSTNAME"),
+        "rank": env.get("RANK"),
+        "exitCode": exit_code_for(category),
+        "time": datetime.now(UTC).isoformat(),
+        "message": _text(error)[-1500:],
+    }
+
+
+def termination_log_path(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """Where to write: ``path``, else $THINKTUNE_TERMINATION_LOG, else /dev/termination-log if it exists."""
+    if path is not None:
+        return Path(path)
+    if os.environ.get(TERMINATION_LOG_ENV):
+        return Path(os.environ[TERMINATION_LOG_ENV])
+    p = Path(DEFAULT_TERMINATION_LOG)
+    return p if p.exists() else None
+
+
+def write_termination_message(msg: dict[str, Any], path: str | os.PathLike[str] | None = None) -> Path | None:
+    target = termination_log_path(path)
+    if target is None:
+        return None
+    data = json.dumps(msg, ensure_ascii=False)
+    if len(data.encode()) > TERMINATION_MESSAGE_LIMIT:
+        msg = {**msg, "message": msg.get("message", "")[-800:]}
+        data = json.dumps(msg, ensure_ascii=False)[:TERMINATION_MESSAGE_LIMIT]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(data)
+    except OSError:
+        return None
+    return target
+
+
+def handle_fatal(error: BaseException, *, termination_log: str | os.PathLike[str] | None = None) -> int:
+    """Classify, write the termination message (not for OOM: the launcher retries) and return the exit code."""
+    msg = termination_message(error)
+    if msg["category"] != "oom":
+        write_termination_message(msg, termination_log)
+    return int(msg["exitCode"])

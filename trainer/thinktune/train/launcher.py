@@ -1,0 +1,178 @@
+"""Launch one training attempt in a subprocess: ``python -m thinktune.train.worker RESOLVED.json``.
+
+One process: the worker runs directly. Several processes or nodes (``WorldInfo.world_size > 1``, or
+``FORCE_TORCHRUN=1``): under ``python -m torch.distributed.run`` with ``--nnodes $NNODES --node_rank $NODE_RANK
+--master_addr $MASTER_ADDR --master_port $MASTER_PORT --nproc_per_node $NPROC_PER_NODE`` (the operator sets
+these on every pod; locally a free port is picked). Without CUDA the HF Trainer uses the gloo backend.
+
+LLaMA Factory resumes from the last ``checkpoint-N`` in ``output_dir`` by itself (``overwrite_output_dir`` is never
+set); ``launch`` logs which checkpoint that will be. A fresh subprocess per attempt means no state (CUDA
+memory, process groups, LF globals) survives from a failed attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from thinktune.train.failures import GPU_FAILURE_EXIT_CODE, OOM_EXIT_CODE
+from thinktune.train.planner import WorldInfo
+
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def find_last_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
+    """The ``checkpoint-N`` with the largest N that has a trainer_state.json (complete), or None."""
+    d = Path(output_dir)
+    if not d.is_dir():
+        return None
+    best: tuple[int, Path] | None = None
+    for p in d.iterdir():
+        m = _CKPT.match(p.name)
+        if m and p.is_dir() and (p / "trainer_state.json").is_file():
+            n = int(m.group(1))
+            if best is None or n > best[0]:
+                best = (n, p)
+    return best[1] if best else None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def build_command(config_path: str | os.PathLike[str], world: WorldInfo, *, python: str = sys.executable,
+                  force_torchrun: bool | None = None, master_port: int | None = None) -> list[str]:
+    worker = ["-m", "thinktune.train.worker", str(config_path)]
+    if force_torchrun is None:
+        force_torchrun = os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y", "yes")
+    if world.world_size == 1 and not force_torchrun:
+        return [python, *worker]
+    port = world.master_port or master_port or 29500
+    return [python, "-m", "torch.distributed.run", f"--nnodes={world.nnodes}", f"--node_rank={world.node_rank}",
+            f"--nproc_per_node={world.nproc_per_node}", f"--master_addr={world.master_addr}",
+            f"--master_port={port}", *worker]
+
+
+@dataclass
+class LaunchResult:
+    returncode: int
+    outcome: str  # succeeded | oom | gpu_failure | failed
+    attempt: int
+    command: list[str]
+    duration_s: float
+    log_path: str
+    resumed_from: str | None = None
+    termination: dict[str, Any] | None = None
+    tail: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _outcome(rc: int) -> str:
+    if rc == 0:
+        return "succeeded"
+    if rc == OOM_EXIT_CODE:
+        return "oom"
+    if rc == GPU_FAILURE_EXIT_CODE:
+        return "gpu_failure"
+    return "failed"
+
+
+def _pump(src: TextIO, sinks: list[TextIO], tail: list[str]) -> None:
+    for line in iter(src.readline, ""):
+        for s in sinks:
+            try:
+                s.write(line)
+                s.flush()
+            except (OSError, ValueError):
+                pass
+        tail.append(line.rstrip("\n"))
+        if len(tail) > 200:
+            del tail[:100]
+
+
+def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: dict[str, str] | None = None,
+           stream: bool = True, timeout: float | None = None, log: Any = print) -> LaunchResult:
+    """Write ``config`` (see thinktune.train.worker) next to the outputs and run it; block until it ends.
+
+    The child's stdout+stderr go to ``output_dir/logs/attempt-N.log`` and, with ``stream``, to our stdout.
+    A child that exits with a code > 128 or by signal is reported as failed; torchrun's own exit code is the
+    first failing rank's (so OOM 76 / GPU failure 75 pass through).
+    """
+    output_dir = Path(config["args"]["output_dir"])
+    meta = output_dir / ".thinktune"
+    logs = output_dir / "logs"
+    meta.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    cfg_path = meta / f"attempt-{attempt}.json"
+    cfg_path.write_text(json.dumps(config, ensure_ascii=False, indent=1))
+    (meta / "resolved.json").write_text(json.dumps(config, ensure_ascii=False, indent=1))
+
+    last = find_last_checkpoint(output_dir)
+    if last is not None:
+        log(f"[launch] resuming from {last} (LLaMA Factory picks the last checkpoint in output_dir)")
+    else:
+        log(f"[launch] starting fresh in {output_dir}")
+
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env.update({k: str(v) for k, v in config.get("env", {}).items()})
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    # dataset_info / tokenizer come from disk; never let a test or pod reach for a hub implicitly
+    child_env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if stream and sys.stdout.isatty():
+        child_env.setdefault("THINKTUNE_FORCE_TERMINAL", "1")
+    master_port = None
+    if world.world_size > 1 or child_env.get("FORCE_TORCHRUN"):
+        if world.master_port is None and world.nnodes == 1:
+            master_port = free_port()
+        if config["args"].get("use_cpu"):
+            # CPU ranks share the cores: one thread pool per rank, not all cores each
+            cores = os.cpu_count() or 1
+            child_env.setdefault("OMP_NUM_THREADS", str(max(1, cores // max(1, world.nproc_per_node))))
+    cmd = build_command(cfg_path, world, master_port=master_port)
+    log(f"[launch] attempt {attempt}: {' '.join(cmd)}")
+    log_path = logs / f"attempt-{attempt}.log"
+    t0 = time.time()
+    tail: list[str] = []
+    with open(log_path, "w", encoding="utf-8") as lf:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
+                                bufsize=1, errors="replace", start_new_session=False)
+        sinks: list[TextIO] = [lf] + ([sys.stdout] if stream else [])
+        th = threading.Thread(target=_pump, args=(proc.stdout, sinks, tail), daemon=True)
+        th.start()
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+            log(f"[launch] attempt {attempt} timed out after {timeout}s")
+        th.join(timeout=10)
+    termination = None
+    tpath = config.get("termination_log")
+    if tpath and Path(tpath).is_file():
+        try:
+            termination = json.loads(Path(tpath).read_text())
+        except (OSError, json.JSONDecodeError):
+            termination = None
+    res = LaunchResult(returncode=rc, outcome=_outcome(rc), attempt=attempt, command=cmd,
+                       duration_s=round(time.time() - t0, 2), log_path=str(log_path),
+                       resumed_from=str(last) if last else None, termination=termination, tail=tail[-40:])
+    log(f"[launch] attempt {attempt} ended: {res.outcome} (exit {rc}) after {res.duration_s:.0f}s")
+    return res

@@ -1,0 +1,100 @@
+"""Subprocess entry of one training attempt: ``python -m thinktune.train.worker RESOLVED.json``.
+
+Run directly for one process, or under ``torchrun`` (one per rank). ``RESOLVED.json`` (written by the launcher):
+
+    {"args": {...LLaMA Factory arguments...},
+     "job": "name", "namespace": "ns", "attempt": 0, "oom_retries": 0,
+     "monitoring": {"metrics_port": 9400 | null, "loss_spike_factor": 3.0, "plateau_evals": 5},
+     "terms": [...glossary surface forms...], "progress": true, "total_steps": 120,
+     "rank_fingerprint": false, "termination_log": null}
+
+Exit codes: 0 done; ``OOM_EXIT_CODE`` (76) CUDA OOM (marker in output_dir/.thinktune/); ``GPU_FAILURE_EXIT_CODE``
+(75) failing GPU (termination message written); 1 anything else.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import os
+import sys
+import traceback
+import types
+from pathlib import Path
+
+
+def ensure_torchaudio_importable() -> None:
+    """LLaMA Factory's mm_plugin imports torchaudio at module top. A torchaudio build that does not match the
+    installed torch (e.g. torchaudio 2.11.1 against torch 2.11.0: undefined symbol in libtorchaudio.so) makes
+    ``import llamafactory.train.tuner`` fail although text SFT never touches audio. Replace such a broken
+    torchaudio with an empty stub module (audio datasets would then fail loudly)."""
+    try:
+        import torchaudio  # noqa: F401
+    except Exception as e:  # OSError / ImportError from the C extension
+        for k in [k for k in sys.modules if k == "torchaudio" or k.startswith("torchaudio.")]:
+            del sys.modules[k]
+        stub = types.ModuleType("torchaudio")
+        stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
+        stub.__version__ = "0.0.0+thinktune-stub"
+        stub.__doc__ = f"stub: the installed torchaudio failed to import ({type(e).__name__})"
+        sys.modules["torchaudio"] = stub
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m thinktune.train.worker RESOLVED.json", file=sys.stderr)
+        return 2
+    cfg = json.loads(Path(argv[0]).read_text())
+    args = dict(cfg["args"])
+    output_dir = Path(args["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rank = int(os.environ.get("RANK", 0))
+
+    from thinktune.train.failures import APP_FAILURE_EXIT_CODE, classify, handle_fatal
+    from thinktune.train.oom import write_marker
+
+    callback = None
+    try:
+        ensure_torchaudio_importable()
+        from llamafactory.train.tuner import run_exp
+
+        from thinktune.train.callbacks import ThinktuneCallback
+
+        mon = cfg.get("monitoring", {})
+        callback = ThinktuneCallback(
+            output_dir=output_dir, job=cfg.get("job", "local"), namespace=cfg.get("namespace", "default"),
+            metrics_port=mon.get("metrics_port"), loss_spike_factor=float(mon.get("loss_spike_factor", 3.0)),
+            plateau_evals=int(mon.get("plateau_evals", 5)), terms=cfg.get("terms"),
+            total_steps_hint=cfg.get("total_steps"), progress=bool(cfg.get("progress", True)),
+            attempt=int(cfg.get("attempt", 0)), oom_retries=int(cfg.get("oom_retries", 0)),
+            max_eval_samples=int(cfg.get("max_eval_samples", 32)),
+            rank_fingerprint=bool(cfg.get("rank_fingerprint", False)),
+            quality_metrics=bool(cfg.get("quality_metrics", True)))
+        run_exp(args=args, callbacks=[callback])
+        return 0
+    except BaseException as e:  # noqa: BLE001 - the exit code is the contract
+        if isinstance(e, SystemExit) and (e.code in (0, None)):
+            return 0
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        category, reason = classify(e)
+        traceback.print_exc()
+        if category == "oom":
+            step = getattr(callback, "current_step", None)
+            write_marker(output_dir, {"rank": rank, "step": step, "message": str(e)[:500],
+                                      "micro_batch": args.get("per_device_train_batch_size")})
+            print(f"[thinktune] rank {rank}: CUDA out of memory -> exit for OOM retry", file=sys.stderr, flush=True)
+        code = handle_fatal(e, termination_log=cfg.get("termination_log"))
+        if category == "gpu_failure":
+            print(f"[thinktune] rank {rank}: GPU failure ({reason}) -> exit {code}", file=sys.stderr, flush=True)
+        return code if code else APP_FAILURE_EXIT_CODE
+
+
+if __name__ == "__main__":
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit: skip interpreter teardown, where lingering NCCL/gloo threads can hang or turn a clean exit
+    # code into a crash.
+    os._exit(rc)
