@@ -61,16 +61,16 @@ class StateCollector(Collector):
         yield by_phase
 
         prog = GaugeMetricFamily(f"{PREFIX}_job_progress_percent", "FineTuneJob progress (step/total)",
-                                 labels=["namespace", "job"])
-        step = GaugeMetricFamily(f"{PREFIX}_job_step", "FineTuneJob optimizer step", labels=["namespace", "job"])
-        loss = GaugeMetricFamily(f"{PREFIX}_job_loss", "FineTuneJob latest training loss", labels=["namespace", "job"])
+                                 labels=["namespace", "finetunejob"])
+        step = GaugeMetricFamily(f"{PREFIX}_job_step", "FineTuneJob optimizer step", labels=["namespace", "finetunejob"])
+        loss = GaugeMetricFamily(f"{PREFIX}_job_loss", "FineTuneJob latest training loss", labels=["namespace", "finetunejob"])
         eta = GaugeMetricFamily(f"{PREFIX}_job_eta_seconds", "FineTuneJob estimated time left",
-                                labels=["namespace", "job"])
-        attempt = GaugeMetricFamily(f"{PREFIX}_job_attempt", "FineTuneJob gang attempt", labels=["namespace", "job"])
+                                labels=["namespace", "finetunejob"])
+        attempt = GaugeMetricFamily(f"{PREFIX}_job_attempt", "FineTuneJob gang attempt", labels=["namespace", "finetunejob"])
         failed_nodes = GaugeMetricFamily(f"{PREFIX}_job_failed_nodes", "Nodes a FineTuneJob avoids after failures",
-                                         labels=["namespace", "job"])
+                                         labels=["namespace", "finetunejob"])
         evalm = GaugeMetricFamily(f"{PREFIX}_job_eval_metric", "Final evaluation metrics of a FineTuneJob",
-                                  labels=["namespace", "job", "metric"])
+                                  labels=["namespace", "finetunejob", "metric"])
         ds = GaugeMetricFamily(f"{PREFIX}_dataset_samples", "DatasetBuild counts from report.json",
                                labels=["namespace", "datasetbuild", "count"])
         art = GaugeMetricFamily(f"{PREFIX}_export_artifacts", "ModelExport artifacts (verified label)",

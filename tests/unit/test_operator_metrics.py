@@ -34,9 +34,9 @@ def test_collector_jobs_by_phase_and_forget():
     jobs = {(lab["kind"], lab["phase"]): v for lab, v in s["thinktune_operator_jobs"]}
     assert jobs[("FineTuneJob", "Running")] == 2 and jobs[("FineTuneJob", "Failed")] == 0
     assert jobs[("DatasetBuild", "Succeeded")] == 1
-    assert s["thinktune_operator_job_progress_percent"] == [({"namespace": "ml", "job": "a"}, 10.0)]
+    assert s["thinktune_operator_job_progress_percent"] == [({"namespace": "ml", "finetunejob": "a"}, 10.0)]
     assert s["thinktune_operator_job_attempt"][0][1] in (2.0, 0.0)
-    assert ({"namespace": "ml", "job": "a", "metric": "rougeL"}, 0.3) in s["thinktune_operator_job_eval_metric"]
+    assert ({"namespace": "ml", "finetunejob": "a", "metric": "rougeL"}, 0.3) in s["thinktune_operator_job_eval_metric"]
     assert ({"namespace": "ml", "datasetbuild": "d", "count": "samples"}, 90.0) in s["thinktune_operator_dataset_samples"]
     m.view.forget("FineTuneJob", "ml", "a")
     s = samples(m.registry)
