@@ -93,7 +93,21 @@ GPU1    PHB      X      0-15            0
 """
 
 
+# Captured on the H200 device machine (one GPU; header carries ANSI underline codes).
+TOPO_SINGLE_H200 = """\
+\t\x1b[4mGPU0\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\x1b[0m
+GPU0\t X \t0-15\t0\t\tN/A
+
+Legend:
+
+  X    = Self
+  NV#  = Connection traversing a bonded set of # NVLinks
+"""
+
+
 def test_parse_topology():
+    single = parse_nvidia_smi_topo(TOPO_SINGLE_H200)
+    assert single.interconnect == "single" and single.links == {}
     t = parse_nvidia_smi_topo(TOPO_NVLINK)
     assert t.interconnect == "nvlink" and t.nvlink is True
     assert len(t.links) == 6 and t.links["0-3"] == "NV18"
