@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from .pki import PkiFiles, ensure_pki, pki_files
+from .pki import ADMIN_USER, PkiFiles, ensure_pki, pki_files
 from .state import ProcessRecord, SandboxState, default_bin_dir, default_state_dir, free_port
 
 CORE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -261,6 +261,8 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             f"--proxy-client-cert-file={pki.admin_cert}", f"--proxy-client-key-file={pki.admin_key}",
             f"--requestheader-client-ca-file={pki.ca_cert}",
+            # Same CA as client certs, so only the proxy identity may set X-Remote-* headers.
+            f"--requestheader-allowed-names={ADMIN_USER}",
             "--requestheader-username-headers=X-Remote-User",
             "--requestheader-group-headers=X-Remote-Group",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
