@@ -36,6 +36,9 @@ _FULLWIDTH_ALNUM = {
 _HALF2FULL = {",": "，", ".": "。", "?": "？", "!": "！", ":": "：", ";": "；"}
 # half-width , . ? ! : ; right after a CJK char and followed by a CJK char, whitespace+CJK, or end of line
 _PUNCT_RULE = re.compile(f"(?<=[{_CJK}])[ \\t]*([,.?!:;])(?:[ \\t]*(?=[{_CJK}])|[ \\t]*(?=\\n|$))")
+# , ; : ! ? closing a Chinese clause before Latin text ("重复,GCM 的…"): full-width too. Not '.', which
+# starts names such as '.NET' or file extensions.
+_CLAUSE_RULE = re.compile(f"(?<=[{_CJK_IDEO}])([,;:!?])(?=[A-Za-z0-9`*_\\[(])")
 _PAREN_RULE = re.compile(r"\(([^()\n]*)\)")
 
 SEP = "\ue000"  # private-use separator: OpenCC and our regexes leave it alone
@@ -78,6 +81,7 @@ def normalize_punct_width(text: str) -> str:
     if not _HAS_CJK.search(text):
         return text
     text = _PUNCT_RULE.sub(lambda m: _HALF2FULL[m.group(1)], text)
+    text = _CLAUSE_RULE.sub(lambda m: _HALF2FULL[m.group(1)], text)
     return _PAREN_RULE.sub(_fix_parens, text)
 
 

@@ -213,6 +213,9 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
                 s.warnings.append(f"thinking quality {q.score:.2f} < minQuality {opts.min_quality}: "
                                   + "; ".join(q.problems))
         res.samples.append(s)
+    if not pairs and not roots:
+        res.warnings.append(f"{rel}:1: document produced no samples (no question/answer, section text or "
+                            "explained code found)")
     return res
 
 

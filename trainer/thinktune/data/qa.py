@@ -25,6 +25,27 @@ Q_WORDS = re.compile(r"^(?:什么|如何|为什么|为何|怎样|怎么|是否|�
                      r"how\b|what\b|why\b|when\b|which\b|should\b|can\b|is\b|does\b|do\b)", re.I)
 Q_END = re.compile(r"[？?]\s*$")
 MIN_SECTION_CHARS = 12
+MIN_CODE_EXPLANATION = 20
+_CODE_INTRO = re.compile(r"下面|如下|以下|这段|代码|示例|例如|命令|写法")
+
+
+def _ends_with_colon(text: str) -> bool:
+    return text.rstrip().rstrip("*_").rstrip().endswith(("：", ":"))
+
+
+def _introduces_code(text: str) -> bool:
+    """A paragraph right before a code block explains it when it leads into it (ends with a colon or says
+    '下面的代码…')."""
+    return _ends_with_colon(text) or bool(_CODE_INTRO.search(text))
+
+
+def clean_question(text: str) -> str:
+    """Strip list/emphasis decoration around a question: '**什么是 SM3？**' -> '什么是 SM3？'."""
+    t = text.strip()
+    for m in ("**", "__"):
+        if t.startswith(m) and t.endswith(m) and len(t) > 2 * len(m):
+            t = t[len(m) : -len(m)].strip()
+    return t
 
 
 def is_question(text: str) -> bool:
@@ -92,12 +113,14 @@ def _faq_pairs(comp: Component, section: Section) -> tuple[list[Pair], bool]:
         head_lines = head.split("\n")
         # "- 问：…\n  答：…" inside one paragraph
         split_at = next((i for i, ln in enumerate(head_lines) if i and A_MARK.match(ln)), None)
+        if split_at is None and len(head_lines) > 1 and is_question(head_lines[0]):
+            split_at = 1  # "- 什么是 CRL？\n  CRL 是……": the answer is a lazy continuation of the question line
         if split_at is not None:
             body = "\n".join(head_lines[split_at:]) + ("\n\n" + body if body else "")
             head = "\n".join(head_lines[:split_at])
         if not is_question(head):
             continue
-        question = Q_MARK.sub("", head, count=1).strip()
+        question = clean_question(Q_MARK.sub("", head, count=1))
         answer_text = A_MARK.sub("", body.strip(), count=1).strip() if body.strip() else ""
         if answer_text:
             qa_items += 1
@@ -158,7 +181,7 @@ def detect_pairs(parsed: ParsedMarkdown, doc_title: str) -> tuple[list[Pair], li
         text_units = [u for u in leftover if u.kind != "code"]
         title = sec.title or doc_title
         if sec.level > 0 and is_question(sec.title):
-            q = Pair("question_heading", sec.title.strip(), leftover, sec.line, sec)
+            q = Pair("question_heading", clean_question(sec.title), leftover, sec.line, sec)
             if not any(u.text.strip() for u in leftover):
                 if not sec_pairs:
                     q.problems.append("question heading has no answer text below it")
@@ -173,14 +196,16 @@ def detect_pairs(parsed: ParsedMarkdown, doc_title: str) -> tuple[list[Pair], li
             if u.kind != "code" or not u.text.strip():
                 continue
             expl: list[Unit] = []
-            if i > 0 and leftover[i - 1].kind in ("paragraph", "list", "blockquote"):
-                expl.append(leftover[i - 1])
-            j = i + 1
-            while j < len(leftover) and leftover[j].kind in ("paragraph", "list", "blockquote"):
-                expl.append(leftover[j])
-                j += 1
-                break
-            if expl:
+            prev = leftover[i - 1] if i > 0 else None
+            if prev is not None and prev.kind in ("paragraph", "list", "blockquote") and _introduces_code(prev.text):
+                expl.append(prev)
+            nxt = leftover[i + 1] if i + 1 < len(leftover) else None
+            if nxt is not None and nxt.kind in ("paragraph", "list", "blockquote"):
+                after = leftover[i + 2] if i + 2 < len(leftover) else None
+                intro_of_next = _ends_with_colon(nxt.text) and after is not None and after.kind == "code"
+                if not intro_of_next:
+                    expl.append(nxt)
+            if sum(len(e.text.strip().rstrip("：:")) for e in expl) >= MIN_CODE_EXPLANATION:
                 lang = u.lang.split()[0] if u.lang else ""
                 q = code_instruction(lang, title) + "\n\n" + u.markdown()
                 pairs.append(Pair("code", q, expl, u.line, sec))

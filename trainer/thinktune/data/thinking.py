@@ -123,7 +123,9 @@ def parse_thinking(text: str, code_lines: list[tuple[int, int]], heading_lines: 
         code.update(range(a, b))
 
     def stop_after(open_line: int) -> tuple[int, str]:
-        """Where the reasoning opened at open_line should end: before the next heading/answer/question."""
+        """Where the reasoning opened at open_line should end: before the next heading, answer or question,
+        or at the first blank line once every nested block seen so far is closed."""
+        depth = 0
         for i in range(open_line, len(lines)):  # i is 0-based; open_line (1-based) is the line after
             if i in code:
                 continue
@@ -134,8 +136,11 @@ def parse_thinking(text: str, code_lines: list[tuple[int, int]], heading_lines: 
                 return i, f"before the answer at line {i + 1}"
             if _QUESTION_MARK.match(ln):
                 return i, f"before the next question at line {i + 1}"
-            if _TAG.search(ln) and not _TAG.search(ln).group(1) and i + 1 > open_line:
-                return i, f"before the next <thinking> at line {i + 1}"
+            for m in _TAG.finditer(ln):
+                depth += -1 if m.group(1) else 1
+            if not ln.strip() and depth <= 0 and i > open_line:
+                return i, f"before the text that follows at line {i + 2}" if i + 1 < len(lines) else \
+                    "at the end of the document"
         return len(lines), "at the end of the document"
 
     for ev in events:
@@ -150,12 +155,13 @@ def parse_thinking(text: str, code_lines: list[tuple[int, int]], heading_lines: 
             stack.append(node)
             continue
         if not stack:
-            # the reasoning this tag closes starts at the beginning of its paragraph
-            i = ev.line - 1
-            while i > 0 and lines[i - 1].strip():
-                i -= 1
+            # the reasoning this tag closes starts after the question / blank line / heading above it
+            j = ev.line - 2
+            while j >= 0 and lines[j].strip() and not _QUESTION_MARK.match(lines[j]) and j + 1 not in heading_lines:
+                j -= 1
+            start = min(j + 2, ev.line)
             errors.append(ThinkingError(ev.line, ev.col, "</thinking> has no matching <thinking>",
-                                        f"add <thinking> on its own line before line {i + 1} (start of the "
+                                        f"add <thinking> on its own line before line {start} (start of the "
                                         "reasoning) or delete this closing tag"))
             continue
         node = stack.pop()
@@ -393,28 +399,38 @@ def _clean_md(s: str) -> str:
     return s.replace("**", "").replace("__", "").strip()
 
 
+def _code_identifiers(blocks: list[str]) -> list[str]:
+    idents: list[str] = []
+    for b in blocks:
+        for w in _IDENT.findall(b.split("\n", 1)[-1]):
+            if w not in _CODE_KEYWORDS and w not in idents:
+                idents.append(w)
+    return idents
+
+
 def template_reasoning(question: str, answer: str, terms: list[str] | tuple[str, ...] = ()) -> str:
-    """Deterministic analysis → steps → verification scaffold built from the sample's own content."""
-    q = _short(_clean_md(strip_code(question).strip()) or "这个问题", 80)
+    """Deterministic analysis → steps → verification scaffold built from the sample's own content.
+
+    The steps are the answer's own sentences (so the reasoning reaches the answer's conclusion), the analysis
+    names the sample's glossary terms, and code in the question or answer gets a step naming its identifiers.
+    """
+    q = _short(_clean_md(strip_code(question).strip()) or "这个问题", 60)
     body = strip_code(answer)
     sents = [_clean_md(s) for s in sentences(body)]
     sents = [s for s in sents if len(s) >= 4][:5] or [_short(_clean_md(body), 120) or "按原文要点作答"]
-    key = "、".join(terms[:4]) if terms else _short(sents[0], 24)
-    lines = [f"分析：问题是“{q}”，核心概念是{key}。需要先弄清它的作用和前提，再按要点组织回答。", "", "推理步骤："]
+    key = "、".join(terms[:4]) if terms else "其中的关键概念"
+    lines = [f"分析：问题是“{q}”，涉及{key}。需要先弄清相关概念的作用和前提，再按要点组织回答。", "", "推理步骤："]
     for i, s in enumerate(sents, 1):
         lines.append(f"{i}. {s}")
-    blocks = code_blocks(answer)
+    blocks = code_blocks(question) + code_blocks(answer)
     if blocks:
-        idents = []
-        for b in blocks:
-            for w in _IDENT.findall(b.split("\n", 1)[-1]):
-                if w not in _CODE_KEYWORDS and w not in idents:
-                    idents.append(w)
+        idents = _code_identifiers(blocks)
         lang = blocks[0].split("\n", 1)[0].strip("`~ ") or "示例"
         names = "、".join(f"`{w}`" for w in idents[:4]) or "其中的关键调用"
-        lines.append(f"{len(sents) + 1}. 答案中的{lang}代码需要逐行检查：重点看 {names} 的用法是否与上面的要点一致。")
-    lines += ["", f"验证：回顾上述步骤，结论“{_short(sents[-1], 60)}”与问题“{_short(q, 30)}”对应，"
-              f"{('术语' + key + '的用法前后一致') if terms else '前后表述一致'}，因此可以据此作答。"]
+        lines.append(f"{len(sents) + 1}. 再看{lang}代码：重点检查 {names} 的用法，确认它与上面的要点一致。")
+    concl = _short(sents[-1], 60)
+    lines += ["", f"验证：回顾上述步骤，结论“{concl}”回应了问题，"
+              f"{('术语' + key + '的用法前后一致') if terms else '前后表述一致'}，可以据此作答。"]
     return "\n".join(lines)
 
 
