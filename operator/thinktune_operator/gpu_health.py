@@ -242,6 +242,6 @@ def classify_pod(pod: dict[str, Any], node: NodeHealth | None = None,
                        _detail(info) or f"exit code {code} ({reason})", node=node_name)
 
     if node is not None and not node.healthy and node_name:
-        return Verdict("infrastructure", node.reason, f"node {node_name}: {', '.join(node.reasons)}",
+        return Verdict("infrastructure", node.reason, ", ".join(node.reasons[1:]),
                        node=node_name, gpu=node.gpu)
     return None

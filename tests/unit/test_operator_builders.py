@@ -76,7 +76,7 @@ def test_restart_attempt_resumes_and_avoids_failed_nodes():
         "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]},
                               {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h200"]}]}]}}}})
     spec = B.parse_spec(body)
-    p = B.worker_pod(body, spec, CFG, attempt=3, rank=1, avoid=["node-bad"], dataset=DS)
+    p = B.worker_pod(body, spec, CFG, attempt=3, rank=1, avoid=["node-bad", "node-worse"], dataset=DS)
     assert p["metadata"]["name"] == "qwen-crypto-a3-w1"
     env = {e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]}
     assert env["THINKTUNE_RESUME"] == "true" and env["THINKTUNE_ATTEMPT"] == "3"
@@ -85,7 +85,9 @@ def test_restart_attempt_resumes_and_avoids_failed_nodes():
     terms = p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert len(terms) == 2  # user terms kept (ORed) and each one excludes the failed node
     for t in terms:
-        assert {"key": "metadata.name", "operator": "NotIn", "values": ["node-bad"]} in t["matchFields"]
+        # the apiserver allows exactly one value per metadata.name requirement
+        assert t["matchFields"] == [{"key": "metadata.name", "operator": "NotIn", "values": ["node-bad"]},
+                                    {"key": "metadata.name", "operator": "NotIn", "values": ["node-worse"]}]
         assert t["matchExpressions"]
     # the user's affinity object is not mutated
     assert "matchFields" not in spec.pod.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][

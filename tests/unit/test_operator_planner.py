@@ -137,7 +137,8 @@ def test_gpu_failure_restarts_whole_gang_avoiding_node():
         env = {e["name"]: e.get("value") for e in x["spec"]["containers"][0]["env"]}
         assert env["THINKTUNE_RESUME"] == "true" and env["THINKTUNE_ATTEMPT"] == "1"
         terms = x["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        assert terms["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["n1"]
+        assert terms["nodeSelectorTerms"][0]["matchFields"] == [{"key": "metadata.name", "operator": "NotIn",
+                                                                 "values": ["n1"]}]
     assert ("gang_created", 1) in p.observations
     # the failed pod of attempt 0 (terminal) was deleted, not waited for
     assert any(d.name == "j-a0-w1" for d in p.deletes)

@@ -74,15 +74,16 @@ def avoid_nodes_affinity(affinity: dict[str, Any] | None, nodes: list[str], job:
     """User affinity + node anti-affinity away from failed nodes + one worker per node (hostname anti-affinity)."""
     aff = copy.deepcopy(affinity) if affinity else {}
     if nodes:
-        # metadata.name is what a Node *is* (hostname labels can differ from it)
-        field_expr = {"key": "metadata.name", "operator": "NotIn", "values": sorted(set(nodes))}
+        # metadata.name is what a Node *is* (hostname labels can differ from it). A node field selector takes
+        # exactly one value per requirement, so one NotIn per node (requirements of a term are ANDed).
+        excl = [{"key": "metadata.name", "operator": "NotIn", "values": [n]} for n in sorted(set(nodes))]
         na = aff.setdefault("nodeAffinity", {})
         req = na.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
         terms = req.setdefault("nodeSelectorTerms", [])
         if not terms:
             terms.append({})
         for t in terms:  # terms are ORed, so every term must exclude the nodes
-            t.setdefault("matchFields", []).append(dict(field_expr))
+            t.setdefault("matchFields", []).extend(dict(e, values=list(e["values"])) for e in excl)
     pa = aff.setdefault("podAntiAffinity", {})
     pa.setdefault("requiredDuringSchedulingIgnoredDuringExecution", []).append({
         "labelSelector": {"matchLabels": {N.L_JOB: N.label_value(job), N.L_ATTEMPT: str(attempt)}},

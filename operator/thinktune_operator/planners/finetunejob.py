@@ -401,7 +401,8 @@ def _restart(p: Plan, sb: StatusBuilder, spec: Any, name: str, attempt: int, ran
     new_attempt = attempt + 1
     s["attempt"] = new_attempt
     avoid = sorted({f["node"] for f in s["failedNodes"] if f.get("node")})
-    msg = (f"worker {rank}{where}{gpu} failed: {v.reason} {v.message}".rstrip() + f" ({budget}); stopping the gang "
+    detail = f"{v.reason}" + (f" ({v.message})" if v.message else "")
+    msg = (f"worker {rank}{where}{gpu}: {detail}; {budget}; stopping the gang "
            f"and restarting as attempt {new_attempt} from the last checkpoint"
            + (f", avoiding {', '.join(avoid)}" if v.kind == "infrastructure" and avoid else ""))
     sb.cond("Restarting", True, v.reason if v.kind == "infrastructure" else "ApplicationFailure", msg)

@@ -41,6 +41,7 @@ def up(
 ) -> None:
     """Start etcd, kube-apiserver, controller-manager, scheduler and kwok; create GPU nodes and CRDs."""
     cp = ControlPlane(state_dir, nodes=nodes, gpus_per_node=gpus_per_node)
+    already = cp.status().running
     t0 = time.monotonic()
     try:
         with console.status("starting control plane..."):
@@ -48,8 +49,11 @@ def up(
     except ControlPlaneError as exc:
         console.print(f"[red]sandbox up failed:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
-    console.print(f"[green]control plane ready[/green] in {time.monotonic() - t0:.1f} s "
-                  f"({nodes} node(s) x {gpus_per_node} GPU); logs in {cp.log_dir}")
+    if already:
+        console.print(f"control plane already running in {cp.state_dir} (`down` first to change its nodes)")
+    else:
+        console.print(f"[green]control plane ready[/green] in {time.monotonic() - t0:.1f} s "
+                      f"({nodes} node(s) x {gpus_per_node} GPU); logs in {cp.log_dir}")
     if operator:
         try:
             rec = cp.start_operator()
