@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .controlplane import ControlPlane, ControlPlaneError, SandboxStatus
@@ -23,7 +24,7 @@ console = Console()
 StateDirOption = Annotated[
     Path | None,
     typer.Option("--state-dir", help="Where pids, ports, logs, PKI and kubeconfig live "
-                 "[default: $THINKTUNE_SANDBOX_DIR or ~/.cache/thinktune/sandbox]"),
+                 "(default: $THINKTUNE_SANDBOX_DIR or ~/.cache/thinktune/sandbox)"),
 ]
 
 
@@ -38,16 +39,17 @@ def up(
     operator: Annotated[bool, typer.Option("--operator/--no-operator",
                                            help="Also run the kopf operator in the background")] = False,
     state_dir: StateDirOption = None,
+    crds_dir: Annotated[Path | None, typer.Option(help="CRD YAMLs to apply (default: the repo's crds/)")] = None,
 ) -> None:
     """Start etcd, kube-apiserver, controller-manager, scheduler and kwok; create GPU nodes and CRDs."""
-    cp = ControlPlane(state_dir, nodes=nodes, gpus_per_node=gpus_per_node)
+    cp = ControlPlane(state_dir, nodes=nodes, gpus_per_node=gpus_per_node, crds_dir=crds_dir)
     already = cp.status().running
     t0 = time.monotonic()
     try:
         with console.status("starting control plane..."):
             cp.up()
     except ControlPlaneError as exc:
-        console.print(f"[red]sandbox up failed:[/red] {exc}", highlight=False)
+        console.print(f"[red]sandbox up failed:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from exc
     if already:
         console.print(f"control plane already running in {cp.state_dir} (`down` first to change its nodes)")
@@ -58,13 +60,13 @@ def up(
         try:
             rec = cp.start_operator()
         except ControlPlaneError as exc:
-            console.print(f"[red]operator failed to start:[/red] {exc}", highlight=False)
+            console.print(f"[red]operator failed to start:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from exc
         if rec is None:
             console.print("[yellow]operator not started:[/yellow] thinktune_operator.main is not importable "
                           "(install the 'operator' extra, or the module does not exist yet)")
         else:
-            console.print(f"operator running (pid {rec.pid}); log: {rec.log}")
+            console.print(f"operator running (pid {rec.pid}); log: {escape(rec.log)}")
     _print_export(cp)
 
 

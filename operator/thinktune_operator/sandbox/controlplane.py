@@ -463,7 +463,10 @@ class ControlPlane:
         args = ["apply", "--server-side", "--force-conflicts"]
         for f in files:
             args += ["-f", str(f)]
-        self.kubectl(*args)
+        try:
+            self.kubectl(*args)
+        except ControlPlaneError as exc:
+            raise ControlPlaneError(f"kube-apiserver rejected the CRDs in {self.crds_dir}: {exc}") from exc
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         return files
 
