@@ -58,7 +58,10 @@ class Glossary:
 
     def dictionary_words(self) -> list[str]:
         """Surface forms to register in jieba's user dictionary (those that can be a single jieba token)."""
-        return sorted(f for f in self.surface_forms if _JIEBA_TOKEN.match(f))
+        forms = {f for f in self.surface_forms if _JIEBA_TOKEN.match(f)}
+        # jieba's dictionary is case-sensitive: also register lower/upper-case spellings of Latin terms
+        forms |= {v for f in list(forms) if f.isascii() for v in (f.lower(), f.upper())}
+        return sorted(forms)
 
     def canonical(self, token: str) -> str | None:
         return self.lookup.get(token.lower())

@@ -461,6 +461,7 @@ class TeacherModel:
         enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
             out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                      min_new_tokens=min(8, self.max_new_tokens),
                                       pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
         text = self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         return clean_generated(text)
