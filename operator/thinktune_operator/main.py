@@ -46,6 +46,9 @@ def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
 async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **kwargs: Any) -> None:
     cfg = OperatorConfig.from_env()
     configure(settings, cfg)
+    # kopf --verbose turns on DEBUG everywhere; the API client's DEBUG dumps whole response bodies
+    logging.getLogger("kubernetes").setLevel(logging.INFO)
+    logging.getLogger("urllib3").setLevel(logging.INFO)
     metrics = get_metrics()
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port)

@@ -48,8 +48,10 @@ def wait_for(what: str, fn: Callable[[], T], timeout: float = 30.0, interval: fl
 class OperatorProcess:
     """`python -m kopf run -A --standalone -m thinktune_operator.main` against a kubeconfig."""
 
-    def __init__(self, kubeconfig: Path | str, log_path: Path | str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, kubeconfig: Path | str, log_path: Path | str, env: dict[str, str] | None = None,
+                 namespaces: list[str] | None = None) -> None:
         self.kubeconfig = str(kubeconfig)
+        self.scope = [f"--namespace={n}" for n in namespaces] if namespaces else ["-A"]
         self.log_path = Path(log_path)
         self.metrics_port = free_port()
         self.extra_env = {
@@ -69,7 +71,8 @@ class OperatorProcess:
         log.write(f"\n===== start #{self.starts} =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kopf", "run", "-A", "--standalone", "--verbose", "-m", "thinktune_operator.main"],
+            [sys.executable, "-m", "kopf", "run", *self.scope, "--standalone", "--verbose", "-m",
+             "thinktune_operator.main"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         log.close()
         if wait:
@@ -196,6 +199,16 @@ class Cluster:
         if ns:
             args += ["-n", ns]
         self.kubectl(*args)
+
+
+def token_kubeconfig(admin_kubeconfig: Path | str, token: str, out: Path | str) -> Path:
+    """A kubeconfig for the same cluster that authenticates with a ServiceAccount token (RBAC tests)."""
+    cfg = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    cfg["users"] = [{"name": "sa", "user": {"token": token}}]
+    for ctx in cfg["contexts"]:
+        ctx["context"]["user"] = "sa"
+    Path(out).write_text(yaml.safe_dump(cfg))
+    return Path(out)
 
 
 def ftj(name: str, ns: str, pool: str | None, nodes: int = 1, gpus: int = 8, **spec: Any) -> dict[str, Any]:
