@@ -110,3 +110,16 @@ def test_lf_prompt_and_response_parts():
     t, a = M.response_parts("<think>\nT\n</think>\n\nA")
     assert (t, a) == ("<think>\nT\n</think>\n\n", "A<|im_end|>\n")
     assert M.response_parts("A")[0] == "<think>\n\n</think>\n\n"  # LF adds an empty think block
+
+
+def test_encode_sample_truncates_response_tail():
+    class Tok:  # one id per character
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) for c in text]
+
+    s = M.Sample(messages=[{"role": "user", "content": "Q"}], reference="<think>\n" + "想" * 50 + "\n</think>\n\n答")
+    ids, start, boundary, truncated = M.encode_sample(Tok(), s, 10_000)
+    assert not truncated and "".join(map(chr, ids[start:boundary])).startswith("<think>\n想")
+    assert "".join(map(chr, ids[boundary:])) == "答<|im_end|>\n"
+    ids, start, boundary, truncated = M.encode_sample(Tok(), s, start + 20)
+    assert truncated and len(ids) == start + 20 and boundary > len(ids)

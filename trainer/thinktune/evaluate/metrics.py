@@ -499,16 +499,22 @@ def score_responses(model, tokenizer, samples: Sequence[Sample], *, max_length: 
     for s in samples:
         ids, start, boundary, truncated = encode_sample(tokenizer, s, max_length)
         x = torch.tensor([ids], device=device)
+        # position i predicts token i+1: response tokens ids[start:] are predicted at positions start-1 .. L-2.
+        # Only those logits are materialised (logits_to_keep), not L x vocab.
+        keep = len(ids) - start + 1
         with torch.no_grad():
-            logits = model(input_ids=x).logits[0, :-1].float()
-        targets = x[0, 1:]
+            try:
+                logits = model(input_ids=x, logits_to_keep=keep).logits[0]
+            except TypeError:  # a model class without logits_to_keep
+                logits = model(input_ids=x).logits[0]
+            logits = logits[-keep:-1].float()
+        targets = x[0, start:]
         nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-        # position i predicts token i+1: response tokens are ids[start:], predicted at start-1 ...
-        lo, mid = start - 1, boundary - 1
-        nll_t = float(nll[lo:mid].sum())
+        mid = min(boundary, len(ids)) - start  # thinking tokens come first (the cut may fall inside them)
+        nll_t = float(nll[:mid].sum())
         nll_a = float(nll[mid:].sum())
-        out.append(ResponseScore(nll_t, max(0, mid - lo), nll_a, max(0, len(ids) - 1 - mid),
-                                 logits[lo:].argmax(-1).tolist(), truncated))
+        out.append(ResponseScore(nll_t, mid, nll_a, max(0, len(ids) - boundary), logits.argmax(-1).tolist(),
+                                 truncated))
         if progress:
             progress()
     return out

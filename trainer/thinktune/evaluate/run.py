@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from thinktune.runner import StageError
 from thinktune.spec import EvaluationSpec
 
 REPORT_JSON = "eval_report.json"
@@ -28,8 +29,8 @@ _HEADLINE = {"bleu": ("answer", "bleu"), "rougeL": ("answer", "rougeL"), "charAc
              "termAccuracy": ("answer", "termAccuracy"), "conceptAccuracy": ("answer", "conceptAccuracy")}
 
 
-class EvaluationError(Exception):
-    """The evaluation cannot run; the message says what to fix."""
+class EvaluationError(StageError):
+    """The evaluation cannot run; the message says what to fix (a StageError, so runners print it cleanly)."""
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -325,6 +326,7 @@ def evaluate_model(model_path: str, *, adapter_path: str | None, test_file: Path
         "predictions": str(output_dir / PREDICTIONS), "chart": str(chart) if chart else None,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": time.monotonic() - started,
     }
+    report["headline"] = headline(report)
     (output_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     write_markdown(report, output_dir / REPORT_MD)
     return report
