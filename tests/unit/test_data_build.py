@@ -97,7 +97,7 @@ def test_report_sections(built):
     out, rep = built
     assert set(rep["per_type"]) == {"qa", "code", "thinking", "section"}
     assert all(rep["per_type"][t]["total"] > 0 for t in rep["per_type"])
-    for t, row in rep["per_type"].items():
+    for row in rep["per_type"].values():
         assert row["total"] == row["train"] + row["val"] + row["test"]
     tl = rep["token_lengths"]
     assert tl["min"] <= tl["p50"] <= tl["p90"] <= tl["p99"] <= tl["max"] <= 4096

@@ -41,7 +41,7 @@ def test_stratified_by_type():
     types, terms = corpus()
     r = stratified_split(types, terms, seed=3)
     for t, n in Counter(types).items():
-        got = Counter(s for s, tt in zip(r.assignment, types) if tt == t)
+        got = Counter(s for s, tt in zip(r.assignment, types, strict=True) if tt == t)
         assert abs(got["train"] - 0.7 * n) <= 2, (t, got, n)
         assert abs(got["val"] - 0.15 * n) <= 2 and abs(got["test"] - 0.15 * n) <= 2
 
@@ -51,13 +51,13 @@ def test_terms_spread_across_splits():
     r = stratified_split(types, terms, seed=3)
     freq = Counter(t for ts in terms for t in ts)
     for term, n in freq.items():
-        splits = {s for s, ts in zip(r.assignment, terms) if term in ts}
+        splits = {s for s, ts in zip(r.assignment, terms, strict=True) if term in ts}
         if n >= 3:
             assert splits == {"train", "val", "test"}, (term, n, splits)
     # without term stratification rare terms often miss a split
     plain = stratified_split(types, terms, seed=3, stratify_by=["type"])
     missing = sum(1 for term, n in freq.items() if n >= 3 and
-                  {s for s, ts in zip(plain.assignment, terms) if term in ts} != {"train", "val", "test"})
+                  {s for s, ts in zip(plain.assignment, terms, strict=True) if term in ts} != {"train", "val", "test"})
     assert missing > 0
 
 
