@@ -19,6 +19,33 @@ from thinktune.spec import GROUP, KINDS, VERSION, Resource, SpecModel
 _DROP = {"title", "discriminator"}
 
 
+def _models_by_name() -> dict[str, type[SpecModel]]:
+    out: dict[str, type[SpecModel]] = {}
+
+    def walk(cls: type) -> None:
+        for sub in cls.__subclasses__():
+            out[sub.__name__] = sub
+            walk(sub)
+
+    walk(SpecModel)
+    return out
+
+
+def _full_default(name: str) -> dict[str, Any] | None:
+    """The defaults of a sub-object whose fields all have defaults, written out in full.
+
+    An empty `default: {}` is not enough: the apiserver checks a default against the object's CEL rules
+    before defaulting its fields, so a rule reading `self.train` fails on `{}` with "no such key"."""
+    model = _models_by_name().get(name)
+    if model is None:
+        return None
+    try:
+        instance = model()
+    except Exception:  # has required fields
+        return None
+    return instance.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 def _cel_rules_by_title() -> dict[str, list[dict[str, str]]]:
     """CEL rules keyed by model class name (pydantic uses it as the $defs key)."""
     out: dict[str, list[dict[str, str]]] = {}
@@ -100,6 +127,10 @@ def _structural(node: Any, defs: dict[str, Any], rules: dict[str, list], ref_nam
         out["type"] = "object"
     if ref_name and ref_name in rules:
         out["x-kubernetes-validations"] = rules[ref_name]
+    if ref_name and out.get("type") == "object" and not out.get("required"):
+        default = _full_default(ref_name)
+        if default is not None:
+            out["__default__"] = default
     if out.get("type") == "object" and "properties" in out and "additionalProperties" in out:
         out.pop("additionalProperties")
     return out
@@ -108,9 +139,12 @@ def _structural(node: Any, defs: dict[str, Any], rules: dict[str, list], ref_nam
 def _with_empty_default(prop: Any) -> Any:
     """Sub-objects whose fields all have defaults get `default: {}`, so the apiserver fills in (and shows in
     `kubectl get -o yaml`) the same defaults pydantic applies locally, and their CEL rules always run."""
-    if (isinstance(prop, dict) and prop.get("type") == "object" and "properties" in prop
+    if not isinstance(prop, dict):
+        return prop
+    full = prop.pop("__default__", None)
+    if (prop.get("type") == "object" and "properties" in prop
             and not prop.get("nullable") and not prop.get("required") and "default" not in prop):
-        prop["default"] = {}
+        prop["default"] = full if full is not None else {}
     return prop
 
 
@@ -118,6 +152,7 @@ def model_schema(model: type[SpecModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     schema = _structural(raw, defs, _cel_rules_by_title(), ref_name=model.__name__)
+    schema.pop("__default__", None)
     return schema
 
 
