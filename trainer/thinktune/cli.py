@@ -51,23 +51,30 @@ def _load_one(path: Path, kind: str):
 # --------------------------------------------------------------------------------------------------------------
 
 
+CHART_CRDS = REPO_ROOT / "helm" / "thinktune" / "crds"
+
+
 @app.command()
 def crds(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the CRD YAMLs.")] = REPO_ROOT / "crds",
     check: Annotated[bool, typer.Option(help="Only check that the directory is up to date (exit 1 if stale).")] = False,
 ) -> None:
-    """Generate the CustomResourceDefinitions from thinktune.spec (crds/*.yaml)."""
+    """Generate the CustomResourceDefinitions from thinktune.spec (crds/*.yaml and the Helm chart's copy)."""
     from thinktune.crdgen import render_crds, write_crds
 
+    # the chart ships byte copies (Helm installs crds/ from inside the chart); one command keeps both in sync
+    targets = [output] + ([CHART_CRDS] if output == REPO_ROOT / "crds" and CHART_CRDS.parent.is_dir() else [])
     if check:
-        stale = [n for n, t in render_crds().items()
-                 if not (output / n).exists() or (output / n).read_text(encoding="utf-8") != t]
+        rendered = render_crds()
+        stale = [str(t / n) for t in targets for n, text in rendered.items()
+                 if not (t / n).exists() or (t / n).read_text(encoding="utf-8") != text]
         if stale:
-            _fail(f"stale CRDs in {output}: {', '.join(stale)}; run `thinktune crds`", code=1)
-        console.print(f"CRDs in {output} are up to date")
+            _fail(f"stale CRDs: {', '.join(stale)}; run `thinktune crds`", code=1)
+        console.print(f"CRDs in {', '.join(map(str, targets))} are up to date")
         return
-    for path in write_crds(output):
-        console.print(f"wrote {path}")
+    for target in targets:
+        for path in write_crds(target):
+            console.print(f"wrote {path}")
 
 
 @app.command()
