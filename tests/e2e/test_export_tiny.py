@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from thinktune.export.testing import make_tiny_adapter, write_tiny_dataset  # noqa: E402
-from thinktune.spec import EvaluationSpec, ModelExport, ModelExportStatus, VerifySpec  # noqa: E402
+from thinktune.spec import EvaluationSpec, ModelExportStatus, VerifySpec  # noqa: E402
 from thinktune.tiny_model import make_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -111,27 +111,30 @@ def _export_cr(tmp: Path, adapter: Path, base: Path, quantize: list[dict]) -> Pa
     return tmp / "mex.yaml"
 
 
-def test_export_pipeline_rtn(work):
-    from thinktune.export.pipeline import export_model
+def test_export_pipeline_rtn_via_runner(work):
+    """`thinktune export -f mex.yaml` path: runner -> export_model; relative baseModel, dataset from the training
+    report, LLaMA Factory merge tried first (falls back to peft where LLaMA Factory cannot import)."""
     from thinktune.resources import load_path
+    from thinktune.runner import run_path
 
     cr = _export_cr(work["root"] / "cr", work["adapter"], work["base"], [{"method": "rtn", "bits": 8}])
-    loaded = load_path(cr)[0]
-    res: ModelExport = loaded.resource
     # the trainer's report.json records the dataset dir: the pipeline finds it there
     (work["adapter"] / "report.json").write_text(json.dumps({"dataset": {"dir": str(work["ds"])},
                                                              "train_loss": 1.23}))
-    out = loaded.resolve(res.spec.output.path)
-    report = export_model(res, adapter_dir=work["adapter"], base_model=res.spec.base_model, output_dir=out,
-                          base_dir=loaded.base_dir, progress=False, verify_max_new_tokens=8)
+    assert run_path(cr, only_kind="ModelExport", progress=False, force=True) == 0
+    loaded = load_path(cr)[0]
+    out = loaded.resolve(loaded.resource.spec.output.path)
+    report = json.loads((out / "report.json").read_text())
     status = ModelExportStatus.model_validate(report["status"])
+    assert ModelExportStatus.model_validate(json.loads((out / "status.local.json").read_text())) == status
     assert status.phase == "Succeeded", status.message
     assert [a.name for a in status.artifacts] == ["merged", "rtn-int8"]
     assert status.artifacts[1].verified is True and status.artifacts[1].perplexity > 1
     assert status.artifacts[0].size_bytes > 1e6
     assert report["dataset"]["foundVia"] == "training report.json"
+    assert report["merge"]["backend"] in ("llamafactory", "peft")
     assert {c.type for c in status.conditions} == {"Succeeded", "Verified"}
-    assert (out / "report.json").is_file() and (out / "report.md").is_file()
+    assert (out / "report.md").is_file() and (out / "merged" / "Modelfile").is_file()
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "base_model:" in card and "rtn-int8" in card and "vllm serve" in card and "enable_thinking" in card
     assert "tiny *random*" in card and "train_loss: 1.23" in card and "load_rtn_model" in card
