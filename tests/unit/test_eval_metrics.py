@@ -123,3 +123,23 @@ def test_encode_sample_truncates_response_tail():
     assert "".join(map(chr, ids[boundary:])) == "答<|im_end|>\n"
     ids, start, boundary, truncated = M.encode_sample(Tok(), s, start + 20)
     assert truncated and len(ids) == start + 20 and boundary > len(ids)
+
+
+def test_generation_prompt_prefill_both_ways():
+    class Official:  # Thinking-2507: the template pre-fills <think>
+        chat_template = "x"
+
+        def apply_chat_template(self, messages, **kw):
+            assert kw["add_generation_prompt"] and kw["enable_thinking"]
+            return M.render_prompt_lf(messages) + "<think>\n"
+
+    class NoTemplate:
+        chat_template = None
+
+    msgs = [{"role": "user", "content": "Q"}]
+    prompt, prefill = M.generation_prompt(Official(), msgs)
+    assert prompt.endswith("assistant\n<think>\n") and prefill == "<think>\n"
+    prompt, prefill = M.generation_prompt(NoTemplate(), msgs)
+    assert prompt == M.render_prompt_lf(msgs) and prefill == ""
+    # either way the parsed prediction is the same
+    assert M.split_thinking("<think>\n" + "想\n</think>\n\n答") == M.split_thinking("<think>\n想\n</think>\n\n答")

@@ -64,3 +64,17 @@ def test_job_dataset_dir_follows_dataset_ref(tmp_path):
         "spec: {datasetRef: {name: d1}, output: {path: out/lora}}\n")
     job = next(r for r in load_path(tmp_path / "ftj.yaml"))
     assert job_dataset_dir(job) == (tmp_path / "out" / "ds").resolve()
+
+
+def test_modules_import_without_torch():
+    """The operator image imports thinktune without torch: evaluate/export keep heavy imports in functions."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import thinktune.evaluate.run, thinktune.evaluate.review, thinktune.evaluate.metrics\n"
+            "import thinktune.export.pipeline, thinktune.export.quantize, thinktune.export.verify\n"
+            "import thinktune.export.merge, thinktune.export.card\n"
+            "bad = [m for m in ('torch', 'transformers', 'peft', 'jieba') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
