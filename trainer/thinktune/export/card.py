@@ -127,11 +127,12 @@ def render_model_card(info: dict[str, Any]) -> str:
                   "RTN directories store uint8/packed-int4 weights with per-group scales (`rtn_config.json` "
                   "documents the layout); they are a baseline for GPTQ, not a serving format."]
     lines += ["", "### `enable_thinking`", "",
-              "Thinking-2507 always reasons: its template pre-fills `<think>` and ignores `enable_thinking`. Do not "
-              "try to switch thinking off with `enable_thinking=False` (it was trained with reasoning on; "
-              "LLaMA Factory issue #9765). Give generation enough tokens (thousands) or the answer after "
-              "`</think>` is cut off; strip the reasoning from history turns in multi-turn chats (the template "
-              "does this).", "",
+              "Thinking-2507 always reasons: its chat template pre-fills `<think>` and has no `enable_thinking` "
+              "switch. With a hybrid Qwen3 base whose template has one, keep `enable_thinking=True` (the default): "
+              "the model was trained with reasoning on (LLaMA Factory `enable_thinking: true`), and merging does "
+              "not bake a non-thinking mode into the template (LLaMA Factory issue #9765). Give generation enough "
+              "tokens (thousands) or the answer after `</think>` is cut off; history turns lose their reasoning "
+              "in the template, as in training with `mask_history`.", "",
               "## Limitations", "",
               "- Domain-specific: trained on a small Chinese cryptography corpus; outside it expect base-model "
               "behaviour or worse.",
