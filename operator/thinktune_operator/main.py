@@ -40,7 +40,7 @@ def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
     # kopf's worker_limit is one semaphore for ALL watched objects, and a busy object (a node heartbeating
     # every few seconds) never releases its worker: any limit below (#nodes + #pods + #CRs) starves the CRs.
     # Measured: 130 kwok nodes with a limit of 64 -> no FineTuneJob was ever handled. Keep kopf's default (None).
-    settings.batching.worker_limit = None
+    settings.queueing.worker_limit = None
     settings.execution.max_workers = max(8, cfg.workers)
     settings.networking.request_timeout = 60
 
