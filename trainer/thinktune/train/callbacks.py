@@ -67,6 +67,9 @@ from transformers import TrainerCallback
 
 from thinktune.train import oom as oom_mod
 
+# "STEP:MESSAGE": raise RuntimeError(MESSAGE) at optimizer step STEP (tests of the GPU-failure exit path)
+INJECT_FAILURE_ENV = "THINKTUNE_INJECT_FAILURE"
+
 CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2A6DF), (0x2A700, 0x2EBEF))
 
 # Used when thinktune.data.glossary is not importable (the shipped glossary is much larger).
@@ -589,7 +592,10 @@ class ThinktuneCallback(TrainerCallback):
                      "attempt": self.attempt, "world_size": self.world, "resumed": self.step0 > 0,
                      "micro_batch": args.per_device_train_batch_size,
                      "grad_accum": args.gradient_accumulation_steps,
-                     "gradient_checkpointing": bool(args.gradient_checkpointing)})
+                     # LLaMA Factory turns checkpointing on in the model (disable_gradient_checkpointing), not
+                     # through TrainingArguments.gradient_checkpointing
+                     "gradient_checkpointing": bool(getattr(kwargs.get("model"), "is_gradient_checkpointing", False)
+                                                    or getattr(args, "gradient_checkpointing", False))})
         if self.is_main and self.progress_enabled:
             self._start_bar(state)
         self._status(state)
@@ -623,6 +629,12 @@ class ThinktuneCallback(TrainerCallback):
             raise torch.OutOfMemoryError(
                 f"CUDA out of memory. Tried to allocate 2.00 GiB (INJECTED by {oom_mod.INJECT_STEP_ENV}={step}: "
                 f"simulated for testing; micro-batch {args.per_device_train_batch_size})")
+        fail = os.environ.get(INJECT_FAILURE_ENV)
+        if fail:
+            at, _, message = fail.partition(":")
+            if step >= int(at):
+                # testing without a GPU: raise the error text a failing GPU produces (INJECTED)
+                raise RuntimeError(message or "CUDA error: unspecified launch failure (INJECTED)")
         if self._bar is not None:
             self._bar.update(self._task, completed=step)
         if self.prom:

@@ -39,6 +39,7 @@ Category = Literal["gpu_failure", "oom", "application"]
 _GPU_PATTERNS: tuple[tuple[str, str], ...] = (
     ("uncorrectable ecc error", "uncorrectable ECC error"),
     ("ecc error", "ECC error"),
+    ("double bit error", "double-bit ECC error"),
     ("cudaerroreccuncorrectable", "uncorrectable ECC error"),
     ("fallen off the bus", "GPU has fallen off the bus"),
     ("gpu is lost", "GPU is lost"),
@@ -60,7 +61,8 @@ _GPU_PATTERNS: tuple[tuple[str, str], ...] = (
     ("hardware stack error", "hardware stack error"),
     ("an illegal instruction was encountered", "illegal instruction (often a faulty GPU)"),
 )
-_XID = re.compile(r"\bxid[\s:(]*?(\d+)", re.IGNORECASE)
+# "NVRM: Xid (PCI:0000:3b:00): 79, pid=..." (kernel log) or "Xid 79" / "Xid: 79"
+_XID = re.compile(r"\bxid\s*(?:\([^)]*\))?\s*:?\s*(\d+)", re.IGNORECASE)
 # Xids that mean hardware trouble (NVIDIA's Xid catalogue; 13/31/43/45 are usually application faults): 48 DBE ECC, 63/64 row remap, 74 NVLink, 79 fallen
 # off the bus, 92 high single-bit ECC, 94/95 contained/uncontained ECC, 119/120 GSP errors, 140 ECC unrecovered.
 GPU_XIDS = {48, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 119, 120, 123, 140}

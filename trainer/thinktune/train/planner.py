@@ -513,7 +513,7 @@ def plan(spec: FineTuneJobSpec, hw: Any, *, model_info: ModelInfo, dataset_size:
     expl.append(f"Hardware: {gpus_per_node}x {h.gpus[0].name} ({gpu_gib:.0f} GiB)" if on_gpu else
                 f"Hardware: CPU only ({h.cpu_count} cores, {h.ram_gib:.0f} GiB RAM)")
     expl.append(f"World: {world.nnodes} node(s) x {nproc} process(es) = {world_size}"
-                + (f"; NVLink: {'yes' if h.nvlink else 'no'}" if on_gpu and h.nvlink is not None else ""))
+                + (f"; NVLink: {'yes' if h.nvlink else 'no'}" if gpus_per_node > 1 and h.nvlink is not None else ""))
     expl.append(f"Model: {m.name or 'model'} ({m.billions:.2f} B parameters, {m.num_layers} layers, hidden "
                 f"{m.hidden_size}, vocab {m.vocab_size}).")
 
