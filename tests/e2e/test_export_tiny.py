@@ -111,7 +111,7 @@ def _export_cr(tmp: Path, adapter: Path, base: Path, quantize: list[dict]) -> Pa
     return tmp / "mex.yaml"
 
 
-def test_export_pipeline_rtn_via_runner(work):
+def test_export_pipeline_rtn_via_runner(work, merged):
     """`thinktune export -f mex.yaml` path: runner -> export_model; relative baseModel, dataset from the training
     report, LLaMA Factory merge tried first (falls back to peft where LLaMA Factory cannot import)."""
     from thinktune.resources import load_path
@@ -133,6 +133,12 @@ def test_export_pipeline_rtn_via_runner(work):
     assert status.artifacts[0].size_bytes > 1e6
     assert report["dataset"]["foundVia"] == "training report.json"
     assert report["merge"]["backend"] in ("llamafactory", "peft")
+    # whichever backend ran, the merged weights equal the peft merge
+    from transformers import AutoModelForCausalLM
+
+    a = _logits(AutoModelForCausalLM.from_pretrained(out / "merged").eval())
+    b = _logits(AutoModelForCausalLM.from_pretrained(merged["path"]).eval())
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert {c.type for c in status.conditions} == {"Succeeded", "Verified"}
     assert (out / "report.md").is_file() and (out / "merged" / "Modelfile").is_file()
     card = (out / "README.md").read_text(encoding="utf-8")

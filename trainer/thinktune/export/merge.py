@@ -30,6 +30,11 @@ class MergeError(RuntimeError):
 
 _LF_SCRIPT = r"""
 import json, sys
+try:  # the trainer's guard: a torchaudio that does not match torch must not block text-only LLaMA Factory
+    from thinktune.train.worker import ensure_torchaudio_importable
+    ensure_torchaudio_importable()
+except ImportError:
+    pass
 from llamafactory.train.tuner import export_model
 export_model(json.loads(sys.argv[1]))
 """
