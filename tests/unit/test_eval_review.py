@@ -80,3 +80,12 @@ def test_jsonl_sheet_and_duplicate_reviewer(tmp_path):
     sheet.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:3]), encoding="utf-8")
     s = import_review_sheet(sheet)
     assert s["means"]["accuracy"] == 4 and not s["flagged"] and s["agreement"]["accuracy"]["pairs"] == 0
+
+
+def test_gbk_csv_from_excel(tmp_path):
+    sheet = export_review_sheet(PREDS[:1], tmp_path / "review.csv")
+    _fill(sheet, [("4", "5", "3", "很好")])
+    text = sheet.read_text(encoding="utf-8-sig")
+    sheet.write_bytes(text.encode("gb18030"))
+    s = import_review_sheet(sheet)
+    assert s["means"]["fluency"] == 5 and s["perItem"][0]["comments"] == ["很好"]

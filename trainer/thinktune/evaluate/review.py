@@ -91,7 +91,15 @@ def export_review_sheet(predictions: str | Path | Iterable[dict[str, Any]], out_
 
 def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(row number as a spreadsheet shows it / line number for JSONL, record)."""
-    text = path.read_text(encoding="utf-8-sig")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # Excel on Chinese Windows saves CSV as GBK
+        try:
+            text = raw.decode("gb18030")
+        except UnicodeDecodeError:
+            raise ReviewSheetError(path, ["row 1: the file is neither UTF-8 nor GBK/GB18030 text; save it as "
+                                          "CSV UTF-8"]) from None
     if path.suffix == ".jsonl":
         out = []
         for n, line in enumerate(text.splitlines(), 1):
