@@ -90,7 +90,11 @@ def process_documents(docs: list[Path], input_dir: Path, opts: DocOptions, worke
         n_batches = min(len(jobs), workers * 4)
         batches = [jobs[i::n_batches] for i in range(n_batches)]
         # forkserver: never fork a parent that may already run tokenizer/torch threads
-        ctx = mp.get_context("forkserver") if "forkserver" in mp.get_all_start_methods() else mp.get_context("spawn")
+        if "forkserver" in mp.get_all_start_methods():
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["thinktune.data.worker_init"])  # jieba loaded once, shared by forks
+        else:
+            ctx = mp.get_context("spawn")
         by_file: dict[str, DocResult] = {}
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
             futs = [ex.submit(_work, b, opts) for b in batches]
@@ -158,7 +162,7 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
             kept.append(s)
         samples = kept
 
-    # validation: structure + thinking format, then token length with the real tokenizer
+    # validation: structure + thinking format
     valid: list[Sample] = []
     for s in samples:
         probs = structural_problems(s.messages())
@@ -168,30 +172,12 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
                                       sample={"messages": s.messages()}))
         else:
             valid.append(s)
-    tok_name = spec.validation.tokenizer if tokenizer is None else type(tokenizer).__name__
-    t_tok0 = time.perf_counter()
-    if tokenizer is None and valid:
-        tokenizer = load_length_tokenizer(spec.validation.tokenizer)
-    t_tok1 = time.perf_counter()
-    lengths = token_lengths([render_chat(s.messages()) for s in valid], tokenizer) if valid else []
-    cutoff = spec.validation.cutoff_len
-    fitting: list[Sample] = []
-    over = 0
-    for s, n in zip(valid, lengths, strict=True):
-        s.n_tokens = n
-        if n > cutoff:
-            over += 1
-            rejects.append(Reject(s.source_file, s.source_line, f"too long: {n} tokens > cutoffLen {cutoff} "
-                                  "(rejected, not truncated)",
-                                  fix="split the section/answer into smaller questions or raise validation.cutoffLen",
-                                  sample={"question": s.question[:200], "tokens": n}))
-        else:
-            fitting.append(s)
-    t_valid = time.perf_counter()
+    t_struct = time.perf_counter()
 
-    # de-duplication before splitting: source thinking wins over generated, then document order
-    order = sorted(range(len(fitting)), key=lambda i: (fitting[i].thinking_method != "source", i))
-    ordered = [fitting[i] for i in order]
+    # de-duplication before splitting (and before the token count, the costliest check): source thinking wins
+    # over generated, then document order
+    order = sorted(range(len(valid)), key=lambda i: (valid[i].thinking_method != "source", i))
+    ordered = [valid[i] for i in order]
     duplicates = 0
     if spec.dedup.enabled:
         texts = [f"{s.question}\n{s.answer}" for s in ordered]
@@ -204,11 +190,33 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
                                   sample={"question": d.question[:200]}))
         duplicates = len(dd.dropped)
         keep = set(dd.keep)
-        final = [s for i, s in enumerate(ordered) if i in keep]
-        final.sort(key=lambda s: (s.source_file, s.source_line, s.style))
+        unique = [s for i, s in enumerate(ordered) if i in keep]
     else:
-        final = sorted(ordered, key=lambda s: (s.source_file, s.source_line, s.style))
+        unique = ordered
+    unique.sort(key=lambda s: (s.source_file, s.source_line, s.style))
     t_dedup = time.perf_counter()
+
+    # token length with the real tokenizer, on the chat-rendered sample: too long -> rejected, never truncated
+    tok_name = spec.validation.tokenizer if tokenizer is None else type(tokenizer).__name__
+    t_tok0 = time.perf_counter()
+    if tokenizer is None and unique:
+        tokenizer = load_length_tokenizer(spec.validation.tokenizer)
+    t_tok1 = time.perf_counter()
+    lengths = token_lengths([render_chat(s.messages()) for s in unique], tokenizer) if unique else []
+    cutoff = spec.validation.cutoff_len
+    final: list[Sample] = []
+    over = 0
+    for s, n in zip(unique, lengths, strict=True):
+        s.n_tokens = n
+        if n > cutoff:
+            over += 1
+            rejects.append(Reject(s.source_file, s.source_line, f"too long: {n} tokens > cutoffLen {cutoff} "
+                                  "(rejected, not truncated)",
+                                  fix="split the section/answer into smaller questions or raise validation.cutoffLen",
+                                  sample={"question": s.question[:200], "tokens": n}))
+        else:
+            final.append(s)
+    t_valid = time.perf_counter()
 
     if not final:
         reasons = Counter(r.reason.split(":")[0] for r in rejects)
@@ -237,9 +245,9 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
 
     report = _report(spec, input_dir, output_dir, results, final, by_split, rejects, errors, warnings, duplicates,
                      lengths=[s.n_tokens for s in final], over=over, tok_name=tok_name)
-    report["timing"] = {"documents_s": round(t_docs - t0, 3), "tokenizer_load_s": round(t_tok1 - t_tok0, 3),
-                        "validate_s": round(t_valid - t_docs - (t_tok1 - t_tok0), 3),
-                        "dedup_s": round(t_dedup - t_valid, 3), "workers": workers}
+    report["timing"] = {"documents_s": round(t_docs - t0, 3), "structure_s": round(t_struct - t_docs, 3),
+                        "dedup_s": round(t_dedup - t_struct, 3), "tokenizer_load_s": round(t_tok1 - t_tok0, 3),
+                        "token_length_s": round(t_valid - t_tok1, 3), "workers": workers}
     images = plots(output_dir, report)
     report["plots"] = images
     report["timing"]["total_s"] = round(time.perf_counter() - t0, 3)

@@ -95,6 +95,17 @@ def _sample_type(pair: Pair, has_source_thinking: bool, answer: str) -> str:
     return "section"
 
 
+def _terms(rec, text: str) -> tuple[str, ...]:
+    """Glossary terms of markdown text, segmented paragraph by paragraph (code removed). Samples of one
+    document share paragraphs (a section's answer, its code explanation, a Q&A), and the recognizer caches
+    per paragraph, so each paragraph is segmented by jieba once."""
+    out: dict[str, None] = {}
+    for para in strip_code(text).split("\n\n"):
+        if para.strip():
+            out.update(dict.fromkeys(rec.terms(para.strip())))
+    return tuple(out)
+
+
 def attach_thinking(pairs: list[Pair], roots: list[ThinkingNode]) -> tuple[dict[int, list[ThinkingNode]], list[ThinkingNode]]:
     """Map each thinking tree to the pair it belongs to (by position inside its section)."""
     attached: dict[int, list[ThinkingNode]] = {}
@@ -145,11 +156,16 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
     res.thinking_blocks = sum(1 for _ in roots)
     res.max_thinking_depth = max((r.max_depth() for r in roots), default=0)
     normalizer = _normalizer(opts)
-    # 1. blank thinking out, normalise outside code, parse
-    blanked = blank_out(text, roots)
-    code_out = [(a, b) for a, b in code if not any(r.line - 1 <= a and b <= r.end_line for r in roots)]
+    # blank thinking out (line numbers kept), normalise outside code, parse. Without thinking blocks the
+    # first parse is reused: normalisation keeps the line structure, so token.map still fits.
+    if roots:
+        blanked = blank_out(text, roots)
+        tokens = block_tokens(blanked)
+        code_out = code_line_ranges(tokens)
+    else:
+        blanked, code_out = text, code
     norm = normalizer.markdown(blanked, code_out)
-    parsed = parse_markdown(norm)
+    parsed = parse_markdown(norm, tokens, inline=normalizer.inline)
     for r in roots:
         r.map_text(lambda s: _norm_part(normalizer, s))
     doc_title = parsed.title or Path(rel).stem
@@ -179,8 +195,8 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
         s = Sample(type=_sample_type(pair, bool(trees), answer), style=pair.style,
                    system=_system(opts, doc_title, pair), question=question, answer=answer, source_file=rel,
                    source_line=pair.line, end_line=pair.end_line, heading=" › ".join(pair.section.path))
-        q_terms = rec.terms(strip_code(question))
-        a_terms = rec.terms(strip_code(answer))
+        q_terms = _terms(rec, question)
+        a_terms = _terms(rec, answer)
         if trees:
             s.reasoning = render_reasoning(trees, opts.nested)
             s.thinking_method = "source"
@@ -204,7 +220,8 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
                                       fix="add a <thinking> block with the reasoning, or set thinking.generate "
                                           "to 'template' or 'model'", sample={"question": question[:200]}))
             continue
-        r_terms = rec.terms(strip_code(s.reasoning)) if s.reasoning else ()
+        # template reasoning is built from the question/answer text and terms: no need to segment it again
+        r_terms = _terms(rec, s.reasoning) if s.thinking_method == "source" else ()
         s.terms = list(dict.fromkeys(q_terms + a_terms + r_terms))
         if s.reasoning:
             q = assess_quality(s.reasoning, answer, a_terms, r_terms)

@@ -118,7 +118,7 @@ def _close_index(tokens: list[Token], i: int) -> int:
     return j
 
 
-def _list_items(tokens: list[Token], start: int, end: int, lines: list[str]) -> list[ListItem]:
+def _list_items(tokens: list[Token], start: int, end: int, lines: list[str], ifn=lambda x: x) -> list[ListItem]:
     items: list[ListItem] = []
     item_level = tokens[start].level + 1
     i = start + 1
@@ -132,7 +132,7 @@ def _list_items(tokens: list[Token], start: int, end: int, lines: list[str]) -> 
             # first child block of the item
             k = i + 1
             if k < j and tokens[k].type == "paragraph_open":
-                head = tokens[k + 1].content
+                head = ifn(tokens[k + 1].content)
                 head_end = (tokens[k].map or imap)[1]
                 body_lines = lines[head_end : imap[1]]
             else:
@@ -161,11 +161,18 @@ def _src(lines: list[str], m: list[int] | None) -> tuple[str, int, int]:
     return "\n".join(_dedent(seg)), m[0] + 1, m[0] + max(len(seg), 1)
 
 
-def parse_markdown(text: str, tokens: list[Token] | None = None) -> ParsedMarkdown:
-    """Parse markdown text into sections and components with 1-based line numbers."""
+def parse_markdown(text: str, tokens: list[Token] | None = None, inline=None) -> ParsedMarkdown:
+    """Parse markdown text into sections and components with 1-based line numbers.
+
+    ``tokens`` may come from parsing a different text with the *same line structure* (e.g. the text before a
+    line-preserving normalisation): component text is always sliced from ``text`` by ``token.map``; inline
+    contents taken from tokens (heading titles, list-item heads) then go through ``inline`` (e.g. the same
+    normaliser) so they match ``text``. This saves a second parse.
+    """
     if tokens is None:
         tokens = block_tokens(text)
     lines = text.split("\n")
+    ifn = inline or (lambda x: x)
     sections: list[Section] = [Section(level=0, title="", path=[], line=1, end_line=len(lines))]
     stack: list[tuple[int, str]] = []
     title = ""
@@ -179,7 +186,7 @@ def parse_markdown(text: str, tokens: list[Token] | None = None) -> ParsedMarkdo
         typ = t.type
         if typ == "heading_open":
             level = int(t.tag[1:])
-            heading = tokens[i + 1].content.strip()
+            heading = ifn(tokens[i + 1].content.strip())
             while stack and stack[-1][0] >= level:
                 stack.pop()
             stack.append((level, heading))
@@ -201,7 +208,7 @@ def parse_markdown(text: str, tokens: list[Token] | None = None) -> ParsedMarkdo
             j = _close_index(tokens, i)
             src, a, b = _src(lines, t.map)
             comp = Component("list", src, a, b, ordered=typ == "ordered_list_open")
-            comp.items = _list_items(tokens, i, j, lines)
+            comp.items = _list_items(tokens, i, j, lines, ifn)
             sec.components.append(comp)
             i = j + 1
         elif typ in ("fence", "code_block"):
