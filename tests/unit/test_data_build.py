@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 from thinktune.data import build as build_mod
-from thinktune.data.build import DatasetBuildError, build_dataset, find_documents
+from thinktune.data.build import (
+    DatasetBuildError,
+    build_dataset,
+    content_hash,
+    find_documents,
+    status_from_report,
+)
 from thinktune.spec import DatasetBuildSpec, DatasetBuildStatus, DatasetCounts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,3 +226,18 @@ def test_find_documents_include_exclude(tmp_path):
     (tmp_path / "drafts" / "d.md").write_text("x")
     got = [p.relative_to(tmp_path).as_posix() for p in find_documents(tmp_path, ["**/*.md"], ["drafts/*"])]
     assert got == ["a.md", "sub/b.md"]
+
+
+def test_status_and_content_hash(built, tmp_path):
+    out, rep = built
+    st = status_from_report(rep)
+    assert st.counts.samples == rep["counts"]["samples"] and st.output_path == str(out)
+    assert st.report_path.endswith("report.json") and st.content_hash == rep["content_hash"]
+    sp = spec(datasetName="crypto")
+    assert content_hash(sp, CORPUS) == rep["content_hash"]
+    assert content_hash(spec(datasetName="crypto", split={"seed": 1}), CORPUS) != rep["content_hash"]
+    src = tmp_path / "c"
+    shutil.copytree(CORPUS, src)
+    assert content_hash(sp, src) == rep["content_hash"]  # same bytes, other location
+    (src / "01-sm4-basics.md").write_text((src / "01-sm4-basics.md").read_text() + "\n补充。\n")
+    assert content_hash(sp, src) != rep["content_hash"]

@@ -8,6 +8,8 @@ the real tokenizer, exact/near de-duplication, the stratified split, and the out
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import multiprocessing as mp
 import os
 import time
@@ -26,7 +28,7 @@ from thinktune.data.split import SPLITS, stratified_split
 from thinktune.data.thinking import TeacherModel, assess_quality, strip_code
 from thinktune.data.validate import load_length_tokenizer, render_chat, structural_problems, token_lengths
 from thinktune.data.writer import dataset_info, plots, report_markdown, write_json, write_jsonl
-from thinktune.spec import DatasetBuildSpec, DatasetCounts
+from thinktune.spec import DatasetBuildSpec, DatasetBuildStatus, DatasetCounts
 
 PARALLEL_MIN_BYTES = 256 * 1024  # below this, worker start-up (jieba init ~1 s each) costs more than it saves
 
@@ -50,6 +52,36 @@ def find_documents(input_dir: Path, include: list[str], exclude: list[str]) -> l
             continue
         out.append(p)
     return out
+
+
+PIPELINE_VERSION = "1"  # bump when the same inputs would produce different output
+
+
+def content_hash(spec: DatasetBuildSpec, input_dir: Path, docs: list[Path] | None = None) -> str:
+    """sha256 over the documents (path + bytes), the spec fields that shape the output, the extra glossary and
+    the pipeline version: equal hashes mean a rebuild would write the same dataset."""
+    input_dir = Path(input_dir)
+    if docs is None:
+        docs = find_documents(input_dir, spec.include, spec.exclude)
+    h = hashlib.sha256(f"thinktune-dataset-v{PIPELINE_VERSION}\n".encode())
+    shaping = spec.model_dump(mode="json", by_alias=True, exclude={"source", "output", "pod", "resources", "workers"})
+    h.update(json.dumps(shaping, sort_keys=True).encode())
+    if spec.chinese.glossary and Path(spec.chinese.glossary).is_file():
+        h.update(Path(spec.chinese.glossary).read_bytes())
+    for p in docs:
+        h.update(p.relative_to(input_dir).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def status_from_report(report: dict) -> DatasetBuildStatus:
+    """The DatasetBuild status fields that mirror report.json (counts, paths, content hash, summary)."""
+    c = DatasetCounts.model_validate(report["counts"])
+    return DatasetBuildStatus(counts=c, output_path=report["output_dir"], content_hash=report.get("content_hash"),
+                              report_path=str(Path(report["output_dir"]) / "report.json"),
+                              message=f"{c.samples} samples (train {c.train}/val {c.val}/test {c.test}) from "
+                                      f"{c.documents} documents; {c.rejects} rejects, {c.duplicates} duplicates, "
+                                      f"{c.warnings} warnings")
 
 
 def _work(batch: list[tuple[str, str]], opts: DocOptions) -> list[DocResult]:
@@ -245,6 +277,7 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
 
     report = _report(spec, input_dir, output_dir, results, final, by_split, rejects, errors, warnings, duplicates,
                      lengths=[s.n_tokens for s in final], over=over, tok_name=tok_name)
+    report["content_hash"] = content_hash(spec, input_dir, docs)
     report["timing"] = {"documents_s": round(t_docs - t0, 3), "structure_s": round(t_struct - t_docs, 3),
                         "dedup_s": round(t_dedup - t_struct, 3), "tokenizer_load_s": round(t_tok1 - t_tok0, 3),
                         "token_length_s": round(t_valid - t_tok1, 3), "workers": workers}
