@@ -56,3 +56,35 @@ def test_cli_starts_without_torch():
     code = ("import sys, thinktune.cli, thinktune.spec, thinktune.crdgen, thinktune.resources; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_review_round_trip_through_cli(tmp_path):
+    import csv
+    import json
+
+    preds = tmp_path / "predictions.jsonl"
+    preds.write_text("\n".join(json.dumps({"id": f"q{i}", "prompt": f"问题{i}", "label": "<think>\n分析\n</think>\n\n答案",
+                                           "predict": "<think>\n想\n</think>\n\n回答"}, ensure_ascii=False)
+                               for i in range(3)), encoding="utf-8")
+    sheet = tmp_path / "review.csv"
+    res = runner.invoke(app, ["review", "export", str(preds), "-o", str(sheet), "--reviewer", "alice"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
+    assert len(rows) == 3 and rows[0]["reviewer"] == "alice"
+    rows[0].update(accuracy="5", fluency="4", professionalism="4")
+    rows[1].update(accuracy="x", fluency="9", professionalism="1")
+    with sheet.open("w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    bad = runner.invoke(app, ["review", "import", str(sheet)])
+    assert bad.exit_code == 1 and "row 3" in bad.output
+    rows[1].update(accuracy="2", fluency="3", professionalism="1")
+    with sheet.open("w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    ok = runner.invoke(app, ["review", "import", str(sheet), "-o", str(tmp_path / "out")])
+    assert ok.exit_code == 0, ok.output
+    summary = json.loads((tmp_path / "out" / "review_summary.json").read_text())
+    assert summary  # the module's own tests check the numbers; here: the CLI wrote them

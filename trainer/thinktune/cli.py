@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 dataset_app = typer.Typer(help="Build training datasets from markdown.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+review_app = typer.Typer(help="Expert (human) review of model answers.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 
 console = Console(stderr=True, soft_wrap=True)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -184,6 +186,36 @@ def evaluate(
     from thinktune.runner import run_evaluate
 
     raise typer.Exit(run_evaluate(filename, model_override=model))
+
+
+@review_app.command("export")
+def review_export(
+    predictions: Annotated[Path, typer.Argument(help="predictions.jsonl written by `thinktune evaluate`.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Sheet to write (.csv or .jsonl).")],
+    reviewer: Annotated[list[str] | None, typer.Option(help="Reviewer name (repeat for several).")] = None,
+) -> None:
+    """Write a review sheet: each answer with empty accuracy/fluency/professionalism (1-5) and comment columns."""
+    from thinktune.evaluate.review import export_review_sheet
+
+    path = export_review_sheet(predictions, output, reviewers=tuple(reviewer or ("",)))
+    console.print(f"review sheet written to {path}; fill in the score columns, then `thinktune review import`")
+
+
+@review_app.command("import")
+def review_import(
+    sheet: Annotated[Path, typer.Argument(help="Filled-in review sheet.")],
+    threshold: Annotated[float, typer.Option(help="Scores below this are flagged.")] = 3.0,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Directory for the summary.")] = None,
+) -> None:
+    """Validate a filled-in sheet (errors name the row), aggregate scores and reviewer agreement."""
+    from thinktune.evaluate.review import ReviewSheetError, import_review_sheet, write_review_summary
+
+    try:
+        summary = import_review_sheet(sheet, threshold=threshold)
+    except ReviewSheetError as e:
+        _fail(str(e), code=1)
+    out = write_review_summary(summary, output or sheet.parent)
+    console.print(f"review summary written to {out}")
 
 
 @app.command()

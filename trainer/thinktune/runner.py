@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,13 +33,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# Outputs that later stages write inside an earlier stage's directory must not make it look changed.
+_NOT_INPUTS = (STATE_FILE, "status.local.json")
+_NOT_INPUT_DIRS = ("eval",)
+
+
 def _fingerprint(spec_json: str, inputs: list[Path]) -> str:
     h = hashlib.sha256(spec_json.encode())
     for root in inputs:
         if root.is_file():
             files = [root]
         elif root.is_dir():
-            files = sorted(p for p in root.rglob("*") if p.is_file() and STATE_FILE not in p.name)
+            files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in _NOT_INPUTS
+                           and not set(p.relative_to(root).parts[:-1]) & set(_NOT_INPUT_DIRS))
         else:
             continue
         for f in files:
@@ -245,6 +250,10 @@ def run_evaluate(path: Path, *, model_override: str | None = None) -> int:
     except ResourceError as e:
         console.print(f"[bold red]error:[/] {e}")
         return 2
-    for r in loaded:
-        evaluate_job(r, model_override=model_override)
+    try:
+        for r in loaded:
+            evaluate_job(r, model_override=model_override)
+    except StageError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        return 1
     return 0
