@@ -96,11 +96,20 @@ def _offline(monkeypatch):
 
 
 @pytest.fixture(scope="module")
+def tiny_model(root) -> Path:
+    """For tests that run alone: the model single_run would make through makeTiny."""
+    if not (root / "model" / "config.json").is_file():
+        from thinktune.tiny_model import make_tiny_model
+
+        make_tiny_model(root / "model")
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
 def single_run(root) -> dict:
     """One process: the baseline (also makes the tiny model via makeTiny)."""
     from thinktune.train.job import train_job
 
-    assert not (root / "model").exists()
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["THINKTUNE_METRICS_PORT"] = "0"
     report = train_job(make_job(root, "single"), base_dir=root, progress=True,
@@ -202,7 +211,7 @@ def test_two_processes_gloo_match_single(root, single_run):
     assert torch.allclose(torch.tensor(single_losses), torch.tensor(ddp_losses), rtol=1e-3, atol=1e-3)
 
 
-def test_injected_oom_is_retried_with_smaller_micro_batch(root, single_run, monkeypatch):
+def test_injected_oom_is_retried_with_smaller_micro_batch(root, tiny_model, monkeypatch):
     """INJECTED OOM (no GPU here): torch.OutOfMemoryError at step 6 while micro-batch > 1. The job halves the
     micro-batch, doubles accumulation, turns on gradient checkpointing and resumes from checkpoint-4."""
     from thinktune.train.job import train_job
@@ -227,7 +236,7 @@ def test_injected_oom_is_retried_with_smaller_micro_batch(root, single_run, monk
     assert "OOM retry 1 at step 6" in md
 
 
-def test_injected_gpu_failure_exits_75_with_termination_message(root, single_run, monkeypatch, tmp_path):
+def test_injected_gpu_failure_exits_75_with_termination_message(root, tiny_model, monkeypatch, tmp_path):
     """INJECTED GPU failure (no GPU here): the real CUDA error text at step 2 -> exit 75 through torchrun and
     a JSON termination message for the operator."""
     from thinktune.train.failures import GPU_FAILURE_EXIT_CODE

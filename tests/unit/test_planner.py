@@ -329,3 +329,17 @@ def test_write_plan_files(tmp_path):
 def test_model_info_from_tiny_config():
     assert TINY.num_params == pytest.approx(151_936 * 64 + 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128 + 256) + 64)
     assert TINY.lora_params(8) == 2 * 8 * ((64 + 64) * 2 + (64 + 32) * 2 + (64 + 128) * 3)
+
+
+def test_megatron_not_used_for_lora_is_explained():
+    p = run(spec(), H200_8)
+    assert any("Megatron" in e and "full fine-tuning only" in e for e in p.explanations)
+
+
+def test_zero3_offload_checks_host_ram():
+    huge = ModelInfo.from_config({"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
+                                  "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 29568,
+                                  "vocab_size": 152_064, "model_type": "qwen2"}, name="72b")
+    small_ram = {**gpus(2, 24.0, "NVIDIA L4", "8.9", interconnect="pcie"), "ram_total_gib": 64.0}
+    p = run(spec(finetuning={"method": "full", "strategy": "zero3_offload"}), small_ram, model=huge)
+    assert p.strategy == "zero3_offload" and any("CPU RAM" in w for w in p.warnings)

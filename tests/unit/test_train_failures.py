@@ -101,8 +101,9 @@ def test_handle_fatal(tmp_path, monkeypatch):
     monkeypatch.setenv("NODE_NAME", "n1")
     assert f.handle_fatal(RuntimeError("CUDA error: uncorrectable ECC error encountered"), termination_log=log) == 75
     assert json.loads(log.read_text())["reason"] == "GPUFailure"
-    assert f.handle_fatal(ValueError("bad data"), termination_log=log) == f.APP_FAILURE_EXIT_CODE == 1
-    assert json.loads(log.read_text())["reason"] == "ApplicationError"
+    app_log = tmp_path / "term-app"
+    assert f.handle_fatal(ValueError("bad data"), termination_log=app_log) == f.APP_FAILURE_EXIT_CODE == 1
+    assert json.loads(app_log.read_text())["reason"] == "ApplicationError"
     log.unlink()
     assert f.handle_fatal(torch.OutOfMemoryError("CUDA out of memory"), termination_log=log) == f.OOM_EXIT_CODE
     assert not log.exists()  # OOM is retried inside the trainer, not reported to Kubernetes
@@ -122,3 +123,19 @@ def test_operator_agrees_on_exit_code():
     except Exception:  # operator extra not installed
         pytest.skip("thinktune_operator not importable")
     assert gpu_health.GPU_FAILURE_EXIT_CODE == f.GPU_FAILURE_EXIT_CODE
+
+
+def test_less_severe_message_does_not_hide_gpu_failure(tmp_path):
+    log = tmp_path / "t"
+    f.write_termination_message(f.termination_message("CUDA error: unspecified launch failure", env={}), log)
+    f.write_termination_message(f.termination_message("RuntimeError: Connection closed by peer", env={}), log)
+    assert json.loads(log.read_text())["category"] == "gpu_failure"
+
+
+def test_exit_records_pick_most_severe(tmp_path):
+    f.write_exit_record(tmp_path, rank=1, code=1, category="application", reason="gloo connection closed")
+    f.write_exit_record(tmp_path, rank=0, code=75, category="gpu_failure", reason="uncorrectable ECC error")
+    worst = f.most_severe(f.read_exit_records(tmp_path))
+    assert worst["rank"] == 0 and worst["code"] == 75
+    f.clear_exit_records(tmp_path)
+    assert f.read_exit_records(tmp_path) == [] and f.most_severe([]) is None

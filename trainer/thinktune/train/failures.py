@@ -161,10 +161,21 @@ def termination_log_path(path: str | os.PathLike[str] | None = None) -> Path | N
     return p if p.exists() else None
 
 
+SEVERITY = {"gpu_failure": 2, "oom": 1, "application": 0}
+
+
 def write_termination_message(msg: dict[str, Any], path: str | os.PathLike[str] | None = None) -> Path | None:
+    """Write ``msg`` unless the file already holds a more severe verdict of this attempt (when one rank hits a
+    GPU failure, the others often die next with a collective error: that must not hide the GPU failure)."""
     target = termination_log_path(path)
     if target is None:
         return None
+    try:
+        old = json.loads(target.read_text() or "{}") if target.is_file() else {}
+    except (OSError, ValueError):
+        old = {}
+    if SEVERITY.get(old.get("category", ""), -1) > SEVERITY.get(msg.get("category", ""), 0):
+        return target
     data = json.dumps(msg, ensure_ascii=False)
     if len(data.encode()) > TERMINATION_MESSAGE_LIMIT:
         msg = {**msg, "message": msg.get("message", "")[-800:]}
@@ -183,3 +194,42 @@ def handle_fatal(error: BaseException, *, termination_log: str | os.PathLike[str
     if msg["category"] != "oom":
         write_termination_message(msg, termination_log)
     return int(msg["exitCode"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-rank exit records: torchrun exits 1 whatever its children's codes were, so each rank leaves its verdict in
+# output_dir/.thinktune/exit-rank<R>.json and the launcher takes the most severe one.
+
+
+def exit_record_dir(output_dir: str | os.PathLike[str]) -> Path:
+    return Path(output_dir) / ".thinktune"
+
+
+def write_exit_record(output_dir: str | os.PathLike[str], *, rank: int, code: int, category: Category,
+                      reason: str) -> Path:
+    d = exit_record_dir(output_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"exit-rank{rank}.json"
+    p.write_text(json.dumps({"rank": rank, "code": code, "category": category, "reason": reason,
+                             "node": os.environ.get("NODE_NAME"), "gpu": gpu_index(reason) if category != "application"
+                             else None}))
+    return p
+
+
+def read_exit_records(output_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    out = []
+    for f in sorted(exit_record_dir(output_dir).glob("exit-rank*.json")):
+        try:
+            out.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def clear_exit_records(output_dir: str | os.PathLike[str]) -> None:
+    for f in exit_record_dir(output_dir).glob("exit-rank*.json"):
+        f.unlink(missing_ok=True)
+
+
+def most_severe(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(records, key=lambda r: (SEVERITY.get(r.get("category", ""), 0), -int(r.get("rank", 0))), default=None)

@@ -173,6 +173,8 @@ def train_job(resource: FineTuneJob, *, base_dir: Path, dataset_dir: Path | None
                "monitoring": {"metrics_port": metrics_port, "loss_spike_factor": spec.monitoring.loss_spike_factor,
                               "plateau_evals": spec.monitoring.plateau_evals},
                "terms": terms, "progress": progress, "total_steps": p.total_steps,
+               # teacher-forced char/term scoring costs a forward pass per sample: fewer on CPU
+               "max_eval_samples": int(run_env.get("THINKTUNE_QUALITY_SAMPLES", 32 if p.device == "cuda" else 8)),
                "rank_fingerprint": run_env.get("THINKTUNE_RANK_FINGERPRINT", "") == "1",
                "termination_log": run_env.get("THINKTUNE_TERMINATION_LOG")}
         res = launch(cfg, world=world, attempt=attempt, env=env, stream=progress, log=log)
@@ -200,9 +202,11 @@ def train_job(resource: FineTuneJob, *, base_dir: Path, dataset_dir: Path | None
     st["plan"] = p.summary()
     if res.outcome == "gpu_failure":
         st["restarts"]["infrastructure"] = 1
-        st["failedNodes"] = [{"node": (res.termination or {}).get("node") or run_env.get("NODE_NAME"),
-                              "gpu": (res.termination or {}).get("gpu"),
-                              "reason": (res.termination or {}).get("detail", "GPU failure")}]
+        term = res.termination or {}
+        rank_rec = res.failed_rank or {}
+        st["failedNodes"] = [{"node": term.get("node") or rank_rec.get("node") or run_env.get("NODE_NAME"),
+                              "gpu": term.get("gpu") or rank_rec.get("gpu"),
+                              "reason": term.get("detail") or rank_rec.get("reason") or "GPU failure"}]
     # the contract: must parse as FineTuneJobStatus
     report["status"] = FineTuneJobStatus.model_validate(st).model_dump(mode="json", by_alias=True,
                                                                        exclude_none=True)

@@ -24,7 +24,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from thinktune.train.failures import GPU_FAILURE_EXIT_CODE, OOM_EXIT_CODE
+from thinktune.train.failures import (
+    GPU_FAILURE_EXIT_CODE,
+    OOM_EXIT_CODE,
+    clear_exit_records,
+    most_severe,
+    read_exit_records,
+    termination_log_path,
+)
 from thinktune.train.planner import WorldInfo
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -74,6 +81,8 @@ class LaunchResult:
     log_path: str
     resumed_from: str | None = None
     termination: dict[str, Any] | None = None
+    raw_returncode: int | None = None
+    failed_rank: dict[str, Any] | None = None
     tail: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +129,13 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
     cfg_path.write_text(json.dumps(config, ensure_ascii=False, indent=1))
     (meta / "resolved.json").write_text(json.dumps(config, ensure_ascii=False, indent=1))
 
+    clear_exit_records(output_dir)
+    tpath_start = termination_log_path(config.get("termination_log"))
+    if tpath_start is not None and tpath_start.is_file():
+        try:
+            tpath_start.write_text("")  # a fresh attempt: no verdict yet
+        except OSError:
+            pass
     last = find_last_checkpoint(output_dir)
     if last is not None:
         log(f"[launch] resuming from {last} (LLaMA Factory picks the last checkpoint in output_dir)")
@@ -164,6 +180,10 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
                 rc = proc.wait()
             log(f"[launch] attempt {attempt} timed out after {timeout}s")
         th.join(timeout=10)
+    raw_rc = rc
+    worst = most_severe(read_exit_records(output_dir)) if rc != 0 else None
+    if worst is not None and int(worst.get("code", 0)) in (GPU_FAILURE_EXIT_CODE, OOM_EXIT_CODE):
+        rc = int(worst["code"])  # torchrun reports 1 for any failed child: use the ranks' own verdict
     termination = None
     tpath = config.get("termination_log")
     if tpath and Path(tpath).is_file():
@@ -173,6 +193,7 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
             termination = None
     res = LaunchResult(returncode=rc, outcome=_outcome(rc), attempt=attempt, command=cmd,
                        duration_s=round(time.time() - t0, 2), log_path=str(log_path),
-                       resumed_from=str(last) if last else None, termination=termination, tail=tail[-40:])
+                       resumed_from=str(last) if last else None, termination=termination, tail=tail[-40:],
+                       raw_returncode=raw_rc, failed_rank=worst)
     log(f"[launch] attempt {attempt} ended: {res.outcome} (exit {rc}) after {res.duration_s:.0f}s")
     return res

@@ -828,6 +828,13 @@ def plan(spec: FineTuneJobSpec, hw: Any, *, model_info: ModelInfo, dataset_size:
             gc = not bool(args["disable_gradient_checkpointing"])
     args.pop("overwrite_output_dir", None) if not t.extra_args.get("overwrite_output_dir") else None
 
+    if strategy == "zero3_offload" and h.ram_gib:
+        trainable = m.lora_params(lora_rank, lora_target) if method in ("lora", "qlora") else m.num_params
+        host_gib = (m.num_params * 2 + trainable * TRAINABLE_STATE_BYTES) / GiB  # bf16 params + fp32 state
+        if host_gib > 0.8 * h.ram_gib * world.nnodes:
+            warn.append(f"ZeRO-3 offload keeps ~{host_gib:.0f} GiB of parameters and optimizer state in CPU RAM, "
+                        f"more than the ~{0.8 * h.ram_gib:.0f} GiB usable per node. Suggestion: more nodes or GPUs, "
+                        "or LoRA/QLoRA.")
     est = mem(strategy, mb, gc)
     return Plan(args=args, explanations=expl, warnings=warn, files=files, env=env, strategy=strategy,
                 device=device, precision=precision, method=method, world_size=world_size, nnodes=world.nnodes,
@@ -850,6 +857,8 @@ def _auto_strategy(*, on_gpu: bool, world: WorldInfo, method: str, h: HwView, fi
     multi_node = world.nnodes > 1
     slow_links = h.nvlink is False or multi_node
     if method in ("lora", "qlora"):
+        expl.append("Megatron (tensor/pipeline parallel) not considered: LLaMA Factory 0.9.5's Megatron path "
+                    "(USE_MCA) supports full fine-tuning only; LoRA runs use DDP, ZeRO or FSDP.")
         if fits("ddp", 1, True):
             expl.append("Strategy ddp: the base model and LoRA state fit on every GPU, so replicating them is the "
                         "fastest (only the small LoRA gradients are all-reduced).")

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", 0))
 
-    from thinktune.train.failures import APP_FAILURE_EXIT_CODE, classify, handle_fatal
+    from thinktune.train.failures import APP_FAILURE_EXIT_CODE, classify, handle_fatal, write_exit_record
     from thinktune.train.oom import write_marker
 
     callback = None
@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                                       "micro_batch": args.get("per_device_train_batch_size")})
             print(f"[thinktune] rank {rank}: CUDA out of memory -> exit for OOM retry", file=sys.stderr, flush=True)
         code = handle_fatal(e, termination_log=cfg.get("termination_log"))
+        try:
+            write_exit_record(output_dir, rank=rank, code=code, category=category, reason=f"{reason}")
+        except OSError:
+            pass
         if category == "gpu_failure":
             print(f"[thinktune] rank {rank}: GPU failure ({reason}) -> exit {code}", file=sys.stderr, flush=True)
         return code if code else APP_FAILURE_EXIT_CODE
