@@ -226,6 +226,8 @@ def test_find_documents_include_exclude(tmp_path):
     (tmp_path / "drafts" / "d.md").write_text("x")
     got = [p.relative_to(tmp_path).as_posix() for p in find_documents(tmp_path, ["**/*.md"], ["drafts/*"])]
     assert got == ["a.md", "sub/b.md"]
+    got = find_documents(tmp_path, ["**/*.md"], [], skip_dir=tmp_path / "sub")  # output inside the input
+    assert [p.relative_to(tmp_path).as_posix() for p in got] == ["a.md", "drafts/d.md"]
 
 
 def test_status_and_content_hash(built, tmp_path):

@@ -56,6 +56,7 @@ def test_faq_list_styles():
   证书吊销列表。
 
   它由 CA 签发。
+- 附注：以上内容适用于一般场景，具体以标准为准。
 1. 问：盐要保密吗？
    答：不需要。
 - 这不是问题
@@ -68,6 +69,9 @@ def test_faq_list_styles():
     ]
     # the ordered list is a separate FAQ list; the question marker and answer marker are stripped
     assert [(p.question, p.answer_markdown()) for p in faq[2:]] == [("盐要保密吗？", "不需要。")]
+    # a non-question item of a FAQ list is not lost: it goes to the section sample
+    section = [p for p in pairs if p.style == "section"]
+    assert section and "附注：以上内容适用于一般场景" in section[0].answer_markdown()
 
 
 def test_faq_item_without_answer_is_a_problem_not_silently_dropped():

@@ -37,7 +37,9 @@ class DatasetBuildError(Exception):
     """Nothing usable was produced (no documents, or no valid sample). The message says why and what to do."""
 
 
-def find_documents(input_dir: Path, include: list[str], exclude: list[str]) -> list[Path]:
+def find_documents(input_dir: Path, include: list[str], exclude: list[str], skip_dir: Path | None = None) -> list[Path]:
+    """Documents under input_dir matching include and not exclude (sorted). ``skip_dir`` (the output directory,
+    when it lies inside the input) is never read: report.md must not become training data on a rebuild."""
     files: set[Path] = set()
     for pat in include:
         for p in input_dir.glob(pat):
@@ -49,6 +51,8 @@ def find_documents(input_dir: Path, include: list[str], exclude: list[str]) -> l
     for p in sorted(files):
         rel = p.relative_to(input_dir).as_posix()
         if any(fnmatch.fnmatch(rel, ex) or p.match(ex) for ex in exclude):
+            continue
+        if skip_dir is not None and p.resolve().is_relative_to(skip_dir.resolve()):
             continue
         out.append(p)
     return out
@@ -149,7 +153,7 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise DatasetBuildError(f"input directory {input_dir} does not exist (spec.source / --input)")
-    docs = find_documents(input_dir, spec.include, spec.exclude)
+    docs = find_documents(input_dir, spec.include, spec.exclude, skip_dir=output_dir)
     if not docs:
         raise DatasetBuildError(f"no markdown documents in {input_dir} matching include={spec.include} "
                                 f"exclude={spec.exclude}")

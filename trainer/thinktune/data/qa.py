@@ -103,9 +103,11 @@ def _units(comp: Component) -> list[Unit]:
     return out
 
 
-def _faq_pairs(comp: Component, section: Section) -> tuple[list[Pair], bool]:
-    """FAQ list → pairs. Returns (pairs, is_faq). Items need a question head and a nested answer."""
+def _faq_pairs(comp: Component, section: Section) -> tuple[list[Pair], bool, list[Unit]]:
+    """FAQ list → pairs. Returns (pairs, is_faq, other items). Items need a question head and a nested answer;
+    the list's other items are returned as units so their text still reaches the section sample."""
     pairs: list[Pair] = []
+    others: list[Unit] = []
     qa_items = 0
     for it in comp.items:
         head = it.head
@@ -119,6 +121,9 @@ def _faq_pairs(comp: Component, section: Section) -> tuple[list[Pair], bool]:
             body = "\n".join(head_lines[split_at:]) + ("\n\n" + body if body else "")
             head = "\n".join(head_lines[:split_at])
         if not is_question(head):
+            text = (it.head + ("\n\n" + it.body if it.body else "")).strip()
+            if text:
+                others.append(Unit("paragraph", f"- {text}", it.line, it.end_line))
             continue
         question = clean_question(Q_MARK.sub("", head, count=1))
         answer_text = A_MARK.sub("", body.strip(), count=1).strip() if body.strip() else ""
@@ -131,8 +136,8 @@ def _faq_pairs(comp: Component, section: Section) -> tuple[list[Pair], bool]:
             pair.problems.append("FAQ item has a question but no nested answer")
         pairs.append(pair)
     if qa_items == 0:
-        return [], False
-    return pairs, True
+        return [], False, []
+    return pairs, True, others
 
 
 def detect_pairs(parsed: ParsedMarkdown, doc_title: str) -> tuple[list[Pair], list[tuple[int, str]]]:
@@ -146,10 +151,11 @@ def detect_pairs(parsed: ParsedMarkdown, doc_title: str) -> tuple[list[Pair], li
         answering = False
         for comp in sec.components:
             if comp.kind == "list" and comp.items:
-                faq, is_faq = _faq_pairs(comp, sec)
+                faq, is_faq, others = _faq_pairs(comp, sec)
                 if is_faq:
                     current, answering = None, False
                     sec_pairs.extend(faq)
+                    leftover.extend(others)
                     continue
             for u in _units(comp):
                 qm = Q_MARK.match(u.text) if u.kind == "paragraph" else None
