@@ -133,6 +133,19 @@ def train_job(resource: FineTuneJob, *, base_dir: Path, dataset_dir: Path | None
     output_dir = _resolve(base_dir, spec.output.path).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    from thinktune.train.launcher import find_last_checkpoint
+
+    if find_last_checkpoint(output_dir) is None and (output_dir / "adapter_model.safetensors").is_file():
+        # LLaMA Factory refuses a non-empty output_dir without checkpoints ("Please set overwrite_output_dir"),
+        # and overwriting would throw away a finished adapter: reuse its report, or say what to do.
+        done = output_dir / "report.json"
+        if done.is_file():
+            prev = json.loads(done.read_text())
+            if prev.get("outcome") == "Succeeded":
+                log(f"[job] {output_dir} already holds a finished adapter (no checkpoints left); keeping it")
+                return prev
+        raise FileExistsError(f"{output_dir} holds an adapter but no checkpoint-N to resume from; choose a new "
+                              "output.path or remove the directory")
     if dataset_dir is None:
         if spec.dataset is None:
             raise ValueError(f"FineTuneJob/{job_name} uses datasetRef {spec.dataset_ref.name!r}: pass dataset_dir "
