@@ -35,30 +35,56 @@ def prometheus_bin() -> str | None:
     return shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
 
 
+TRAIN_NAMES = ("step", "total_steps", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second",
+               "eta_seconds", "gpu_memory_allocated_bytes", "gpu_utilization_ratio", "char_accuracy", "term_accuracy")
+
+
+class _FallbackPromMetrics:
+    """Same names/labels as thinktune.train.callbacks.PromMetrics, for when that module cannot be imported."""
+
+    def __init__(self, *, job: str, namespace: str, rank: int, port: int) -> None:
+        self.registry = CollectorRegistry()
+        self.labels = {"job": job, "namespace": namespace, "rank": str(rank)}
+        self.gauges = {n: Gauge(f"thinktune_train_{n}", n, list(self.labels), registry=self.registry)
+                       for n in TRAIN_NAMES}
+        self.port = free_port()
+        start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+
+    def set(self, name: str, value: float) -> None:
+        self.gauges[name].labels(**self.labels).set(value)
+
+
+def trainer_metrics_class():
+    try:  # the real exporter of the trainer pods
+        from thinktune.train.callbacks import PromMetrics
+        return PromMetrics, "thinktune.train.callbacks.PromMetrics"
+    except Exception:  # noqa: BLE001 - trainer extras (transformers) not installed
+        return _FallbackPromMetrics, "prometheus_client fallback with the documented names"
+
+
 class TrainerExporter:
-    """Real values that move over time, labelled like the trainer's (job, namespace, rank) and DCGM's."""
+    """One trainer exporter per (job, rank), as on the pods, fed with values that move over time; plus a
+    dcgm-exporter stand-in (DCGM needs real GPUs) with dcgm-exporter's names and k8s labels."""
 
     def __init__(self, jobs: list[str]) -> None:
-        self.reg = CollectorRegistry()
-        lab = ["job", "namespace", "rank"]
-        g = lambda n, d: Gauge(n, d, lab, registry=self.reg)  # noqa: E731
-        self.loss = g("thinktune_train_loss", "Training loss")
-        self.eval_loss = g("thinktune_train_eval_loss", "Validation loss")
-        self.lr = g("thinktune_train_learning_rate", "Learning rate")
-        self.grad = g("thinktune_train_grad_norm", "Gradient norm")
-        self.tps = g("thinktune_train_tokens_per_second", "Tokens per second")
-        self.eta = g("thinktune_train_eta_seconds", "ETA")
-        self.step = g("thinktune_train_step", "Optimizer step")
-        self.mem = g("thinktune_train_gpu_memory_allocated_bytes", "torch.cuda.memory_allocated")
+        cls, self.source = trainer_metrics_class()
+        # port 0: each exporter picks a free port (on the pods it is metricsPort + LOCAL_RANK)
+        self.ranks = {(j, r): cls(job=j, namespace=NS, rank=r, port=0) for j in jobs for r in (0, 1)}
+        self.dcgm_reg = CollectorRegistry()
         dcgm = ["gpu", "UUID", "device", "modelName", "Hostname", "namespace", "pod", "container"]
-        self.fb = Gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", dcgm, registry=self.reg)
-        self.util = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", dcgm, registry=self.reg)
+        self.fb = Gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", dcgm, registry=self.dcgm_reg)
+        self.util = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", dcgm, registry=self.dcgm_reg)
+        self.dcgm_port = free_port()
         self.jobs = jobs
-        self.port = free_port()
         self._stop = threading.Event()
 
+    @property
+    def targets(self) -> list[str]:
+        return [f"127.0.0.1:{m.port}" for m in self.ranks.values()] + [f"127.0.0.1:{self.dcgm_port}"]
+
     def start(self) -> TrainerExporter:
-        start_http_server(self.port, addr="127.0.0.1", registry=self.reg)
+        assert all(m.port for m in self.ranks.values()), "trainer exporter did not start"
+        start_http_server(self.dcgm_port, addr="127.0.0.1", registry=self.dcgm_reg)
         threading.Thread(target=self._run, daemon=True).start()
         return self
 
@@ -66,17 +92,21 @@ class TrainerExporter:
         t = 0
         while not self._stop.is_set():
             t += 1
+            for (_j, rank), m in self.ranks.items():
+                m.set("step", t)
+                m.set("total_steps", 1000)
+                m.set("epoch", t / 100)
+                m.set("loss", 2.5 * math.exp(-t / 50) + 0.3)
+                m.set("eval_loss", 2.6 * math.exp(-t / 60) + 0.35)
+                m.set("learning_rate", 1e-4 * min(1.0, t / 10))
+                m.set("grad_norm", 1.0 + 0.1 * math.sin(t))
+                m.set("tokens_per_second", 4000 + 100 * math.sin(t))
+                m.set("eta_seconds", max(0, 3600 - 10 * t))
+                m.set("gpu_memory_allocated_bytes", 30e9 + 1e8 * (t % 7) + rank)
+                m.set("gpu_utilization_ratio", 0.9 + 0.01 * (t % 10))
+                m.set("char_accuracy", min(0.99, 0.5 + t / 200))
+                m.set("term_accuracy", min(0.99, 0.4 + t / 200))
             for j in self.jobs:
-                for rank in ("0", "1"):
-                    lab = (j, NS, rank)
-                    self.loss.labels(*lab).set(2.5 * math.exp(-t / 50) + 0.3)
-                    self.eval_loss.labels(*lab).set(2.6 * math.exp(-t / 60) + 0.35)
-                    self.lr.labels(*lab).set(1e-4 * min(1.0, t / 10))
-                    self.grad.labels(*lab).set(1.0 + 0.1 * math.sin(t))
-                    self.tps.labels(*lab).set(4000 + 100 * math.sin(t))
-                    self.eta.labels(*lab).set(max(0, 3600 - 10 * t))
-                    self.step.labels(*lab).set(t)
-                    self.mem.labels(*lab).set(30e9 + 1e8 * (t % 7))
                 for gpu in range(2):
                     d = (str(gpu), f"GPU-{gpu:08d}", f"nvidia{gpu}", "NVIDIA H200", "kwok", NS, f"{j}-a1-w0", "trainer")
                     self.fb.labels(*d).set(60000 + 10 * t)
@@ -161,7 +191,9 @@ def test_every_dashboard_panel_returns_data(control_plane, tmp_path):
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for("prometheus ready", lambda: urllib.request.urlopen(f"http://127.0.0.1:{pport}/-/ready",
                                                                     timeout=2).status == 200, 60, 0.5)
-        wait_for("both targets up", lambda: len(prom_query(pport, "up == 1")) == 2, 60, 0.5)
+        n_targets = 1 + len(exporter.targets)
+        wait_for("all targets up", lambda: len(prom_query(pport, "up == 1")) == n_targets, 60, 0.5)
+        print(f"trainer exporter: {exporter.source}")
         time.sleep(8)  # a few scrapes, so rate() windows have >= 2 samples
         cluster.kubectl("annotate", "pod", live["metadata"]["name"], "-n", NS, "--overwrite",
                         'thinktune.io/progress={"step": 60, "totalSteps": 200, "loss": 1.3, "etaSeconds": 850}')
