@@ -415,19 +415,25 @@ def template_reasoning(question: str, answer: str, terms: list[str] | tuple[str,
     names the sample's glossary terms, and code in the question or answer gets a step naming its identifiers.
     """
     q = _short(_clean_md(strip_code(question).strip()) or "这个问题", 60)
-    body = strip_code(answer)
+    body_lines = strip_code(answer).split("\n")
+    table = [ln for ln in body_lines if ln.lstrip().startswith("|")]
+    body = "\n".join(ln for ln in body_lines if not ln.lstrip().startswith(("|", "<", "#")))
     sents = [_clean_md(s) for s in sentences(body)]
     sents = [s for s in sents if len(s) >= 4][:5] or [_short(_clean_md(body), 120) or "按原文要点作答"]
     key = "、".join(terms[:4]) if terms else "其中的关键概念"
     lines = [f"分析：问题是“{q}”，涉及{key}。需要先弄清相关概念的作用和前提，再按要点组织回答。", "", "推理步骤："]
     for i, s in enumerate(sents, 1):
         lines.append(f"{i}. {s}")
+    if table:
+        cells = [c.strip() for c in table[0].strip().strip("|").split("|") if c.strip()]
+        rows = [ln for ln in table[1:] if not set(ln.strip()) <= set("|-: ")]
+        lines.append(f"{len(lines) - 2}. 对照表格：按{'、'.join(cells[:5])}逐项比较，共{len(rows)}行。")
     blocks = code_blocks(question) + code_blocks(answer)
     if blocks:
         idents = _code_identifiers(blocks)
         lang = blocks[0].split("\n", 1)[0].strip("`~ ") or "示例"
         names = "、".join(f"`{w}`" for w in idents[:4]) or "其中的关键调用"
-        lines.append(f"{len(sents) + 1}. 再看{lang}代码：重点检查 {names} 的用法，确认它与上面的要点一致。")
+        lines.append(f"{len(lines) - 2}. 再看{lang}代码：重点检查 {names} 的用法，确认它与上面的要点一致。")
     concl = _short(sents[-1], 60)
     lines += ["", f"验证：回顾上述步骤，结论“{concl}”回应了问题，"
               f"{('术语' + key + '的用法前后一致') if terms else '前后表述一致'}，可以据此作答。"]
