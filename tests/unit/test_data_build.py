@@ -243,3 +243,28 @@ def test_status_and_content_hash(built, tmp_path):
     assert content_hash(sp, src) == rep["content_hash"]  # same bytes, other location
     (src / "01-sm4-basics.md").write_text((src / "01-sm4-basics.md").read_text() + "\n补充。\n")
     assert content_hash(sp, src) != rep["content_hash"]
+
+
+class CharTok:
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [list(t) for t in texts]}
+
+
+def test_dedup_switch_and_punctuation_switch(tmp_path):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    doc = "# 盐\n\n问：为什么要加盐,而且要随机?\n答：盐让相同口令得到不同杂凑值,彩虹表因此失效.\n"
+    (src / "a" / "x.md").write_text(doc, encoding="utf-8")
+    (src / "b" / "x.md").write_text(doc, encoding="utf-8")  # an exact copy
+    on = build_dataset(spec(), src, tmp_path / "on", progress=False, tokenizer=CharTok())
+    assert on["counts"]["duplicates"] == 1 and on["counts"]["samples"] == 1
+    rej = [json.loads(x) for x in (tmp_path / "on" / "rejects.jsonl").read_text().splitlines()]
+    assert rej[0]["kind"] == "duplicate" and rej[0]["source"] == "b/x.md:3" and "a/x.md:3" in rej[0]["reason"]
+    off = build_dataset(spec(dedup={"enabled": False}, chinese={"normalizePunctuation": False}), src,
+                        tmp_path / "off", progress=False, tokenizer=CharTok())
+    assert off["counts"]["duplicates"] == 0 and off["counts"]["samples"] == 2
+    data = sum((json.loads((tmp_path / "off" / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])
+    assert data[0]["messages"][1]["content"] == "为什么要加盐,而且要随机?"
+    data_on = sum((json.loads((tmp_path / "on" / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])
+    assert data_on[0]["messages"][1]["content"] == "为什么要加盐，而且要随机？"
