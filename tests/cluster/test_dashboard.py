@@ -183,7 +183,7 @@ def test_every_dashboard_panel_returns_data(control_plane, tmp_path):
                    # honor_labels: the trainer's own `job`/`namespace` labels win over Prometheus' target labels,
                    # as with the chart's PodMonitor for trainer pods
                    {"job_name": "trainer-pods", "honor_labels": True,
-                    "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}]}
+                    "static_configs": [{"targets": exporter.targets}]}]}
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
         log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
         prom = subprocess.Popen([prometheus_bin(), f"--config.file={tmp_path / 'prometheus.yml'}",
