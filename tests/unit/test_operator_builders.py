@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import yaml
-
 from thinktune.spec import FineTuneJob, Volume
 from thinktune_operator import names as N
 from thinktune_operator.builders import common as C

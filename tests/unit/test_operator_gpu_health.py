@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from thinktune_operator.gpu_health import GPU_FAILURE_EXIT_CODE, classify_pod, node_health, parse_termination_message
+from thinktune_operator.gpu_health import (
+    GPU_FAILURE_EXIT_CODE,
+    classify_pod,
+    node_health,
+    parse_termination_message,
+)
 
 
 def node(name="gpu-0", ready="True", unschedulable=False, taints=(), cap=8, alloc=8, conditions=()):

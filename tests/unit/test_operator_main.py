@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import kopf
-
 from thinktune_operator.config import OperatorConfig
 from thinktune_operator.main import configure
 

@@ -7,7 +7,6 @@ import json
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-
 from thinktune_operator import progress as PR
 from thinktune_operator.handlers.runtime import WorkQueue
 from thinktune_operator.metrics import OperatorMetrics
