@@ -114,5 +114,13 @@ def make_source(kind: str) -> ProgressSource:
         return fetch_http
 
     def auto(pod: dict[str, Any], port: int) -> dict[str, Any] | None:
-        return parse_annotation(pod) or fetch_http(pod, port)
+        ann = parse_annotation(pod)
+        if ann:
+            return ann
+        # only pods with a real container (a kubelet sets containerID; kwok's simulated pods have none) can
+        # answer; skipping the others avoids a connect timeout per poll on the sandbox's fake pod IPs
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        if not any(cs.get("containerID") for cs in statuses):
+            return None
+        return fetch_http(pod, port)
     return auto

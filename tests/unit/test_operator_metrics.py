@@ -112,6 +112,10 @@ def test_progress_http_source_against_a_real_server():
     try:
         p = PR.fetch_http({"status": {"podIP": "127.0.0.1"}}, srv.server_address[1])
         assert p["step"] == 120 and p["summary"] == "120/500 (24%)"
+        real = {"status": {"podIP": "127.0.0.1", "containerStatuses": [{"containerID": "containerd://abc"}]}}
+        assert PR.make_source("auto")(real, srv.server_address[1])["step"] == 120
+        # a simulated (kwok) pod has no containerID: auto does not even try to connect
+        assert PR.make_source("auto")({"status": {"podIP": "127.0.0.1"}}, srv.server_address[1]) is None
     finally:
         srv.shutdown()
 
