@@ -181,7 +181,8 @@ class TermRecognizer:
             return hit
         found: dict[str, int] = {}
         g = self.glossary
-        for i, tok in enumerate(self.tk.cut(text, HMM=True)):
+        # HMM off: terms are dictionary words, so HMM's new-word discovery adds nothing here but costs ~2x
+        for i, tok in enumerate(self.tk.cut(text, HMM=False)):
             canon = g.lookup.get(tok.lower())
             if canon is not None and canon not in found:
                 found[canon] = i

@@ -1,8 +1,8 @@
 """Deterministic train/val/test split, stratified by sample type and by cryptography term.
 
-Iterative stratification over the labels "type" and every term of a sample (see stratified_split). Split sizes
-are exact (rounded fractions), so rare terms are spread over all splits while the global 70/15/15 (or
-configured) proportions hold. Samples are atomic: a sample
+Iterative stratification over the labels "type" and every term of a sample (see stratified_split), then
+coverage-improving swaps (see _improve_coverage). Split sizes are exact (rounded fractions), so terms are spread
+over all splits while the global 70/15/15 (or configured) proportions and the type shares hold. Samples are atomic: a sample
 (and the thinking inside it) is never divided.
 """
 
@@ -40,48 +40,91 @@ def target_sizes(n: int, fractions: Sequence[float]) -> dict[str, int]:
 
 
 def _improve_coverage(assignment: list[str], types: Sequence[str], terms: Sequence[Sequence[str]],
-                      fr: dict[str, float], order: list[int], min_count: int = 3, budget: int = 200_000) -> int:
-    """Swap same-type samples between splits so that terms with ≥ min_count samples reach every split.
+                      fr: dict[str, float], order: list[int], min_count: int = 3, budget: int = 150_000) -> int:
+    """Swap samples between splits so that terms with ≥ min_count samples reach every split.
 
-    A swap moves sample x (containing the missing term t) from a split that has t at least twice into the split
-    lacking t, and moves a same-type sample y back; it is made only if neither split loses any term it has.
-    Terms too rare to matter (< min_count) may move. Sizes and per-type counts are unchanged. Deterministic (visits samples in the seeded ``order``)."""
+    A "hole" is a (term, split) pair where a term with ≥ min_count samples is missing from a split with a
+    non-zero fraction; its weight is the term's frequency. Holes are visited most frequent term first; for each,
+    a sample x containing the term is swapped with a sample y of the split lacking it when the swap removes
+    more hole weight than it creates (same-type partners are preferred, so type shares rarely move). Split
+    sizes never change. Deterministic (visits samples in the seeded ``order``); bounded by ``budget``."""
     cov = {s: Counter() for s in SPLITS}
     sets = [set(ts) for ts in terms]
     for i, s in enumerate(assignment):
         cov[s].update(sets[i])
     total = Counter(t for ts in sets for t in ts)
+    weight = {t: n for t, n in total.items() if n >= min_count}
+
+    def gain(x: int, y: int, src: str, need: str) -> int:
+        g = 0
+        for u in sets[x]:
+            w = weight.get(u)
+            if w:
+                if cov[need][u] == 0:
+                    g += w  # x brings u into need
+                if cov[src][u] == 1 and u not in sets[y]:
+                    g -= w  # x was the only u in src
+        for u in sets[y]:
+            w = weight.get(u)
+            if w:
+                if cov[src][u] == 0 and u not in sets[x]:
+                    g += w
+                if cov[need][u] == 1 and u not in sets[x]:
+                    g -= w
+        return g
+
+    type_total = Counter(types)
+    tcount = {s: Counter() for s in SPLITS}
+    for i, s in enumerate(assignment):
+        tcount[s][types[i]] += 1
+
+    def type_ok(x: int, y: int, src: str, need: str) -> bool:
+        """A cross-type swap may not push a type's share of a split out of tolerance."""
+        if types[x] == types[y]:
+            return True
+        for sp, tp, d in ((src, types[x], -1), (need, types[x], 1), (need, types[y], -1), (src, types[y], 1)):
+            want = fr[sp] * type_total[tp]
+            after = tcount[sp][tp] + d
+            if abs(after - want) > max(1.0, 0.2 * want) and abs(after - want) > abs(tcount[sp][tp] - want):
+                return False
+        return True
+
     swaps = 0
     work = 0
-    for t in sorted(total, key=lambda x: (total[x], x)):
-        if total[t] < min_count:
-            continue
+    by_split: dict[str, list[int]] = {s: [i for i in order if assignment[i] == s] for s in SPLITS}
+    for t in sorted(weight, key=lambda x: (-weight[x], x)):
         for need in SPLITS:
-            if fr[need] <= 0 or cov[need][t] > 0:
+            if fr[need] <= 0 or cov[need][t] > 0 or work > budget:
                 continue
-            done = False
+            best: tuple[int, int, int, str] | None = None
             for x in order:
-                if done or work > budget:
-                    break
                 src = assignment[x]
-                if src == need or t not in sets[x] or cov[src][t] < 2:
+                if src == need or t not in sets[x]:
                     continue
-                if any(cov[src][u] < 2 and total[u] >= min_count for u in sets[x]):
-                    continue  # moving x out would uncover one of its terms in src
-                for y in order:
+                for y in by_split[need]:
                     work += 1
-                    if assignment[y] != need or types[y] != types[x] or t in sets[y]:
-                        continue
-                    if any(cov[need][u] < 2 and total[u] >= min_count for u in sets[y]):
-                        continue
-                    assignment[x], assignment[y] = need, src
-                    cov[src].subtract(sets[x])
-                    cov[need].update(sets[x])
-                    cov[need].subtract(sets[y])
-                    cov[src].update(sets[y])
-                    swaps += 1
-                    done = True
+                    g = gain(x, y, src, need) * 2 + (types[x] == types[y])
+                    if g > 1 and (best is None or g > best[0]) and type_ok(x, y, src, need):
+                        best = (g, x, y, src)
+                if work > budget:
                     break
+            if best is None:
+                continue
+            _, x, y, src = best
+            assignment[x], assignment[y] = need, src
+            cov[src].subtract(sets[x])
+            cov[need].update(sets[x])
+            cov[need].subtract(sets[y])
+            cov[src].update(sets[y])
+            tcount[src][types[x]] -= 1
+            tcount[need][types[x]] += 1
+            tcount[need][types[y]] -= 1
+            tcount[src][types[y]] += 1
+            by_split[need].remove(y)
+            by_split[need].append(x)
+            by_split[src].remove(x)
+            by_split[src].append(y)
+            swaps += 1
     return swaps
 
 
