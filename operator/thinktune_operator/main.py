@@ -54,8 +54,11 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **kwa
     logging.getLogger("urllib3").setLevel(logging.INFO)
     metrics = get_metrics()
     if cfg.metrics_port:
-        start_http_server(cfg.metrics_port)
-        logger.info("metrics on :%d/metrics", cfg.metrics_port)
+        try:
+            start_http_server(cfg.metrics_port)
+            logger.info("metrics on :%d/metrics", cfg.metrics_port)
+        except OSError as e:  # e.g. a second local operator: reconcile anyway, just without metrics
+            logger.warning("metrics port %d unavailable (%s): Prometheus endpoint disabled", cfg.metrics_port, e)
     kube = Kube(load_client(pool=cfg.workers * 2))
     rt = R.Runtime(cfg, kube, metrics)
     # kopf passes the (pre-populated, live) indexes to startup handlers; keep references for the workers
