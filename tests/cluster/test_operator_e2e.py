@@ -182,6 +182,23 @@ def test_cordon_and_gpu_taint_are_infra_signals(cluster, env, op):
     assert [f["node"] for f in st["failedNodes"]] == [bad, bad2] and st["restarts"]["infrastructure"] == 2
 
 
+def test_eviction_disruption_target_is_infra(cluster, env, op, control_plane):
+    """Eviction API (what drain/preemption use): the apiserver sets DisruptionTarget on the pod."""
+    from kubernetes import client, config
+
+    ns = env
+    cluster.gpu_pool(ns, 2)
+    (pod,) = start_gang(cluster, ns, "evict", 1)
+    api = client.CoreV1Api(config.new_client_from_config(str(control_plane.kubeconfig)))
+    api.create_namespaced_pod_eviction(pod["metadata"]["name"], ns, client.V1Eviction(
+        metadata=client.V1ObjectMeta(name=pod["metadata"]["name"], namespace=ns)))
+    (new,) = wait_for("replacement after eviction", lambda: running_pods(cluster, ns, "evict", 1), REPLACEMENT_BUDGET_S)
+    st = wait_for("Running again", lambda: (s := status(cluster, ns, "evict")).get("phase") == "Running" and s, 20)
+    assert st["restarts"]["infrastructure"] == 1 and st["restarts"]["application"] == 0
+    assert st["failedNodes"][0]["reason"] == "DisruptionTarget"
+    assert env_of(new)["THINKTUNE_RESUME"] == "true"
+
+
 def test_no_healthy_capacity_waits_then_recovers(cluster, env, op):
     ns = env
     cluster.gpu_pool(ns, 1)
