@@ -346,3 +346,35 @@ def test_dataset_finetune_export_chain(cluster, env, op):
     st = wait_for("export done", lambda: (s := status(cluster, ns, "export", "modelexport")).get("phase") ==
                   "Succeeded" and s, 20)
     assert [a["name"] for a in st["artifacts"]] == ["merged", "rtn-int8"] and st["artifacts"][1]["termAccuracy"] == 0.8
+
+
+def test_deadline_ttl_and_clean_pod_policy(cluster, env, op):
+    ns = env
+    cluster.gpu_pool(ns, 2)
+    # activeDeadlineSeconds: the operator fails the job and stops its workers
+    start_gang(cluster, ns, "deadline", 1, runPolicy={"activeDeadlineSeconds": 4})
+    st = wait_for("DeadlineExceeded", lambda: (s := status(cluster, ns, "deadline")).get("phase") == "Failed" and s, 30)
+    assert cond(st, "Failed")["reason"] == "DeadlineExceeded"
+    wait_for("workers stopped", lambda: not [p for p in cluster.worker_pods(ns, "deadline")
+                                             if p["status"].get("phase") == "Running"], 20)
+    # success + cleanPodPolicy All + ttlSecondsAfterFinished: pods go at once, the job a little later
+    (pod,) = start_gang(cluster, ns, "ttl", 1, runPolicy={"cleanPodPolicy": "All", "ttlSecondsAfterFinished": 3})
+    _complete_pod(cluster, ns, pod["metadata"]["name"], {"adapterPath": "/w/runs/ttl"})
+    wait_for("job deleted after TTL", lambda: cluster.get("finetunejob", "ttl", ns) is None, 30)
+    wait_for("pods cleaned", lambda: not cluster.worker_pods(ns, "ttl"), 30)
+
+
+def test_gang_scheduler_and_kueue_passthrough(cluster, env, op):
+    """PodGroup requested but no scheduler-plugins CRD in this cluster: the job says so in an Event and runs
+    with the default scheduler; Kueue's queue-name label and pod-group annotations are on every worker."""
+    ns = env
+    cluster.gpu_pool(ns, 2)
+    rp = {"schedulingPolicy": {"gangScheduler": "coscheduling", "queue": "team-a"}}
+    pods = start_gang(cluster, ns, "gangsched", 2, runPolicy=rp)
+    for p in pods:
+        lab = p["metadata"]["labels"]
+        assert lab["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert lab["kueue.x-k8s.io/pod-group-name"] == "gangsched-a0"
+        assert lab["scheduling.x-k8s.io/pod-group"] == "gangsched-a0"
+        assert p["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == "2"
+    assert "PodGroupUnavailable" in reasons(cluster, ns, "gangsched")
