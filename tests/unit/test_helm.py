@@ -185,4 +185,11 @@ def test_worker_pod_labels_match_podmonitor():
     pm = next(d for d in render("metrics.podMonitor.enabled=true") if d["kind"] == "PodMonitor")
     for k, v in pm["spec"]["selector"]["matchLabels"].items():
         assert pod["metadata"]["labels"][k] == v
-    assert any(p["name"] == "metrics" for p in pod["spec"]["containers"][0]["ports"])
+    endpoint_ports = {e["port"] for e in pm["spec"]["podMetricsEndpoints"]}
+    assert all(e["honorLabels"] for e in pm["spec"]["podMetricsEndpoints"])
+    pod_ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"] if p["name"].startswith("metrics")}
+    assert pod_ports == {"metrics"}  # 1 GPU -> 1 process
+    body["spec"]["resourcesPerNode"] = {"limits": {"nvidia.com/gpu": 8}}
+    pod = B.worker_pod(body, B.parse_spec(body), OperatorConfig(), 0, 0, [], None)
+    pod_ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"] if p["name"].startswith("metrics")}
+    assert len(pod_ports) == 8 and pod_ports <= endpoint_ports  # every local rank is scraped

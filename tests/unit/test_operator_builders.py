@@ -50,6 +50,8 @@ def test_worker_pods_names_env_and_gang():
         assert env["THINKTUNE_RESUME"] == "false" and env["THINKTUNE_ATTEMPT"] == "0"
         assert env["THINKTUNE_OUTPUT_DIR"] == "/workspace/thinktune-workspace/runs/qwen-crypto"
         assert c["command"] == ["thinktune", "train", "-f", "/etc/thinktune/job.yaml"]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["metrics"] == 9400 and ports["metrics-r7"] == 9407 and ports["rdzv"] == 29500
         assert c["resources"]["limits"]["nvidia.com/gpu"] == 8
         assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
         assert c["securityContext"]["allowPrivilegeEscalation"] is False

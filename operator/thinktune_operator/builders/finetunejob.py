@@ -127,7 +127,9 @@ def worker_pod(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig,
         "command": ["thinktune", "train", "-f", f"{N.CONFIG_MOUNT}/{JOB_FILE}"],
         "env": env,
         "resources": copy.deepcopy(spec.resources_per_node),
-        "ports": [{"name": "metrics", "containerPort": port}, {"name": "rdzv", "containerPort": N.MASTER_PORT}],
+        # the trainer serves metrics on metricsPort + LOCAL_RANK in each process (thinktune.train.callbacks)
+        "ports": [{"name": "metrics", "containerPort": port}, {"name": "rdzv", "containerPort": N.MASTER_PORT}]
+        + [{"name": f"metrics-r{lr}", "containerPort": port + lr} for lr in range(1, min(nproc, 16))],
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
     labels = {N.L_JOB: N.label_value(name), N.L_ATTEMPT: str(attempt), N.L_RANK: str(rank)}
