@@ -86,3 +86,23 @@ def test_real_cuda_oom_is_recovered(tmp_path):
     assert final["per_device_train_batch_size"] * final["gradient_accumulation_steps"] == 64
     assert final["disable_gradient_checkpointing"] is False
     assert r["status"]["restarts"]["oom"] == len(r["oom_retries"])
+
+
+@pytest.mark.parametrize("strategy", ["zero3", "fsdp", "zero2"])
+def test_forced_sharded_strategy_runs(tmp_path, strategy):
+    """The generated DeepSpeed JSON / FSDP config really train with LLaMA Factory (1 GPU: the planner warns that
+    there is nothing to shard, but the strategy wins)."""
+    if strategy.startswith("zero"):
+        pytest.importorskip("deepspeed")
+    from thinktune.train.job import train_job
+
+    _dataset(tmp_path / "ds", n_train=32, text_repeat=3)
+    r = train_job(_job(f"gpu-{strategy}", {"maxSteps": 6, "globalBatchSize": 4, "learningRate": 0.01,
+                                           "cutoffLen": 512, "loggingSteps": 1, "evalSteps": 6, "saveSteps": 3,
+                                           "warmupRatio": 0.0},
+                       finetuning={"strategy": strategy}), base_dir=tmp_path, progress=False)
+    p = r["plan"]
+    assert p["strategy"] == strategy and any("1 GPU" in w for w in p["warnings"])
+    assert "torch.distributed.run" in " ".join(r["attempts"][0]["command"])
+    assert r["outcome"] == "Succeeded" and r["convergence"]["loss_decreased"]
+    assert (tmp_path / f"gpu-{strategy}" / "adapter_model.safetensors").is_file()

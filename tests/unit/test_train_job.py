@@ -67,3 +67,11 @@ def test_detect_packages_shape():
     pk = detect_packages()
     assert set(pk) == {"deepspeed", "liger_kernel", "bitsandbytes", "mcore_adapter"}
     assert all(isinstance(v, bool) for v in pk.values())
+
+
+def test_sharded_strategies_always_use_torchrun():
+    from thinktune.train.launcher import needs_torchrun
+
+    assert needs_torchrun({"deepspeed": "/o/plan/ds_z3_config.json"})
+    assert needs_torchrun({"fsdp": "full_shard auto_wrap"})
+    assert not needs_torchrun({"per_device_train_batch_size": 2})

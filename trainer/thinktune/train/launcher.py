@@ -112,6 +112,11 @@ def _pump(src: TextIO, sinks: list[TextIO], tail: list[str]) -> None:
             del tail[:100]
 
 
+def needs_torchrun(args: dict[str, Any]) -> bool:
+    """DeepSpeed, FSDP and Megatron need a distributed launch even for one process (LF: FORCE_TORCHRUN=1)."""
+    return bool(args.get("deepspeed") or args.get("fsdp") or args.get("tensor_model_parallel_size"))
+
+
 def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: dict[str, str] | None = None,
            stream: bool = True, timeout: float | None = None, log: Any = print) -> LaunchResult:
     """Write ``config`` (see thinktune.train.worker) next to the outputs and run it; block until it ends.
@@ -151,14 +156,15 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
     if stream and sys.stdout.isatty():
         child_env.setdefault("THINKTUNE_FORCE_TERMINAL", "1")
     master_port = None
-    if world.world_size > 1 or child_env.get("FORCE_TORCHRUN"):
+    force = needs_torchrun(config["args"]) or child_env.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y", "yes")
+    if world.world_size > 1 or force:
         if world.master_port is None and world.nnodes == 1:
             master_port = free_port()
         if config["args"].get("use_cpu"):
             # CPU ranks share the cores: one thread pool per rank, not all cores each
             cores = os.cpu_count() or 1
             child_env.setdefault("OMP_NUM_THREADS", str(max(1, cores // max(1, world.nproc_per_node))))
-    cmd = build_command(cfg_path, world, master_port=master_port)
+    cmd = build_command(cfg_path, world, master_port=master_port, force_torchrun=force)
     log(f"[launch] attempt {attempt}: {' '.join(cmd)}")
     log_path = logs / f"attempt-{attempt}.log"
     t0 = time.time()
