@@ -343,3 +343,10 @@ def test_zero3_offload_checks_host_ram():
     small_ram = {**gpus(2, 24.0, "NVIDIA L4", "8.9", interconnect="pcie"), "ram_total_gib": 64.0}
     p = run(spec(finetuning={"method": "full", "strategy": "zero3_offload"}), small_ram, model=huge)
     assert p.strategy == "zero3_offload" and any("CPU RAM" in w for w in p.warnings)
+
+
+def test_warmup_steps_from_ratio():
+    p = run(spec(training={"maxSteps": 100, "warmupRatio": 0.05}), H200_1)
+    assert p.args["warmup_steps"] == 5 and "warmup_ratio" not in p.args
+    p = run(spec(training={"warmupRatio": 0.1}), H200_1, size=None)
+    assert p.args["warmup_ratio"] == 0.1 and "warmup_steps" not in p.args

@@ -257,3 +257,26 @@ def test_report_from_metrics(tmp_path):
     assert convergence([], [])["verdict"] == "unknown"
     bad = convergence([{"step": 1, "loss": 1.0}, {"step": 2, "loss": 2.0}, {"step": 3, "loss": 3.0}], [])
     assert bad["verdict"].startswith("not converging")
+
+
+def test_console_view_renders_events_and_hides_noise():
+    import io
+
+    from thinktune.train.callbacks import CONSOLE_PREFIX
+    from thinktune.train.console import ConsoleView
+
+    buf = io.StringIO()
+    v = ConsoleView(buf, live=False)
+    v.feed("[INFO|trainer.py:1] noisy library log line\n")
+    v.feed(CONSOLE_PREFIX + json.dumps({"type": "begin", "step": 0, "total_steps": 10, "world_size": 2}) + "\n")
+    v.feed(CONSOLE_PREFIX + json.dumps({"type": "train", "step": 5, "total_steps": 10, "loss": 1.5,
+                                        "learning_rate": 1e-4, "tokens_per_second": 1234.5, "eta_seconds": 65}) + "\n")
+    v.feed(CONSOLE_PREFIX + json.dumps({"type": "eval", "step": 5, "eval_loss": 1.4, "char_accuracy": 0.5,
+                                        "term_accuracy": None}) + "\n")
+    v.feed(CONSOLE_PREFIX + json.dumps({"type": "warning", "message": "loss spike at step 5"}) + "\n")
+    v.feed("Traceback (most recent call last):\n")
+    out = buf.getvalue()
+    assert "noisy library" not in out
+    assert "step 5/10 (50%)" in out and "1,234 tok/s" in out and "ETA 1m05s" in out
+    assert "val loss 1.4000" in out and "char acc 0.500" in out and "term acc n/a" in out
+    assert "loss spike at step 5" in out and "Traceback" in out and "2 process(es)" in out

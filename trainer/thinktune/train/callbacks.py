@@ -49,7 +49,8 @@ Outputs (rank 0 writes the files; every rank serves its own metrics):
   thinktune_train_up                          gauge    1 while training, 0 after the end
   ==========================================  =======  =============================================
 
-- the console: a rich progress bar on a terminal, else one rich line per logging step (rank 0).
+- the console: rank 0 prints ``@@thinktune {json}`` events on stdout; the launcher (parent process, which owns
+  the terminal) renders them as a rich progress bar with eval/warning lines (``thinktune.train.console``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from transformers import TrainerCallback
 
 from thinktune.train import oom as oom_mod
 
+CONSOLE_PREFIX = "@@thinktune "  # console events on stdout, rendered by the launcher (thinktune.train.console)
 # "STEP:MESSAGE": raise RuntimeError(MESSAGE) at optimizer step STEP (tests of the GPU-failure exit path)
 INJECT_FAILURE_ENV = "THINKTUNE_INJECT_FAILURE"
 
@@ -501,8 +503,6 @@ class ThinktuneCallback(TrainerCallback):
         self.warnings: list[dict[str, Any]] = []
         self.last_eval: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._bar = None
-        self._console = None
         self._token_bytes: TokenBytes | None = None
         self.current_step: int | None = None
         self.ended = False
@@ -558,21 +558,12 @@ class ThinktuneCallback(TrainerCallback):
             if self.prom:
                 self.prom.anomaly(a["kind"])
             self._write({"type": "warning", **a})
-            if self.is_main:
-                self._print(f"[yellow]warning[/] {a['message']}")
+            self._emit({"type": "warning", "kind": a["kind"], "step": a["step"], "message": a["message"]})
 
-    def _print(self, msg: str) -> None:
-        if self._console is None:
-            try:
-                from rich.console import Console
-
-                self._console = Console(force_terminal=bool(os.environ.get("THINKTUNE_FORCE_TERMINAL")) or None)
-            except Exception:  # pragma: no cover
-                self._console = False
-        if self._console:
-            (self._bar.console if self._bar else self._console).print(msg)
-        else:  # pragma: no cover
-            print(msg, flush=True)
+    def _emit(self, event: dict[str, Any]) -> None:
+        """One console event for the launcher's display (``CONSOLE_PREFIX`` + JSON; thinktune.train.console)."""
+        if self.is_main and self.progress_enabled:
+            print(CONSOLE_PREFIX + json.dumps(event, ensure_ascii=False, default=str), flush=True)
 
     # -- events ---------------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
@@ -596,26 +587,9 @@ class ThinktuneCallback(TrainerCallback):
                      # through TrainingArguments.gradient_checkpointing
                      "gradient_checkpointing": bool(getattr(kwargs.get("model"), "is_gradient_checkpointing", False)
                                                     or getattr(args, "gradient_checkpointing", False))})
-        if self.is_main and self.progress_enabled:
-            self._start_bar(state)
+        self._emit({"type": "begin", "step": self.step0, "total_steps": self.progress_state["total_steps"],
+                    "attempt": self.attempt, "world_size": self.world})
         self._status(state)
-
-    def _start_bar(self, state) -> None:
-        try:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            console = Console(force_terminal=bool(os.environ.get("THINKTUNE_FORCE_TERMINAL")) or None)
-            if not console.is_terminal:
-                return  # plain lines instead (logs, pods)
-            self._bar = Progress(TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
-                                 transient=False)
-            self._task = self._bar.add_task("train", total=self.progress_state.get("total_steps") or None,
-                                            completed=state.global_step, info="")
-            self._bar.start()
-        except Exception:
-            self._bar = None
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.current_step = int(state.global_step) + 1  # the step an OOM would hit
@@ -635,8 +609,6 @@ class ThinktuneCallback(TrainerCallback):
             if step >= int(at):
                 # testing without a GPU: raise the error text a failing GPU produces (INJECTED)
                 raise RuntimeError(message or "CUDA error: unspecified launch failure (INJECTED)")
-        if self._bar is not None:
-            self._bar.update(self._task, completed=step)
         if self.prom:
             self.prom.set("step", step)
 
@@ -693,15 +665,9 @@ class ThinktuneCallback(TrainerCallback):
         self._anomalies(self.detector.on_train_log(step, None if loss is None else float(loss),
                                                    None if gn is None else float(gn),
                                                    mem.get("allocated_bytes", mem.get("rss_bytes"))))
-        if self.is_main:
-            info = (f"loss {loss:.4f}" if isinstance(loss, (int, float)) else "") + \
-                   (f"  lr {logs['learning_rate']:.2e}" if logs.get("learning_rate") is not None else "") + \
-                   (f"  {tps:,.0f} tok/s" if tps else "") + (f"  ETA {_fmt_secs(eta)}" if eta is not None else "")
-            if self._bar is not None:
-                self._bar.update(self._task, completed=step, info=info)
-            elif self.progress_enabled:
-                pct = f" ({100 * step / total:.0f}%)" if total else ""
-                self._print(f"[bold cyan]step {step}/{total or '?'}[/]{pct}  {info}")
+        self._emit({"type": "train", "step": step, "total_steps": total, "loss": loss,
+                    "learning_rate": logs.get("learning_rate"), "tokens_per_second": rec["tokens_per_second"],
+                    "eta_seconds": rec["eta_seconds"]})
         self._status(state)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -726,12 +692,8 @@ class ThinktuneCallback(TrainerCallback):
             self.prom.set("term_accuracy", quality.get("term_accuracy"))
             self.prom.set("token_accuracy", quality.get("token_accuracy"))
         self._anomalies(self.detector.on_eval(step, None if eval_loss is None else float(eval_loss)))
-        if self.is_main and self.progress_enabled:
-            def f(v):
-                return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
-
-            self._print(f"[bold magenta]eval @ {step}[/]  val loss {f(eval_loss)}  char acc "
-                        f"{f(quality.get('char_accuracy'))}  term acc {f(quality.get('term_accuracy'))}")
+        self._emit({"type": "eval", "step": step, "eval_loss": eval_loss,
+                    "char_accuracy": quality.get("char_accuracy"), "term_accuracy": quality.get("term_accuracy")})
         self._status(state)
 
     def _quality(self, model, dataloader, tokenizer) -> dict[str, Any]:
@@ -787,10 +749,7 @@ class ThinktuneCallback(TrainerCallback):
         self._write({"type": "end", "step": int(state.global_step), "elapsed_s": round(time.time() - self.t0, 2)})
         self.ended = True
         self._status(state, phase="Finished")
-        if self._bar is not None:
-            self._bar.update(self._task, completed=state.global_step)
-            self._bar.stop()
-            self._bar = None
+        self._emit({"type": "end", "step": int(state.global_step)})
         if self.prom:
             self.prom.set("up", 0)
 

@@ -99,13 +99,17 @@ def _outcome(rc: int) -> str:
     return "failed"
 
 
-def _pump(src: TextIO, sinks: list[TextIO], tail: list[str]) -> None:
+def _pump(src: TextIO, log_file: TextIO, view: Any, tail: list[str]) -> None:
     for line in iter(src.readline, ""):
-        for s in sinks:
+        try:
+            log_file.write(line)
+            log_file.flush()
+        except (OSError, ValueError):
+            pass
+        if view is not None:
             try:
-                s.write(line)
-                s.flush()
-            except (OSError, ValueError):
+                view.feed(line)
+            except Exception:  # the display must never stop the pump
                 pass
         tail.append(line.rstrip("\n"))
         if len(tail) > 200:
@@ -121,7 +125,8 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
            stream: bool = True, timeout: float | None = None, log: Any = print) -> LaunchResult:
     """Write ``config`` (see thinktune.train.worker) next to the outputs and run it; block until it ends.
 
-    The child's stdout+stderr go to ``output_dir/logs/attempt-N.log`` and, with ``stream``, to our stdout.
+    The child's stdout+stderr go to ``output_dir/logs/attempt-N.log``; with ``stream`` the console shows the
+    rich progress view (``thinktune.train.console``; ``THINKTUNE_VERBOSE=1`` echoes every line).
     A child that exits with a code > 128 or by signal is reported as failed; torchrun's own exit code is the
     first failing rank's (so OOM 76 / GPU failure 75 pass through).
     """
@@ -153,8 +158,6 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     # dataset_info / tokenizer come from disk; never let a test or pod reach for a hub implicitly
     child_env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if stream and sys.stdout.isatty():
-        child_env.setdefault("THINKTUNE_FORCE_TERMINAL", "1")
     master_port = None
     force = needs_torchrun(config["args"]) or child_env.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y", "yes")
     if world.world_size > 1 or force:
@@ -172,8 +175,12 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
     with open(log_path, "w", encoding="utf-8") as lf:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
                                 bufsize=1, errors="replace", start_new_session=False)
-        sinks: list[TextIO] = [lf] + ([sys.stdout] if stream else [])
-        th = threading.Thread(target=_pump, args=(proc.stdout, sinks, tail), daemon=True)
+        view = None
+        if stream:
+            from thinktune.train.console import ConsoleView
+
+            view = ConsoleView(verbose=child_env.get("THINKTUNE_VERBOSE", "") == "1")
+        th = threading.Thread(target=_pump, args=(proc.stdout, lf, view, tail), daemon=True)
         th.start()
         try:
             rc = proc.wait(timeout=timeout)
@@ -186,6 +193,12 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
                 rc = proc.wait()
             log(f"[launch] attempt {attempt} timed out after {timeout}s")
         th.join(timeout=10)
+        if view is not None:
+            view.close()
+            if rc != 0:
+                view.console.print(f"[red]worker exited {rc}; last lines of {log_path}:[/]")
+                for line in [t for t in tail if not t.startswith("@@thinktune")][-25:]:
+                    view.console.print(line.replace("[", "\\["), highlight=False)
     raw_rc = rc
     worst = most_severe(read_exit_records(output_dir)) if rc != 0 else None
     if worst is not None and int(worst.get("code", 0)) in (GPU_FAILURE_EXIT_CODE, OOM_EXIT_CODE):

@@ -555,8 +555,8 @@ def plan(spec: FineTuneJobSpec, hw: Any, *, model_info: ModelInfo, dataset_size:
                         f"{'GPU' if on_gpu else 'process'}(s) (<1B: 8, 1-10B: 16, 10-40B: 32, else 64; x2 "
                         "from 8 GPUs).")
         expl.append(f"LoRA alpha {lora_alpha}{' (requested)' if ft.lora.alpha else ' (2 x rank)'}, dropout "
-                    f"{ft.lora.dropout}, targets '{lora_target}' ({m.lora_params(lora_rank, lora_target) / 1e6:.1f} M "
-                    "trainable parameters).")
+                    f"{ft.lora.dropout}, targets '{lora_target}' ({m.lora_params(lora_rank, lora_target):,} trainable "
+                    "parameters).")
 
     # ---- cutoff -------------------------------------------------------------------------------------------
     cutoff = t.cutoff_len
@@ -681,7 +681,9 @@ def plan(spec: FineTuneJobSpec, hw: Any, *, model_info: ModelInfo, dataset_size:
             expl.append(f"Micro-batch {mb} x {seq} tokens: ~{est['total']:.0f} GiB per GPU of ~{usable:.0f} usable "
                         f"(weights {est['weights']:.1f}, trainable state {est['trainable_state']:.1f}, "
                         f"activations {est['activations']:.1f}).")
-    if gc_req == "auto":
+    if gc_req == "auto" and not on_gpu:
+        expl.append("Gradient checkpointing off: CPU run (memory is RAM; recomputation would only slow it down).")
+    elif gc_req == "auto":
         if gc:
             expl.append("Gradient checkpointing on: activations without it would not fit.")
         else:
@@ -740,7 +742,9 @@ def plan(spec: FineTuneJobSpec, hw: Any, *, model_info: ModelInfo, dataset_size:
         "learning_rate": t.learning_rate,
         "num_train_epochs": t.num_train_epochs,
         "lr_scheduler_type": t.lr_scheduler_type,
-        "warmup_ratio": t.warmup_ratio,
+        # transformers 5 deprecates warmup_ratio: give steps when the total is known
+        **({"warmup_steps": math.ceil(t.warmup_ratio * total_steps)} if total_steps else
+           {"warmup_ratio": t.warmup_ratio}),
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
         "seed": t.seed,

@@ -95,8 +95,7 @@ def _plot(path: Path, title: str, series: list[tuple[str, list[float], list[floa
     if logy:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    if len(series) > 1:
-        ax.legend()
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
