@@ -174,6 +174,29 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
         errors.extend(r.errors)
         warnings.extend(r.warnings)
 
+    # de-duplication first (before splitting, and before the costly steps: teacher generation, token count):
+    # source thinking wins over generated, then document order. Keys are question+answer, not the reasoning.
+    order = sorted(range(len(samples)), key=lambda i: (samples[i].thinking_method != "source", i))
+    ordered = [samples[i] for i in order]
+    duplicates = 0
+    if spec.dedup.enabled:
+        texts = [f"{s.question}\n{s.answer}" for s in ordered]
+        dd = deduplicate(texts, spec.dedup.near_duplicate_threshold)
+        for i, j, kind, sim in dd.dropped:
+            d, k = ordered[i], ordered[j]
+            rejects.append(Reject(d.source_file, d.source_line, f"{kind} duplicate of {k.source} "
+                                  f"(similarity {sim:.2f})", kind="duplicate",
+                                  fix="remove the repeated text or rephrase it",
+                                  sample={"question": d.question[:200]}))
+        duplicates = len(dd.dropped)
+        keep = set(dd.keep)
+        unique = [s for i, s in enumerate(ordered) if i in keep]
+    else:
+        unique = ordered
+    unique.sort(key=lambda s: (s.source_file, s.source_line, s.style))
+    samples = unique
+    t_dedup = time.perf_counter()
+
     # teacher-model thinking (parent process: one model for all samples)
     if spec.thinking.generate == "model" and any(s.thinking_method == "model" and not s.reasoning for s in samples):
         teacher = TeacherModel(spec.thinking.teacher_model or "")
@@ -208,29 +231,8 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
                                       sample={"messages": s.messages()}))
         else:
             valid.append(s)
+    unique = valid
     t_struct = time.perf_counter()
-
-    # de-duplication before splitting (and before the token count, the costliest check): source thinking wins
-    # over generated, then document order
-    order = sorted(range(len(valid)), key=lambda i: (valid[i].thinking_method != "source", i))
-    ordered = [valid[i] for i in order]
-    duplicates = 0
-    if spec.dedup.enabled:
-        texts = [f"{s.question}\n{s.answer}" for s in ordered]
-        dd = deduplicate(texts, spec.dedup.near_duplicate_threshold)
-        for i, j, kind, sim in dd.dropped:
-            d, k = ordered[i], ordered[j]
-            rejects.append(Reject(d.source_file, d.source_line, f"{kind} duplicate of {k.source} "
-                                  f"(similarity {sim:.2f})", kind="duplicate",
-                                  fix="remove the repeated text or rephrase it",
-                                  sample={"question": d.question[:200]}))
-        duplicates = len(dd.dropped)
-        keep = set(dd.keep)
-        unique = [s for i, s in enumerate(ordered) if i in keep]
-    else:
-        unique = ordered
-    unique.sort(key=lambda s: (s.source_file, s.source_line, s.style))
-    t_dedup = time.perf_counter()
 
     # token length with the real tokenizer, on the chat-rendered sample: too long -> rejected, never truncated
     tok_name = spec.validation.tokenizer if tokenizer is None else type(tokenizer).__name__
@@ -282,8 +284,8 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
     report = _report(spec, input_dir, output_dir, results, final, by_split, rejects, errors, warnings, duplicates,
                      lengths=[s.n_tokens for s in final], over=over, tok_name=tok_name)
     report["content_hash"] = content_hash(spec, input_dir, docs)
-    report["timing"] = {"documents_s": round(t_docs - t0, 3), "structure_s": round(t_struct - t_docs, 3),
-                        "dedup_s": round(t_dedup - t_struct, 3), "tokenizer_load_s": round(t_tok1 - t_tok0, 3),
+    report["timing"] = {"documents_s": round(t_docs - t0, 3), "dedup_s": round(t_dedup - t_docs, 3),
+                        "structure_s": round(t_struct - t_dedup, 3), "tokenizer_load_s": round(t_tok1 - t_tok0, 3),
                         "token_length_s": round(t_valid - t_tok1, 3), "workers": workers}
     images = plots(output_dir, report)
     report["plots"] = images
