@@ -62,6 +62,16 @@ def replicate(dst: Path, target_bytes: int) -> tuple[int, int]:
     return n, total
 
 
+def git_head() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -118,6 +128,7 @@ def main() -> None:
         "benchmark": "dataset_throughput",
         "command": "uv run --no-sync python bench/dataset_throughput.py " + " ".join(sys.argv[1:]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_head": git_head(),
         "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
                     "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()),
                     "note": "shared machine: other processes' load (loadavg) slows the 2-worker pipeline more "
