@@ -165,6 +165,8 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
     else:
         blanked, code_out = text, code
     norm = normalizer.markdown(blanked, code_out)
+    if norm.count("\n") != blanked.count("\n"):  # never expected: normalisation keeps lines; re-parse if not
+        tokens = block_tokens(norm)
     parsed = parse_markdown(norm, tokens, inline=normalizer.inline)
     for r in roots:
         r.map_text(lambda s: _norm_part(normalizer, s))
