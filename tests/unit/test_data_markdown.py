@@ -82,3 +82,28 @@ def test_setext_heading_and_preamble():
     p = parse_markdown("引言段落。\n\n标题\n====\n\n正文。\n")
     assert p.sections[0].level == 0 and p.sections[0].components[0].text == "引言段落。"
     assert p.sections[1].title == "标题" and p.sections[1].line == 3
+
+
+def test_reusing_tokens_after_normalisation_equals_reparsing():
+    """document.py parses once and slices the normalised text with the original token map; that must give the
+    same sections/components as parsing the normalised text again, for every document of the corpus."""
+    from pathlib import Path
+
+    from thinktune.data.chinese import Normalizer
+    from thinktune.data.markdown_parse import code_line_ranges
+
+    n = Normalizer()
+    corpus = Path(__file__).resolve().parents[2] / "examples" / "crypto" / "corpus"
+    for f in sorted(corpus.glob("*.md")):
+        text = f.read_text(encoding="utf-8")
+        toks = block_tokens(text)
+        norm = n.markdown(text, code_line_ranges(toks))
+        assert norm.count("\n") == text.count("\n"), f.name
+        reused = parse_markdown(norm, toks, inline=n.inline)
+        fresh = parse_markdown(norm)
+        assert [(s.title, s.line, s.path) for s in reused.sections] == [(s.title, s.line, s.path) for s in fresh.sections]
+        for a, b in zip(reused.sections, fresh.sections, strict=True):
+            assert [(c.kind, c.line, c.end_line, c.text) for c in a.components] == \
+                [(c.kind, c.line, c.end_line, c.text) for c in b.components], (f.name, a.title)
+            assert [[(i.head, i.body) for i in c.items] for c in a.components] == \
+                [[(i.head, i.body) for i in c.items] for c in b.components], (f.name, a.title)
