@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -118,5 +119,10 @@ class Kube:
         }
         try:
             self.core.create_namespaced_event(m.get("namespace", "default"), ev, _preload_content=False)
-        except ApiException as e:  # events are best effort
-            log.warning("event %s/%s not posted: %s", reason, m["name"], e.reason)
+        except ApiException as e:  # events are best effort (e.g. the namespace is being terminated)
+            detail = e.reason
+            try:
+                detail = json.loads(e.body or "{}").get("message") or e.reason
+            except ValueError:
+                pass
+            log.warning("event %s/%s not posted: %s", reason, m["name"], detail)
