@@ -215,3 +215,28 @@ def test_load_path_orders_by_dependency_and_rejects_duplicates(tmp_path):
     (tmp_path / "b.yaml").write_text(text)
     with pytest.raises(ResourceError, match="defined twice"):
         load_path(tmp_path)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_free_form_maps_are_preserved_not_additional_properties(kind):
+    """`additionalProperties: true` makes the apiserver reject keys like `nvidia.com/gpu` as unknown fields."""
+    for path, node in _walk(_schema(kind)):
+        assert node.get("additionalProperties") is not True, path
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            assert node.get("type") == "object", path
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_optional_sub_objects_have_no_default(kind):
+    """A default on an optional object would make `has(self.baseModel)` always true in CEL rules."""
+    for path, node in _walk(_schema(kind)):
+        if node.get("nullable"):
+            assert "default" not in node, path
+
+
+def test_volume_rejects_parent_paths_in_both_places():
+    with pytest.raises(ValueError, match=r"must not contain '\.\.'"):
+        DatasetBuildSpec.model_validate({"source": {"path": "../x"}, "output": {"path": "o"}})
+    schema = _schema("DatasetBuild")
+    rules = schema["properties"]["spec"]["properties"]["source"]["x-kubernetes-validations"]
+    assert any("'..'" in r["rule"] for r in rules)

@@ -70,7 +70,7 @@ def _structural(node: Any, defs: dict[str, Any], rules: dict[str, list], ref_nam
         name = node["$ref"].split("/")[-1]
         resolved = copy.deepcopy(defs[name])
         # a description at the reference site (the field's) wins over the model's docstring
-        for k in ("description", "default"):
+        for k in ("description", "default", "nullable"):
             if k in node:
                 resolved[k] = node[k]
         return _structural(resolved, defs, rules, ref_name=name)
@@ -123,8 +123,12 @@ def _structural(node: Any, defs: dict[str, Any], rules: dict[str, list], ref_nam
     if "enum" in out and "type" not in out:
         values = out["enum"]
         out["type"] = "integer" if all(isinstance(x, int) for x in values) else "string"
-    if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
-        out["type"] = "object"
+    if out.get("x-kubernetes-preserve-unknown-fields"):
+        out.setdefault("type", "object")
+        # `additionalProperties: true` (pydantic's dict[str, Any]) makes the apiserver treat keys like
+        # `nvidia.com/gpu` as unknown fields; preserve-unknown-fields is the structural way to say "anything"
+        if out.get("additionalProperties") is True:
+            out.pop("additionalProperties")
     if ref_name and ref_name in rules:
         out["x-kubernetes-validations"] = rules[ref_name]
     if ref_name and out.get("type") == "object" and not out.get("required"):

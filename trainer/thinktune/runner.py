@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,27 @@ STATE_FILE = ".thinktune-state.json"
 
 class StageError(Exception):
     """A stage failed in a way the user can act on; the message says how."""
+
+
+TERMINATION_LOG_ENV = "THINKTUNE_TERMINATION_LOG"
+TERMINATION_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
+
+
+def write_termination_message(payload: dict[str, Any]) -> None:
+    """On a cluster the operator reads a stage's results from the pod's termination message (no exec, no PVC
+    access): one compact JSON object, trimmed of its largest fields until it fits Kubernetes' 4 KiB."""
+    path = os.environ.get(TERMINATION_LOG_ENV)
+    if not path:
+        return
+    data = {k: v for k, v in payload.items() if v is not None}
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+    while len(text.encode()) > TERMINATION_LIMIT and data:
+        data.pop(max(data, key=lambda k: len(json.dumps(data[k], default=str))))
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:  # a read-only or missing path must not fail a finished stage
+        console.print(f"[yellow]warning:[/] cannot write termination message to {path}: {e.strerror}")
 
 
 def _now() -> str:
@@ -97,6 +119,8 @@ def run_dataset_build(spec: DatasetBuildSpec, src: Path, dst: Path, *, progress:
         return 1
     status = dataset_status_from_report(report, dst)
     c = status.counts
+    write_termination_message({"counts": c.model_dump(by_alias=True), "reportPath": str(dst / "report.json"),
+                               "outputPath": str(dst)})
     console.print(f"[green]dataset[/] {dst}: {c.samples} samples — train {c.train} / val {c.val} / test {c.test}; "
                   f"{c.rejects} rejected (rejects.jsonl), {c.warnings} warnings; report: {dst / 'report.md'}")
     return 0
@@ -151,6 +175,8 @@ def _stage_finetune(r: LoadedResource, *, datasets: dict[str, Path], model_overr
     console.rule(f"FineTuneJob/{r.name}")
     report = train_job(res, base_dir=r.base_dir, dataset_dir=dataset_dir, progress=progress)
     status = report.get("status", {"phase": "Succeeded"})
+    write_termination_message({"adapterPath": report.get("adapter_path"), "metrics": status.get("metrics"),
+                               "oomRetries": (status.get("restarts") or {}).get("oom"), "plan": status.get("plan")})
     _mark_done(out, fp, status)
     console.print(f"[green]training finished[/]: adapter {report.get('adapter_path', out)}; "
                   f"report: {out / 'report.md'}")
@@ -185,7 +211,9 @@ def _stage_export(r: LoadedResource, *, jobs: dict[str, tuple[Path, Any]], progr
     console.rule(f"ModelExport/{r.name}")
     report = export_model(res, adapter_dir=adapter, base_model=base, output_dir=out, base_dir=r.base_dir,
                           progress=progress)
-    _mark_done(out, fp, report.get("status", {"phase": "Succeeded"}))
+    status = report.get("status", {"phase": "Succeeded"})
+    _mark_done(out, fp, status)
+    write_termination_message({"artifacts": status.get("artifacts")})
     console.print(f"[green]export finished[/]: {out}; model card: {out / 'README.md'}")
     return out
 
@@ -235,6 +263,14 @@ def run_path(path: Path, *, only_kind: str | None = None, model_override: str | 
     except StageError as e:
         console.print(f"[bold red]error:[/] {e}")
         return 1
+    except Exception as e:
+        # the trainer's TrainingFailed carries the worker's exit code (75 = GPU failure): the operator tells
+        # infrastructure from application failures by it, so it must reach the pod's exit status unchanged
+        code = getattr(e, "exit_code", None)
+        if code is None:
+            raise
+        console.print(f"[bold red]error:[/] {e}")
+        return int(code)
     console.print(f"[bold green]done[/] in {time.monotonic() - started:.0f}s")
     return 0
 

@@ -67,6 +67,12 @@ class Volume(SpecModel):
                                                       "Empty: the operator's default workspace PVC.")
     cel_rules: ClassVar = [cel("!self.path.contains('..')", "path must not contain '..'", ".path")]
 
+    @model_validator(mode="after")
+    def _no_parent(self) -> Volume:
+        if ".." in self.path:
+            raise ValueError("path must not contain '..'")
+        return self
+
 
 ResourceList = Annotated[dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
 
