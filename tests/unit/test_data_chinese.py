@@ -46,6 +46,13 @@ def test_code_spans_urls_and_links_are_untouched(norm):
     assert out.startswith("调用`f(a,b.c)`时，参见")
 
 
+def test_several_code_spans_in_one_text(norm):
+    src = "用 `a,b` 校验参数,这是错误.\n\n再用 ``x`y`` 和 `z` 比较,结果相同.\n\n未闭合的 ` 反引号,照常处理."
+    out = norm.inline(src)
+    assert out == ("用 `a,b` 校验参数，这是错误。\n\n再用 ``x`y`` 和 `z` 比较，结果相同。\n\n"
+                   "未闭合的 ` 反引号，照常处理。")
+
+
 def test_code_block_lines_untouched(norm):
     md = "說明,如下:\n```python\nx = '密碼,測試'  # 註釋\n```\n結束."
     out = norm.markdown(md, [(1, 4)])
@@ -96,3 +103,10 @@ def test_term_recognition_aliases_case_and_multiword():
     assert "差分功耗分析" in terms  # alias DPA
     assert "GM/T" in terms
     assert rec.terms("今天天气很好") == ()
+
+
+def test_latin_terms_only_as_whole_words():
+    rec = term_recognizer()
+    assert rec.terms("the params of the cache machine") == ()  # no RA, CA, MAC inside words
+    assert set(rec.terms("RA 与 CA 以及 MAC")) == {"RA", "CA", "MAC"}
+    assert "SM4" in rec.terms("使用SM4加密")  # CJK neighbours are boundaries

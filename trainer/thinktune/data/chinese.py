@@ -21,7 +21,7 @@ _HAS_CJK = re.compile(f"[{_CJK_IDEO}]")
 
 # Protected inline pieces (masking only; block structure comes from the markdown AST).
 _PROTECT = re.compile(
-    r"(?P<code>(?P<ticks>`+)[^`]*?(?:`(?!(?P=ticks))[^`]*?)*(?P=ticks))"  # inline code span `..` / ``..``
+    r"(?P<code>(?P<ticks>`+)(?:(?!\n[ \t]*\n)[\s\S])+?(?<!`)(?P=ticks)(?!`))"  # inline code `..` / ``..``
     r"|(?P<autolink><(?:https?|ftp|mailto):[^>\s]*>)"  # <https://...>
     r"|(?P<dest>\]\([^)\s]*(?:\s+\"[^\"]*\")?\))"  # ](destination "title") of links/images
     r"|(?P<url>(?:https?|ftp)://[^\s<>()\u3000-\u303f\uff08\uff09\uff0c\uff1b]+)"  # bare URL
@@ -41,7 +41,11 @@ _PUNCT_RULE = re.compile(f"(?<=[{_CJK}])[ \\t]*([,.?!:;])(?:[ \\t]*(?=[{_CJK}])|
 _CLAUSE_RULE = re.compile(f"(?<=[{_CJK_IDEO}])([,;:!?])(?=[A-Za-z0-9`*_\\[(])")
 _PAREN_RULE = re.compile(r"\(([^()\n]*)\)")
 
-SEP = "\ue000"  # private-use separator: OpenCC and our regexes leave it alone
+SEP = "\ue000"
+
+
+def _ALNUM(ch: str) -> bool:  # noqa: N802 - reads like a character class
+    return ch.isascii() and ch.isalnum()  # private-use separator: OpenCC and our regexes leave it alone
 
 
 @dataclass(frozen=True)
@@ -181,11 +185,19 @@ class TermRecognizer:
             return hit
         found: dict[str, int] = {}
         g = self.glossary
+        pos = 0
+        n = len(text)
         # HMM off: terms are dictionary words, so HMM's new-word discovery adds nothing here but costs ~2x
         for i, tok in enumerate(self.tk.cut(text, HMM=False)):
+            start, pos = pos, pos + len(tok)
             canon = g.lookup.get(tok.lower())
-            if canon is not None and canon not in found:
-                found[canon] = i
+            if canon is None or canon in found:
+                continue
+            # a Latin term must be a whole word: 'RA' is not a term inside 'params', nor 'CA' inside 'cache'
+            if (_ALNUM(tok[0]) and start > 0 and _ALNUM(text[start - 1])) or \
+                    (_ALNUM(tok[-1]) and pos < n and _ALNUM(text[pos])):
+                continue
+            found[canon] = i
         if g.substring_forms:
             low = text.lower()
             for form, canon in g.substring_forms:
