@@ -62,6 +62,16 @@ def replicate(dst: Path, target_bytes: int) -> tuple[int, int]:
     return n, total
 
 
+def summary(r: dict) -> dict:
+    """The headline numbers of an earlier result (kept in the new result's ``earlier_runs``)."""
+    if "raw_jieba_s" in r:  # already a summary
+        return r
+    return {"date": r["date"], "git_head": r.get("git_head"), "loadavg_before": r["machine"].get("loadavg_before"),
+            "megabytes": r["corpus"]["megabytes"], "raw_jieba_s": r["raw_jieba"]["seconds"],
+            "pipeline_s": r["pipeline"]["seconds"], "raw_jieba_mb_per_s": r["raw_jieba"]["mb_per_s"],
+            "pipeline_mb_per_s": r["pipeline"]["mb_per_s"], "ratio_pipeline_over_jieba": r["ratio_pipeline_over_jieba"]}
+
+
 def git_head() -> str | None:
     import subprocess
 
@@ -150,7 +160,17 @@ def main() -> None:
         "goal": "pipeline time <= 2x raw jieba time",
         "goal_met": best_p <= 2 * best_j,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    out_path = Path(args.out)
+    # keep a short history: the load on this shared machine moves the numbers a lot
+    earlier: list[dict] = []
+    if out_path.is_file():
+        try:
+            prev = json.loads(out_path.read_text(encoding="utf-8"))
+            earlier = [summary(prev)] + prev.get("earlier_runs", [])
+        except (ValueError, KeyError):
+            earlier = []
+    result["earlier_runs"] = earlier[:6]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2, ensure_ascii=False))
 
