@@ -269,7 +269,7 @@ def test_console_view_renders_events_and_hides_noise():
     v = ConsoleView(buf, live=False)
     v.feed("[INFO|trainer.py:1] noisy library log line\n")
     v.feed(CONSOLE_PREFIX + json.dumps({"type": "begin", "step": 0, "total_steps": 10, "world_size": 2}) + "\n")
-    v.feed(CONSOLE_PREFIX + json.dumps({"type": "train", "step": 5, "total_steps": 10, "loss": 1.5,
+    v.feed(" 50%|█████     | 5/10 [00:01<00:01,  2.81it/s]" + CONSOLE_PREFIX + json.dumps({"type": "train", "step": 5, "total_steps": 10, "loss": 1.5,
                                         "learning_rate": 1e-4, "tokens_per_second": 1234.5, "eta_seconds": 65}) + "\n")
     v.feed(CONSOLE_PREFIX + json.dumps({"type": "eval", "step": 5, "eval_loss": 1.4, "char_accuracy": 0.5,
                                         "term_accuracy": None}) + "\n")

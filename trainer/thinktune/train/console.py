@@ -82,9 +82,10 @@ class ConsoleView:
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\n")
-        if line.startswith(CONSOLE_PREFIX):
+        i = line.find(CONSOLE_PREFIX)  # tqdm's \r-updated bar (no newline) may precede the event on the line
+        if i >= 0:
             try:
-                ev = json.loads(line[len(CONSOLE_PREFIX):])
+                ev = json.loads(line[i + len(CONSOLE_PREFIX):])
             except json.JSONDecodeError:
                 return
             self.event(ev)

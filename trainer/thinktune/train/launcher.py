@@ -197,7 +197,7 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
             view.close()
             if rc != 0:
                 view.console.print(f"[red]worker exited {rc}; last lines of {log_path}:[/]")
-                for line in [t for t in tail if not t.startswith("@@thinktune")][-25:]:
+                for line in [t for t in tail if "@@thinktune" not in t][-25:]:
                     view.console.print(line.replace("[", "\\["), highlight=False)
     raw_rc = rc
     worst = most_severe(read_exit_records(output_dir)) if rc != 0 else None
