@@ -194,6 +194,7 @@ class ControlPlane:
             self.create_gpu_nodes()
             self.install_crds()
             self._wait_for_default_service_account()
+            self.create_workspace()
             self.wait_nodes_ready()
         except BaseException:
             self.down()
@@ -470,6 +471,21 @@ class ControlPlane:
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         return files
 
+    def create_workspace(self, namespace: str = "default", name: str = "thinktune-workspace") -> None:
+        """The PVC the operator mounts by default (spec.*.pvc empty), bound to a static hostPath PV: there is no
+        storage provisioner in the sandbox, and without the claim example CRs would stay Pending."""
+        import json
+
+        pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-{name}"},
+              "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                       "persistentVolumeReclaimPolicy": "Retain",
+                       "hostPath": {"path": str(self.state_dir / "workspace" / namespace)},
+                       "claimRef": {"namespace": namespace, "name": name}}}
+        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": namespace},
+               "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv["metadata"]["name"],
+                        "resources": {"requests": {"storage": "10Gi"}}}}
+        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
+
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60.0,
     ) -> subprocess.CompletedProcess[str]:
@@ -496,7 +512,10 @@ class ControlPlane:
             return None
         # --standalone: no peering objects (no CRD for them in a bare cluster); -A: watch all namespaces.
         argv = [sys.executable, "-m", "kopf", "run", "-A", "--standalone", "--verbose", "-m", module]
-        self._spawn("operator", argv, env=self.env())
+        # kwok pods run no process, so there is no trainer metrics endpoint to scrape: take progress from the
+        # annotation a simulated trainer (or a test) writes
+        env = {"THINKTUNE_PROGRESS_SOURCE": "annotation", **self.env()}
+        self._spawn("operator", argv, env=env)
         time.sleep(1.0)
         proc = self._children["operator"]
         if proc.poll() is not None:
