@@ -175,12 +175,28 @@ def _stage_finetune(r: LoadedResource, *, datasets: dict[str, Path], model_overr
     console.rule(f"FineTuneJob/{r.name}")
     report = train_job(res, base_dir=r.base_dir, dataset_dir=dataset_dir, progress=progress)
     status = report.get("status", {"phase": "Succeeded"})
+    _mark_done(out, fp, status)  # evaluation reads the plan from status.local.json
+    if res.spec.evaluation.enabled:
+        status.setdefault("metrics", {}).update(_evaluate_after_training(r, model_override))
+        _mark_done(out, fp, status)
     write_termination_message({"adapterPath": report.get("adapter_path"), "metrics": status.get("metrics"),
                                "oomRetries": (status.get("restarts") or {}).get("oom"), "plan": status.get("plan")})
-    _mark_done(out, fp, status)
     console.print(f"[green]training finished[/]: adapter {report.get('adapter_path', out)}; "
                   f"report: {out / 'report.md'}")
     return out
+
+
+def _evaluate_after_training(r: LoadedResource, model_override: str | None) -> dict[str, float]:
+    """spec.evaluation: score the new adapter on the held-out test split. A failed evaluation is reported but
+    does not undo a finished training run."""
+    from thinktune.evaluate.run import evaluate_job, headline
+
+    try:
+        report = evaluate_job(r, model_override=model_override)
+    except StageError as e:
+        console.print(f"[yellow]warning:[/] evaluation after training failed: {e}")
+        return {}
+    return {k: float(v) for k, v in headline(report).items() if isinstance(v, int | float)}
 
 
 # ------------------------------------------------------------------------------------------------------------
