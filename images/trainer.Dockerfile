@@ -17,7 +17,7 @@ ARG WITH_GPTQ=1
 ARG TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0;10.0;12.0"
 COPY --from=uv /uv /uvx /bin/
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3.12 python3.12-dev python3.12-venv git build-essential ninja-build \
+ && apt-get install -y --no-install-recommends python3.12 python3.12-dev python3.12-venv git build-essential ninja-build libaio-dev \
  && rm -rf /var/lib/apt/lists/*
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -53,7 +53,7 @@ LABEL org.opencontainers.image.title="thinktune-trainer" \
       org.opencontainers.image.description="thinktune workload image: dataset build, LLaMA Factory training, export" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3.12 libgomp1 ca-certificates \
+ && apt-get install -y --no-install-recommends python3.12 libgomp1 libaio-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && (userdel --remove ubuntu 2>/dev/null || true) \
  && groupadd --gid 1000 thinktune \
