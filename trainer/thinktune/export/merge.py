@@ -28,7 +28,7 @@ class MergeError(RuntimeError):
     """Merging failed; the message says why and what to do."""
 
 
-_LF_SCRIPT = r"""
+LF_EXPORT_SCRIPT = r"""
 import json, sys
 try:  # the trainer's guard: a torchaudio that does not match torch must not block text-only LLaMA Factory
     from thinktune.train.worker import ensure_torchaudio_importable
@@ -86,7 +86,7 @@ def _lf_merge(base: str, adapter: Path, out: Path, *, template: str, dtype: str)
             "finetuning_type": "lora", "export_dir": str(out), "export_size": 5, "export_device": "cpu",
             "infer_dtype": dtype, "trust_remote_code": False}
     env = dict(os.environ, DISABLE_VERSION_CHECK=os.environ.get("DISABLE_VERSION_CHECK", "1"))
-    proc = subprocess.run([sys.executable, "-c", _LF_SCRIPT, json.dumps(args)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", LF_EXPORT_SCRIPT, json.dumps(args)], capture_output=True, text=True,
                           env=env)
     if proc.returncode != 0:
         lines = [x for x in (proc.stderr or proc.stdout).strip().splitlines() if x.strip()]

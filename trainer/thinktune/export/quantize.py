@@ -271,16 +271,6 @@ def _chunks_longer_than(texts: Sequence[str], min_chars: int) -> list[str]:
     return out
 
 
-_LF_SCRIPT = r"""
-import json, sys
-try:  # the trainer's guard: a torchaudio that does not match torch must not block text-only LLaMA Factory
-    from thinktune.train.worker import ensure_torchaudio_importable
-    ensure_torchaudio_importable()
-except ImportError:
-    pass
-from llamafactory.train.tuner import export_model
-export_model(json.loads(sys.argv[1]))
-"""
 
 
 def quantize_gptq(merged_dir: str | Path, out_dir: str | Path, *, bits: int, group_size: int = 128,
@@ -302,8 +292,10 @@ def quantize_gptq(merged_dir: str | Path, out_dir: str | Path, *, bits: int, gro
                 "export_quantization_bit": bits, "export_quantization_dataset": str(calib),
                 "export_quantization_nsamples": len(texts), "export_quantization_maxlen": maxlen,
                 "export_size": 5, "export_device": "auto"}
+        from thinktune.export.merge import LF_EXPORT_SCRIPT
+
         env = dict(os.environ, DISABLE_VERSION_CHECK=os.environ.get("DISABLE_VERSION_CHECK", "1"))
-        proc = subprocess.run([sys.executable, "-c", _LF_SCRIPT, json.dumps(args)], capture_output=True,
+        proc = subprocess.run([sys.executable, "-c", LF_EXPORT_SCRIPT, json.dumps(args)], capture_output=True,
                               text=True, env=env)
         calib.unlink(missing_ok=True)
         if proc.returncode != 0:
