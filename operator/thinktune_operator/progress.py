@@ -49,6 +49,27 @@ def parse_metrics_text(text: str, rank: str | None = "0") -> dict[str, float]:
     return values
 
 
+def anomalies_from_text(text: str, rank: str | None = "0") -> dict[str, int]:
+    """The trainer's `thinktune_train_anomalies_total{kind=...}` counters -> {kind: count}."""
+    out: dict[str, int] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name != "thinktune_train_anomalies_total":
+                continue
+            r = s.labels.get("rank")
+            if rank is not None and r is not None and r != rank:
+                continue
+            kind = s.labels.get("kind", "unknown")
+            out[kind] = out.get(kind, 0) + int(s.value)
+    return out
+
+
+def new_anomalies(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[tuple[str, int]]:
+    """(kind, count) for every anomaly kind whose count grew since the last status: one Event each."""
+    old = old or {}
+    return [(k, int(v)) for k, v in sorted((new or {}).items()) if int(v) > int(old.get(k, 0) or 0)]
+
+
 def progress_from_values(values: dict[str, float]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field_name, names in METRIC_MAP.items():
@@ -85,7 +106,11 @@ def parse_annotation(pod: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return None
     allowed = set(METRIC_MAP)
-    return normalise({k: v for k, v in data.items() if k in allowed and isinstance(v, int | float)})
+    out = normalise({k: v for k, v in data.items() if k in allowed and isinstance(v, int | float)})
+    anomalies = data.get("anomalies")
+    if isinstance(anomalies, dict):
+        out["anomalies"] = {str(k): int(v) for k, v in anomalies.items() if isinstance(v, int | float)}
+    return out
 
 
 def fetch_http(pod: dict[str, Any], port: int, timeout: float = 1.5) -> dict[str, Any] | None:
@@ -99,7 +124,13 @@ def fetch_http(pod: dict[str, Any], port: int, timeout: float = 1.5) -> dict[str
         log.debug("progress scrape of %s failed: %s", ip, e)
         return None
     vals = parse_metrics_text(text)
-    return progress_from_values(vals) if vals else None
+    if not vals:
+        return None
+    out = progress_from_values(vals)
+    anomalies = anomalies_from_text(text)
+    if anomalies:
+        out["anomalies"] = anomalies
+    return out
 
 
 ProgressSource = Callable[[dict[str, Any], int], dict[str, Any] | None]

@@ -102,6 +102,16 @@ def test_gang_on_gpu_nodes_with_torchrun_env(cluster, env, op):
     st = wait_for("progress in status", lambda: (s := status(cluster, ns, "gang")).get("progress", {}).get("step") == 120
                   and s, 20)
     assert st["progress"]["summary"] == "120/500 (24%)" and st["progress"]["loss"] == 1.25
+    # the trainer's anomaly counters become Warning Events, one per kind whose count grew
+    prog["anomalies"] = {"loss_spike": 1}
+    cluster.kubectl("annotate", "--overwrite", "pod", "gang-a0-w0", "-n", ns,
+                    f"thinktune.io/progress={json.dumps(prog)}")
+    wait_for("TrainingAnomaly event", lambda: "TrainingAnomaly" in reasons(cluster, ns, "gang"), 20)
+    st = wait_for("anomalies in status",
+                  lambda: (s := status(cluster, ns, "gang")).get("progress", {}).get("anomalies") and s, 20)
+    assert st["progress"]["anomalies"] == {"loss_spike": 1}
+    msgs = [e["message"] for e in cluster.events(ns, "gang") if e["reason"] == "TrainingAnomaly"]
+    assert len(msgs) == 1 and "loss_spike" in msgs[0]
     # no finalizer: deleting a CR never waits for the operator
     assert not cluster.get("finetunejob", "gang", ns)["metadata"].get("finalizers")
 

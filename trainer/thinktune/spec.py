@@ -423,6 +423,9 @@ class TrainingProgress(StatusModel):
     tokens_per_second: float | None = Field(default=None, description="Throughput over all ranks.")
     eta_seconds: float | None = Field(default=None, description="Estimated time to finish.")
     summary: str | None = Field(default=None, description="e.g. '120/500 (24%)'; printer column.")
+    anomalies: dict[str, int] = Field(default_factory=dict, description="Anomalies the trainer reported so far, "
+                                      "by kind (loss_spike, nan, divergence, plateau, memory_growth); each "
+                                      "increase is posted as a TrainingAnomaly Event.")
 
 
 class FailureRecord(StatusModel):

@@ -21,7 +21,7 @@ from typing import Any
 from ..config import OperatorConfig
 from ..kube import Kube, NotInstalled
 from ..metrics import OperatorMetrics, get_metrics
-from ..planners.common import Plan
+from ..planners.common import Event, Plan
 
 log = logging.getLogger("thinktune_operator")
 
@@ -211,10 +211,16 @@ class Runtime:
                     self.seen_scheduled.add((key, obs[1]))
                 m.gang_schedule_seconds.observe(obs[2])
         if plan.progress_pod is not None and plan.progress_port:
-            from ..progress import make_source
+            from ..progress import make_source, new_anomalies
             prog = make_source(self.cfg.progress_source)(plan.progress_pod, plan.progress_port)
             if prog:
+                before = ((body.get("status") or {}).get("progress") or {}).get("anomalies")
                 plan.status["progress"] = {**(plan.status.get("progress") or {}), **prog}
+                # the trainer's anomaly warnings (loss spike, NaN, divergence, plateau, memory growth) as Events
+                for anomaly, count in new_anomalies(before, prog.get("anomalies")):
+                    plan.events.append(Event("Warning", "TrainingAnomaly",
+                                             f"trainer reported {anomaly} (x{count} so far); see metrics.jsonl "
+                                             f"and report.md in the job's output"))
             plan.requeue(self.cfg.progress_interval_s)
         old = body.get("status") or {}
         if _differs(old, plan.status):
