@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
+from pydantic import ValidationError
 from thinktune.crdgen import render_crds
 from thinktune.resources import ResourceError, load_file, load_path
 from thinktune.spec import KINDS, DatasetBuildSpec, FineTuneJobSpec, ModelExportSpec
@@ -119,7 +119,7 @@ def test_examples_validate_against_generated_schemas():
             if isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith("thinktune.io/"):
                 docs.append((f, doc))
     assert {d["kind"] for _, d in docs} == set(KINDS), "examples must include all three kinds"
-    for f, doc in docs:
+    for _file, doc in docs:
         schema = _openapi_to_jsonschema(_schema(doc["kind"]))
         jsonschema.validate(doc, schema)  # raises with the failing path
         KINDS[doc["kind"]].model_validate(doc)
@@ -140,7 +140,7 @@ def test_schema_rejects_unknown_and_bad_fields():
         mutate(d)
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(d, schema)
-        with pytest.raises(Exception):
+        with pytest.raises(ValidationError, match=label.rsplit(".", 1)[-1]):
             KINDS["FineTuneJob"].model_validate(d)
 
 
