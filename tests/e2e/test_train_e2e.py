@@ -256,3 +256,33 @@ def test_injected_gpu_failure_exits_75_with_termination_message(root, tiny_model
     assert msg["detail"] == "uncorrectable ECC error"
     st = FineTuneJobStatus.model_validate(ei.value.report["status"])
     assert st.phase == "Failed" and st.restarts.infrastructure == 1 and st.failed_nodes[0].node == "gpu-node-3"
+
+
+def test_losing_one_rank_exits_75_and_resumes_on_the_remaining_process(root, tiny_model, monkeypatch, tmp_path):
+    """INJECTED GPU failure on ONE rank of two (no GPU here; the error text is a real CUDA one): torchrun tears
+    the gang down, the launcher exits with the GPU-failure code; started again with one process (the GPU that
+    is left), the job resumes from the last checkpoint, keeps the global batch and finishes."""
+    from thinktune.train.failures import GPU_FAILURE_EXIT_CODE
+    from thinktune.train.job import TrainingFailed, train_job
+
+    monkeypatch.setenv("THINKTUNE_INJECT_FAILURE", "5:CUDA error: unspecified launch failure (INJECTED)")
+    monkeypatch.setenv("THINKTUNE_INJECT_FAILURE_RANK", "1")
+    monkeypatch.setenv("THINKTUNE_TERMINATION_LOG", str(tmp_path / "termination-log"))
+    job = make_job(root, "lose-rank", max_steps=8, save_steps=2, eval_steps=100)
+    with pytest.raises(TrainingFailed) as ei:
+        train_job(job, base_dir=root, progress=False, env={"NPROC_PER_NODE": "2"})
+    assert ei.value.exit_code == GPU_FAILURE_EXIT_CODE
+    assert json.loads((tmp_path / "termination-log").read_text())["reason"] == "GPUFailure"
+    saved = sorted(int(p.name.split("-")[1]) for p in (root / "lose-rank").glob("checkpoint-*"))
+    assert saved and saved[-1] >= 4, saved
+
+    monkeypatch.delenv("THINKTUNE_INJECT_FAILURE")
+    report = train_job(job, base_dir=root, progress=False, env={"NPROC_PER_NODE": "1"})
+    att = report["attempts"][-1]
+    assert att["resumed_from"].endswith(f"checkpoint-{saved[-1]}")
+    plan = report["plan"]
+    assert plan["world_size"] == 1 and plan["global_batch_size"] == 4  # same global batch on fewer processes
+    begins = [json.loads(x) for x in (root / "lose-rank" / "metrics.jsonl").read_text().splitlines()
+              if '"begin"' in x]
+    assert begins[-1]["resumed"] is True and begins[-1]["world_size"] == 1 and begins[-1]["step"] == saved[-1]
+    assert FineTuneJobStatus.model_validate(report["status"]).phase == "Succeeded"

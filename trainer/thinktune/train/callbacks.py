@@ -71,6 +71,7 @@ from thinktune.train import oom as oom_mod
 CONSOLE_PREFIX = "@@thinktune "  # console events on stdout, rendered by the launcher (thinktune.train.console)
 # "STEP:MESSAGE": raise RuntimeError(MESSAGE) at optimizer step STEP (tests of the GPU-failure exit path)
 INJECT_FAILURE_ENV = "THINKTUNE_INJECT_FAILURE"
+INJECT_FAILURE_RANK_ENV = "THINKTUNE_INJECT_FAILURE_RANK"  # only this global rank fails (one GPU of a gang)
 
 CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2A6DF), (0x2A700, 0x2EBEF))
 
@@ -604,7 +605,8 @@ class ThinktuneCallback(TrainerCallback):
                 f"CUDA out of memory. Tried to allocate 2.00 GiB (INJECTED by {oom_mod.INJECT_STEP_ENV}={step}: "
                 f"simulated for testing; micro-batch {args.per_device_train_batch_size})")
         fail = os.environ.get(INJECT_FAILURE_ENV)
-        if fail:
+        only_rank = os.environ.get(INJECT_FAILURE_RANK_ENV)
+        if fail and (only_rank is None or only_rank == os.environ.get("RANK", "0")):
             at, _, message = fail.partition(":")
             if step >= int(at):
                 # testing without a GPU: raise the error text a failing GPU produces (INJECTED)
