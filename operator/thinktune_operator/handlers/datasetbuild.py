@@ -21,11 +21,8 @@ async def datasetbuild_event(type: str | None, body: kopf.Body, namespace: str, 
 
 def reconcile(rt: R.Runtime, key: R.Key, pods: list[dict], nodes: dict[str, dict]) -> float | None:
     _, ns, name = key
-    body = rt.kube.get_cr(KIND, ns, name)
+    body = rt.live_cr(KIND, ns, name)
     if body is None:
-        rt.metrics.view.forget(KIND, ns, name)
-        return None
-    if body["metadata"].get("deletionTimestamp"):
         return None
     plan = P.plan_datasetbuild(body, pods, nodes, R.utcnow(), rt.cfg)
     return rt.apply(key, body, plan)

@@ -23,15 +23,9 @@ async def finetunejob_event(type: str | None, body: kopf.Body, namespace: str, n
 
 def reconcile(rt: R.Runtime, key: R.Key, pods: list[dict], nodes: dict[str, dict]) -> float | None:
     _, ns, name = key
-    body = rt.kube.get_cr(KIND, ns, name)
+    body = rt.live_cr(KIND, ns, name)
     if body is None:
-        rt.metrics.view.forget(KIND, ns, name)
         return None
-    if body["metadata"].get("deletionTimestamp"):
-        return None  # children go with the owner (ownerReferences); nothing to clean up by hand
-    dataset = None
-    ref = ((body.get("spec") or {}).get("datasetRef") or {}).get("name")
-    if ref:
-        dataset = rt.kube.get_cr("DatasetBuild", ns, ref)
+    dataset = rt.referenced_cr(body, "datasetRef", "DatasetBuild", ns)
     plan = P.plan(body, pods, nodes, dataset, R.utcnow(), rt.cfg)
     return rt.apply(key, body, plan)

@@ -23,15 +23,9 @@ async def modelexport_event(type: str | None, body: kopf.Body, namespace: str, n
 
 def reconcile(rt: R.Runtime, key: R.Key, pods: list[dict], nodes: dict[str, dict]) -> float | None:
     _, ns, name = key
-    body = rt.kube.get_cr(KIND, ns, name)
+    body = rt.live_cr(KIND, ns, name)
     if body is None:
-        rt.metrics.view.forget(KIND, ns, name)
         return None
-    if body["metadata"].get("deletionTimestamp"):
-        return None
-    job = None
-    ref = ((body.get("spec") or {}).get("fineTuneJobRef") or {}).get("name")
-    if ref:
-        job = rt.kube.get_cr("FineTuneJob", ns, ref)
+    job = rt.referenced_cr(body, "fineTuneJobRef", "FineTuneJob", ns)
     plan = P.plan_modelexport(body, pods, nodes, job, R.utcnow(), rt.cfg)
     return rt.apply(key, body, plan)

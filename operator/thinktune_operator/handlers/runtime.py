@@ -177,6 +177,22 @@ class Runtime:
                 self.queue.add(key)
 
     # ---- applying a Plan (worker thread)
+    def live_cr(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        """The CR to reconcile, or None when it is gone (its metrics are dropped) or being deleted (children go
+        with the owner through ownerReferences: nothing to clean up by hand)."""
+        body = self.kube.get_cr(kind, ns, name)
+        if body is None:
+            self.metrics.view.forget(kind, ns, name)
+            return None
+        if body["metadata"].get("deletionTimestamp"):
+            return None
+        return body
+
+    def referenced_cr(self, body: dict[str, Any], field: str, kind: str, ns: str) -> dict[str, Any] | None:
+        """The CR that `spec.<field>.name` points to (a DatasetBuild, a FineTuneJob), if set and present."""
+        ref = ((body.get("spec") or {}).get(field) or {}).get("name")
+        return self.kube.get_cr(kind, ns, ref) if ref else None
+
     def apply(self, key: Key, body: dict[str, Any], plan: Plan) -> float | None:
         kind, ns, name = key
         m = self.metrics
