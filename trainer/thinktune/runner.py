@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from thinktune.resources import LoadedResource, ResourceError, load_path
-from thinktune.spec import DatasetBuildSpec, DatasetBuildStatus, DatasetCounts
+from thinktune.spec import DatasetBuildSpec, DatasetBuildStatus, DatasetCounts, ModelSource
 
 console = Console(stderr=True, soft_wrap=True)
 STATE_FILE = ".thinktune-state.json"
@@ -146,6 +146,14 @@ def _stage_dataset(r: LoadedResource, *, progress: bool, force: bool) -> Path:
 # FineTuneJob
 
 
+def _job_model(r: LoadedResource, model_override: str | None) -> ModelSource:
+    """The FineTuneJob's base model, with `--model` (a hub id or path) replacing it when given."""
+    model = r.resource.spec.model.model_copy()
+    if model_override:
+        model.name_or_path, model.make_tiny = model_override, False
+    return model
+
+
 def _stage_finetune(r: LoadedResource, *, datasets: dict[str, Path], model_override: str | None,
                     dataset_dir: Path | None, progress: bool, force: bool) -> Path:
     from thinktune.train.job import train_job
@@ -153,8 +161,7 @@ def _stage_finetune(r: LoadedResource, *, datasets: dict[str, Path], model_overr
     res = r.resource
     if model_override:
         res = res.model_copy(deep=True)
-        res.spec.model.name_or_path = model_override
-        res.spec.model.make_tiny = False
+        res.spec.model = _job_model(r, model_override)
     if dataset_dir is None:
         if res.spec.dataset is not None:
             dataset_dir = r.resolve(res.spec.dataset.path)
@@ -256,12 +263,9 @@ def run_path(path: Path, *, only_kind: str | None = None, model_override: str | 
     for r in pool:
         if r.kind == "FineTuneJob":
             adapter = r.resolve(r.resource.spec.output.path)
-            model = r.resource.spec.model.model_copy()
-            if model_override:
-                model.name_or_path, model.make_tiny = model_override, False
-            elif not Path(model.name_or_path).is_absolute() and r.resolve(model.name_or_path).exists():
-                model.name_or_path = str(r.resolve(model.name_or_path))
-            elif model.make_tiny:
+            model = _job_model(r, model_override)
+            # a local model (or the tiny one the job makes) is handed on as an absolute path; a hub id as is
+            if not model_override and (model.make_tiny or r.resolve(model.name_or_path).exists()):
                 model.name_or_path = str(r.resolve(model.name_or_path))
             jobs[r.name] = (adapter, model)
     started = time.monotonic()
