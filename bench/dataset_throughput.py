@@ -32,9 +32,20 @@ CORPUS = ROOT / "examples" / "crypto" / "corpus"
 # Copy k applies the substitutions selected by the bits of k, so every copy's paragraphs are different text
 # (no cache can short-cut jieba) while staying natural Chinese with the same markdown structure; the copies
 # are near-duplicates of each other, which the pipeline's MinHash/LSH de-duplication has to find.
-SUBSTITUTIONS = [("的", "之"), ("是", "乃"), ("在", "于"), ("和", "与"), ("这", "此"), ("可以", "能够"),
-                 ("使用", "采用"), ("一个", "某个"), ("如果", "若是"), ("因为", "由于"), ("所以", "因而"),
-                 ("需要", "须要")]
+SUBSTITUTIONS = [
+    ("的", "之"),
+    ("是", "乃"),
+    ("在", "于"),
+    ("和", "与"),
+    ("这", "此"),
+    ("可以", "能够"),
+    ("使用", "采用"),
+    ("一个", "某个"),
+    ("如果", "若是"),
+    ("因为", "由于"),
+    ("所以", "因而"),
+    ("需要", "须要"),
+]
 
 
 def variant(text: str, k: int) -> str:
@@ -66,18 +77,26 @@ def summary(r: dict) -> dict:
     """The headline numbers of an earlier result (kept in the new result's ``earlier_runs``)."""
     if "raw_jieba_s" in r:  # already a summary
         return r
-    return {"date": r["date"], "git_head": r.get("git_head"), "loadavg_before": r["machine"].get("loadavg_before"),
-            "megabytes": r["corpus"]["megabytes"], "raw_jieba_s": r["raw_jieba"]["seconds"],
-            "pipeline_s": r["pipeline"]["seconds"], "raw_jieba_mb_per_s": r["raw_jieba"]["mb_per_s"],
-            "pipeline_mb_per_s": r["pipeline"]["mb_per_s"], "ratio_pipeline_over_jieba": r["ratio_pipeline_over_jieba"]}
+    return {
+        "date": r["date"],
+        "git_head": r.get("git_head"),
+        "loadavg_before": r["machine"].get("loadavg_before"),
+        "megabytes": r["corpus"]["megabytes"],
+        "raw_jieba_s": r["raw_jieba"]["seconds"],
+        "pipeline_s": r["pipeline"]["seconds"],
+        "raw_jieba_mb_per_s": r["raw_jieba"]["mb_per_s"],
+        "pipeline_mb_per_s": r["pipeline"]["mb_per_s"],
+        "ratio_pipeline_over_jieba": r["ratio_pipeline_over_jieba"],
+    }
 
 
 def git_head() -> str | None:
     import subprocess
 
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -127,7 +146,9 @@ def main() -> None:
         reports = []
         for i in range(args.repeat):
             out = Path(tmp) / f"out{i}"
-            spec = DatasetBuildSpec.model_validate({"source": {"path": str(src)}, "output": {"path": str(out)}})
+            spec = DatasetBuildSpec.model_validate(
+                {"source": {"path": str(src)}, "output": {"path": str(out)}}
+            )
             t0 = time.perf_counter()
             reports.append(build_dataset(spec, src, out, progress=False, tokenizer=tok))
             runs.append(time.perf_counter() - t0)
@@ -139,23 +160,40 @@ def main() -> None:
         "command": "uv run --no-sync python bench/dataset_throughput.py " + " ".join(sys.argv[1:]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_head": git_head(),
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()),
-                    "note": "shared machine: other processes' load (loadavg) slows the 2-worker pipeline more "
-                            "than single-process jieba; best of --repeat runs is reported"},
-        "corpus": {"source": "examples/crypto/corpus replicated; copy k rewrites common words by the bits of k "
-                             "(every copy is different text, near-duplicate of the others)",
-                   "documents": n_docs, "bytes": n_bytes,
-                   "megabytes": round(mb, 3)},
-        "raw_jieba": {"what": "jieba.lcut per document, default dictionary, 1 process", "seconds": round(best_j, 3),
-                      "runs_s": [round(x, 3) for x in jieba_runs], "mb_per_s": round(mb / best_j, 3),
-                      "tokens": n_tokens},
-        "pipeline": {"what": "build_dataset end to end, workers = all cores, tokenizer preloaded",
-                     "seconds": round(best_p, 3), "runs_s": [round(x, 3) for x in runs],
-                     "mb_per_s": round(mb / best_p, 3), "workers": report["timing"]["workers"],
-                     "stage_seconds": {k: v for k, v in report["timing"].items() if k.endswith("_s")},
-                     "tokenizer_load_s_not_timed": round(tok_load, 3),
-                     "samples_written": report["counts"]["samples"], "duplicates_removed": report["counts"]["duplicates"]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu": cpu_model(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": list(os.getloadavg()),
+            "note": "shared machine: other processes' load (loadavg) slows the 2-worker pipeline more "
+            "than single-process jieba; best of --repeat runs is reported",
+        },
+        "corpus": {
+            "source": "examples/crypto/corpus replicated; copy k rewrites common words by the bits of k "
+            "(every copy is different text, near-duplicate of the others)",
+            "documents": n_docs,
+            "bytes": n_bytes,
+            "megabytes": round(mb, 3),
+        },
+        "raw_jieba": {
+            "what": "jieba.lcut per document, default dictionary, 1 process",
+            "seconds": round(best_j, 3),
+            "runs_s": [round(x, 3) for x in jieba_runs],
+            "mb_per_s": round(mb / best_j, 3),
+            "tokens": n_tokens,
+        },
+        "pipeline": {
+            "what": "build_dataset end to end, workers = all cores, tokenizer preloaded",
+            "seconds": round(best_p, 3),
+            "runs_s": [round(x, 3) for x in runs],
+            "mb_per_s": round(mb / best_p, 3),
+            "workers": report["timing"]["workers"],
+            "stage_seconds": {k: v for k, v in report["timing"].items() if k.endswith("_s")},
+            "tokenizer_load_s_not_timed": round(tok_load, 3),
+            "samples_written": report["counts"]["samples"],
+            "duplicates_removed": report["counts"]["duplicates"],
+        },
         "ratio_pipeline_over_jieba": round(best_p / best_j, 3),
         "goal": "pipeline time <= 2x raw jieba time",
         "goal_met": best_p <= 2 * best_j,

@@ -75,8 +75,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--merged", help="merged model dir (default: build the tiny model + adapter and merge)")
     ap.add_argument("--test", help="test split (default: the tiny dataset)")
-    ap.add_argument("--variants", default="rtn-8-128,rtn-4-128,rtn-8-32,rtn-4-32,rtn-4--1",
-                    help="method-bits-group, comma separated (group -1 = per channel)")
+    ap.add_argument(
+        "--variants",
+        default="rtn-8-128,rtn-4-128,rtn-8-32,rtn-4-32,rtn-4--1",
+        help="method-bits-group, comma separated (group -1 = per channel)",
+    )
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--out", default="bench/export_quant.json")
@@ -124,32 +127,69 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001 - record and go on
             rows.append({"variant": name, "error": str(e)})
             continue
-        rows.append({"variant": name, "method": method, "bits": bits, "group_size": group,
-                     "quantize_s": round(time.monotonic() - t, 2), "size_bytes": _size(dst),
-                     "weights_bytes": _weights_size(dst), "quantized_linear_bytes": _linear_bytes(dst)})
+        rows.append(
+            {
+                "variant": name,
+                "method": method,
+                "bits": bits,
+                "group_size": group,
+                "quantize_s": round(time.monotonic() - t, 2),
+                "size_bytes": _size(dst),
+                "weights_bytes": _weights_size(dst),
+                "quantized_linear_bytes": _linear_bytes(dst),
+            }
+        )
         variants.append({"name": name, "path": str(dst)})
     t = time.monotonic()
-    res = verify_variants(str(merged), variants, samples, spec=VerifySpec(samples=args.samples),
-                          max_new_tokens=args.max_new_tokens)
+    res = verify_variants(
+        str(merged),
+        variants,
+        samples,
+        spec=VerifySpec(samples=args.samples),
+        max_new_tokens=args.max_new_tokens,
+    )
     verify_s = round(time.monotonic() - t, 2)
     for r in rows:
         v = res["variants"].get(r["variant"])
         if v:
-            r.update({k: v.get(k) for k in ("perplexity", "perplexityIncrease", "top1Agreement",
-                                             "charAccuracyVsMerged", "verified", "warnings")})
+            r.update(
+                {
+                    k: v.get(k)
+                    for k in (
+                        "perplexity",
+                        "perplexityIncrease",
+                        "top1Agreement",
+                        "charAccuracyVsMerged",
+                        "verified",
+                        "warnings",
+                    )
+                }
+            )
     out = {
         "what": "export stage: quantize + verify against the merged model (thinktune.export)",
         "date": datetime.now(UTC).date().isoformat(),
         "command": "uv run --no-sync python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-        "setup": setup, "merged_weights_bytes": _weights_size(merged),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "setup": setup,
+        "merged_weights_bytes": _weights_size(merged),
         "merged_linear_bytes": _merged_linear_bytes(merged),
-        "verification": {"samples": res["samples"], "max_new_tokens": args.max_new_tokens, "seconds": verify_s,
-                         "merged_perplexity": res["merged"]["perplexity"]},
+        "verification": {
+            "samples": res["samples"],
+            "max_new_tokens": args.max_new_tokens,
+            "seconds": verify_s,
+            "merged_perplexity": res["merged"]["perplexity"],
+        },
         "variants": rows,
-        "note": ("tiny random model: numbers measure cost and relative degradation, not quality" if not args.merged
-                 else ""),
+        "note": (
+            "tiny random model: numbers measure cost and relative degradation, not quality"
+            if not args.merged
+            else ""
+        ),
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(out, indent=2))

@@ -32,8 +32,12 @@ def main() -> int:
         shutil.copytree(ROOT / "examples/crypto", work, ignore=shutil.ignore_patterns("out"))
         env = dict(os.environ, HF_HUB_OFFLINE="1")
         t0 = time.monotonic()
-        res = subprocess.run([sys.executable, "-m", "thinktune.cli", "run", "-f", str(work), "--no-progress"],
-                             env=env, capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "thinktune.cli", "run", "-f", str(work), "--no-progress"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         wall = time.monotonic() - t0
         if res.returncode != 0:
             print(res.stdout[-3000:], res.stderr[-3000:])
@@ -46,13 +50,21 @@ def main() -> int:
         "command": "uv run --no-sync python bench/main_job.py",
         "what": "thinktune run -f examples/crypto/ from scratch (tiny Qwen3 with the real tokenizer, CPU)",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_before_end": list(os.getloadavg())},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before_end": list(os.getloadavg()),
+        },
         "wall_s": round(wall, 1),
-        "dataset": {"samples": ds["counts"]["samples"], "rejects": ds["counts"]["rejects"],
-                    "seconds": ds.get("timing", {}).get("total_s")},
-        "training": {k: tr.get("convergence", {}).get(k) for k in ("first_loss", "last_loss", "first_eval_loss",
-                                                                    "final_eval_loss", "verdict")},
+        "dataset": {
+            "samples": ds["counts"]["samples"],
+            "rejects": ds["counts"]["rejects"],
+            "seconds": ds.get("timing", {}).get("total_s"),
+        },
+        "training": {
+            k: tr.get("convergence", {}).get(k)
+            for k in ("first_loss", "last_loss", "first_eval_loss", "final_eval_loss", "verdict")
+        },
         "training_steps": tr.get("status", {}).get("progress", {}).get("step"),
         "export_artifacts": [x.get("name") for x in ex.get("status", {}).get("artifacts", [])],
     }

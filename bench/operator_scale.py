@@ -72,8 +72,12 @@ def hist_quantile(text: str, name: str, q: float, labels: dict[str, str] | None 
 
 
 def hist_count(text: str, name: str) -> float:
-    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name == f"{name}_count")
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == f"{name}_count"
+    )
 
 
 def ts(s: str) -> float:
@@ -97,9 +101,16 @@ class RssSampler(threading.Thread):
 
 
 def pod_table(cluster: Cluster) -> list[tuple[str, str, str, str]]:
-    out = cluster.kubectl("get", "pods", "-n", NS, "--no-headers", "-o",
-                          "custom-columns=N:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,"
-                          "ATT:.metadata.labels.thinktune\\.io/attempt").stdout
+    out = cluster.kubectl(
+        "get",
+        "pods",
+        "-n",
+        NS,
+        "--no-headers",
+        "-o",
+        "custom-columns=N:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,"
+        "ATT:.metadata.labels.thinktune\\.io/attempt",
+    ).stdout
     return [tuple(line.split()) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
 
 
@@ -118,7 +129,11 @@ def main() -> int:
     result: dict = {
         "command": "uv run --no-sync python bench/operator_scale.py " + " ".join(sys.argv[1:]),
         "date": datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "params": vars(args) | {"gpus_per_job": 1},
     }
     t = time.monotonic()
@@ -126,9 +141,15 @@ def main() -> int:
     cp.up()
     result["sandbox_up_s"] = round(time.monotonic() - t, 1)
     cluster = Cluster(cp)
-    op = OperatorProcess(cp.kubeconfig, state / "operator.log",
-                         env={"THINKTUNE_WORKERS": str(args.workers), "THINKTUNE_RESYNC_SECONDS": "60",
-                              "THINKTUNE_PROGRESS_INTERVAL": "60"})
+    op = OperatorProcess(
+        cp.kubeconfig,
+        state / "operator.log",
+        env={
+            "THINKTUNE_WORKERS": str(args.workers),
+            "THINKTUNE_RESYNC_SECONDS": "60",
+            "THINKTUNE_PROGRESS_INTERVAL": "60",
+        },
+    )
     try:
         cluster.namespace(NS)
         op.start()
@@ -138,7 +159,7 @@ def main() -> int:
         docs = [ftj(f"job-{i:04d}", NS, None, nodes=1, gpus=1) for i in range(args.jobs)]
         t0 = time.monotonic()
         for i in range(0, len(docs), 100):
-            cluster.kubectl("create", "-f", "-", input=yaml.safe_dump_all(docs[i:i + 100]))
+            cluster.kubectl("create", "-f", "-", input=yaml.safe_dump_all(docs[i : i + 100]))
         t_created = time.monotonic() - t0
         sched_at = run_at = None
         while True:
@@ -154,10 +175,26 @@ def main() -> int:
             if now > 1200:
                 raise RuntimeError(f"timeout: {scheduled} scheduled, {running} running")
             time.sleep(1)
-        jobs_running_at = wait_for("every job reports Running", lambda: (
-            (out := cluster.kubectl("get", "finetunejobs", "-n", NS, "--no-headers", "-o",
-                                    "custom-columns=P:.status.phase").stdout.split())
-            and sum(1 for p in out if p == "Running") >= args.jobs and time.monotonic() - t0), 600, 1)
+        jobs_running_at = wait_for(
+            "every job reports Running",
+            lambda: (
+                (
+                    out := cluster.kubectl(
+                        "get",
+                        "finetunejobs",
+                        "-n",
+                        NS,
+                        "--no-headers",
+                        "-o",
+                        "custom-columns=P:.status.phase",
+                    ).stdout.split()
+                )
+                and sum(1 for p in out if p == "Running") >= args.jobs
+                and time.monotonic() - t0
+            ),
+            600,
+            1,
+        )
         items = cluster.list("finetunejobs", NS)
         e2e = []
         for it in items:
@@ -165,15 +202,20 @@ def main() -> int:
             if c:
                 e2e.append(ts(c["lastTransitionTime"]) - ts(it["metadata"]["creationTimestamp"]))
         text = op.metrics_text() or ""
-        result["create"] = {"jobs": args.jobs, "create_all_crs_s": round(t_created, 2),
-                            "all_pods_scheduled_s": round(sched_at or -1, 2),
-                            "all_pods_running_s": round(run_at or -1, 2),
-                            "all_jobs_status_running_s": round(jobs_running_at, 2)}
+        result["create"] = {
+            "jobs": args.jobs,
+            "create_all_crs_s": round(t_created, 2),
+            "all_pods_scheduled_s": round(sched_at or -1, 2),
+            "all_pods_running_s": round(run_at or -1, 2),
+            "all_jobs_status_running_s": round(jobs_running_at, 2),
+        }
         result["reconcile_latency_s"] = {
-            "one_reconcile_p50": hist_quantile(text, "thinktune_operator_reconcile_duration_seconds", 0.5,
-                                               {"kind": "FineTuneJob"}),
-            "one_reconcile_p99": hist_quantile(text, "thinktune_operator_reconcile_duration_seconds", 0.99,
-                                               {"kind": "FineTuneJob"}),
+            "one_reconcile_p50": hist_quantile(
+                text, "thinktune_operator_reconcile_duration_seconds", 0.5, {"kind": "FineTuneJob"}
+            ),
+            "one_reconcile_p99": hist_quantile(
+                text, "thinktune_operator_reconcile_duration_seconds", 0.99, {"kind": "FineTuneJob"}
+            ),
             "reconciles": hist_count(text, "thinktune_operator_reconcile_duration_seconds"),
             "queue_wait_p50": hist_quantile(text, "thinktune_operator_queue_wait_seconds", 0.5),
             "queue_wait_p99": hist_quantile(text, "thinktune_operator_queue_wait_seconds", 0.99),
@@ -181,7 +223,7 @@ def main() -> int:
             "cr_created_to_status_running_p99": pct(e2e, 0.99),
             "cr_created_to_status_running_max": round(max(e2e), 2) if e2e else None,
             "note": "one_reconcile_* from the operator's histogram (bucket interpolation); cr_created_to_* from "
-                    "API timestamps (1 s resolution) and include scheduling + kwok start.",
+            "API timestamps (1 s resolution) and include scheduling + kwok start.",
         }
         # ---- GPU failures: a pod watch stamps every transition with a monotonic clock (no polling error)
         rows = pod_table(cluster)
@@ -195,6 +237,7 @@ def main() -> int:
 
         def watch_pods() -> None:
             from kubernetes import client, config, watch
+
             api = client.CoreV1Api(config.new_client_from_config(str(cp.kubeconfig)))
             w = watch.Watch()
             sel = f"thinktune.io/job in ({','.join(jobs)})"
@@ -215,12 +258,20 @@ def main() -> int:
         watcher.start()
         assert ready.wait(60), "pod watch did not start"
         for name, _node, _ph, _a in victims:
-            cluster.kubectl("annotate", "pod", name, "-n", NS,
-                            f"pod-container-running-failed.stage.kwok.x-k8s.io/exit-code={GPU_EXIT}",
-                            "pod-container-running-failed.stage.kwok.x-k8s.io/delay=0")
+            cluster.kubectl(
+                "annotate",
+                "pod",
+                name,
+                "-n",
+                NS,
+                f"pod-container-running-failed.stage.kwok.x-k8s.io/exit-code={GPU_EXIT}",
+                "pod-container-running-failed.stage.kwok.x-k8s.io/delay=0",
+            )
         t_inject = {}
         for name, _node, _ph, _a in victims:
-            cluster.kubectl("label", "pod", name, "-n", NS, "pod-container-running-failed.stage.kwok.x-k8s.io=true")
+            cluster.kubectl(
+                "label", "pod", name, "-n", NS, "pod-container-running-failed.stage.kwok.x-k8s.io=true"
+            )
             t_inject[name.rsplit("-a", 1)[0]] = time.monotonic()
         watcher.join(150)
         stop.set()
@@ -230,21 +281,28 @@ def main() -> int:
         from_failed = [replaced_at[j] - failed_at[j] for j in replaced_at if j in failed_at]
         text = op.metrics_text() or ""
         result["gpu_failure_replacement_s"] = {
-            "failures_injected": len(victims), "replaced": len(replaced_at),
+            "failures_injected": len(victims),
+            "replaced": len(replaced_at),
             "pod_failed_to_new_gang_running_p50": pct(from_failed, 0.5),
             "pod_failed_to_new_gang_running_p99": pct(from_failed, 0.99),
             "chaos_label_to_new_gang_running_p50": pct(from_label, 0.5),
             "chaos_label_to_new_gang_running_p99": pct(from_label, 0.99),
-            "operator_detect_to_gang_created_p50": hist_quantile(text, "thinktune_operator_gpu_failure_replacement_seconds", 0.5),
-            "operator_detect_to_gang_created_p99": hist_quantile(text, "thinktune_operator_gpu_failure_replacement_seconds", 0.99),
+            "operator_detect_to_gang_created_p50": hist_quantile(
+                text, "thinktune_operator_gpu_failure_replacement_seconds", 0.5
+            ),
+            "operator_detect_to_gang_created_p99": hist_quantile(
+                text, "thinktune_operator_gpu_failure_replacement_seconds", 0.99
+            ),
             "note": "from a pod watch: pod_failed_* = worker pod reported Failed (exit code 75) -> every pod of the "
-                    "new gang Running on another node; chaos_label_* also includes kwok's chaos stage (0-1 s "
-                    f"jitter). operator_* = detection -> replacement gang created (histogram). {args.jobs} jobs present.",
+            "new gang Running on another node; chaos_label_* also includes kwok's chaos stage (0-1 s "
+            f"jitter). operator_* = detection -> replacement gang created (histogram). {args.jobs} jobs present.",
         }
         rss.stop_.set()
-        result["operator_memory"] = {"rss_idle_mib": round(idle_rss / 2**20, 1),
-                                     "rss_peak_mib": round(max(rss.samples) / 2**20, 1),
-                                     "rss_end_mib": round(rss.samples[-1] / 2**20, 1)}
+        result["operator_memory"] = {
+            "rss_idle_mib": round(idle_rss / 2**20, 1),
+            "rss_peak_mib": round(max(rss.samples) / 2**20, 1),
+            "rss_end_mib": round(rss.samples[-1] / 2**20, 1),
+        }
     finally:
         op.stop()
         cp.down()

@@ -28,13 +28,30 @@ def run_one(root: Path, strategy: str, steps: int) -> dict:
     from thinktune.train.job import train_job
 
     name = f"strategy-{strategy}"
-    job = FineTuneJob.model_validate({
-        "apiVersion": "thinktune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name},
-        "spec": {"model": {"nameOrPath": "model"}, "dataset": {"path": "ds"}, "output": {"path": name},
-                 "finetuning": {"method": "lora", "strategy": strategy},
-                 # the same micro-batch everywhere so the numbers compare strategies, not batch sizes
-                 "training": {"maxSteps": steps, "globalBatchSize": 8, "microBatchSize": 8, "cutoffLen": 2048,
-                              "loggingSteps": 1, "evalSteps": 10_000, "saveSteps": 10_000, "seed": 7}}})
+    job = FineTuneJob.model_validate(
+        {
+            "apiVersion": "thinktune.io/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": name},
+            "spec": {
+                "model": {"nameOrPath": "model"},
+                "dataset": {"path": "ds"},
+                "output": {"path": name},
+                "finetuning": {"method": "lora", "strategy": strategy},
+                # the same micro-batch everywhere so the numbers compare strategies, not batch sizes
+                "training": {
+                    "maxSteps": steps,
+                    "globalBatchSize": 8,
+                    "microBatchSize": 8,
+                    "cutoffLen": 2048,
+                    "loggingSteps": 1,
+                    "evalSteps": 10_000,
+                    "saveSteps": 10_000,
+                    "seed": 7,
+                },
+            },
+        }
+    )
     t0 = time.time()
     try:
         r = train_job(job, base_dir=root, progress=False)
@@ -48,8 +65,18 @@ def run_one(root: Path, strategy: str, steps: int) -> dict:
     p = r["plan"]
     return {
         "strategy": strategy,
-        "plan": {k: p.get(k) for k in ("strategy", "precision", "micro_batch_size", "gradient_accumulation_steps",
-                                       "gradient_checkpointing", "liger_kernel", "lora_rank")},
+        "plan": {
+            k: p.get(k)
+            for k in (
+                "strategy",
+                "precision",
+                "micro_batch_size",
+                "gradient_accumulation_steps",
+                "gradient_checkpointing",
+                "liger_kernel",
+                "lora_rank",
+            )
+        },
         "steady_tokens_per_second_mean": round(sum(steady) / len(steady), 1) if steady else None,
         "peak_allocated_gib": round(peak, 2),
         "losses": [round(x["loss"], 5) for x in train if x.get("loss") is not None],
@@ -74,18 +101,22 @@ def main() -> int:
     for r in runs:
         if base and "losses" in r and r is not base:
             n = min(len(base["losses"]), len(r["losses"]))
-            r["max_abs_loss_diff_vs_single"] = round(max(abs(x - y) for x, y in
-                                                         zip(base["losses"][:n], r["losses"][:n], strict=True)), 5)
+            r["max_abs_loss_diff_vs_single"] = round(
+                max(abs(x - y) for x, y in zip(base["losses"][:n], r["losses"][:n], strict=True)), 5
+            )
             if base["steady_tokens_per_second_mean"] and r.get("steady_tokens_per_second_mean"):
-                r["throughput_vs_single"] = round(r["steady_tokens_per_second_mean"]
-                                                  / base["steady_tokens_per_second_mean"], 3)
+                r["throughput_vs_single"] = round(
+                    r["steady_tokens_per_second_mean"] / base["steady_tokens_per_second_mean"], 3
+                )
     import torch
 
-    result = {"what": "thinktune launcher, one H200, one process per strategy, random-weight Qwen3-4B "
-                      "architecture, LoRA, micro-batch 8 x 2048 tokens",
-              "command": "python bench/strategies_1gpu.py OUT " + " ".join(sys.argv[2:]),
-              "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-              "runs": runs}
+    result = {
+        "what": "thinktune launcher, one H200, one process per strategy, random-weight Qwen3-4B "
+        "architecture, LoRA, micro-batch 8 x 2048 tokens",
+        "command": "python bench/strategies_1gpu.py OUT " + " ".join(sys.argv[2:]),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "runs": runs,
+    }
     text = json.dumps(result, ensure_ascii=False, indent=1)
     print(text)
     (root / "strategies_1gpu.json").write_text(text)

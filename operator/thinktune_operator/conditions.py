@@ -27,8 +27,15 @@ def get_condition(conditions: list[dict[str, Any]] | None, ctype: str) -> dict[s
     return None
 
 
-def set_condition(conditions: list[dict[str, Any]] | None, ctype: str, status: bool | str, reason: str,
-                  message: str = "", now: datetime | None = None, generation: int | None = None) -> list[dict[str, Any]]:
+def set_condition(
+    conditions: list[dict[str, Any]] | None,
+    ctype: str,
+    status: bool | str,
+    reason: str,
+    message: str = "",
+    now: datetime | None = None,
+    generation: int | None = None,
+) -> list[dict[str, Any]]:
     """Return a new list with `ctype` set; lastTransitionTime only moves when the status flips."""
     st = status if isinstance(status, str) else ("True" if status else "False")
     out = copy.deepcopy(conditions or [])

@@ -21,12 +21,14 @@ DEFAULT_GPU_FAULT_TAINTS = (
 class OperatorConfig:
     metrics_port: int = 8080
     workspace_pvc: str = "thinktune-workspace"
-    progress_source: str = "auto"            # auto | http | annotation | none
+    progress_source: str = "auto"  # auto | http | annotation | none
     progress_interval_s: float = 15.0
     resync_s: float = 30.0
     workers: int = 16
     gpu_resource: str = "nvidia.com/gpu"
-    gpu_fault_taints: tuple[str, ...] = field(default_factory=lambda: tuple(DEFAULT_GPU_FAULT_TAINTS.split(",")))
+    gpu_fault_taints: tuple[str, ...] = field(
+        default_factory=lambda: tuple(DEFAULT_GPU_FAULT_TAINTS.split(","))
+    )
     # old-gang pods on a healthy node get this long to terminate before they are force-deleted
     stop_grace_s: float = 30.0
     # a gang whose members were created this long ago but some are missing counts as broken (PodLost)

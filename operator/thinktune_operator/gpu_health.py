@@ -28,15 +28,30 @@ except Exception:  # pragma: no cover - module not there yet / needs extras
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
-DEFAULT_FAULT_TAINTS = frozenset({
-    "thinktune.io/gpu-unhealthy", "nvidia.com/gpu-unhealthy", "nvidia.com/gpu.unhealthy", "nvidia.com/gpu-error",
-    "node.kubernetes.io/out-of-service", "node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready",
-    "node.kubernetes.io/unschedulable",
-})
+DEFAULT_FAULT_TAINTS = frozenset(
+    {
+        "thinktune.io/gpu-unhealthy",
+        "nvidia.com/gpu-unhealthy",
+        "nvidia.com/gpu.unhealthy",
+        "nvidia.com/gpu-error",
+        "node.kubernetes.io/out-of-service",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unschedulable",
+    }
+)
 
 # pod.status.reason values that mean the node/kubelet, not the program, ended the pod
-INFRA_POD_REASONS = {"Evicted", "NodeLost", "NodeShutdown", "Terminated", "UnexpectedAdmissionError",
-                     "NodeAffinity", "OutOfnvidia.com/gpu", "Shutdown"}
+INFRA_POD_REASONS = {
+    "Evicted",
+    "NodeLost",
+    "NodeShutdown",
+    "Terminated",
+    "UnexpectedAdmissionError",
+    "NodeAffinity",
+    "OutOfnvidia.com/gpu",
+    "Shutdown",
+}
 # reasons/words in a termination message that the trainer uses for GPU trouble
 _GPU_WORDS = re.compile(r"\b(gpu|xid|ecc|nvlink|nccl|cuda error|device[- ]lost|uncorrectable)\b", re.I)
 # node condition types from NPD / NVSentinel / AKS GPU checks that are bad when True
@@ -50,7 +65,7 @@ class NodeHealth:
     name: str
     healthy: bool = True
     reasons: list[str] = field(default_factory=list)
-    gpu: str | None = None          # e.g. "2 of 8 GPUs unhealthy" or a GPU id from a condition message
+    gpu: str | None = None  # e.g. "2 of 8 GPUs unhealthy" or a GPU id from a condition message
     gpu_capacity: int = 0
     gpu_allocatable: int = 0
 
@@ -83,8 +98,11 @@ def _qty_int(v: Any) -> int:
             return 0
 
 
-def node_health(node: dict[str, Any], fault_taints: frozenset[str] | set[str] | tuple[str, ...] = DEFAULT_FAULT_TAINTS,
-                gpu_resource: str = GPU_RESOURCE) -> NodeHealth:
+def node_health(
+    node: dict[str, Any],
+    fault_taints: frozenset[str] | set[str] | tuple[str, ...] = DEFAULT_FAULT_TAINTS,
+    gpu_resource: str = GPU_RESOURCE,
+) -> NodeHealth:
     name = node.get("metadata", {}).get("name", "")
     status = node.get("status") or {}
     spec = node.get("spec") or {}
@@ -112,7 +130,8 @@ def node_health(node: dict[str, Any], fault_taints: frozenset[str] | set[str] | 
             if t["key"] == "node.kubernetes.io/unschedulable" and "NodeCordoned" in h.reasons:
                 continue
             if t["key"] in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable") and any(
-                    x in h.reasons for x in ("NodeNotReady", "NodeUnknown")):
+                x in h.reasons for x in ("NodeNotReady", "NodeUnknown")
+            ):
                 continue
             h.reasons.append(r)
     cap = _qty_int((status.get("capacity") or {}).get(gpu_resource))
@@ -192,8 +211,9 @@ def unhealthy_devices(pod: dict[str, Any], gpu_resource: str = GPU_RESOURCE) -> 
     return out
 
 
-def classify_pod(pod: dict[str, Any], node: NodeHealth | None = None,
-                 gpu_exit_code: int = GPU_FAILURE_EXIT_CODE) -> Verdict | None:
+def classify_pod(
+    pod: dict[str, Any], node: NodeHealth | None = None, gpu_exit_code: int = GPU_FAILURE_EXIT_CODE
+) -> Verdict | None:
     """Verdict for one worker pod, or None when it is fine (pending/running on a healthy node/succeeded).
 
     A *running* pod gets an infrastructure verdict when its node went bad or it is being disrupted: the gang
@@ -207,13 +227,23 @@ def classify_pod(pod: dict[str, Any], node: NodeHealth | None = None,
 
     dt = pod_condition(pod, "DisruptionTarget")
     if dt and dt.get("status") == "True":
-        return Verdict("infrastructure", "DisruptionTarget", f"{dt.get('reason', '')}: {dt.get('message', '')}".strip(": "),
-                       node=node_name, gpu=node.gpu if node else None)
+        return Verdict(
+            "infrastructure",
+            "DisruptionTarget",
+            f"{dt.get('reason', '')}: {dt.get('message', '')}".strip(": "),
+            node=node_name,
+            gpu=node.gpu if node else None,
+        )
 
     bad_devices = unhealthy_devices(pod)
     if bad_devices:
-        return Verdict("infrastructure", "GPUUnhealthy", "device plugin reports unhealthy GPU(s) for this pod",
-                       node=node_name, gpu=",".join(bad_devices))
+        return Verdict(
+            "infrastructure",
+            "GPUUnhealthy",
+            "device plugin reports unhealthy GPU(s) for this pod",
+            node=node_name,
+            gpu=",".join(bad_devices),
+        )
 
     if phase == "Failed":
         term = terminated_state(pod) or {}
@@ -223,25 +253,47 @@ def classify_pod(pod: dict[str, Any], node: NodeHealth | None = None,
         gpu = info.get("gpu")
         gpu = str(gpu) if gpu is not None else (node.gpu if node else None)
         if code == gpu_exit_code:
-            return Verdict("infrastructure", "GPUFailure", _detail(info) or f"exit code {code}", node=msg_node, gpu=gpu)
+            return Verdict(
+                "infrastructure", "GPUFailure", _detail(info) or f"exit code {code}", node=msg_node, gpu=gpu
+            )
         # thinktune.train.failures writes {"reason": "GPUFailure", "category": "gpu_failure", "gpu", "node", "message"}
         kind_field = str(info.get("kind") or info.get("category") or "").lower()
-        if kind_field in ("gpu", "gpu_failure", "infrastructure", "infra", "node") or info.get("reason") == "GPUFailure" \
-                or (info.get("reason") and _GPU_WORDS.search(str(info.get("reason"))) and info.get("gpu") is not None):
-            return Verdict("infrastructure", "GPUFailure", _detail(info) or kind_field, node=msg_node, gpu=gpu)
+        if (
+            kind_field in ("gpu", "gpu_failure", "infrastructure", "infra", "node")
+            or info.get("reason") == "GPUFailure"
+            or (
+                info.get("reason")
+                and _GPU_WORDS.search(str(info.get("reason")))
+                and info.get("gpu") is not None
+            )
+        ):
+            return Verdict(
+                "infrastructure", "GPUFailure", _detail(info) or kind_field, node=msg_node, gpu=gpu
+            )
         if status.get("reason") in INFRA_POD_REASONS:
-            return Verdict("infrastructure", f"Pod{status['reason']}", status.get("message", ""), node=node_name,
-                           gpu=gpu)
+            return Verdict(
+                "infrastructure", f"Pod{status['reason']}", status.get("message", ""), node=node_name, gpu=gpu
+            )
         if node is not None and not node.healthy:
-            return Verdict("infrastructure", node.reason, f"worker failed on unhealthy node ({', '.join(node.reasons)})",
-                           node=node_name, gpu=node.gpu)
+            return Verdict(
+                "infrastructure",
+                node.reason,
+                f"worker failed on unhealthy node ({', '.join(node.reasons)})",
+                node=node_name,
+                gpu=node.gpu,
+            )
         reason = term.get("reason") or "Error"
         if reason == "OOMKilled":
             return Verdict("application", "OOMKilled", "container exceeded its memory limit", node=node_name)
-        return Verdict("application", "ExitCode" if code is not None else reason,
-                       _detail(info) or f"exit code {code} ({reason})", node=node_name)
+        return Verdict(
+            "application",
+            "ExitCode" if code is not None else reason,
+            _detail(info) or f"exit code {code} ({reason})",
+            node=node_name,
+        )
 
     if node is not None and not node.healthy and node_name:
-        return Verdict("infrastructure", node.reason, ", ".join(node.reasons[1:]),
-                       node=node_name, gpu=node.gpu)
+        return Verdict(
+            "infrastructure", node.reason, ", ".join(node.reasons[1:]), node=node_name, gpu=node.gpu
+        )
     return None

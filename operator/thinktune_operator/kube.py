@@ -16,8 +16,12 @@ from thinktune.spec import GROUP, KINDS, VERSION
 log = logging.getLogger(__name__)
 
 PLURALS = {k: cls.plural for k, cls in KINDS.items()}
-CORE_KINDS = {"Pod": "pod", "ConfigMap": "config_map", "Service": "service",
-              "PersistentVolumeClaim": "persistent_volume_claim"}
+CORE_KINDS = {
+    "Pod": "pod",
+    "ConfigMap": "config_map",
+    "Service": "service",
+    "PersistentVolumeClaim": "persistent_volume_claim",
+}
 PLURAL_OF = {"PodGroup": "podgroups"}
 
 
@@ -62,10 +66,13 @@ class Kube:
             raise
 
     def delete(self, namespace: str, kind: str, name: str, force: bool = False) -> None:
-        body = client.V1DeleteOptions(grace_period_seconds=0 if force else None, propagation_policy="Background")
+        body = client.V1DeleteOptions(
+            grace_period_seconds=0 if force else None, propagation_policy="Background"
+        )
         try:
-            getattr(self.core, f"delete_namespaced_{CORE_KINDS[kind]}")(name, namespace, body=body,
-                                                                        _preload_content=False)
+            getattr(self.core, f"delete_namespaced_{CORE_KINDS[kind]}")(
+                name, namespace, body=body, _preload_content=False
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -81,16 +88,18 @@ class Kube:
 
     def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:
-            self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURALS[kind], name,
-                                                              {"status": status})
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURALS[kind], name, {"status": status}
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
 
     def delete_cr(self, kind: str, namespace: str, name: str) -> None:
         try:
-            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name,
-                                                        propagation_policy="Background")
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[kind], name, propagation_policy="Background"
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -102,11 +111,18 @@ class Kube:
         ev = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{m['name']}.{int(time.time() * 1e6):x}{uuid.uuid4().hex[:4]}",
-                         "namespace": m.get("namespace", "default")},
-            "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "name": m["name"],
-                               "namespace": m.get("namespace"), "uid": m.get("uid"),
-                               "resourceVersion": m.get("resourceVersion")},
+            "metadata": {
+                "name": f"{m['name']}.{int(time.time() * 1e6):x}{uuid.uuid4().hex[:4]}",
+                "namespace": m.get("namespace", "default"),
+            },
+            "involvedObject": {
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "name": m["name"],
+                "namespace": m.get("namespace"),
+                "uid": m.get("uid"),
+                "resourceVersion": m.get("resourceVersion"),
+            },
             "reason": reason,
             "message": message[:1024],
             "type": type_,

@@ -32,7 +32,8 @@ def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration")
+        prefix=PREFIX, key="last-handled-configuration"
+    )
     settings.posting.enabled = True
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
@@ -58,7 +59,9 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **kwa
             start_http_server(cfg.metrics_port)
             logger.info("metrics on :%d/metrics", cfg.metrics_port)
         except OSError as e:  # e.g. a second local operator: reconcile anyway, just without metrics
-            logger.warning("metrics port %d unavailable (%s): Prometheus endpoint disabled", cfg.metrics_port, e)
+            logger.warning(
+                "metrics port %d unavailable (%s): Prometheus endpoint disabled", cfg.metrics_port, e
+            )
     kube = Kube(load_client(pool=cfg.workers * 2))
     rt = R.Runtime(cfg, kube, metrics)
     # kopf passes the (pre-populated, live) indexes to startup handlers; keep references for the workers

@@ -48,8 +48,11 @@ class StateCollector(Collector):
 
     def collect(self):
         snap = self.view.snapshot()
-        by_phase = GaugeMetricFamily(f"{PREFIX}_jobs", "Custom resources by kind, namespace and phase",
-                                     labels=["kind", "namespace", "phase"])
+        by_phase = GaugeMetricFamily(
+            f"{PREFIX}_jobs",
+            "Custom resources by kind, namespace and phase",
+            labels=["kind", "namespace", "phase"],
+        )
         counts: dict[tuple[str, str, str], int] = {}
         namespaces = {(k, ns) for (k, ns, _n) in snap}
         for (kind, ns, _name), st in snap.items():
@@ -60,21 +63,45 @@ class StateCollector(Collector):
                 by_phase.add_metric([kind, ns, ph], counts.get((kind, ns, ph), 0))
         yield by_phase
 
-        prog = GaugeMetricFamily(f"{PREFIX}_job_progress_percent", "FineTuneJob progress (step/total)",
-                                 labels=["namespace", "finetunejob"])
-        step = GaugeMetricFamily(f"{PREFIX}_job_step", "FineTuneJob optimizer step", labels=["namespace", "finetunejob"])
-        loss = GaugeMetricFamily(f"{PREFIX}_job_loss", "FineTuneJob latest training loss", labels=["namespace", "finetunejob"])
-        eta = GaugeMetricFamily(f"{PREFIX}_job_eta_seconds", "FineTuneJob estimated time left",
-                                labels=["namespace", "finetunejob"])
-        attempt = GaugeMetricFamily(f"{PREFIX}_job_attempt", "FineTuneJob gang attempt", labels=["namespace", "finetunejob"])
-        failed_nodes = GaugeMetricFamily(f"{PREFIX}_job_failed_nodes", "Nodes a FineTuneJob avoids after failures",
-                                         labels=["namespace", "finetunejob"])
-        evalm = GaugeMetricFamily(f"{PREFIX}_job_eval_metric", "Final evaluation metrics of a FineTuneJob",
-                                  labels=["namespace", "finetunejob", "metric"])
-        ds = GaugeMetricFamily(f"{PREFIX}_dataset_samples", "DatasetBuild counts from report.json",
-                               labels=["namespace", "datasetbuild", "count"])
-        art = GaugeMetricFamily(f"{PREFIX}_export_artifacts", "ModelExport artifacts (verified label)",
-                                labels=["namespace", "modelexport", "verified"])
+        prog = GaugeMetricFamily(
+            f"{PREFIX}_job_progress_percent",
+            "FineTuneJob progress (step/total)",
+            labels=["namespace", "finetunejob"],
+        )
+        step = GaugeMetricFamily(
+            f"{PREFIX}_job_step", "FineTuneJob optimizer step", labels=["namespace", "finetunejob"]
+        )
+        loss = GaugeMetricFamily(
+            f"{PREFIX}_job_loss", "FineTuneJob latest training loss", labels=["namespace", "finetunejob"]
+        )
+        eta = GaugeMetricFamily(
+            f"{PREFIX}_job_eta_seconds",
+            "FineTuneJob estimated time left",
+            labels=["namespace", "finetunejob"],
+        )
+        attempt = GaugeMetricFamily(
+            f"{PREFIX}_job_attempt", "FineTuneJob gang attempt", labels=["namespace", "finetunejob"]
+        )
+        failed_nodes = GaugeMetricFamily(
+            f"{PREFIX}_job_failed_nodes",
+            "Nodes a FineTuneJob avoids after failures",
+            labels=["namespace", "finetunejob"],
+        )
+        evalm = GaugeMetricFamily(
+            f"{PREFIX}_job_eval_metric",
+            "Final evaluation metrics of a FineTuneJob",
+            labels=["namespace", "finetunejob", "metric"],
+        )
+        ds = GaugeMetricFamily(
+            f"{PREFIX}_dataset_samples",
+            "DatasetBuild counts from report.json",
+            labels=["namespace", "datasetbuild", "count"],
+        )
+        art = GaugeMetricFamily(
+            f"{PREFIX}_export_artifacts",
+            "ModelExport artifacts (verified label)",
+            labels=["namespace", "modelexport", "verified"],
+        )
         for (kind, ns, name), st in snap.items():
             if kind == "FineTuneJob":
                 p = st.get("progress") or {}
@@ -98,7 +125,11 @@ class StateCollector(Collector):
             elif kind == "ModelExport":
                 arts = st.get("artifacts") or []
                 for verified in ("true", "false", "unknown"):
-                    n = sum(1 for a in arts if str(a.get("verified")).lower().replace("none", "unknown") == verified)
+                    n = sum(
+                        1
+                        for a in arts
+                        if str(a.get("verified")).lower().replace("none", "unknown") == verified
+                    )
                     if arts:
                         art.add_metric([ns, name, verified], float(n))
         yield from (prog, step, loss, eta, attempt, failed_nodes, evalm, ds, art)
@@ -110,26 +141,51 @@ class OperatorMetrics:
         self.registry = r
         self.view = ObjectView()
         r.register(StateCollector(self.view))
-        self.restarts = Counter(f"{PREFIX}_restarts", "Gang restarts by reason",
-                                ["kind", "namespace", "type", "reason"], registry=r)
-        self.gpu_failures = Counter(f"{PREFIX}_gpu_failures", "Infrastructure (GPU/node) failures detected",
-                                    ["namespace", "node", "reason"], registry=r)
+        self.restarts = Counter(
+            f"{PREFIX}_restarts",
+            "Gang restarts by reason",
+            ["kind", "namespace", "type", "reason"],
+            registry=r,
+        )
+        self.gpu_failures = Counter(
+            f"{PREFIX}_gpu_failures",
+            "Infrastructure (GPU/node) failures detected",
+            ["namespace", "node", "reason"],
+            registry=r,
+        )
         self.reconcile_seconds = Histogram(
-            f"{PREFIX}_reconcile_duration_seconds", "Time of one reconcile", ["kind"], registry=r,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.reconcile_errors = Counter(f"{PREFIX}_reconcile_errors", "Reconciles that raised", ["kind"], registry=r)
+            f"{PREFIX}_reconcile_duration_seconds",
+            "Time of one reconcile",
+            ["kind"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.reconcile_errors = Counter(
+            f"{PREFIX}_reconcile_errors", "Reconciles that raised", ["kind"], registry=r
+        )
         self.queue_wait_seconds = Histogram(
-            f"{PREFIX}_queue_wait_seconds", "Time a key waited in the work queue before its reconcile started",
-            ["kind"], registry=r, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+            f"{PREFIX}_queue_wait_seconds",
+            "Time a key waited in the work queue before its reconcile started",
+            ["kind"],
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
         self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Keys waiting in the work queue", registry=r)
         self.gang_schedule_seconds = Histogram(
-            f"{PREFIX}_gang_schedule_seconds", "Time from gang creation until every worker is scheduled",
-            registry=r, buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800))
+            f"{PREFIX}_gang_schedule_seconds",
+            "Time from gang creation until every worker is scheduled",
+            registry=r,
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+        )
         self.replacement_seconds = Histogram(
             f"{PREFIX}_gpu_failure_replacement_seconds",
             "Time from detecting an infrastructure failure until the replacement gang is created",
-            registry=r, buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
-        self.events = Counter(f"{PREFIX}_events", "Kubernetes Events posted", ["kind", "type", "reason"], registry=r)
+            registry=r,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+        )
+        self.events = Counter(
+            f"{PREFIX}_events", "Kubernetes Events posted", ["kind", "type", "reason"], registry=r
+        )
 
 
 _METRICS: OperatorMetrics | None = None

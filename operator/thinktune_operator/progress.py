@@ -154,4 +154,5 @@ def make_source(kind: str) -> ProgressSource:
         if not any(cs.get("containerID") for cs in statuses):
             return None
         return fetch_http(pod, port)
+
     return auto

@@ -48,8 +48,13 @@ def wait_for(what: str, fn: Callable[[], T], timeout: float = 30.0, interval: fl
 class OperatorProcess:
     """`python -m kopf run -A --standalone -m thinktune_operator.main` against a kubeconfig."""
 
-    def __init__(self, kubeconfig: Path | str, log_path: Path | str, env: dict[str, str] | None = None,
-                 namespaces: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path | str,
+        log_path: Path | str,
+        env: dict[str, str] | None = None,
+        namespaces: list[str] | None = None,
+    ) -> None:
         self.kubeconfig = str(kubeconfig)
         self.scope = [f"--namespace={n}" for n in namespaces] if namespaces else ["-A"]
         self.log_path = Path(log_path)
@@ -64,24 +69,46 @@ class OperatorProcess:
         self.starts = 0
 
     def start(self, wait: bool = True) -> OperatorProcess:
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "THINKTUNE_METRICS_PORT": str(self.metrics_port),
-               **self.extra_env}
+        env = {
+            **os.environ,
+            "KUBECONFIG": self.kubeconfig,
+            "THINKTUNE_METRICS_PORT": str(self.metrics_port),
+            **self.extra_env,
+        }
         self.starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         log.write(f"\n===== start #{self.starts} =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kopf", "run", *self.scope, "--standalone", "--verbose", "-m",
-             "thinktune_operator.main"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "kopf",
+                "run",
+                *self.scope,
+                "--standalone",
+                "--verbose",
+                "-m",
+                "thinktune_operator.main",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         log.close()
         if wait:
-            wait_for("operator metrics endpoint", lambda: self.alive() and self.metrics_text() is not None, 60)
+            wait_for(
+                "operator metrics endpoint", lambda: self.alive() and self.metrics_text() is not None, 60
+            )
         return self
 
     def alive(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"operator exited ({self.proc.returncode if self.proc else None}):\n{self.log_tail()}")
+            raise RuntimeError(
+                f"operator exited ({self.proc.returncode if self.proc else None}):\n{self.log_tail()}"
+            )
         return True
 
     def metrics_text(self) -> str | None:
@@ -144,7 +171,9 @@ class Cluster:
         return json.loads(r.stdout)
 
     def list(self, kind: str, ns: str | None = None, selector: str | None = None) -> list[dict[str, Any]]:
-        args = ["get", kind, "-o", "json"] + (["-n", ns] if ns else ["-A"] if kind not in ("nodes", "pv") else [])
+        args = ["get", kind, "-o", "json"] + (
+            ["-n", ns] if ns else ["-A"] if kind not in ("nodes", "pv") else []
+        )
         if selector:
             args += ["-l", selector]
         return json.loads(self.kubectl(*args).stdout)["items"]
@@ -159,7 +188,9 @@ class Cluster:
         for name in names:
             m = self.cp.gpu_node_manifest(name)
             m["metadata"]["labels"][POOL_LABEL] = pool
-            m["metadata"]["labels"].pop("thinktune.io/sandbox-node", None)  # not one of the fixture's own nodes
+            m["metadata"]["labels"].pop(
+                "thinktune.io/sandbox-node", None
+            )  # not one of the fixture's own nodes
             for section in ("capacity", "allocatable"):
                 m["status"][section]["nvidia.com/gpu"] = str(gpus)
             docs.append(m)
@@ -169,7 +200,9 @@ class Cluster:
             nodes = self.list("nodes", selector=f"{POOL_LABEL}={pool}")
             return len(nodes) == n and all(
                 any(c["type"] == "Ready" and c["status"] == "True" for c in x["status"].get("conditions", []))
-                for x in nodes)
+                for x in nodes
+            )
+
         wait_for(f"pool {pool} Ready", ready, 60)
         return names
 
@@ -180,16 +213,36 @@ class Cluster:
         """Namespace plus a bound workspace PVC (static hostPath PV, no storage class needed)."""
         self.apply(
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-            {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{ns}-{workspace}"},
-             "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                      "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{ns}-{workspace}"},
-                      "claimRef": {"namespace": ns, "name": workspace}}},
-            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": workspace, "namespace": ns},
-             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{ns}-{workspace}",
-                      "resources": {"requests": {"storage": "10Gi"}}}},
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": f"{ns}-{workspace}"},
+                "spec": {
+                    "capacity": {"storage": "10Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": f"/tmp/{ns}-{workspace}"},
+                    "claimRef": {"namespace": ns, "name": workspace},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": workspace, "namespace": ns},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": f"{ns}-{workspace}",
+                    "resources": {"requests": {"storage": "10Gi"}},
+                },
+            },
         )
-        wait_for(f"PVC {ns}/{workspace} Bound",
-                 lambda: (self.get("pvc", workspace, ns) or {}).get("status", {}).get("phase") == "Bound", 60)
+        wait_for(
+            f"PVC {ns}/{workspace} Bound",
+            lambda: (self.get("pvc", workspace, ns) or {}).get("status", {}).get("phase") == "Bound",
+            60,
+        )
 
     def worker_pods(self, ns: str, job: str) -> list[dict[str, Any]]:
         return [p for p in self.list("pods", ns, f"thinktune.io/job={job}")]
@@ -225,5 +278,9 @@ def ftj(name: str, ns: str, pool: str | None, nodes: int = 1, gpus: int = 8, **s
     if nodes > 1:
         s["finetuning"] = {"strategy": "ddp"}
     s.update(spec)
-    return {"apiVersion": "thinktune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name, "namespace": ns},
-            "spec": s}
+    return {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": s,
+    }

@@ -49,11 +49,13 @@ def gpu_pod(name: str, gpus: int) -> dict:
             "restartPolicy": "Never",
             "nodeSelector": {"nvidia.com/gpu.present": "true"},
             "tolerations": [KWOK_TOLERATION],
-            "containers": [{
-                "name": "trainer",
-                "image": "thinktune/trainer:test",
-                "resources": {"limits": {GPU_RESOURCE: str(gpus)}, "requests": {GPU_RESOURCE: str(gpus)}},
-            }],
+            "containers": [
+                {
+                    "name": "trainer",
+                    "image": "thinktune/trainer:test",
+                    "resources": {"limits": {GPU_RESOURCE: str(gpus)}, "requests": {GPU_RESOURCE: str(gpus)}},
+                }
+            ],
         },
     }
 
@@ -113,7 +115,10 @@ def test_gpu_pod_is_scheduled_by_the_real_scheduler_and_runs(control_plane: Cont
     name = unique("gpu4")
     apply(control_plane, gpu_pod(name, gpus=4))
     try:
-        running = wait_for(f"pod {name} Running", lambda: (p := pod(control_plane, name))["status"].get("phase") == "Running" and p)
+        running = wait_for(
+            f"pod {name} Running",
+            lambda: (p := pod(control_plane, name))["status"].get("phase") == "Running" and p,
+        )
         assert running["spec"]["nodeName"] in control_plane.node_names
         conds = {c["type"]: c["status"] for c in running["status"]["conditions"]}
         assert conds["PodScheduled"] == "True" and conds["Ready"] == "True"
@@ -127,12 +132,19 @@ def test_pod_asking_for_more_gpus_than_any_node_stays_pending(control_plane: Con
     name = unique("gpu9")
     apply(control_plane, gpu_pod(name, gpus=9))
     try:
+
         def unschedulable() -> bool:
             conds = pod(control_plane, name)["status"].get("conditions", [])
-            return any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
-                       and "nvidia.com/gpu" in c.get("message", "") for c in conds)
+            return any(
+                c["type"] == "PodScheduled"
+                and c.get("reason") == "Unschedulable"
+                and "nvidia.com/gpu" in c.get("message", "")
+                for c in conds
+            )
 
-        wait_for(f"pod {name} to be Unschedulable for insufficient nvidia.com/gpu", unschedulable, timeout_s=30)
+        wait_for(
+            f"pod {name} to be Unschedulable for insufficient nvidia.com/gpu", unschedulable, timeout_s=30
+        )
         assert pod(control_plane, name)["status"]["phase"] == "Pending"
     finally:
         control_plane.kubectl("delete", "pod", name, "--wait=false", check=False)
@@ -144,18 +156,27 @@ def test_node_not_ready_chaos_label_turns_node_not_ready(control_plane: ControlP
     apply(control_plane, control_plane.gpu_node_manifest(name))
     try:
         wait_for(f"node {name} Ready", lambda: node_ready(control_plane, name) == "True")
-        control_plane.kubectl("annotate", "node", name,
-                              f"{NODE_NOT_READY_LABEL}/reason=GPUXidError",
-                              f"{NODE_NOT_READY_LABEL}/message=Xid 79: GPU has fallen off the bus")
+        control_plane.kubectl(
+            "annotate",
+            "node",
+            name,
+            f"{NODE_NOT_READY_LABEL}/reason=GPUXidError",
+            f"{NODE_NOT_READY_LABEL}/message=Xid 79: GPU has fallen off the bus",
+        )
         control_plane.kubectl("label", "node", name, f"{NODE_NOT_READY_LABEL}=true")
         wait_for(f"node {name} NotReady", lambda: node_ready(control_plane, name) == "False")
-        ready = next(c for c in get_json(control_plane, "node", name)["status"]["conditions"] if c["type"] == "Ready")
+        ready = next(
+            c for c in get_json(control_plane, "node", name)["status"]["conditions"] if c["type"] == "Ready"
+        )
         assert ready["reason"] == "GPUXidError"
         # The node-lifecycle controller in kube-controller-manager reacts with the not-ready taint.
-        wait_for(f"node {name} tainted node.kubernetes.io/not-ready", lambda: any(
-            t["key"] == "node.kubernetes.io/not-ready"
-            for t in get_json(control_plane, "node", name)["spec"].get("taints", [])
-        ))
+        wait_for(
+            f"node {name} tainted node.kubernetes.io/not-ready",
+            lambda: any(
+                t["key"] == "node.kubernetes.io/not-ready"
+                for t in get_json(control_plane, "node", name)["spec"].get("taints", [])
+            ),
+        )
     finally:
         control_plane.kubectl("delete", "node", name, "--wait=false", check=False)
 
@@ -167,8 +188,10 @@ def test_pod_chaos_label_fails_the_pod_with_the_annotated_exit_code(control_plan
         wait_for(f"pod {name} Running", lambda: pod(control_plane, name)["status"].get("phase") == "Running")
         control_plane.kubectl("annotate", "pod", name, f"{POD_FAILED_EXIT_CODE_ANNOTATION}=137")
         control_plane.kubectl("label", "pod", name, f"{POD_FAILED_LABEL}=true")
-        failed = wait_for(f"pod {name} Failed",
-                          lambda: (p := pod(control_plane, name))["status"].get("phase") == "Failed" and p)
+        failed = wait_for(
+            f"pod {name} Failed",
+            lambda: (p := pod(control_plane, name))["status"].get("phase") == "Failed" and p,
+        )
         terminated = failed["status"]["containerStatuses"][0]["state"]["terminated"]
         assert terminated["exitCode"] == 137
     finally:

@@ -32,11 +32,26 @@ POD_FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
 
 
 def prometheus_bin() -> str | None:
-    return shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
+    return shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
+    )
 
 
-TRAIN_NAMES = ("step", "total_steps", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second",
-               "eta_seconds", "gpu_memory_allocated_bytes", "gpu_utilization_ratio", "char_accuracy", "term_accuracy")
+TRAIN_NAMES = (
+    "step",
+    "total_steps",
+    "epoch",
+    "loss",
+    "eval_loss",
+    "learning_rate",
+    "grad_norm",
+    "tokens_per_second",
+    "eta_seconds",
+    "gpu_memory_allocated_bytes",
+    "gpu_utilization_ratio",
+    "char_accuracy",
+    "term_accuracy",
+)
 
 
 class _FallbackPromMetrics:
@@ -45,8 +60,10 @@ class _FallbackPromMetrics:
     def __init__(self, *, job: str, namespace: str, rank: int, port: int) -> None:
         self.registry = CollectorRegistry()
         self.labels = {"job": job, "namespace": namespace, "rank": str(rank)}
-        self.gauges = {n: Gauge(f"thinktune_train_{n}", n, list(self.labels), registry=self.registry)
-                       for n in TRAIN_NAMES}
+        self.gauges = {
+            n: Gauge(f"thinktune_train_{n}", n, list(self.labels), registry=self.registry)
+            for n in TRAIN_NAMES
+        }
         self.port = free_port()
         start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
 
@@ -57,6 +74,7 @@ class _FallbackPromMetrics:
 def trainer_metrics_class():
     try:  # the real exporter of the trainer pods
         from thinktune.train.callbacks import PromMetrics
+
         return PromMetrics, "thinktune.train.callbacks.PromMetrics"
     except Exception:  # noqa: BLE001 - trainer extras (transformers) not installed
         return _FallbackPromMetrics, "prometheus_client fallback with the documented names"
@@ -72,7 +90,9 @@ class TrainerExporter:
         self.ranks = {(j, r): cls(job=j, namespace=NS, rank=r, port=0) for j in jobs for r in (0, 1)}
         self.dcgm_reg = CollectorRegistry()
         dcgm = ["gpu", "UUID", "device", "modelName", "Hostname", "namespace", "pod", "container"]
-        self.fb = Gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", dcgm, registry=self.dcgm_reg)
+        self.fb = Gauge(
+            "DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", dcgm, registry=self.dcgm_reg
+        )
         self.util = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", dcgm, registry=self.dcgm_reg)
         self.dcgm_port = free_port()
         self.jobs = jobs
@@ -108,7 +128,16 @@ class TrainerExporter:
                 m.set("term_accuracy", min(0.99, 0.4 + t / 200))
             for j in self.jobs:
                 for gpu in range(2):
-                    d = (str(gpu), f"GPU-{gpu:08d}", f"nvidia{gpu}", "NVIDIA H200", "kwok", NS, f"{j}-a1-w0", "trainer")
+                    d = (
+                        str(gpu),
+                        f"GPU-{gpu:08d}",
+                        f"nvidia{gpu}",
+                        "NVIDIA H200",
+                        "kwok",
+                        NS,
+                        f"{j}-a1-w0",
+                        "trainer",
+                    )
                     self.fb.labels(*d).set(60000 + 10 * t)
                     self.util.labels(*d).set(90 + (t % 10))
             time.sleep(0.5)
@@ -123,21 +152,43 @@ def prom_query(port: int, q: str) -> list[dict]:
 
 
 def substitute(expr: str) -> str:
-    return (expr.replace("$namespace", NS).replace("$job", ".*").replace("$__rate_interval", "2m")
-            .replace("$__range", "5m"))
+    return (
+        expr.replace("$namespace", NS)
+        .replace("$job", ".*")
+        .replace("$__rate_interval", "2m")
+        .replace("$__range", "5m")
+    )
 
 
 def complete(cluster: Cluster, name: str, message: dict) -> None:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     pod = cluster.get("pod", name, NS)
-    cs = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
-           "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(message),
-                                    "startedAt": now, "finishedAt": now}}} for c in pod["spec"]["containers"]]
+    cs = [
+        {
+            "name": c["name"],
+            "image": c["image"],
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "state": {
+                "terminated": {
+                    "exitCode": 0,
+                    "reason": "Completed",
+                    "message": json.dumps(message),
+                    "startedAt": now,
+                    "finishedAt": now,
+                }
+            },
+        }
+        for c in pod["spec"]["containers"]
+    ]
     cluster.patch_status("pod", name, {"status": {"phase": "Succeeded", "containerStatuses": cs}}, NS)
 
 
-@pytest.mark.skipif(prometheus_bin() is None, reason="prometheus missing: apt-get install -y prometheus "
-                                                     "(tools/build-binaries.sh --prometheus)")
+@pytest.mark.skipif(
+    prometheus_bin() is None,
+    reason="prometheus missing: apt-get install -y prometheus (tools/build-binaries.sh --prometheus)",
+)
 def test_every_dashboard_panel_returns_data(control_plane, tmp_path):
     cluster = Cluster(control_plane)
     op = OperatorProcess(control_plane.kubeconfig, tmp_path / "operator.log").start()
@@ -147,56 +198,131 @@ def test_every_dashboard_panel_returns_data(control_plane, tmp_path):
         cluster.namespace(NS)
         cluster.gpu_pool(NS, 3)
         tol = [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
-        cluster.create({"apiVersion": "thinktune.io/v1alpha1", "kind": "DatasetBuild",
-                        "metadata": {"name": "crypto", "namespace": NS},
-                        "spec": {"source": {"path": "corpus"}, "output": {"path": "ds"}, "pod": {"tolerations": tol}}})
-        build = wait_for("build pod", lambda: [p for p in cluster.list("pods", NS, "app.kubernetes.io/component="
-                                                                       "dataset-build")
-                                               if p["status"].get("phase") == "Running"], 30)[0]
-        complete(cluster, build["metadata"]["name"], {"counts": {"documents": 3, "samples": 120, "rejects": 5},
-                                                      "splits": {"train": 84, "val": 18, "test": 18}})
+        cluster.create(
+            {
+                "apiVersion": "thinktune.io/v1alpha1",
+                "kind": "DatasetBuild",
+                "metadata": {"name": "crypto", "namespace": NS},
+                "spec": {"source": {"path": "corpus"}, "output": {"path": "ds"}, "pod": {"tolerations": tol}},
+            }
+        )
+        build = wait_for(
+            "build pod",
+            lambda: [
+                p
+                for p in cluster.list("pods", NS, "app.kubernetes.io/component=dataset-build")
+                if p["status"].get("phase") == "Running"
+            ],
+            30,
+        )[0]
+        complete(
+            cluster,
+            build["metadata"]["name"],
+            {
+                "counts": {"documents": 3, "samples": 120, "rejects": 5},
+                "splits": {"train": 84, "val": 18, "test": 18},
+            },
+        )
         cluster.create(ftj("train", NS, NS, nodes=1), ftj("live", NS, NS, nodes=1))
 
         def running(job, attempt):
-            return [p for p in cluster.worker_pods(NS, job) if p["status"].get("phase") == "Running"
-                    and p["metadata"]["labels"]["thinktune.io/attempt"] == str(attempt)]
+            return [
+                p
+                for p in cluster.worker_pods(NS, job)
+                if p["status"].get("phase") == "Running"
+                and p["metadata"]["labels"]["thinktune.io/attempt"] == str(attempt)
+            ]
+
         (p0,) = wait_for("train running", lambda: running("train", 0), 30)
         (live,) = wait_for("live running", lambda: running("live", 0), 30)
-        cluster.kubectl("annotate", "pod", live["metadata"]["name"], "-n", NS,
-                        'thinktune.io/progress={"step": 50, "totalSteps": 200, "loss": 1.4, "etaSeconds": 900}')
+        cluster.kubectl(
+            "annotate",
+            "pod",
+            live["metadata"]["name"],
+            "-n",
+            NS,
+            'thinktune.io/progress={"step": 50, "totalSteps": 200, "loss": 1.4, "etaSeconds": 900}',
+        )
         # GPU failure -> gang restart (restarts, GPU failures, replacement latency), then success with eval metrics
-        cluster.kubectl("annotate", "pod", p0["metadata"]["name"], "-n", NS,
-                        "pod-container-running-failed.stage.kwok.x-k8s.io/exit-code=75",
-                        "pod-container-running-failed.stage.kwok.x-k8s.io/delay=0")
+        cluster.kubectl(
+            "annotate",
+            "pod",
+            p0["metadata"]["name"],
+            "-n",
+            NS,
+            "pod-container-running-failed.stage.kwok.x-k8s.io/exit-code=75",
+            "pod-container-running-failed.stage.kwok.x-k8s.io/delay=0",
+        )
         cluster.kubectl("label", "pod", p0["metadata"]["name"], "-n", NS, f"{POD_FAIL_LABEL}=true")
         (p1,) = wait_for("train attempt 1", lambda: running("train", 1), 30)
-        complete(cluster, p1["metadata"]["name"], {"metrics": {"evalLoss": 1.05, "rougeL": 0.33, "termAccuracy": 0.7}})
-        wait_for("train Succeeded", lambda: (cluster.get("finetunejob", "train", NS) or {}).get("status", {})
-                 .get("phase") == "Succeeded", 30)
-        wait_for("live progress", lambda: "thinktune_operator_job_progress_percent" in (op.metrics_text() or ""), 30)
+        complete(
+            cluster,
+            p1["metadata"]["name"],
+            {"metrics": {"evalLoss": 1.05, "rougeL": 0.33, "termAccuracy": 0.7}},
+        )
+        wait_for(
+            "train Succeeded",
+            lambda: (
+                (cluster.get("finetunejob", "train", NS) or {}).get("status", {}).get("phase") == "Succeeded"
+            ),
+            30,
+        )
+        wait_for(
+            "live progress",
+            lambda: "thinktune_operator_job_progress_percent" in (op.metrics_text() or ""),
+            30,
+        )
 
         # a real Prometheus scraping both endpoints every second
         pport = free_port()
-        cfg = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-               "scrape_configs": [
-                   {"job_name": "thinktune-operator", "static_configs": [{"targets": [f"127.0.0.1:{op.metrics_port}"]}]},
-                   # honor_labels: the trainer's own `job`/`namespace` labels win over Prometheus' target labels,
-                   # as with the chart's PodMonitor for trainer pods
-                   {"job_name": "trainer-pods", "honor_labels": True,
-                    "static_configs": [{"targets": exporter.targets}]}]}
+        cfg = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {
+                    "job_name": "thinktune-operator",
+                    "static_configs": [{"targets": [f"127.0.0.1:{op.metrics_port}"]}],
+                },
+                # honor_labels: the trainer's own `job`/`namespace` labels win over Prometheus' target labels,
+                # as with the chart's PodMonitor for trainer pods
+                {
+                    "job_name": "trainer-pods",
+                    "honor_labels": True,
+                    "static_configs": [{"targets": exporter.targets}],
+                },
+            ],
+        }
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
         log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
-        prom = subprocess.Popen([prometheus_bin(), f"--config.file={tmp_path / 'prometheus.yml'}",
-                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{pport}"],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for("prometheus ready", lambda: urllib.request.urlopen(f"http://127.0.0.1:{pport}/-/ready",
-                                                                    timeout=2).status == 200, 60, 0.5)
+        prom = subprocess.Popen(
+            [
+                prometheus_bin(),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{pport}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(
+            "prometheus ready",
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{pport}/-/ready", timeout=2).status == 200,
+            60,
+            0.5,
+        )
         n_targets = 1 + len(exporter.targets)
         wait_for("all targets up", lambda: len(prom_query(pport, "up == 1")) == n_targets, 60, 0.5)
         print(f"trainer exporter: {exporter.source}")
         time.sleep(8)  # a few scrapes, so rate() windows have >= 2 samples
-        cluster.kubectl("annotate", "pod", live["metadata"]["name"], "-n", NS, "--overwrite",
-                        'thinktune.io/progress={"step": 60, "totalSteps": 200, "loss": 1.3, "etaSeconds": 850}')
+        cluster.kubectl(
+            "annotate",
+            "pod",
+            live["metadata"]["name"],
+            "-n",
+            NS,
+            "--overwrite",
+            'thinktune.io/progress={"step": 60, "totalSteps": 200, "loss": 1.3, "etaSeconds": 850}',
+        )
         time.sleep(4)
 
         dash = json.loads(DASHBOARD.read_text())
@@ -204,9 +330,11 @@ def test_every_dashboard_panel_returns_data(control_plane, tmp_path):
         for var in dash["templating"]["list"]:
             if var["type"] == "query":
                 q = var["definition"]
-                m, label = q[len("label_values("):-1].rsplit(",", 1)
-                url = (f"http://127.0.0.1:{pport}/api/v1/label/{label.strip()}/values?" +
-                       urllib.parse.urlencode({"match[]": substitute(m)}))
+                m, label = q[len("label_values(") : -1].rsplit(",", 1)
+                url = (
+                    f"http://127.0.0.1:{pport}/api/v1/label/{label.strip()}/values?"
+                    + urllib.parse.urlencode({"match[]": substitute(m)})
+                )
                 with urllib.request.urlopen(url, timeout=10) as r:
                     assert json.load(r)["data"], f"variable {var['name']} has no values"
         empty = []

@@ -33,7 +33,9 @@ def cluster(control_plane):
 
 @pytest.fixture(scope="module")
 def op(control_plane, tmp_path_factory):
-    p = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    p = OperatorProcess(
+        control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log"
+    ).start()
     yield p
     p.stop()
 
@@ -56,7 +58,11 @@ def cond(st, t):
 
 
 def running_pods(cluster, ns, job, attempt):
-    pods = [p for p in cluster.worker_pods(ns, job) if p["metadata"]["labels"]["thinktune.io/attempt"] == str(attempt)]
+    pods = [
+        p
+        for p in cluster.worker_pods(ns, job)
+        if p["metadata"]["labels"]["thinktune.io/attempt"] == str(attempt)
+    ]
     return pods if pods and all(p["status"].get("phase") == "Running" for p in pods) else []
 
 
@@ -70,8 +76,11 @@ def reasons(cluster, ns, name):
 
 def start_gang(cluster, ns, name, nodes, **kw):
     cluster.create(ftj(name, ns, ns, nodes=nodes, **kw))
-    return wait_for(f"{name} gang running", lambda: len(running_pods(cluster, ns, name, 0)) == nodes
-                    and running_pods(cluster, ns, name, 0), 60)
+    return wait_for(
+        f"{name} gang running",
+        lambda: len(running_pods(cluster, ns, name, 0)) == nodes and running_pods(cluster, ns, name, 0),
+        60,
+    )
 
 
 def test_gang_on_gpu_nodes_with_torchrun_env(cluster, env, op):
@@ -92,23 +101,32 @@ def test_gang_on_gpu_nodes_with_torchrun_env(cluster, env, op):
     svc = cluster.get("service", "gang", ns)
     assert svc["spec"]["clusterIP"] == "None"
     assert cluster.get("configmap", "gang-job", ns)["data"]["job.yaml"]
-    st = wait_for("status Running", lambda: (s := status(cluster, ns, "gang")).get("phase") == "Running" and s, 20)
+    st = wait_for(
+        "status Running", lambda: (s := status(cluster, ns, "gang")).get("phase") == "Running" and s, 20
+    )
     assert cond(st, "Running")["status"] == "True" and cond(st, "Created")["status"] == "True"
     assert st["observedGeneration"] == 1 and st["attempt"] == 0
     assert {"GangCreated", "Running"} <= set(reasons(cluster, ns, "gang"))
     # progress: the rank-0 pod reports (annotation source: kwok pods run no trainer process)
     prog = {"step": 120, "totalSteps": 500, "loss": 1.25, "tokensPerSecond": 5000.0, "etaSeconds": 1800}
     cluster.kubectl("annotate", "pod", "gang-a0-w0", "-n", ns, f"thinktune.io/progress={json.dumps(prog)}")
-    st = wait_for("progress in status", lambda: (s := status(cluster, ns, "gang")).get("progress", {}).get("step") == 120
-                  and s, 20)
+    st = wait_for(
+        "progress in status",
+        lambda: (s := status(cluster, ns, "gang")).get("progress", {}).get("step") == 120 and s,
+        20,
+    )
     assert st["progress"]["summary"] == "120/500 (24%)" and st["progress"]["loss"] == 1.25
     # the trainer's anomaly counters become Warning Events, one per kind whose count grew
     prog["anomalies"] = {"loss_spike": 1}
-    cluster.kubectl("annotate", "--overwrite", "pod", "gang-a0-w0", "-n", ns,
-                    f"thinktune.io/progress={json.dumps(prog)}")
+    cluster.kubectl(
+        "annotate", "--overwrite", "pod", "gang-a0-w0", "-n", ns, f"thinktune.io/progress={json.dumps(prog)}"
+    )
     wait_for("TrainingAnomaly event", lambda: "TrainingAnomaly" in reasons(cluster, ns, "gang"), 20)
-    st = wait_for("anomalies in status",
-                  lambda: (s := status(cluster, ns, "gang")).get("progress", {}).get("anomalies") and s, 20)
+    st = wait_for(
+        "anomalies in status",
+        lambda: (s := status(cluster, ns, "gang")).get("progress", {}).get("anomalies") and s,
+        20,
+    )
     assert st["progress"]["anomalies"] == {"loss_spike": 1}
     msgs = [e["message"] for e in cluster.events(ns, "gang") if e["reason"] == "TrainingAnomaly"]
     assert len(msgs) == 1 and "loss_spike" in msgs[0]
@@ -126,9 +144,14 @@ def _assert_replaced(cluster, ns, name, bad_node, reason, nodes, t0):
         assert e["THINKTUNE_RESUME"] == "true" and e["THINKTUNE_ATTEMPT"] == "1"
         assert e["THINKTUNE_OUTPUT_DIR"].endswith(f"runs/{name}")  # same output dir: LLaMA Factory resumes
         assert p["metadata"]["annotations"]["thinktune.io/resume-from-checkpoint"] == "true"
-    assert not [p for p in cluster.worker_pods(ns, name) if p["metadata"]["labels"]["thinktune.io/attempt"] == "0"
-                and p["status"].get("phase") == "Running"], "old gang still running"
-    st = wait_for("status back to Running", lambda: (s := status(cluster, ns, name)).get("phase") == "Running" and s, 20)
+    assert not [
+        p
+        for p in cluster.worker_pods(ns, name)
+        if p["metadata"]["labels"]["thinktune.io/attempt"] == "0" and p["status"].get("phase") == "Running"
+    ], "old gang still running"
+    st = wait_for(
+        "status back to Running", lambda: (s := status(cluster, ns, name)).get("phase") == "Running" and s, 20
+    )
     assert st["restarts"]["infrastructure"] == 1 and st["restarts"]["application"] == 0
     assert st["failedNodes"][0]["node"] == bad_node and st["failedNodes"][0]["reason"] == reason
     assert cond(st, "Restarting")["status"] == "False"
@@ -143,8 +166,15 @@ def test_gpu_failure_exit_code_restarts_whole_gang(cluster, env, op):
     victim = next(p for p in pods if p["metadata"]["name"].endswith("-w1"))
     bad = victim["spec"]["nodeName"]
     t0 = time.monotonic()
-    cluster.kubectl("annotate", "pod", victim["metadata"]["name"], "-n", ns, f"{POD_FAIL_EXIT}={GPU_EXIT}",
-                    f"{POD_FAIL_DELAY}=0")
+    cluster.kubectl(
+        "annotate",
+        "pod",
+        victim["metadata"]["name"],
+        "-n",
+        ns,
+        f"{POD_FAIL_EXIT}={GPU_EXIT}",
+        f"{POD_FAIL_DELAY}=0",
+    )
     cluster.kubectl("label", "pod", victim["metadata"]["name"], "-n", ns, f"{POD_FAIL_LABEL}=true")
     elapsed = _assert_replaced(cluster, ns, "gpufail", bad, "GPUFailure", 2, t0)
     print(f"GPU exit code -> replacement gang running in {elapsed:.2f}s")
@@ -186,7 +216,9 @@ def test_cordon_and_gpu_taint_are_infra_signals(cluster, env, op):
     (pod1,) = running_pods(cluster, ns, "cordon", 1)
     bad2 = pod1["spec"]["nodeName"]
     cluster.kubectl("taint", "node", bad2, "nvidia.com/gpu-unhealthy=xid79:NoSchedule")
-    (pod2,) = wait_for("attempt 2 running", lambda: running_pods(cluster, ns, "cordon", 2), REPLACEMENT_BUDGET_S)
+    (pod2,) = wait_for(
+        "attempt 2 running", lambda: running_pods(cluster, ns, "cordon", 2), REPLACEMENT_BUDGET_S
+    )
     assert pod2["spec"]["nodeName"] not in (bad, bad2)
     st = status(cluster, ns, "cordon")
     assert [f["node"] for f in st["failedNodes"]] == [bad, bad2] and st["restarts"]["infrastructure"] == 2
@@ -200,10 +232,17 @@ def test_eviction_disruption_target_is_infra(cluster, env, op, control_plane):
     cluster.gpu_pool(ns, 2)
     (pod,) = start_gang(cluster, ns, "evict", 1)
     api = client.CoreV1Api(config.new_client_from_config(str(control_plane.kubeconfig)))
-    api.create_namespaced_pod_eviction(pod["metadata"]["name"], ns, client.V1Eviction(
-        metadata=client.V1ObjectMeta(name=pod["metadata"]["name"], namespace=ns)))
-    (new,) = wait_for("replacement after eviction", lambda: running_pods(cluster, ns, "evict", 1), REPLACEMENT_BUDGET_S)
-    st = wait_for("Running again", lambda: (s := status(cluster, ns, "evict")).get("phase") == "Running" and s, 20)
+    api.create_namespaced_pod_eviction(
+        pod["metadata"]["name"],
+        ns,
+        client.V1Eviction(metadata=client.V1ObjectMeta(name=pod["metadata"]["name"], namespace=ns)),
+    )
+    (new,) = wait_for(
+        "replacement after eviction", lambda: running_pods(cluster, ns, "evict", 1), REPLACEMENT_BUDGET_S
+    )
+    st = wait_for(
+        "Running again", lambda: (s := status(cluster, ns, "evict")).get("phase") == "Running" and s, 20
+    )
     assert st["restarts"]["infrastructure"] == 1 and st["restarts"]["application"] == 0
     assert st["failedNodes"][0]["reason"] == "DisruptionTarget"
     assert env_of(new)["THINKTUNE_RESUME"] == "true"
@@ -213,13 +252,27 @@ def test_no_healthy_capacity_waits_then_recovers(cluster, env, op):
     ns = env
     cluster.gpu_pool(ns, 1)
     (pod,) = start_gang(cluster, ns, "waiter", 1)
-    cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", ns, f"{POD_FAIL_EXIT}={GPU_EXIT}",
-                    f"{POD_FAIL_DELAY}=0")
+    cluster.kubectl(
+        "annotate",
+        "pod",
+        pod["metadata"]["name"],
+        "-n",
+        ns,
+        f"{POD_FAIL_EXIT}={GPU_EXIT}",
+        f"{POD_FAIL_DELAY}=0",
+    )
     cluster.kubectl("label", "pod", pod["metadata"]["name"], "-n", ns, f"{POD_FAIL_LABEL}=true")
-    st = wait_for("Waiting/NoHealthyCapacity", lambda: (s := status(cluster, ns, "waiter")).get("phase") == "Waiting"
-                  and s, 20)
+    st = wait_for(
+        "Waiting/NoHealthyCapacity",
+        lambda: (s := status(cluster, ns, "waiter")).get("phase") == "Waiting" and s,
+        20,
+    )
     w = cond(st, "Waiting")
-    assert w["status"] == "True" and w["reason"] == "NoHealthyCapacity" and pod["spec"]["nodeName"] in w["message"]
+    assert (
+        w["status"] == "True"
+        and w["reason"] == "NoHealthyCapacity"
+        and pod["spec"]["nodeName"] in w["message"]
+    )
     assert cond(st, "Failed") == {}
     assert "NoHealthyCapacity" in reasons(cluster, ns, "waiter")
     time.sleep(2)
@@ -239,7 +292,9 @@ def test_application_failure_uses_backoff_limit(cluster, env, op):
     ns = env
     cluster.gpu_pool(ns, 2)
     (pod,) = start_gang(cluster, ns, "appfail", 1, runPolicy={"backoffLimit": 0})
-    cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", ns, f"{POD_FAIL_EXIT}=1", f"{POD_FAIL_DELAY}=0")
+    cluster.kubectl(
+        "annotate", "pod", pod["metadata"]["name"], "-n", ns, f"{POD_FAIL_EXIT}=1", f"{POD_FAIL_DELAY}=0"
+    )
     cluster.kubectl("label", "pod", pod["metadata"]["name"], "-n", ns, f"{POD_FAIL_LABEL}=true")
     st = wait_for("Failed", lambda: (s := status(cluster, ns, "appfail")).get("phase") == "Failed" and s, 20)
     assert cond(st, "Failed")["reason"] == "BackoffLimitExceeded"
@@ -256,15 +311,23 @@ def test_operator_killed_mid_reconcile_no_duplicates(cluster, env, op):
     op.kill()  # SIGKILL in the middle of creating children / patching status
     created_before = len(cluster.list("pods", ns))
     op.start()
-    wait_for("all jobs running", lambda: len([p for p in cluster.list("pods", ns) if p["status"].get("phase") ==
-                                              "Running"]) == n, 90, 0.5)
+    wait_for(
+        "all jobs running",
+        lambda: len([p for p in cluster.list("pods", ns) if p["status"].get("phase") == "Running"]) == n,
+        90,
+        0.5,
+    )
     time.sleep(3)  # let any late duplicate show up
     pods = cluster.list("pods", ns)
     names = sorted(p["metadata"]["name"] for p in pods)
     assert names == sorted(f"job-{i:02d}-a0-w0" for i in range(n)), names
     for i in range(n):
         st = status(cluster, ns, f"job-{i:02d}")
-        assert st["attempt"] == 0 and st["restarts"]["infrastructure"] == 0 and st["restarts"]["application"] == 0
+        assert (
+            st["attempt"] == 0
+            and st["restarts"]["infrastructure"] == 0
+            and st["restarts"]["application"] == 0
+        )
     assert len(cluster.list("configmaps", ns, "app.kubernetes.io/managed-by=thinktune-operator")) == n
     assert len(cluster.list("services", ns, "app.kubernetes.io/managed-by=thinktune-operator")) == n
     print(f"{created_before} pods existed when the operator was killed")
@@ -275,21 +338,46 @@ def test_deletion_cleans_up(cluster, env, op):
     cluster.gpu_pool(ns, 2)
     start_gang(cluster, ns, "gone", 2)
     cluster.kubectl("delete", "finetunejob", "gone", "-n", ns, "--wait=true", "--timeout=20s")
-    wait_for("children garbage-collected", lambda: not cluster.worker_pods(ns, "gone")
-             and cluster.get("service", "gone", ns) is None and cluster.get("configmap", "gone-job", ns) is None, 45)
+    wait_for(
+        "children garbage-collected",
+        lambda: (
+            not cluster.worker_pods(ns, "gone")
+            and cluster.get("service", "gone", ns) is None
+            and cluster.get("configmap", "gone-job", ns) is None
+        ),
+        45,
+    )
 
 
 def test_suspend_and_resume(cluster, env, op):
     ns = env
     cluster.gpu_pool(ns, 2)
     start_gang(cluster, ns, "susp", 1)
-    cluster.kubectl("patch", "finetunejob", "susp", "-n", ns, "--type=merge", "-p",
-                    '{"spec":{"runPolicy":{"suspend":true}}}')
-    st = wait_for("Suspended", lambda: (s := status(cluster, ns, "susp")).get("phase") == "Suspended" and s, 20)
+    cluster.kubectl(
+        "patch",
+        "finetunejob",
+        "susp",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"spec":{"runPolicy":{"suspend":true}}}',
+    )
+    st = wait_for(
+        "Suspended", lambda: (s := status(cluster, ns, "susp")).get("phase") == "Suspended" and s, 20
+    )
     assert cond(st, "Suspended")["status"] == "True"
     wait_for("pods deleted", lambda: not cluster.worker_pods(ns, "susp"), 20)
-    cluster.kubectl("patch", "finetunejob", "susp", "-n", ns, "--type=merge", "-p",
-                    '{"spec":{"runPolicy":{"suspend":false}}}')
+    cluster.kubectl(
+        "patch",
+        "finetunejob",
+        "susp",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"spec":{"runPolicy":{"suspend":false}}}',
+    )
     (pod,) = wait_for("resumed gang", lambda: running_pods(cluster, ns, "susp", 1), 20)
     assert env_of(pod)["THINKTUNE_RESUME"] == "true"
     st = wait_for("Running", lambda: (s := status(cluster, ns, "susp")).get("phase") == "Running" and s, 20)
@@ -299,11 +387,26 @@ def test_suspend_and_resume(cluster, env, op):
 def _complete_pod(cluster, ns, name, message: dict):
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     pod = cluster.get("pod", name, ns)
-    statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
-                 "started": False,
-                 "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(message),
-                                          "startedAt": now, "finishedAt": now}}}
-                for c in pod["spec"]["containers"]]
+    statuses = [
+        {
+            "name": c["name"],
+            "image": c["image"],
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "started": False,
+            "state": {
+                "terminated": {
+                    "exitCode": 0,
+                    "reason": "Completed",
+                    "message": json.dumps(message),
+                    "startedAt": now,
+                    "finishedAt": now,
+                }
+            },
+        }
+        for c in pod["spec"]["containers"]
+    ]
     cluster.patch_status("pod", name, {"status": {"phase": "Succeeded", "containerStatuses": statuses}}, ns)
 
 
@@ -311,51 +414,137 @@ def test_dataset_finetune_export_chain(cluster, env, op):
     ns = env
     cluster.gpu_pool(ns, 1)
     tol = [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
-    cluster.create({"apiVersion": "thinktune.io/v1alpha1", "kind": "DatasetBuild",
-                    "metadata": {"name": "crypto", "namespace": ns},
-                    "spec": {"source": {"path": "corpus"}, "output": {"path": "datasets/crypto"},
-                             "pod": {"tolerations": tol}}})
+    cluster.create(
+        {
+            "apiVersion": "thinktune.io/v1alpha1",
+            "kind": "DatasetBuild",
+            "metadata": {"name": "crypto", "namespace": ns},
+            "spec": {
+                "source": {"path": "corpus"},
+                "output": {"path": "datasets/crypto"},
+                "pod": {"tolerations": tol},
+            },
+        }
+    )
     job = ftj("train", ns, ns, nodes=1, datasetRef={"name": "crypto"})
     del job["spec"]["dataset"]
     cluster.create(job)
     # the job waits for its dataset, and says so
-    st = wait_for("job waits", lambda: cond(s := status(cluster, ns, "train"), "DatasetReady").get("reason") ==
-                  "WaitingForDataset" and s, 20)
+    st = wait_for(
+        "job waits",
+        lambda: (
+            cond(s := status(cluster, ns, "train"), "DatasetReady").get("reason") == "WaitingForDataset" and s
+        ),
+        20,
+    )
     assert st["phase"] == "Pending" and not cluster.worker_pods(ns, "train")
-    build = wait_for("build pod running", lambda: [p for p in cluster.list("pods", ns, "app.kubernetes.io/component="
-                                                                           "dataset-build")
-                                                   if p["status"].get("phase") == "Running"], 30)[0]
+    build = wait_for(
+        "build pod running",
+        lambda: [
+            p
+            for p in cluster.list("pods", ns, "app.kubernetes.io/component=dataset-build")
+            if p["status"].get("phase") == "Running"
+        ],
+        30,
+    )[0]
     c = build["spec"]["containers"][0]
-    assert c["command"][:3] == ["thinktune", "dataset", "build"] and "nvidia.com/gpu" not in json.dumps(c["resources"])
-    report = {"counts": {"documents": 3, "samples": 120, "rejects": 5, "duplicates": 2, "generatedThinking": 40},
-              "splits": {"train": 84, "val": 18, "test": 18}, "warnings": 1}
+    assert c["command"][:3] == ["thinktune", "dataset", "build"] and "nvidia.com/gpu" not in json.dumps(
+        c["resources"]
+    )
+    report = {
+        "counts": {"documents": 3, "samples": 120, "rejects": 5, "duplicates": 2, "generatedThinking": 40},
+        "splits": {"train": 84, "val": 18, "test": 18},
+        "warnings": 1,
+    }
     _complete_pod(cluster, ns, build["metadata"]["name"], report)
-    st = wait_for("dataset done", lambda: (s := status(cluster, ns, "crypto", "datasetbuild")).get("phase") ==
-                  "Succeeded" and s, 20)
-    assert st["counts"] == {"documents": 3, "samples": 120, "rejects": 5, "duplicates": 2, "generatedThinking": 40,
-                            "train": 84, "val": 18, "test": 18, "warnings": 1}
+    st = wait_for(
+        "dataset done",
+        lambda: (s := status(cluster, ns, "crypto", "datasetbuild")).get("phase") == "Succeeded" and s,
+        20,
+    )
+    assert st["counts"] == {
+        "documents": 3,
+        "samples": 120,
+        "rejects": 5,
+        "duplicates": 2,
+        "generatedThinking": 40,
+        "train": 84,
+        "val": 18,
+        "test": 18,
+        "warnings": 1,
+    }
     (pod,) = wait_for("training starts", lambda: running_pods(cluster, ns, "train", 0), 30)
     assert "datasets/crypto" in cluster.get("configmap", "train-job", ns)["data"]["job.yaml"]
-    cluster.create({"apiVersion": "thinktune.io/v1alpha1", "kind": "ModelExport",
-                    "metadata": {"name": "export", "namespace": ns},
-                    "spec": {"fineTuneJobRef": {"name": "train"}, "quantize": [{"method": "rtn", "bits": 8}],
-                             "output": {"path": "exports/crypto"}, "pod": {"tolerations": tol}}})
-    st = wait_for("export waits", lambda: cond(s := status(cluster, ns, "export", "modelexport"),
-                                               "FineTuneJobReady").get("reason") == "WaitingForFineTuneJob" and s, 20)
-    _complete_pod(cluster, ns, pod["metadata"]["name"], {"adapterPath": "/workspace/thinktune-workspace/runs/train",
-                                                         "metrics": {"evalLoss": 1.1, "rougeL": 0.31}})
-    st = wait_for("train done", lambda: (s := status(cluster, ns, "train")).get("phase") == "Succeeded" and s, 20)
+    cluster.create(
+        {
+            "apiVersion": "thinktune.io/v1alpha1",
+            "kind": "ModelExport",
+            "metadata": {"name": "export", "namespace": ns},
+            "spec": {
+                "fineTuneJobRef": {"name": "train"},
+                "quantize": [{"method": "rtn", "bits": 8}],
+                "output": {"path": "exports/crypto"},
+                "pod": {"tolerations": tol},
+            },
+        }
+    )
+    st = wait_for(
+        "export waits",
+        lambda: (
+            cond(s := status(cluster, ns, "export", "modelexport"), "FineTuneJobReady").get("reason")
+            == "WaitingForFineTuneJob"
+            and s
+        ),
+        20,
+    )
+    _complete_pod(
+        cluster,
+        ns,
+        pod["metadata"]["name"],
+        {
+            "adapterPath": "/workspace/thinktune-workspace/runs/train",
+            "metrics": {"evalLoss": 1.1, "rougeL": 0.31},
+        },
+    )
+    st = wait_for(
+        "train done", lambda: (s := status(cluster, ns, "train")).get("phase") == "Succeeded" and s, 20
+    )
     assert st["metrics"] == {"evalLoss": 1.1, "rougeL": 0.31} and cond(st, "Succeeded")["status"] == "True"
-    exp = wait_for("export pod", lambda: [p for p in cluster.list("pods", ns, "app.kubernetes.io/component=export")
-                                          if p["status"].get("phase") == "Running"], 30)[0]
+    exp = wait_for(
+        "export pod",
+        lambda: [
+            p
+            for p in cluster.list("pods", ns, "app.kubernetes.io/component=export")
+            if p["status"].get("phase") == "Running"
+        ],
+        30,
+    )[0]
     assert "nvidia.com/gpu" not in json.dumps(exp["spec"]["containers"][0]["resources"])  # rtn runs on CPU
-    _complete_pod(cluster, ns, exp["metadata"]["name"], {"artifacts": [
-        {"name": "merged", "path": "/w/exports/crypto/merged", "verified": True},
-        {"name": "rtn-int8", "path": "/w/exports/crypto/rtn-int8", "verified": True, "perplexity": 12.5,
-         "termAccuracy": 0.8}]})
-    st = wait_for("export done", lambda: (s := status(cluster, ns, "export", "modelexport")).get("phase") ==
-                  "Succeeded" and s, 20)
-    assert [a["name"] for a in st["artifacts"]] == ["merged", "rtn-int8"] and st["artifacts"][1]["termAccuracy"] == 0.8
+    _complete_pod(
+        cluster,
+        ns,
+        exp["metadata"]["name"],
+        {
+            "artifacts": [
+                {"name": "merged", "path": "/w/exports/crypto/merged", "verified": True},
+                {
+                    "name": "rtn-int8",
+                    "path": "/w/exports/crypto/rtn-int8",
+                    "verified": True,
+                    "perplexity": 12.5,
+                    "termAccuracy": 0.8,
+                },
+            ]
+        },
+    )
+    st = wait_for(
+        "export done",
+        lambda: (s := status(cluster, ns, "export", "modelexport")).get("phase") == "Succeeded" and s,
+        20,
+    )
+    assert [a["name"] for a in st["artifacts"]] == ["merged", "rtn-int8"] and st["artifacts"][1][
+        "termAccuracy"
+    ] == 0.8
 
 
 def test_deadline_ttl_and_clean_pod_policy(cluster, env, op):
@@ -363,12 +552,19 @@ def test_deadline_ttl_and_clean_pod_policy(cluster, env, op):
     cluster.gpu_pool(ns, 2)
     # activeDeadlineSeconds: the operator fails the job and stops its workers
     start_gang(cluster, ns, "deadline", 1, runPolicy={"activeDeadlineSeconds": 4})
-    st = wait_for("DeadlineExceeded", lambda: (s := status(cluster, ns, "deadline")).get("phase") == "Failed" and s, 30)
+    st = wait_for(
+        "DeadlineExceeded", lambda: (s := status(cluster, ns, "deadline")).get("phase") == "Failed" and s, 30
+    )
     assert cond(st, "Failed")["reason"] == "DeadlineExceeded"
-    wait_for("workers stopped", lambda: not [p for p in cluster.worker_pods(ns, "deadline")
-                                             if p["status"].get("phase") == "Running"], 20)
+    wait_for(
+        "workers stopped",
+        lambda: not [p for p in cluster.worker_pods(ns, "deadline") if p["status"].get("phase") == "Running"],
+        20,
+    )
     # success + cleanPodPolicy All + ttlSecondsAfterFinished: pods go at once, the job a little later
-    (pod,) = start_gang(cluster, ns, "ttl", 1, runPolicy={"cleanPodPolicy": "All", "ttlSecondsAfterFinished": 3})
+    (pod,) = start_gang(
+        cluster, ns, "ttl", 1, runPolicy={"cleanPodPolicy": "All", "ttlSecondsAfterFinished": 3}
+    )
     _complete_pod(cluster, ns, pod["metadata"]["name"], {"adapterPath": "/w/runs/ttl"})
     wait_for("job deleted after TTL", lambda: cluster.get("finetunejob", "ttl", ns) is None, 30)
     wait_for("pods cleaned", lambda: not cluster.worker_pods(ns, "ttl"), 30)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "examples" / "crypto" / "corpus"
 BAD = ROOT / "examples" / "crypto" / "corpus-bad"
 
-LF_SCRIPT = r'''
+LF_SCRIPT = r"""
 import json, sys
 from pathlib import Path
 try:
@@ -61,10 +61,15 @@ print("LFRESULT " + json.dumps(res), flush=True)
 from llamafactory.train.tuner import run_exp
 run_exp(dict(args))
 print("LFTRAINED", flush=True)
-'''
+"""
 
-FORMAT_WARNINGS = ("Skipping this abnormal example", "Invalid role tag", "Invalid message count",
-                   "Dropped invalid example", "Dropped lengthy example")
+FORMAT_WARNINGS = (
+    "Skipping this abnormal example",
+    "Invalid role tag",
+    "Invalid message count",
+    "Dropped invalid example",
+    "Dropped lengthy example",
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,22 +89,40 @@ def tiny(tmp_path_factory) -> Path:
 def run_lf(ds: Path, model: Path, out: Path, name: str, cutoff: int) -> tuple[dict, str]:
     script = out.parent / "lf_check.py"
     script.write_text(LF_SCRIPT)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "WANDB_DISABLED": "true",
+    }
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    p = subprocess.run([sys.executable, str(script), str(ds), str(model), str(out), name, str(cutoff)],
-                       capture_output=True, text=True, timeout=900, env=env, cwd=str(out.parent))
+    p = subprocess.run(
+        [sys.executable, str(script), str(ds), str(model), str(out), name, str(cutoff)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=str(out.parent),
+    )
     log = p.stdout + "\n" + p.stderr
     assert p.returncode == 0, log[-6000:]
     line = next(x for x in p.stdout.splitlines() if x.startswith("LFRESULT "))
-    return json.loads(line[len("LFRESULT "):]), log
+    return json.loads(line[len("LFRESULT ") :]), log
 
 
 def test_corpus_builds_and_llamafactory_trains_without_format_warnings(tmp_path, tok, tiny):
     ds = tmp_path / "ds"
-    spec = DatasetBuildSpec.model_validate({"source": {"path": str(CORPUS)}, "output": {"path": str(ds)},
-                                            "datasetName": "crypto", "validation": {"cutoffLen": 2048}})
+    spec = DatasetBuildSpec.model_validate(
+        {
+            "source": {"path": str(CORPUS)},
+            "output": {"path": str(ds)},
+            "datasetName": "crypto",
+            "validation": {"cutoffLen": 2048},
+        }
+    )
     report = build_dataset(spec, CORPUS, ds, progress=False, tokenizer=tok)
     train = json.loads((ds / "train.json").read_text(encoding="utf-8"))
     val = json.loads((ds / "val.json").read_text(encoding="utf-8"))
@@ -130,8 +153,13 @@ def test_malformed_files_rejected_with_line_numbers_and_rest_loads(tmp_path, tok
     for f in ("05-sm3-hash.md", "12-length-extension.md", "18-ecdsa-nonce.md", "29-aead-choice.md"):
         (src / f).write_bytes((CORPUS / f).read_bytes())
     ds = tmp_path / "ds"
-    spec = DatasetBuildSpec.model_validate({"source": {"path": str(src)}, "output": {"path": str(ds)},
-                                            "split": {"train": 0.8, "val": 0.2, "test": 0.0}})
+    spec = DatasetBuildSpec.model_validate(
+        {
+            "source": {"path": str(src)},
+            "output": {"path": str(ds)},
+            "split": {"train": 0.8, "val": 0.2, "test": 0.0},
+        }
+    )
     rep = build_dataset(spec, src, ds, progress=False, tokenizer=tok)
     rej = [json.loads(x) for x in (ds / "rejects.jsonl").read_text().splitlines()]
     bad_files = {f.name for f in BAD.iterdir()}

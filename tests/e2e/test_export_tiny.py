@@ -53,15 +53,20 @@ def test_merge_equals_base_plus_adapter(work, merged):
     out = Path(merged["path"])
     assert merged["backend"] == "peft" and merged["dtype"] == "float32"
     assert {"model.safetensors", "config.json", "tokenizer.json", "generation_config.json", "Modelfile"} <= {
-        p.name for p in out.iterdir()}
-    ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(work["base"]), str(work["adapter"])).eval()
+        p.name for p in out.iterdir()
+    }
+    ref = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(work["base"]), str(work["adapter"])
+    ).eval()
     base = AutoModelForCausalLM.from_pretrained(work["base"]).eval()
     m = AutoModelForCausalLM.from_pretrained(out).eval()
     a, b, c = _logits(ref), _logits(m), _logits(base)
     assert (a - c).abs().max() > 1e-2, "the adapter should change the model"
     torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
     tok = AutoTokenizer.from_pretrained(out)
-    prompt = tok.apply_chat_template([{"role": "user", "content": "你好"}], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "你好"}], tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("<|im_start|>assistant\n<think>\n")  # official Thinking-2507 template kept
 
 
@@ -93,8 +98,13 @@ def test_rtn_int8_close_int4_further(work, merged):
     assert v8["top1Agreement"] > v4["top1Agreement"] and v8["top1Agreement"] > 0.97
     assert v8["charAccuracyVsMerged"] >= v4["charAccuracyVsMerged"]
     # a zero tolerance turns any degradation into a warning
-    strict = verify_variants(merged["path"], variants[1:], samples[:2],
-                             spec=VerifySpec(samples=2, max_perplexity_increase=0.0), max_new_tokens=0)
+    strict = verify_variants(
+        merged["path"],
+        variants[1:],
+        samples[:2],
+        spec=VerifySpec(samples=2, max_perplexity_increase=0.0),
+        max_new_tokens=0,
+    )
     v = strict["variants"]["rtn-int4"]
     if v["perplexityIncrease"] > 0:
         assert not v["verified"] and "maxPerplexityIncrease" in v["warnings"][0]
@@ -102,9 +112,18 @@ def test_rtn_int8_close_int4_further(work, merged):
 
 def _export_cr(tmp: Path, adapter: Path, base: Path, quantize: list[dict]) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
-    doc = {"apiVersion": "thinktune.io/v1alpha1", "kind": "ModelExport", "metadata": {"name": "tiny-export"},
-           "spec": {"adapter": {"path": str(adapter)}, "baseModel": {"nameOrPath": os.path.relpath(base, tmp)},
-                    "quantize": quantize, "verify": {"samples": 3}, "output": {"path": "out/export"}}}
+    doc = {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "ModelExport",
+        "metadata": {"name": "tiny-export"},
+        "spec": {
+            "adapter": {"path": str(adapter)},
+            "baseModel": {"nameOrPath": os.path.relpath(base, tmp)},
+            "quantize": quantize,
+            "verify": {"samples": 3},
+            "output": {"path": "out/export"},
+        },
+    }
     import yaml
 
     (tmp / "mex.yaml").write_text(yaml.safe_dump(doc))
@@ -119,8 +138,9 @@ def test_export_pipeline_rtn_via_runner(work, merged):
 
     cr = _export_cr(work["root"] / "cr", work["adapter"], work["base"], [{"method": "rtn", "bits": 8}])
     # the trainer's report.json records the dataset dir: the pipeline finds it there
-    (work["adapter"] / "report.json").write_text(json.dumps({"dataset": {"dir": str(work["ds"])},
-                                                             "train_loss": 1.23}))
+    (work["adapter"] / "report.json").write_text(
+        json.dumps({"dataset": {"dir": str(work["ds"])}, "train_loss": 1.23})
+    )
     assert run_path(cr, only_kind="ModelExport", progress=False, force=True) == 0
     loaded = load_path(cr)[0]
     out = loaded.resolve(loaded.resource.spec.output.path)
@@ -158,9 +178,16 @@ def test_export_gptq_on_cpu_fails_clearly_but_keeps_the_rest(work, monkeypatch):
     loaded = load_path(cr)[0]
     out = loaded.resolve(loaded.resource.spec.output.path)
     with pytest.raises(StageError, match=r"gptq-int4: gptq quantization needs"):
-        export_model(loaded.resource, adapter_dir=work["adapter"], base_model=loaded.resource.spec.base_model,
-                     output_dir=out, base_dir=loaded.base_dir, progress=False, dataset_dir=work["ds"],
-                     merge_backend="peft")
+        export_model(
+            loaded.resource,
+            adapter_dir=work["adapter"],
+            base_model=loaded.resource.spec.base_model,
+            output_dir=out,
+            base_dir=loaded.base_dir,
+            progress=False,
+            dataset_dir=work["ds"],
+            merge_backend="peft",
+        )
     report = json.loads((out / "report.json").read_text())
     assert report["status"]["phase"] == "Failed"
     assert (out / "merged" / "model.safetensors").is_file()
@@ -173,8 +200,14 @@ def test_evaluate_model_reports(work):
 
     out = work["root"] / "eval"
     spec = EvaluationSpec(max_samples=3, max_new_tokens=12, thresholds={"rougeL": 0.2, "termAccuracy": 0.5})
-    report = evaluate_model(str(work["base"]), adapter_path=str(work["adapter"]), test_file=work["ds"] / "test.json",
-                            spec=spec, output_dir=out, progress=False)
+    report = evaluate_model(
+        str(work["base"]),
+        adapter_path=str(work["adapter"]),
+        test_file=work["ds"] / "test.json",
+        spec=spec,
+        output_dir=out,
+        progress=False,
+    )
     assert report["samples"] == 3 and report["generation"]["prefill"] == "<think>\n"
     m = report["metrics"]
     assert set(m) >= {"answer", "thinking", "full", "thinkingCompliance", "perplexity"}
@@ -199,10 +232,17 @@ def test_evaluate_job_from_cr(work, tmp_path):
 
     lora = tmp_path / "out" / "lora"
     shutil.copytree(work["adapter"], lora)
-    doc = {"apiVersion": "thinktune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "j"},
-           "spec": {"model": {"nameOrPath": str(work["base"])}, "dataset": {"path": str(work["ds"])},
-                    "output": {"path": "out/lora"},
-                    "evaluation": {"maxSamples": 2, "maxNewTokens": 6}}}
+    doc = {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "j"},
+        "spec": {
+            "model": {"nameOrPath": str(work["base"])},
+            "dataset": {"path": str(work["ds"])},
+            "output": {"path": "out/lora"},
+            "evaluation": {"maxSamples": 2, "maxNewTokens": 6},
+        },
+    }
     (tmp_path / "ftj.yaml").write_text(yaml.safe_dump(doc))
     report = evaluate_job(load_path(tmp_path / "ftj.yaml")[0], progress=False)
     assert report["samples"] == 2 and (lora / "eval" / "eval_report.json").is_file()
@@ -220,7 +260,7 @@ def test_response_nll_matches_full_forward(work, merged):
         ids, start, boundary, _ = M.encode_sample(tok, s, 4096)
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0, :-1]
-        nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")[start - 1:]
+        nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")[start - 1 :]
         assert score.tokens == len(nll) and score.tokens_thinking == boundary - start
         assert score.nll == pytest.approx(float(nll.sum()), rel=1e-4)
-        assert score.argmax == logits[start - 1:].argmax(-1).tolist()
+        assert score.argmax == logits[start - 1 :].argmax(-1).tolist()

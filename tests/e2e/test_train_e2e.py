@@ -34,11 +34,16 @@ MAX_STEPS = 16
 
 
 def _row(q: str, a: str) -> dict:
-    return {"messages": [
-        {"role": "system", "content": "你是密码学专家。"},
-        {"role": "user", "content": q},
-        {"role": "assistant", "content": f"<think>\n问题问的是：{q}\n先给出定义，再说明用途。\n</think>\n\n{a}"},
-    ]}
+    return {
+        "messages": [
+            {"role": "system", "content": "你是密码学专家。"},
+            {"role": "user", "content": q},
+            {
+                "role": "assistant",
+                "content": f"<think>\n问题问的是：{q}\n先给出定义，再说明用途。\n</think>\n\n{a}",
+            },
+        ]
+    }
 
 
 def write_dataset(d: Path) -> Path:
@@ -53,30 +58,62 @@ def write_dataset(d: Path) -> Path:
 
         info = dataset_info("thinktune")
     except Exception:  # pragma: no cover - the data package's writer not there
-        tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                "system_tag": "system"}
-        info = {f"thinktune_{s}": {"file_name": f"{s}.json", "formatting": "sharegpt",
-                                   "columns": {"messages": "messages"}, "tags": tags} for s in splits}
+        tags = {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "system_tag": "system",
+        }
+        info = {
+            f"thinktune_{s}": {
+                "file_name": f"{s}.json",
+                "formatting": "sharegpt",
+                "columns": {"messages": "messages"},
+                "tags": tags,
+            }
+            for s in splits
+        }
     (d / "dataset_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=1))
     return d
 
 
-def make_job(root: Path, out: str, *, max_steps: int = MAX_STEPS, save_steps: int = 4, eval_steps: int = 8,
-             max_oom_retries: int = 3) -> FineTuneJob:
-    return FineTuneJob.model_validate({
-        "apiVersion": "thinktune.io/v1alpha1", "kind": "FineTuneJob",
-        "metadata": {"name": f"tiny-{out}", "namespace": "e2e"},
-        "spec": {
-            "model": {"nameOrPath": "model", "makeTiny": True},
-            "dataset": {"path": "ds"},
-            "output": {"path": out},
-            "finetuning": {"method": "lora", "lora": {"rank": 8, "dropout": 0.0}},
-            "training": {"maxSteps": max_steps, "globalBatchSize": 4, "microBatchSize": 2, "learningRate": 0.01,
-                         "cutoffLen": 256, "loggingSteps": 1, "evalSteps": eval_steps, "saveSteps": save_steps,
-                         "warmupRatio": 0.0, "lrSchedulerType": "cosine", "seed": 7},
-            "maxOomRetries": max_oom_retries,
-        },
-    })
+def make_job(
+    root: Path,
+    out: str,
+    *,
+    max_steps: int = MAX_STEPS,
+    save_steps: int = 4,
+    eval_steps: int = 8,
+    max_oom_retries: int = 3,
+) -> FineTuneJob:
+    return FineTuneJob.model_validate(
+        {
+            "apiVersion": "thinktune.io/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": f"tiny-{out}", "namespace": "e2e"},
+            "spec": {
+                "model": {"nameOrPath": "model", "makeTiny": True},
+                "dataset": {"path": "ds"},
+                "output": {"path": out},
+                "finetuning": {"method": "lora", "lora": {"rank": 8, "dropout": 0.0}},
+                "training": {
+                    "maxSteps": max_steps,
+                    "globalBatchSize": 4,
+                    "microBatchSize": 2,
+                    "learningRate": 0.01,
+                    "cutoffLen": 256,
+                    "loggingSteps": 1,
+                    "evalSteps": eval_steps,
+                    "saveSteps": save_steps,
+                    "warmupRatio": 0.0,
+                    "lrSchedulerType": "cosine",
+                    "seed": 7,
+                },
+                "maxOomRetries": max_oom_retries,
+            },
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +127,18 @@ def root(tmp_path_factory) -> Path:
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("THINKTUNE_METRICS_PORT", "0")  # a free port per process, never the fixed 9400
-    for k in ("NNODES", "NPROC_PER_NODE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK",
-              "WORLD_SIZE", "THINKTUNE_INJECT_OOM_AT_STEP", "THINKTUNE_INJECT_FAILURE"):
+    for k in (
+        "NNODES",
+        "NPROC_PER_NODE",
+        "NODE_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "THINKTUNE_INJECT_OOM_AT_STEP",
+        "THINKTUNE_INJECT_FAILURE",
+    ):
         monkeypatch.delenv(k, raising=False)
 
 
@@ -112,8 +159,9 @@ def single_run(root) -> dict:
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["THINKTUNE_METRICS_PORT"] = "0"
-    report = train_job(make_job(root, "single"), base_dir=root, progress=True,
-                       env={"THINKTUNE_RANK_FINGERPRINT": "1"})
+    report = train_job(
+        make_job(root, "single"), base_dir=root, progress=True, env={"THINKTUNE_RANK_FINGERPRINT": "1"}
+    )
     return report
 
 
@@ -135,7 +183,11 @@ def test_single_process_trains_and_loss_goes_down(root, single_run):
     # plan: CPU, fp32, single process, the requested global batch kept
     plan = r["plan"]
     assert (plan["strategy"], plan["precision"], plan["device"]) == ("single", "fp32", "cpu")
-    assert (plan["micro_batch_size"], plan["gradient_accumulation_steps"], plan["global_batch_size"]) == (2, 2, 4)
+    assert (plan["micro_batch_size"], plan["gradient_accumulation_steps"], plan["global_batch_size"]) == (
+        2,
+        2,
+        4,
+    )
     assert plan["args"]["template"] == "qwen3" and plan["args"]["enable_thinking"] is True
     # outputs
     assert (out / "adapter_model.safetensors").is_file() and r["adapter_path"] == str(out)
@@ -171,8 +223,9 @@ def test_rerun_resumes_from_last_checkpoint(root, single_run):
     report = train_job(make_job(root, "single"), base_dir=root, progress=False)
     att = report["attempts"][-1]
     assert att["resumed_from"].endswith(f"checkpoint-{MAX_STEPS}")
-    begins = [json.loads(x) for x in (root / "single" / "metrics.jsonl").read_text().splitlines()
-              if '"begin"' in x]
+    begins = [
+        json.loads(x) for x in (root / "single" / "metrics.jsonl").read_text().splitlines() if '"begin"' in x
+    ]
     assert begins[-1]["step"] == MAX_STEPS and begins[-1]["resumed"] is True
 
 
@@ -183,11 +236,19 @@ def test_two_processes_gloo_match_single(root, single_run):
     import torch
     from thinktune.train.job import train_job
 
-    report = train_job(make_job(root, "ddp"), base_dir=root, progress=False,
-                       env={"NPROC_PER_NODE": "2", "THINKTUNE_RANK_FINGERPRINT": "1"})
+    report = train_job(
+        make_job(root, "ddp"),
+        base_dir=root,
+        progress=False,
+        env={"NPROC_PER_NODE": "2", "THINKTUNE_RANK_FINGERPRINT": "1"},
+    )
     plan = report["plan"]
     assert (plan["strategy"], plan["world_size"]) == ("ddp", 2)
-    assert (plan["micro_batch_size"], plan["gradient_accumulation_steps"], plan["global_batch_size"]) == (2, 1, 4)
+    assert (plan["micro_batch_size"], plan["gradient_accumulation_steps"], plan["global_batch_size"]) == (
+        2,
+        1,
+        4,
+    )
     assert "torch.distributed.run" in " ".join(report["attempts"][0]["command"])
     fp = [json.loads((root / "ddp" / "rank_weights" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert fp[0]["world_size"] == fp[1]["world_size"] == 2
@@ -205,8 +266,11 @@ def test_two_processes_gloo_match_single(root, single_run):
         diff = (single[k].float() - ddp[k].float()).abs().max().item()
         scale = single[k].float().abs().max().item() + 1e-8
         assert diff <= 2e-3 * scale + 1e-5, (k, diff, scale)
-    single_losses = [x["loss"] for x in map(json.loads, (root / "single" / "metrics.jsonl").read_text().splitlines())
-                     if x["type"] == "train"][:MAX_STEPS]
+    single_losses = [
+        x["loss"]
+        for x in map(json.loads, (root / "single" / "metrics.jsonl").read_text().splitlines())
+        if x["type"] == "train"
+    ][:MAX_STEPS]
     ddp_losses = [x["loss"] for x in train]
     assert torch.allclose(torch.tensor(single_losses), torch.tensor(ddp_losses), rtol=1e-3, atol=1e-3)
 
@@ -217,8 +281,9 @@ def test_injected_oom_is_retried_with_smaller_micro_batch(root, tiny_model, monk
     from thinktune.train.job import train_job
 
     monkeypatch.setenv("THINKTUNE_INJECT_OOM_AT_STEP", "6")
-    report = train_job(make_job(root, "oom", max_steps=8, save_steps=4, eval_steps=4), base_dir=root,
-                       progress=False)
+    report = train_job(
+        make_job(root, "oom", max_steps=8, save_steps=4, eval_steps=4), base_dir=root, progress=False
+    )
     assert report["outcome"] == "Succeeded"
     assert [a["outcome"] for a in report["attempts"]] == ["oom", "succeeded"]
     assert report["attempts"][1]["resumed_from"].endswith("checkpoint-4")
@@ -228,9 +293,13 @@ def test_injected_oom_is_retried_with_smaller_micro_batch(root, tiny_model, monk
     assert retry["to"] == {"micro_batch": 1, "grad_accum": 4, "gradient_checkpointing": True}
     assert report["status"]["restarts"]["oom"] == 1
     assert report["plan"]["final_args"]["per_device_train_batch_size"] == 1
-    begins = [json.loads(x) for x in (root / "oom" / "metrics.jsonl").read_text().splitlines() if '"begin"' in x]
-    assert [(b["step"], b["micro_batch"], b["grad_accum"], b["gradient_checkpointing"]) for b in begins] == \
-        [(0, 2, 2, False), (4, 1, 4, True)]
+    begins = [
+        json.loads(x) for x in (root / "oom" / "metrics.jsonl").read_text().splitlines() if '"begin"' in x
+    ]
+    assert [(b["step"], b["micro_batch"], b["grad_accum"], b["gradient_checkpointing"]) for b in begins] == [
+        (0, 2, 2, False),
+        (4, 1, 4, True),
+    ]
     assert report["status"]["progress"]["step"] == 8
     md = (root / "oom" / "report.md").read_text()
     assert "OOM retry 1 at step 6" in md
@@ -243,22 +312,29 @@ def test_injected_gpu_failure_exits_75_with_termination_message(root, tiny_model
     from thinktune.train.job import TrainingFailed, train_job
 
     term = tmp_path / "termination-log"
-    monkeypatch.setenv("THINKTUNE_INJECT_FAILURE", "2:CUDA error: uncorrectable ECC error encountered (INJECTED)")
+    monkeypatch.setenv(
+        "THINKTUNE_INJECT_FAILURE", "2:CUDA error: uncorrectable ECC error encountered (INJECTED)"
+    )
     monkeypatch.setenv("THINKTUNE_TERMINATION_LOG", str(term))
     monkeypatch.setenv("NODE_NAME", "gpu-node-3")
     with pytest.raises(TrainingFailed) as ei:
-        train_job(make_job(root, "gpufail", max_steps=4), base_dir=root, progress=False,
-                  env={"NPROC_PER_NODE": "2"})
+        train_job(
+            make_job(root, "gpufail", max_steps=4), base_dir=root, progress=False, env={"NPROC_PER_NODE": "2"}
+        )
     assert ei.value.exit_code == GPU_FAILURE_EXIT_CODE
     assert ei.value.report["attempts"][0]["returncode"] == GPU_FAILURE_EXIT_CODE
     msg = json.loads(term.read_text())
     assert msg["reason"] == "GPUFailure" and msg["node"] == "gpu-node-3"
     assert msg["detail"] == "uncorrectable ECC error"
     st = FineTuneJobStatus.model_validate(ei.value.report["status"])
-    assert st.phase == "Failed" and st.restarts.infrastructure == 1 and st.failed_nodes[0].node == "gpu-node-3"
+    assert (
+        st.phase == "Failed" and st.restarts.infrastructure == 1 and st.failed_nodes[0].node == "gpu-node-3"
+    )
 
 
-def test_losing_one_rank_exits_75_and_resumes_on_the_remaining_process(root, tiny_model, monkeypatch, tmp_path):
+def test_losing_one_rank_exits_75_and_resumes_on_the_remaining_process(
+    root, tiny_model, monkeypatch, tmp_path
+):
     """INJECTED GPU failure on ONE rank of two (no GPU here; the error text is a real CUDA one): torchrun tears
     the gang down, the launcher exits with the GPU-failure code; started again with one process (the GPU that
     is left), the job resumes from the last checkpoint, keeps the global batch and finishes."""
@@ -282,7 +358,10 @@ def test_losing_one_rank_exits_75_and_resumes_on_the_remaining_process(root, tin
     assert att["resumed_from"].endswith(f"checkpoint-{saved[-1]}")
     plan = report["plan"]
     assert plan["world_size"] == 1 and plan["global_batch_size"] == 4  # same global batch on fewer processes
-    begins = [json.loads(x) for x in (root / "lose-rank" / "metrics.jsonl").read_text().splitlines()
-              if '"begin"' in x]
+    begins = [
+        json.loads(x)
+        for x in (root / "lose-rank" / "metrics.jsonl").read_text().splitlines()
+        if '"begin"' in x
+    ]
     assert begins[-1]["resumed"] is True and begins[-1]["world_size"] == 1 and begins[-1]["step"] == saved[-1]
     assert FineTuneJobStatus.model_validate(report["status"]).phase == "Succeeded"

@@ -33,8 +33,9 @@ def test_validate_reports_file_line_field(tmp_path):
     good = runner.invoke(app, ["validate", "-f", str(ROOT / "examples/crypto")])
     assert good.exit_code == 0, good.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "examples/crypto/02-finetunejob.yaml").read_text()
-                   .replace("numNodes: 1", "numNodes: 0"))
+    bad.write_text(
+        (ROOT / "examples/crypto/02-finetunejob.yaml").read_text().replace("numNodes: 1", "numNodes: 0")
+    )
     res = runner.invoke(app, ["validate", "-f", str(bad)])
     assert res.exit_code == 1
     assert "bad.yaml:" in res.output and "spec.numNodes" in res.output
@@ -52,8 +53,10 @@ def test_run_missing_path_is_a_clear_error(tmp_path):
 
 def test_cli_starts_without_torch():
     """`thinktune crds` must not import torch (the operator image has none)."""
-    code = ("import sys, thinktune.cli, thinktune.spec, thinktune.crdgen, thinktune.resources; "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    code = (
+        "import sys, thinktune.cli, thinktune.spec, thinktune.crdgen, thinktune.resources; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -62,9 +65,21 @@ def test_review_round_trip_through_cli(tmp_path):
     import json
 
     preds = tmp_path / "predictions.jsonl"
-    preds.write_text("\n".join(json.dumps({"id": f"q{i}", "prompt": f"问题{i}", "label": "<think>\n分析\n</think>\n\n答案",
-                                           "predict": "<think>\n想\n</think>\n\n回答"}, ensure_ascii=False)
-                               for i in range(3)), encoding="utf-8")
+    preds.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "prompt": f"问题{i}",
+                    "label": "<think>\n分析\n</think>\n\n答案",
+                    "predict": "<think>\n想\n</think>\n\n回答",
+                },
+                ensure_ascii=False,
+            )
+            for i in range(3)
+        ),
+        encoding="utf-8",
+    )
     sheet = tmp_path / "review.csv"
     res = runner.invoke(app, ["review", "export", str(preds), "-o", str(sheet), "--reviewer", "alice"])
     assert res.exit_code == 0, res.output

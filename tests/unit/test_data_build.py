@@ -46,15 +46,28 @@ def rows(out: Path, split: str) -> list[dict]:
 
 def test_output_files_and_dataset_info_schema(built):
     out, _ = built
-    for f in ("dataset_info.json", "train.json", "val.json", "test.json", "rejects.jsonl", "report.json", "report.md"):
+    for f in (
+        "dataset_info.json",
+        "train.json",
+        "val.json",
+        "test.json",
+        "rejects.jsonl",
+        "report.json",
+        "report.md",
+    ):
         assert (out / f).is_file(), f
     info = json.loads((out / "dataset_info.json").read_text())
     assert set(info) == {"crypto_train", "crypto_val", "crypto_test"}
     e = info["crypto_train"]
     assert e["file_name"] == "train.json" and e["formatting"] == "sharegpt"
     assert e["columns"] == {"messages": "messages"}
-    assert e["tags"] == {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                         "assistant_tag": "assistant", "system_tag": "system"}
+    assert e["tags"] == {
+        "role_tag": "role",
+        "content_tag": "content",
+        "user_tag": "user",
+        "assistant_tag": "assistant",
+        "system_tag": "system",
+    }
 
 
 def test_rows_messages_and_metadata(built):
@@ -73,14 +86,23 @@ def test_rows_messages_and_metadata(built):
         assert 0 < r["n_tokens"] <= 4096
     # Traditional text converted, code kept byte-exact
     zuc = [r for r in all_rows if r["source_file"] == "06-zuc-stream.md"]
-    assert zuc and all("祖冲之" in r["messages"][0]["content"] + r["messages"][1]["content"]
-                       + r["messages"][2]["content"] or "ZUC" in r["terms"] for r in zuc)
+    assert zuc and all(
+        "祖冲之" in r["messages"][0]["content"] + r["messages"][1]["content"] + r["messages"][2]["content"]
+        or "ZUC" in r["terms"]
+        for r in zuc
+    )
     assert not any("金鑰" in r["messages"][2]["content"] for r in zuc)
     code = [r for r in all_rows if r["source_file"] == "16-rsa-pitfalls-c.md" and r["style"] == "code"]
-    assert code and "    memset(key, 0, sizeof key);   /* 可能被编译器优化掉！ */\n" in code[0]["messages"][1]["content"]
+    assert (
+        code
+        and "    memset(key, 0, sizeof key);   /* 可能被编译器优化掉！ */\n"
+        in code[0]["messages"][1]["content"]
+    )
     gmssl = [r for r in all_rows if r["source_file"] == "35-gmssl-usage.md"]
-    assert any("```sh\ngmssl sm3 < data.bin\n```" in r["messages"][2]["content"] + r["messages"][1]["content"]
-               for r in gmssl)
+    assert any(
+        "```sh\ngmssl sm3 < data.bin\n```" in r["messages"][2]["content"] + r["messages"][1]["content"]
+        for r in gmssl
+    )
 
 
 def test_report_counts_match_status_contract(built):
@@ -91,11 +113,17 @@ def test_report_counts_match_status_contract(built):
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["counts"] == rep["counts"]
     assert c.documents == 44
-    assert c.train == len(rows(out, "train")) and c.val == len(rows(out, "val")) and c.test == len(rows(out, "test"))
+    assert (
+        c.train == len(rows(out, "train"))
+        and c.val == len(rows(out, "val"))
+        and c.test == len(rows(out, "test"))
+    )
     assert c.samples == c.train + c.val + c.test
     assert c.rejects == len((out / "rejects.jsonl").read_text().splitlines())
     assert c.warnings == len(rep["warnings"])
-    assert c.generated_thinking == sum(r["generated_thinking"] for s in ("train", "val", "test") for r in rows(out, s))
+    assert c.generated_thinking == sum(
+        r["generated_thinking"] for s in ("train", "val", "test") for r in rows(out, s)
+    )
     assert abs(c.train / c.samples - 0.7) < 0.02 and abs(c.val / c.samples - 0.15) < 0.02
 
 
@@ -112,7 +140,9 @@ def test_report_sections(built):
     assert th["source"] >= 30 and th["max_depth"] >= 3 and th["nested_samples"] >= 2
     assert th["generated"] == th["template"] == rep["generated_thinking"]
     cov = rep["term_coverage"]
-    assert cov["terms_total"] > 100 and all(cov["per_split"][s]["terms"] > 20 for s in ("train", "val", "test"))
+    assert cov["terms_total"] > 100 and all(
+        cov["per_split"][s]["terms"] > 20 for s in ("train", "val", "test")
+    )
     assert isinstance(rep["warnings"], list) and isinstance(rep["errors"], list) and rep["errors"] == []
     md = (out / "report.md").read_text()
     assert len(rep["plots"]) >= 2
@@ -135,13 +165,16 @@ def test_terms_spread_across_splits(built):
     for t, row in rep["per_type"].items():
         assert abs(row["val"] - 0.15 * row["total"]) <= max(2, 0.25 * 0.15 * row["total"]), (t, row)
     assert set(rep["term_coverage"]["frequent_terms_missing_from_a_split"]) == {
-        t for t in f3 if not all(cov[s][t] for s in cov)}
+        t for t in f3 if not all(cov[s][t] for s in cov)
+    }
 
 
 def test_deterministic_and_parallel_equals_sequential(built, tmp_path, tok, monkeypatch):
     out, _ = built
     monkeypatch.setattr(build_mod, "PARALLEL_MIN_BYTES", 0)  # force the process pool on the small corpus
-    rep2 = build_dataset(spec(datasetName="crypto", workers=2), CORPUS, tmp_path, progress=True, tokenizer=tok)
+    rep2 = build_dataset(
+        spec(datasetName="crypto", workers=2), CORPUS, tmp_path, progress=True, tokenizer=tok
+    )
     assert rep2["timing"]["workers"] == 2
     for s in ("train", "val", "test"):
         assert (tmp_path / f"{s}.json").read_bytes() == (out / f"{s}.json").read_bytes(), s
@@ -150,7 +183,9 @@ def test_deterministic_and_parallel_equals_sequential(built, tmp_path, tok, monk
 
 def test_seed_changes_split(built, tmp_path, tok):
     out, _ = built
-    build_dataset(spec(datasetName="crypto", split={"seed": 7}), CORPUS, tmp_path, progress=False, tokenizer=tok)
+    build_dataset(
+        spec(datasetName="crypto", split={"seed": 7}), CORPUS, tmp_path, progress=False, tokenizer=tok
+    )
     assert (tmp_path / "test.json").read_bytes() != (out / "test.json").read_bytes()
 
 
@@ -164,22 +199,34 @@ def test_malformed_corpus_everything_traced(tmp_path, tok):
     for r in rej:
         by_file.setdefault(r["source_file"], []).append(r)
     expected = {
-        "unclosed-thinking.md": (5, "never closed"), "stray-close.md": (5, "no matching <thinking>"),
-        "misplaced-close.md": (8, "misplaced"), "crossing-heading.md": (11, "across the heading"),
-        "nested-unclosed.md": (5, "never closed"), "broken-fence.md": (5, "code fence"),
-        "empty-answer.md": (3, "no answer"), "empty-thinking.md": (5, "empty <thinking>"),
-        "faq-missing-answers.md": (5, "no nested answer"), "bad-encoding.md": (3, "UTF-8"),
+        "unclosed-thinking.md": (5, "never closed"),
+        "stray-close.md": (5, "no matching <thinking>"),
+        "misplaced-close.md": (8, "misplaced"),
+        "crossing-heading.md": (11, "across the heading"),
+        "nested-unclosed.md": (5, "never closed"),
+        "broken-fence.md": (5, "code fence"),
+        "empty-answer.md": (3, "no answer"),
+        "empty-thinking.md": (5, "empty <thinking>"),
+        "faq-missing-answers.md": (5, "no nested answer"),
+        "bad-encoding.md": (3, "UTF-8"),
         "over-long.md": (3, "too long"),
     }
     for f, (line, needle) in expected.items():
         assert f in by_file, f
-        assert any(r["line"] == line and needle in r["reason"] and r["source"].startswith(f"{f}:{line}")
-                   and r.get("fix") for r in by_file[f]), (f, by_file[f])
+        assert any(
+            r["line"] == line
+            and needle in r["reason"]
+            and r["source"].startswith(f"{f}:{line}")
+            and r.get("fix")
+            for r in by_file[f]
+        ), (f, by_file[f])
     # over-long: rejected, reported with its token count, never truncated into the dataset
     over = next(r for r in by_file["over-long.md"] if "too long" in r["reason"])
     assert over["sample"]["tokens"] > 4096
     assert rep["token_lengths"]["over_cutoff"] == 1
-    data = sum((json.loads((tmp_path / "out" / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])
+    data = sum(
+        (json.loads((tmp_path / "out" / f"{s}.json").read_text()) for s in ("train", "val", "test")), []
+    )
     assert not any(r["source_file"] == "over-long.md" for r in data)
     # the valid parts of partly-bad files survive; errors listed in the report with file:line:col
     assert any(r["source_file"] == "empty-answer.md" for r in data)
@@ -206,8 +253,13 @@ def test_cutoff_len_and_generate_none_and_flatten(tmp_path, tok):
     src.mkdir()
     for f in ("01-sm4-basics.md", "09-cbc-padding-oracle.md", "18-ecdsa-nonce.md"):
         shutil.copy(CORPUS / f, src / f)
-    rep = build_dataset(spec(validation={"cutoffLen": 330}, thinking={"generate": "none", "nested": "flatten"}),
-                        src, tmp_path / "o", progress=False, tokenizer=tok)
+    rep = build_dataset(
+        spec(validation={"cutoffLen": 330}, thinking={"generate": "none", "nested": "flatten"}),
+        src,
+        tmp_path / "o",
+        progress=False,
+        tokenizer=tok,
+    )
     data = sum((json.loads((tmp_path / "o" / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])
     assert data and all(r["thinking_method"] == "source" and not r["generated_thinking"] for r in data)
     assert all(r["n_tokens"] <= 330 for r in data)
@@ -264,10 +316,19 @@ def test_dedup_switch_and_punctuation_switch(tmp_path):
     assert on["counts"]["duplicates"] == 1 and on["counts"]["samples"] == 1
     rej = [json.loads(x) for x in (tmp_path / "on" / "rejects.jsonl").read_text().splitlines()]
     assert rej[0]["kind"] == "duplicate" and rej[0]["source"] == "b/x.md:3" and "a/x.md:3" in rej[0]["reason"]
-    off = build_dataset(spec(dedup={"enabled": False}, chinese={"normalizePunctuation": False}), src,
-                        tmp_path / "off", progress=False, tokenizer=CharTok())
+    off = build_dataset(
+        spec(dedup={"enabled": False}, chinese={"normalizePunctuation": False}),
+        src,
+        tmp_path / "off",
+        progress=False,
+        tokenizer=CharTok(),
+    )
     assert off["counts"]["duplicates"] == 0 and off["counts"]["samples"] == 2
-    data = sum((json.loads((tmp_path / "off" / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])
+    data = sum(
+        (json.loads((tmp_path / "off" / f"{s}.json").read_text()) for s in ("train", "val", "test")), []
+    )
     assert data[0]["messages"][1]["content"] == "为什么要加盐,而且要随机?"
-    data_on = sum((json.loads((tmp_path / "on" / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])
+    data_on = sum(
+        (json.loads((tmp_path / "on" / f"{s}.json").read_text()) for s in ("train", "val", "test")), []
+    )
     assert data_on[0]["messages"][1]["content"] == "为什么要加盐，而且要随机？"

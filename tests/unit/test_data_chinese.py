@@ -22,8 +22,10 @@ def test_opencc_profiles_convert_traditional():
 
 
 def test_halfwidth_punctuation_between_cjk_becomes_fullwidth(norm):
-    assert norm.inline("分组长度为128位,密钥长度也是128位.它采用Feistel结构") == \
-        "分组长度为128位，密钥长度也是128位。它采用Feistel结构"
+    assert (
+        norm.inline("分组长度为128位,密钥长度也是128位.它采用Feistel结构")
+        == "分组长度为128位，密钥长度也是128位。它采用Feistel结构"
+    )
     assert norm.inline("问:什么是杂凑?答;这样!") == "问：什么是杂凑？答；这样！"
     assert norm.inline("SM4(国密分组算法)") == "SM4（国密分组算法）"
     # Latin-only content keeps ASCII punctuation
@@ -49,8 +51,10 @@ def test_code_spans_urls_and_links_are_untouched(norm):
 def test_several_code_spans_in_one_text(norm):
     src = "用 `a,b` 校验参数,这是错误.\n\n再用 ``x`y`` 和 `z` 比较,结果相同.\n\n未闭合的 ` 反引号,照常处理."
     out = norm.inline(src)
-    assert out == ("用 `a,b` 校验参数，这是错误。\n\n再用 ``x`y`` 和 `z` 比较，结果相同。\n\n"
-                   "未闭合的 ` 反引号，照常处理。")
+    assert out == (
+        "用 `a,b` 校验参数，这是错误。\n\n再用 ``x`y`` 和 `z` 比较，结果相同。\n\n"
+        "未闭合的 ` 反引号，照常处理。"
+    )
 
 
 def test_code_block_lines_untouched(norm):
@@ -64,11 +68,35 @@ def test_code_block_lines_untouched(norm):
 def test_glossary_shipped_size_categories_and_core_terms():
     g = load_glossary()
     assert len(g) >= 300
-    for t in ("SM2", "SM3", "SM4", "ZUC", "GCM", "CBC", "TLS 1.3", "TLCP", "差分功耗分析", "分组密码", "HKDF",
-              "Padding Oracle", "侧信道攻击", "X.509"):
+    for t in (
+        "SM2",
+        "SM3",
+        "SM4",
+        "ZUC",
+        "GCM",
+        "CBC",
+        "TLS 1.3",
+        "TLCP",
+        "差分功耗分析",
+        "分组密码",
+        "HKDF",
+        "Padding Oracle",
+        "侧信道攻击",
+        "X.509",
+    ):
         assert t in g.terms, t
     cats = set(g.terms.values())
-    assert {"guomi", "symmetric", "asymmetric", "hash", "mode", "protocol", "attack", "side_channel", "pki"} <= cats
+    assert {
+        "guomi",
+        "symmetric",
+        "asymmetric",
+        "hash",
+        "mode",
+        "protocol",
+        "attack",
+        "side_channel",
+        "pki",
+    } <= cats
     assert g.category("SM4") == "guomi"
     # every line of the TSV has at most 3 columns and a non-empty term
     for line in GLOSSARY_FILE.read_text(encoding="utf-8").splitlines():

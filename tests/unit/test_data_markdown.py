@@ -35,7 +35,11 @@ if x:
 
 def test_sections_headings_and_paths():
     p = parse_markdown(DOC)
-    assert [(s.level, s.title, s.line) for s in p.sections] == [(1, "标题一", 1), (2, "子标题", 16), (3, "三级", 24)]
+    assert [(s.level, s.title, s.line) for s in p.sections] == [
+        (1, "标题一", 1),
+        (2, "子标题", 16),
+        (3, "三级", 24),
+    ]
     assert p.sections[2].path == ["标题一", "子标题", "三级"]
     assert p.title == "标题一"
     assert p.sections[0].end_line == 15
@@ -44,7 +48,11 @@ def test_sections_headings_and_paths():
 def test_components_kinds_and_line_numbers():
     p = parse_markdown(DOC)
     s1 = p.sections[0].components
-    assert [(c.kind, c.line, c.end_line) for c in s1] == [("paragraph", 3, 4), ("list", 6, 8), ("code", 10, 14)]
+    assert [(c.kind, c.line, c.end_line) for c in s1] == [
+        ("paragraph", 3, 4),
+        ("list", 6, 8),
+        ("code", 10, 14),
+    ]
     assert s1[0].text == "第一段,\n第二行。"
     assert [it.head for it in s1[1].items] == ["项目甲", "项目乙\n继续"]
     assert [c.kind for c in p.sections[1].components] == ["blockquote", "table"]
@@ -101,9 +109,13 @@ def test_reusing_tokens_after_normalisation_equals_reparsing():
         assert norm.count("\n") == text.count("\n"), f.name
         reused = parse_markdown(norm, toks, inline=n.inline)
         fresh = parse_markdown(norm)
-        assert [(s.title, s.line, s.path) for s in reused.sections] == [(s.title, s.line, s.path) for s in fresh.sections]
+        assert [(s.title, s.line, s.path) for s in reused.sections] == [
+            (s.title, s.line, s.path) for s in fresh.sections
+        ]
         for a, b in zip(reused.sections, fresh.sections, strict=True):
-            assert [(c.kind, c.line, c.end_line, c.text) for c in a.components] == \
-                [(c.kind, c.line, c.end_line, c.text) for c in b.components], (f.name, a.title)
-            assert [[(i.head, i.body) for i in c.items] for c in a.components] == \
-                [[(i.head, i.body) for i in c.items] for c in b.components], (f.name, a.title)
+            assert [(c.kind, c.line, c.end_line, c.text) for c in a.components] == [
+                (c.kind, c.line, c.end_line, c.text) for c in b.components
+            ], (f.name, a.title)
+            assert [[(i.head, i.body) for i in c.items] for c in a.components] == [
+                [(i.head, i.body) for i in c.items] for c in b.components
+            ], (f.name, a.title)

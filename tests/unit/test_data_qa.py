@@ -17,7 +17,9 @@ def pairs_of(md: str):
     return detect_pairs(p, p.title or "doc")
 
 
-@pytest.mark.parametrize("q,a", [("问：", "答："), ("问:", "答:"), ("Q:", "A:"), ("Q：", "A："), ("**问：**", "**答：**")])
+@pytest.mark.parametrize(
+    "q,a", [("问：", "答："), ("问:", "答:"), ("Q:", "A:"), ("Q：", "A："), ("**问：**", "**答：**")]
+)
 def test_marker_pairs_all_colon_widths(q, a):
     md = f"# 标题\n\n{q}SM4 的分组长度是多少？\n{a}128 位。\n\n补充说明一段。\n\n{q}SM3 输出多长？\n\n{a}256 位。\n"
     pairs, warns = pairs_of(md)
@@ -30,7 +32,9 @@ def test_marker_pairs_all_colon_widths(q, a):
 
 
 def test_question_heading_answered_by_section_text():
-    pairs, _ = pairs_of("# 文档\n\n## 为什么 ECB 不安全？\n\n相同明文分组得到相同密文。\n\n## 如何选择模式\n\n优先选择 GCM。\n")
+    pairs, _ = pairs_of(
+        "# 文档\n\n## 为什么 ECB 不安全？\n\n相同明文分组得到相同密文。\n\n## 如何选择模式\n\n优先选择 GCM。\n"
+    )
     qh = [p for p in pairs if p.style == "question_heading"]
     assert [(p.question, p.answer_markdown(), p.line) for p in qh] == [
         ("为什么 ECB 不安全？", "相同明文分组得到相同密文。", 3),
@@ -38,10 +42,18 @@ def test_question_heading_answered_by_section_text():
     ]
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("什么是 SM2", True), ("为什么要加盐", True), ("是否需要 IV", True), ("How does GCM work?", True),
-    ("SM4 的密钥扩展", False), ("整体结构", False), ("**这样对吗？**", True),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("什么是 SM2", True),
+        ("为什么要加盐", True),
+        ("是否需要 IV", True),
+        ("How does GCM work?", True),
+        ("SM4 的密钥扩展", False),
+        ("整体结构", False),
+        ("**这样对吗？**", True),
+    ],
+)
 def test_is_question(text, expected):
     assert is_question(text) is expected
 

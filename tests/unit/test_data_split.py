@@ -56,8 +56,13 @@ def test_terms_spread_across_splits():
             assert splits == {"train", "val", "test"}, (term, n, splits)
     # without term stratification rare terms often miss a split
     plain = stratified_split(types, terms, seed=3, stratify_by=["type"])
-    missing = sum(1 for term, n in freq.items() if n >= 3 and
-                  {s for s, ts in zip(plain.assignment, terms, strict=True) if term in ts} != {"train", "val", "test"})
+    missing = sum(
+        1
+        for term, n in freq.items()
+        if n >= 3
+        and {s for s, ts in zip(plain.assignment, terms, strict=True) if term in ts}
+        != {"train", "val", "test"}
+    )
     assert missing > 0
 
 

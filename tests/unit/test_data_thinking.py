@@ -62,10 +62,14 @@ def test_nested_tree_and_multiple_blocks():
 def test_render_keep_and_flatten():
     roots, _ = parse(NESTED)
     keep = render_reasoning(roots, "keep")
-    assert keep == ("外层分析。\n\n<thinking>\n第二层。\n\n<thinking>\n第三层。\n</thinking>\n</thinking>\n\n外层结论。"
-                    "\n\n第二个块：验证。")
+    assert keep == (
+        "外层分析。\n\n<thinking>\n第二层。\n\n<thinking>\n第三层。\n</thinking>\n</thinking>\n\n外层结论。"
+        "\n\n第二个块：验证。"
+    )
     flat = render_reasoning(roots, "flatten")
-    assert flat == "1.1. 外层分析。\n1.2.1. 第二层。\n1.2.2.1. 第三层。\n1.3. 外层结论。\n2.1. 第二个块：验证。"
+    assert (
+        flat == "1.1. 外层分析。\n1.2.1. 第二层。\n1.2.2.1. 第三层。\n1.3. 外层结论。\n2.1. 第二个块：验证。"
+    )
     assert "<thinking>" not in flat
 
 
@@ -119,13 +123,34 @@ def test_attached_to_the_pair_it_sits_in():
     assert by_q["为什么是第二节？"].reasoning == "分析：属于标题问题。"
 
 
-@pytest.mark.parametrize("name,line,col,msg,fix", [
-    ("unclosed-thinking.md", 5, 1, "<thinking> opened here is never closed", "add </thinking> after line 7"),
-    ("stray-close.md", 5, 1, "</thinking> has no matching <thinking>", "add <thinking> on its own line before line 4"),
-    ("misplaced-close.md", 8, 1, "contains the answer marker at line 7", "move </thinking> to after line 6"),
-    ("crossing-heading.md", 11, 1, "across the heading at line 8", "add </thinking> after line 6"),
-    ("nested-unclosed.md", 5, 1, "never closed", "add </thinking> after line 10"),
-])
+@pytest.mark.parametrize(
+    "name,line,col,msg,fix",
+    [
+        (
+            "unclosed-thinking.md",
+            5,
+            1,
+            "<thinking> opened here is never closed",
+            "add </thinking> after line 7",
+        ),
+        (
+            "stray-close.md",
+            5,
+            1,
+            "</thinking> has no matching <thinking>",
+            "add <thinking> on its own line before line 4",
+        ),
+        (
+            "misplaced-close.md",
+            8,
+            1,
+            "contains the answer marker at line 7",
+            "move </thinking> to after line 6",
+        ),
+        ("crossing-heading.md", 11, 1, "across the heading at line 8", "add </thinking> after line 6"),
+        ("nested-unclosed.md", 5, 1, "never closed", "add </thinking> after line 10"),
+    ],
+)
 def test_malformed_files_errors_with_line_col_and_fix(name, line, col, msg, fix):
     res = process_file(str(BAD / name), name, DocOptions())
     assert res.samples == []
@@ -147,8 +172,10 @@ def test_empty_thinking_block_rejects_the_sample_with_its_line():
 
 def test_quality_scores_good_high_and_bad_low():
     answer = "GCM 的 nonce 重复会泄露两段明文的异或，并能解出认证密钥 H，所以绝不能重复。"
-    good = ("分析：问题是 nonce 重复的后果。\n首先，CTR 部分密钥流相同，明文异或泄露。\n然后，两个标签联立可解出认证密钥 H。\n"
-            "结论：nonce 绝不能重复，这与答案一致。")
+    good = (
+        "分析：问题是 nonce 重复的后果。\n首先，CTR 部分密钥流相同，明文异或泄露。\n然后，两个标签联立可解出认证密钥 H。\n"
+        "结论：nonce 绝不能重复，这与答案一致。"
+    )
     bad = "嗯。"
     qg = assess_quality(good, answer, ("GCM", "nonce"), ("nonce",))
     qb = assess_quality(bad, answer, ("GCM", "nonce"), ())
@@ -217,15 +244,22 @@ def test_teacher_model_generation(tmp_path):
     model_dir = tiny.make_tiny_model(tmp_path / "teacher")
     src = tmp_path / "src"
     src.mkdir()
-    (src / "a.md").write_text("# 盐\n\n问：为什么要加盐？\n答：盐让相同口令得到不同杂凑值。\n", encoding="utf-8")
+    (src / "a.md").write_text(
+        "# 盐\n\n问：为什么要加盐？\n答：盐让相同口令得到不同杂凑值。\n", encoding="utf-8"
+    )
 
     class CharTok:
         def __call__(self, texts, add_special_tokens=False):
             return {"input_ids": [list(t) for t in texts]}
 
-    spec = DatasetBuildSpec.model_validate({"source": {"path": str(src)}, "output": {"path": str(tmp_path / "o")},
-                                            "thinking": {"generate": "model", "teacherModel": str(model_dir)},
-                                            "validation": {"cutoffLen": 100000}})
+    spec = DatasetBuildSpec.model_validate(
+        {
+            "source": {"path": str(src)},
+            "output": {"path": str(tmp_path / "o")},
+            "thinking": {"generate": "model", "teacherModel": str(model_dir)},
+            "validation": {"cutoffLen": 100000},
+        }
+    )
     import thinktune.data.thinking as th
     from thinktune.data.build import DatasetBuildError
 
@@ -239,8 +273,13 @@ def test_teacher_model_generation(tmp_path):
     finally:
         th.TeacherModel.__init__ = orig
     rows = [json.loads(x) for x in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
-    data = [] if rep is None else sum((json.loads((tmp_path / "o" / f"{s}.json").read_text())
-                                       for s in ("train", "val", "test")), [])
+    data = (
+        []
+        if rep is None
+        else sum(
+            (json.loads((tmp_path / "o" / f"{s}.json").read_text()) for s in ("train", "val", "test")), []
+        )
+    )
     # random weights: either some reasoning (marked model-generated, quality-checked) or a traced reject
     assert len(data) + len(rows) == 1
     if data:
@@ -261,20 +300,32 @@ def test_teacher_generated_thinking_is_marked_and_validated(tmp_path, monkeypatc
             assert path == "some/teacher"
 
         def reasoning(self, question, answer):
-            return "嗯" if "B" in question else "分析：问题问盐。首先盐让杂凑不同；然后彩虹表失效。结论：盐让相同口令得到不同杂凑值。"
+            return (
+                "嗯"
+                if "B" in question
+                else "分析：问题问盐。首先盐让杂凑不同；然后彩虹表失效。结论：盐让相同口令得到不同杂凑值。"
+            )
 
     monkeypatch.setattr(b, "TeacherModel", FakeTeacher)
     src = tmp_path / "src"
     src.mkdir()
-    (src / "a.md").write_text("# 盐\n\n问：A 为什么要加盐？\n答：盐让相同口令得到不同杂凑值。\n\n"
-                              "问：B 盐要保密吗？\n答：盐不需要保密，但要随机。\n", encoding="utf-8")
+    (src / "a.md").write_text(
+        "# 盐\n\n问：A 为什么要加盐？\n答：盐让相同口令得到不同杂凑值。\n\n"
+        "问：B 盐要保密吗？\n答：盐不需要保密，但要随机。\n",
+        encoding="utf-8",
+    )
 
     class CharTok:
         def __call__(self, texts, add_special_tokens=False):
             return {"input_ids": [list(t) for t in texts]}
 
-    spec = DatasetBuildSpec.model_validate({"source": {"path": "x"}, "output": {"path": "y"},
-                                            "thinking": {"generate": "model", "teacherModel": "some/teacher"}})
+    spec = DatasetBuildSpec.model_validate(
+        {
+            "source": {"path": "x"},
+            "output": {"path": "y"},
+            "thinking": {"generate": "model", "teacherModel": "some/teacher"},
+        }
+    )
     rep = b.build_dataset(spec, src, tmp_path / "o", progress=False, tokenizer=CharTok())
     data = sum((json.loads((tmp_path / "o" / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])
     assert {d["thinking_method"] for d in data} == {"model"} and all(d["generated_thinking"] for d in data)

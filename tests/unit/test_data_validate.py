@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from thinktune.data.validate import render_chat, structural_problems, token_lengths
 
-GOOD = [{"role": "system", "content": "你是助手。"}, {"role": "user", "content": "什么是 SM4？"},
-        {"role": "assistant", "content": "<think>\n分析：分组密码。\n</think>\n\nSM4 是分组密码。"}]
+GOOD = [
+    {"role": "system", "content": "你是助手。"},
+    {"role": "user", "content": "什么是 SM4？"},
+    {"role": "assistant", "content": "<think>\n分析：分组密码。\n</think>\n\nSM4 是分组密码。"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +24,23 @@ def test_good_sample_has_no_problems():
     assert structural_problems(GOOD[1:]) == []  # system is optional
 
 
-@pytest.mark.parametrize("msgs,needle", [
-    ([GOOD[0], GOOD[2], GOOD[1]], "roles must alternate"),
-    ([GOOD[0], {"role": "user", "content": "  "}, GOOD[2]], "empty user turn"),
-    ([GOOD[0], GOOD[1]], "does not end with an assistant turn"),
-    ([GOOD[0], GOOD[1], {"role": "assistant", "content": "没有思考"}], "must start with '<think>"),
-    ([GOOD[0], GOOD[1], {"role": "assistant", "content": "<think>\nr\n</think>\n\n"}], "empty answer"),
-    ([GOOD[0], GOOD[1], {"role": "assistant", "content": "<think>\nr\n</think>\n\na </think>"}], "only once"),
-    ([GOOD[0], {"role": "user", "content": "<think>?"}, GOOD[2]], "Qwen3 special tokens"),
-    ([{"role": "system", "content": ""}, GOOD[1], GOOD[2]], "empty system prompt"),
-    ([], "no messages"),
-])
+@pytest.mark.parametrize(
+    "msgs,needle",
+    [
+        ([GOOD[0], GOOD[2], GOOD[1]], "roles must alternate"),
+        ([GOOD[0], {"role": "user", "content": "  "}, GOOD[2]], "empty user turn"),
+        ([GOOD[0], GOOD[1]], "does not end with an assistant turn"),
+        ([GOOD[0], GOOD[1], {"role": "assistant", "content": "没有思考"}], "must start with '<think>"),
+        ([GOOD[0], GOOD[1], {"role": "assistant", "content": "<think>\nr\n</think>\n\n"}], "empty answer"),
+        (
+            [GOOD[0], GOOD[1], {"role": "assistant", "content": "<think>\nr\n</think>\n\na </think>"}],
+            "only once",
+        ),
+        ([GOOD[0], {"role": "user", "content": "<think>?"}, GOOD[2]], "Qwen3 special tokens"),
+        ([{"role": "system", "content": ""}, GOOD[1], GOOD[2]], "empty system prompt"),
+        ([], "no messages"),
+    ],
+)
 def test_structural_problems(msgs, needle):
     probs = structural_problems(msgs)
     assert probs and any(needle in r for r, _ in probs), probs
@@ -39,8 +48,10 @@ def test_structural_problems(msgs, needle):
 
 
 def test_render_chat_is_the_qwen3_training_format():
-    assert render_chat(GOOD) == ("<|im_start|>system\n你是助手。<|im_end|>\n<|im_start|>user\n什么是 SM4？<|im_end|>\n"
-                                 "<|im_start|>assistant\n<think>\n分析：分组密码。\n</think>\n\nSM4 是分组密码。<|im_end|>\n")
+    assert render_chat(GOOD) == (
+        "<|im_start|>system\n你是助手。<|im_end|>\n<|im_start|>user\n什么是 SM4？<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n分析：分组密码。\n</think>\n\nSM4 是分组密码。<|im_end|>\n"
+    )
 
 
 def test_token_length_with_real_tokenizer_counts_special_tokens_once(qwen_tok):

@@ -89,18 +89,27 @@ def test_score_and_aggregate_separate_parts():
 
 
 def test_load_samples_formats(tmp_path):
-    msgs = [{"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
-                          {"role": "assistant", "content": "<think>\nT\n</think>\n\nA"}]}]
-    conv = [{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}], "system": "S"}]
+    msgs = [
+        {
+            "messages": [
+                {"role": "system", "content": "S"},
+                {"role": "user", "content": "Q"},
+                {"role": "assistant", "content": "<think>\nT\n</think>\n\nA"},
+            ]
+        }
+    ]
+    conv = [
+        {"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}], "system": "S"}
+    ]
     alpaca = [{"instruction": "Q", "input": "x", "output": "A"}]
     (tmp_path / "a.json").write_text(json.dumps(msgs))
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in conv))
     (tmp_path / "c.json").write_text(json.dumps(alpaca))
-    a, = M.load_samples(tmp_path / "a.json")
+    (a,) = M.load_samples(tmp_path / "a.json")
     assert a.messages[0]["role"] == "system" and a.question == "Q" and a.reference.endswith("A")
-    b, = M.load_samples(tmp_path / "b.jsonl")
+    (b,) = M.load_samples(tmp_path / "b.jsonl")
     assert [m["role"] for m in b.messages] == ["system", "user"] and b.reference == "A"
-    c, = M.load_samples(tmp_path / "c.json")
+    (c,) = M.load_samples(tmp_path / "c.json")
     assert c.question == "Q\nx"
 
 
@@ -117,7 +126,9 @@ def test_encode_sample_truncates_response_tail():
         def encode(self, text, add_special_tokens=False):
             return [ord(c) for c in text]
 
-    s = M.Sample(messages=[{"role": "user", "content": "Q"}], reference="<think>\n" + "想" * 50 + "\n</think>\n\n答")
+    s = M.Sample(
+        messages=[{"role": "user", "content": "Q"}], reference="<think>\n" + "想" * 50 + "\n</think>\n\n答"
+    )
     ids, start, boundary, truncated = M.encode_sample(Tok(), s, 10_000)
     assert not truncated and "".join(map(chr, ids[start:boundary])).startswith("<think>\n想")
     assert "".join(map(chr, ids[boundary:])) == "答<|im_end|>\n"
@@ -142,4 +153,6 @@ def test_generation_prompt_prefill_both_ways():
     prompt, prefill = M.generation_prompt(NoTemplate(), msgs)
     assert prompt == M.render_prompt_lf(msgs) and prefill == ""
     # either way the parsed prediction is the same
-    assert M.split_thinking("<think>\n" + "想\n</think>\n\n答") == M.split_thinking("<think>\n想\n</think>\n\n答")
+    assert M.split_thinking("<think>\n" + "想\n</think>\n\n答") == M.split_thinking(
+        "<think>\n想\n</think>\n\n答"
+    )

@@ -14,8 +14,13 @@ from thinktune.evaluate.review import (
 )
 
 PREDS = [
-    {"id": f"q{i}", "question": f"问题{i}", "reference": "<think>\nR\n</think>\n\n参考答案",
-     "prediction": f"思考{i}\n</think>\n\n回答{i}"} for i in range(3)
+    {
+        "id": f"q{i}",
+        "question": f"问题{i}",
+        "reference": "<think>\nR\n</think>\n\n参考答案",
+        "prediction": f"思考{i}\n</think>\n\n回答{i}",
+    }
+    for i in range(3)
 ]
 
 
@@ -37,8 +42,17 @@ def test_round_trip_with_agreement(tmp_path):
     assert len(rows) == 6 and rows[0]["model_answer"] == "回答0" and rows[0]["reference_answer"] == "参考答案"
     assert rows[0]["model_thinking"] == "思考0" and rows[0]["accuracy"] == ""
     # rows: q0 alice, q0 bob, q1 alice, q1 bob, q2 alice, q2 bob
-    _fill(sheet, [("5", "4", "5"), ("5", "4", "4"), ("2", "3", "2", "术语错误"), ("3", "3", "2"),
-                  ("", "", ""), ("", "", "")])
+    _fill(
+        sheet,
+        [
+            ("5", "4", "5"),
+            ("5", "4", "4"),
+            ("2", "3", "2", "术语错误"),
+            ("3", "3", "2"),
+            ("", "", ""),
+            ("", "", ""),
+        ],
+    )
     s = import_review_sheet(sheet, threshold=3.0)
     assert s["rows"] == 4 and s["pending"] == 2 and s["items"] == 2
     assert s["means"]["accuracy"] == pytest.approx((5 + 5 + 2 + 3) / 4)
@@ -75,7 +89,9 @@ def test_jsonl_sheet_and_duplicate_reviewer(tmp_path):
         r.update(accuracy=4, fluency=4, professionalism=4)
     rows.append(dict(rows[0]))
     sheet.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    with pytest.raises(ReviewSheetError, match=r"row 4 \(item q0\): reviewer a already scored this item in row 1"):
+    with pytest.raises(
+        ReviewSheetError, match=r"row 4 \(item q0\): reviewer a already scored this item in row 1"
+    ):
         import_review_sheet(sheet)
     sheet.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:3]), encoding="utf-8")
     s = import_review_sheet(sheet)

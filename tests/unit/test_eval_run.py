@@ -8,17 +8,27 @@ from thinktune.evaluate.run import find_adapter, find_split, job_dataset_dir, re
 
 
 def _metrics(rouge=0.1, term=0.3, compliance=0.5):
-    return {"answer": {"rougeL": rouge, "termAccuracy": term, "bleu": 5.0}, "thinking": {"rougeL": 0.4},
-            "full": {}, "thinkingCompliance": compliance, "perplexity": {"full": 12.0}}
+    return {
+        "answer": {"rougeL": rouge, "termAccuracy": term, "bleu": 5.0},
+        "thinking": {"rougeL": 0.4},
+        "full": {},
+        "thinkingCompliance": compliance,
+        "perplexity": {"full": 12.0},
+    }
 
 
 def test_recommendations_are_concrete():
-    per_term = [{"term": "SM9", "references": 4, "hits": 0, "accuracy": 0.0},
-                {"term": "SM2", "references": 3, "hits": 3, "accuracy": 1.0}]
+    per_term = [
+        {"term": "SM9", "references": 4, "hits": 0, "accuracy": 0.0},
+        {"term": "SM2", "references": 3, "hits": 3, "accuracy": 1.0},
+    ]
     failed, recs = recommendations(
-        _metrics(), {"rougeL": 0.2, "termAccuracy": 0.5, "thinking.rougeL": 0.3, "maxPerplexity": 10, "bogus": 1},
-        per_term=per_term, generation={"hitLimit": 2, "missingClose": 3, "samples": 4, "maxNewTokens": 64},
-        job={"epochs": 2.0, "loraRank": 8, "learningRate": 5e-5})
+        _metrics(),
+        {"rougeL": 0.2, "termAccuracy": 0.5, "thinking.rougeL": 0.3, "maxPerplexity": 10, "bogus": 1},
+        per_term=per_term,
+        generation={"hitLimit": 2, "missingClose": 3, "samples": 4, "maxNewTokens": 64},
+        job={"epochs": 2.0, "loraRank": 8, "learningRate": 5e-5},
+    )
     assert {f["metric"] for f in failed} == {"rougeL", "termAccuracy", "maxPerplexity"}
     text = "\n".join(recs)
     assert "numTrainEpochs 2 -> 3" in text and "lora.rank 8 -> 16" in text
@@ -30,8 +40,12 @@ def test_recommendations_are_concrete():
 
 
 def test_all_good_no_recommendations():
-    failed, recs = recommendations(_metrics(0.5, 0.9, 1.0), {"rougeL": 0.2, "termAccuracy": 0.5},
-                                   per_term=[], generation={"hitLimit": 0, "missingClose": 0, "samples": 4})
+    failed, recs = recommendations(
+        _metrics(0.5, 0.9, 1.0),
+        {"rougeL": 0.2, "termAccuracy": 0.5},
+        per_term=[],
+        generation={"hitLimit": 0, "missingClose": 0, "samples": 4},
+    )
     assert failed == [] and recs == []
 
 
@@ -58,10 +72,12 @@ def test_job_dataset_dir_follows_dataset_ref(tmp_path):
 
     (tmp_path / "dsb.yaml").write_text(
         "apiVersion: thinktune.io/v1alpha1\nkind: DatasetBuild\nmetadata: {name: d1}\n"
-        "spec: {source: {path: corpus}, output: {path: out/ds}}\n")
+        "spec: {source: {path: corpus}, output: {path: out/ds}}\n"
+    )
     (tmp_path / "ftj.yaml").write_text(
         "apiVersion: thinktune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: j1}\n"
-        "spec: {datasetRef: {name: d1}, output: {path: out/lora}}\n")
+        "spec: {datasetRef: {name: d1}, output: {path: out/lora}}\n"
+    )
     job = next(r for r in load_path(tmp_path / "ftj.yaml"))
     assert job_dataset_dir(job) == (tmp_path / "out" / "ds").resolve()
 
@@ -71,10 +87,12 @@ def test_modules_import_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys\n"
-            "import thinktune.evaluate.run, thinktune.evaluate.review, thinktune.evaluate.metrics\n"
-            "import thinktune.export.pipeline, thinktune.export.quantize, thinktune.export.verify\n"
-            "import thinktune.export.merge, thinktune.export.card\n"
-            "bad = [m for m in ('torch', 'transformers', 'peft', 'jieba') if m in sys.modules]\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys\n"
+        "import thinktune.evaluate.run, thinktune.evaluate.review, thinktune.evaluate.metrics\n"
+        "import thinktune.export.pipeline, thinktune.export.quantize, thinktune.export.verify\n"
+        "import thinktune.export.merge, thinktune.export.card\n"
+        "bad = [m for m in ('torch', 'transformers', 'peft', 'jieba') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

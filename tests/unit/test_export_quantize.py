@@ -11,7 +11,9 @@ torch = pytest.importorskip("torch")
 from thinktune.export import quantize as Q  # noqa: E402
 
 
-@pytest.mark.parametrize("bits,group,in_f", [(8, 32, 64), (4, 32, 64), (4, 128, 96), (8, -1, 70), (4, 32, 33)])
+@pytest.mark.parametrize(
+    "bits,group,in_f", [(8, 32, 64), (4, 32, 64), (4, 128, 96), (8, -1, 70), (4, 32, 33)]
+)
 def test_rtn_round_trip(bits, group, in_f):
     g = torch.Generator().manual_seed(0)
     w = torch.randn(16, in_f, generator=g) * 0.05
@@ -31,14 +33,21 @@ def test_int4_worse_than_int8():
     errs = {}
     for bits in (8, 4):
         q, s, z, p, g = Q.rtn_quantize_weight(w, bits, 64)
-        errs[bits] = (Q.rtn_dequantize_weight(q, s, z, bits=bits, shape=w.shape, group=g, padded_in=p) - w).abs().mean()
+        errs[bits] = (
+            (Q.rtn_dequantize_weight(q, s, z, bits=bits, shape=w.shape, group=g, padded_in=p) - w)
+            .abs()
+            .mean()
+        )
     assert errs[8] * 8 < errs[4]
 
 
 def test_gptq_without_gptqmodel_is_a_clear_error(monkeypatch, tmp_path):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("gptqmodel", "optimum") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("gptqmodel", "optimum") else real(name, *a),
+    )
     with pytest.raises(Q.QuantizationUnavailable, match=r"uv sync --extra gptq") as e:
         Q.quantize("gptq", tmp_path / "merged", tmp_path / "out", bits=4, calibration=["x"])
     assert "gptqmodel" in str(e.value)
@@ -66,6 +75,8 @@ def test_calibration_texts_repeat_and_chunks():
 
     s = [Sample(messages=[{"role": "user", "content": "问"}], reference="<think>\n想\n</think>\n\n答")]
     texts = Q.calibration_texts(s, 3)
-    assert len(texts) == 3 and texts[0].startswith("<|im_start|>user\n问") and texts[0].endswith("<|im_end|>\n")
+    assert (
+        len(texts) == 3 and texts[0].startswith("<|im_start|>user\n问") and texts[0].endswith("<|im_end|>\n")
+    )
     chunks = Q._chunks_longer_than(["a" * 10] * 7, 25)
     assert all(len(c) >= 25 for c in chunks) and sum(len(c) for c in chunks) == 70

@@ -33,21 +33,34 @@ def test_chart_crds_are_byte_copies_of_crds_dir():
     src = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
     dst = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
     assert src, "crds/ is empty: run `uv run --no-sync thinktune crds`"
-    assert src == dst, "helm/thinktune/crds must hold exactly the files of crds/ (cp crds/*.yaml helm/thinktune/crds/)"
+    assert src == dst, (
+        "helm/thinktune/crds must hold exactly the files of crds/ (cp crds/*.yaml helm/thinktune/crds/)"
+    )
     for name in src:
-        assert (ROOT / "crds" / name).read_bytes() == (CHART / "crds" / name).read_bytes(), \
+        assert (ROOT / "crds" / name).read_bytes() == (CHART / "crds" / name).read_bytes(), (
             f"{name} differs: cp crds/{name} helm/thinktune/crds/"
+        )
 
 
 def test_values_match_schema_and_schema_rejects_typos():
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     jsonschema.validate(values, schema)
-    for bad in ({"replicaCount": 2}, {"operatr": {}}, {"operator": {"progressSource": "ftp"}},
-                {"image": {"pullPolicy": "Sometimes"}}, {"workspace": {"size": "lots"}},
-                {"watch": {"namespaces": ["Bad_NS"]}}):
-        merged = {**values, **{k: ({**values.get(k, {}), **v} if isinstance(v, dict) and k in values else v)
-                               for k, v in bad.items()}}
+    for bad in (
+        {"replicaCount": 2},
+        {"operatr": {}},
+        {"operator": {"progressSource": "ftp"}},
+        {"image": {"pullPolicy": "Sometimes"}},
+        {"workspace": {"size": "lots"}},
+        {"watch": {"namespaces": ["Bad_NS"]}},
+    ):
+        merged = {
+            **values,
+            **{
+                k: ({**values.get(k, {}), **v} if isinstance(v, dict) and k in values else v)
+                for k, v in bad.items()
+            },
+        }
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(merged, schema)
 
@@ -59,12 +72,22 @@ def test_dashboard_json_is_well_formed():
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids))
     exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
-    for needed in ("thinktune_operator_jobs", "thinktune_train_loss", "thinktune_train_eval_loss",
-                   "thinktune_train_learning_rate", "thinktune_train_tokens_per_second", "thinktune_train_eta_seconds",
-                   "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_GPU_UTIL", "thinktune_train_gpu_memory_allocated_bytes",
-                   "thinktune_operator_restarts_total", "thinktune_operator_gpu_failures_total",
-                   "thinktune_operator_job_eval_metric", "thinktune_operator_dataset_samples",
-                   "thinktune_operator_reconcile_duration_seconds_bucket"):
+    for needed in (
+        "thinktune_operator_jobs",
+        "thinktune_train_loss",
+        "thinktune_train_eval_loss",
+        "thinktune_train_learning_rate",
+        "thinktune_train_tokens_per_second",
+        "thinktune_train_eta_seconds",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_GPU_UTIL",
+        "thinktune_train_gpu_memory_allocated_bytes",
+        "thinktune_operator_restarts_total",
+        "thinktune_operator_gpu_failures_total",
+        "thinktune_operator_job_eval_metric",
+        "thinktune_operator_dataset_samples",
+        "thinktune_operator_reconcile_duration_seconds_bucket",
+    ):
         assert needed in exprs, needed
     assert {v["name"] for v in d["templating"]["list"]} == {"datasource", "namespace", "job"}
 
@@ -87,16 +110,31 @@ def render(*sets: str) -> list[dict]:
 def test_helm_lint_clean():
     out = helm("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION)
     assert "0 chart(s) failed" in out
-    out = helm("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, "--set", "watch.allNamespaces=false",
-               "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
-               "--set", "workspace.create=true")
+    out = helm(
+        "lint",
+        str(CHART),
+        "--strict",
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "watch.allNamespaces=false",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.podMonitor.enabled=true",
+        "--set",
+        "workspace.create=true",
+    )
     assert "0 chart(s) failed" in out
 
 
 @needs_helm
 def test_schema_enforced_by_helm():
-    r = subprocess.run([HELM, "template", "x", str(CHART), "--kube-version", KUBE_VERSION, "--set", "replicaCount=3"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [HELM, "template", "x", str(CHART), "--kube-version", KUBE_VERSION, "--set", "replicaCount=3"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode != 0 and "replicaCount" in r.stderr
 
 
@@ -149,7 +187,9 @@ def test_rbac_namespaced_mode():
     for r in _rules(docs, "ClusterRole"):
         assert set(r["verbs"]) <= {"get", "list", "watch"}
         assert set(r["resources"]) <= {"customresourcedefinitions", "nodes"}
-    args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
     docs = render("watch.allNamespaces=false", "rbac.nodeAccess=false")
     assert not any("nodes" in r["resources"] for r in _rules(docs, "ClusterRole"))
@@ -164,13 +204,19 @@ def test_monitors_and_dashboard_configmap():
     sm = next(d for d in docs if d["kind"] == "ServiceMonitor")
     assert sm["spec"]["endpoints"][0]["port"] == "metrics"
     svc = next(d for d in docs if d["kind"] == "Service")
-    assert all(svc["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+    assert all(
+        svc["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items()
+    )
     pm = next(d for d in docs if d["kind"] == "PodMonitor")
-    assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "thinktune-operator",
-                                                     "app.kubernetes.io/component": "worker"}
+    assert pm["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "thinktune-operator",
+        "app.kubernetes.io/component": "worker",
+    }
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert json.loads(cm["data"]["thinktune.json"]) == json.loads((CHART / "dashboards" / "thinktune.json").read_text())
+    assert json.loads(cm["data"]["thinktune.json"]) == json.loads(
+        (CHART / "dashboards" / "thinktune.json").read_text()
+    )
 
 
 @needs_helm
@@ -178,9 +224,13 @@ def test_worker_pod_labels_match_podmonitor():
     """The PodMonitor selector must select what the operator's builders create."""
     from thinktune_operator.builders import finetunejob as B
     from thinktune_operator.config import OperatorConfig
-    body = {"apiVersion": "thinktune.io/v1alpha1", "kind": "FineTuneJob",
-            "metadata": {"name": "j", "namespace": "ml", "uid": "u"},
-            "spec": {"dataset": {"path": "d"}, "output": {"path": "o"}}}
+
+    body = {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "j", "namespace": "ml", "uid": "u"},
+        "spec": {"dataset": {"path": "d"}, "output": {"path": "o"}},
+    }
     pod = B.worker_pod(body, B.parse_spec(body), OperatorConfig(), 0, 0, [], None)
     pm = next(d for d in render("metrics.podMonitor.enabled=true") if d["kind"] == "PodMonitor")
     for k, v in pm["spec"]["selector"]["matchLabels"].items():

@@ -68,18 +68,26 @@ def test_images_run_as_non_root():
 
 def test_operator_pod_uid_matches_trainer_image():
     from thinktune_operator.builders.common import POD_SECURITY_CONTEXT
+
     assert POD_SECURITY_CONTEXT["runAsUser"] == 1000 and "--uid 1000" in TR
 
 
 def test_operator_image_cmd_matches_helm_args():
     assert 'ENTRYPOINT ["kopf"]' in OP and "--module=thinktune_operator.main" in OP
-    assert "--module=thinktune_operator.main" in (ROOT / "helm/thinktune/templates/deployment.yaml").read_text()
+    assert (
+        "--module=thinktune_operator.main" in (ROOT / "helm/thinktune/templates/deployment.yaml").read_text()
+    )
 
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv not on PATH")
 def test_locked_operator_install_has_no_torch():
-    out = subprocess.run(["uv", "export", "--frozen", "--no-dev", "--extra", "operator", "--no-emit-project",
-                          "--no-hashes"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ["uv", "export", "--frozen", "--no-dev", "--extra", "operator", "--no-emit-project", "--no-hashes"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     pkgs = {line.split("==")[0].lower() for line in out.stdout.splitlines() if "==" in line}
     assert "kopf" in pkgs and "prometheus-client" in pkgs
@@ -88,9 +96,26 @@ def test_locked_operator_install_has_no_torch():
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv not on PATH")
 def test_locked_trainer_install_has_torch_family_and_llamafactory():
-    out = subprocess.run(["uv", "export", "--frozen", "--no-dev", "--extra", "trainer", "--extra", "deepspeed",
-                          "--extra", "gptq", "--no-emit-project", "--no-hashes"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [
+            "uv",
+            "export",
+            "--frozen",
+            "--no-dev",
+            "--extra",
+            "trainer",
+            "--extra",
+            "deepspeed",
+            "--extra",
+            "gptq",
+            "--no-emit-project",
+            "--no-hashes",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     for pkg in ("torch", "torchvision", "torchaudio", "llamafactory", "deepspeed", "gptqmodel"):
@@ -100,6 +125,9 @@ def test_locked_trainer_install_has_torch_family_and_llamafactory():
 @pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installable here (Haskell binary)")
 def test_hadolint():
     for f in ("operator.Dockerfile", "trainer.Dockerfile"):
-        r = subprocess.run(["hadolint", "--failure-threshold", "error", str(ROOT / "images" / f)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["hadolint", "--failure-threshold", "error", str(ROOT / "images" / f)],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stdout

@@ -26,13 +26,22 @@ def test_anomaly_counters_from_the_real_trainer_exporter():
 def test_only_grown_counts_become_events():
     assert new_anomalies(None, {"nan": 1}) == [("nan", 1)]
     assert new_anomalies({"nan": 1, "plateau": 2}, {"nan": 1, "plateau": 3, "loss_spike": 1}) == [
-        ("loss_spike", 1), ("plateau", 3)]
+        ("loss_spike", 1),
+        ("plateau", 3),
+    ]
     assert new_anomalies({"nan": 2}, {"nan": 2}) == []
     assert new_anomalies({"nan": 1}, None) == []
 
 
 def test_annotation_source_carries_anomalies():
-    pod = {"metadata": {"annotations": {"thinktune.io/progress": json.dumps(
-        {"step": 3, "totalSteps": 10, "anomalies": {"divergence": 1, "bad": "x"}})}}}
+    pod = {
+        "metadata": {
+            "annotations": {
+                "thinktune.io/progress": json.dumps(
+                    {"step": 3, "totalSteps": 10, "anomalies": {"divergence": 1, "bad": "x"}}
+                )
+            }
+        }
+    }
     prog = parse_annotation(pod)
     assert prog["anomalies"] == {"divergence": 1} and prog["summary"] == "3/10 (30%)"

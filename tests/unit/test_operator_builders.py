@@ -20,12 +20,18 @@ def ftj(**spec_over):
         "numNodes": 2,
         "resourcesPerNode": {"limits": {"nvidia.com/gpu": 8, "cpu": "16"}},
         "output": {"path": "runs/qwen-crypto"},
-        "pod": {"tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-                "nodeSelector": {"pool": "gpu"}},
+        "pod": {
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+            "nodeSelector": {"pool": "gpu"},
+        },
     }
     spec.update(spec_over)
-    return {"apiVersion": "thinktune.io/v1alpha1", "kind": "FineTuneJob",
-            "metadata": {"name": "qwen-crypto", "namespace": "ml", "uid": "u-1", "generation": 1}, "spec": spec}
+    return {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "qwen-crypto", "namespace": "ml", "uid": "u-1", "generation": 1},
+        "spec": spec,
+    }
 
 
 DS = Volume(path="datasets/crypto", pvc=None)
@@ -58,24 +64,42 @@ def test_worker_pods_names_env_and_gang():
         assert s["securityContext"]["runAsNonRoot"] is True
         assert s["nodeSelector"] == {"pool": "gpu"}
         assert s["tolerations"][0]["key"] == "kwok.x-k8s.io/node"
-        assert p["metadata"]["ownerReferences"][0] == {"apiVersion": "thinktune.io/v1alpha1", "kind": "FineTuneJob",
-                                                       "name": "qwen-crypto", "uid": "u-1", "controller": True,
-                                                       "blockOwnerDeletion": True}
+        assert p["metadata"]["ownerReferences"][0] == {
+            "apiVersion": "thinktune.io/v1alpha1",
+            "kind": "FineTuneJob",
+            "name": "qwen-crypto",
+            "uid": "u-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         lab = p["metadata"]["labels"]
         assert lab[N.L_JOB] == "qwen-crypto" and lab[N.L_ATTEMPT] == "0" and lab[N.L_RANK] == str(rank)
         assert lab[N.L_MANAGED_BY] == N.MANAGED_BY
         # one worker per node
         anti = s["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
         assert anti["topologyKey"] == "kubernetes.io/hostname"
-        claims = [v["persistentVolumeClaim"]["claimName"] for v in s["volumes"] if "persistentVolumeClaim" in v]
+        claims = [
+            v["persistentVolumeClaim"]["claimName"] for v in s["volumes"] if "persistentVolumeClaim" in v
+        ]
         assert claims == ["thinktune-workspace"]
         assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in s["volumes"])
 
 
 def test_restart_attempt_resumes_and_avoids_failed_nodes():
-    body = ftj(pod={"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]},
-                              {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h200"]}]}]}}}})
+    body = ftj(
+        pod={
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]},
+                            {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h200"]}]},
+                        ]
+                    }
+                }
+            }
+        }
+    )
     spec = B.parse_spec(body)
     p = B.worker_pod(body, spec, CFG, attempt=3, rank=1, avoid=["node-bad", "node-worse"], dataset=DS)
     assert p["metadata"]["name"] == "qwen-crypto-a3-w1"
@@ -83,16 +107,24 @@ def test_restart_attempt_resumes_and_avoids_failed_nodes():
     assert env["THINKTUNE_RESUME"] == "true" and env["THINKTUNE_ATTEMPT"] == "3"
     assert env["MASTER_ADDR"] == "qwen-crypto-a3-w0.qwen-crypto"
     assert p["metadata"]["annotations"][N.A_RESUME] == "true"
-    terms = p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     assert len(terms) == 2  # user terms kept (ORed) and each one excludes the failed node
     for t in terms:
         # the apiserver allows exactly one value per metadata.name requirement
-        assert t["matchFields"] == [{"key": "metadata.name", "operator": "NotIn", "values": ["node-bad"]},
-                                    {"key": "metadata.name", "operator": "NotIn", "values": ["node-worse"]}]
+        assert t["matchFields"] == [
+            {"key": "metadata.name", "operator": "NotIn", "values": ["node-bad"]},
+            {"key": "metadata.name", "operator": "NotIn", "values": ["node-worse"]},
+        ]
         assert t["matchExpressions"]
     # the user's affinity object is not mutated
-    assert "matchFields" not in spec.pod.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"][0]
+    assert (
+        "matchFields"
+        not in spec.pod.affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"
+        ][0]
+    )
 
 
 def test_configmap_is_a_valid_resolved_cr():
@@ -114,7 +146,13 @@ def test_headless_service():
 
 
 def test_kueue_and_podgroups():
-    rp = {"schedulingPolicy": {"gangScheduler": "coscheduling", "queue": "team-a", "scheduleTimeoutSeconds": 120}}
+    rp = {
+        "schedulingPolicy": {
+            "gangScheduler": "coscheduling",
+            "queue": "team-a",
+            "scheduleTimeoutSeconds": 120,
+        }
+    }
     body = ftj(runPolicy=rp)
     spec = B.parse_spec(body)
     p = B.worker_pod(body, spec, CFG, 1, 0, [], DS)
@@ -139,7 +177,11 @@ def test_kueue_and_podgroups():
 
 
 def test_single_node_no_torchrun_and_deadline():
-    body = ftj(numNodes=1, resourcesPerNode={"limits": {"nvidia.com/gpu": 1}}, runPolicy={"activeDeadlineSeconds": 60})
+    body = ftj(
+        numNodes=1,
+        resourcesPerNode={"limits": {"nvidia.com/gpu": 1}},
+        runPolicy={"activeDeadlineSeconds": 60},
+    )
     spec = B.parse_spec(body)
     p = B.worker_pod(body, spec, CFG, 0, 0, [], DS)
     env = {e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]}
@@ -158,10 +200,16 @@ def test_long_names_are_valid_dns_labels():
 
 
 def dsb():
-    return {"apiVersion": "thinktune.io/v1alpha1", "kind": "DatasetBuild",
-            "metadata": {"name": "crypto-ds", "namespace": "ml", "uid": "u-2", "generation": 1},
-            "spec": {"source": {"path": "corpus"}, "output": {"path": "datasets/crypto", "pvc": "data"},
-                     "resources": {"requests": {"cpu": "2"}, "limits": {"nvidia.com/gpu": 1}}}}
+    return {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "DatasetBuild",
+        "metadata": {"name": "crypto-ds", "namespace": "ml", "uid": "u-2", "generation": 1},
+        "spec": {
+            "source": {"path": "corpus"},
+            "output": {"path": "datasets/crypto", "pvc": "data"},
+            "resources": {"requests": {"cpu": "2"}, "limits": {"nvidia.com/gpu": 1}},
+        },
+    }
 
 
 def test_datasetbuild_pod_is_cpu_only_and_reads_the_cr():
@@ -172,7 +220,11 @@ def test_datasetbuild_pod_is_cpu_only_and_reads_the_cr():
     assert out == "/workspace/data/datasets/crypto"
     assert "nvidia.com/gpu" not in str(c["resources"])
     assert pod["metadata"]["name"].startswith("crypto-ds-build-")
-    claims = sorted(v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v)
+    claims = sorted(
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    )
     assert claims == ["data", "thinktune-workspace"]
     assert {"name": "THINKTUNE_TERMINATION_LOG", "value": "/dev/termination-log"} in c["env"]
     doc = yaml.safe_load(cm["data"]["cr.yaml"])
@@ -184,32 +236,68 @@ def test_datasetbuild_pod_is_cpu_only_and_reads_the_cr():
 
 
 def test_dataset_counts_from_termination_json():
-    assert DB.counts_from_report({"counts": {"documents": 3, "samples": 90, "rejects": 4, "generated_thinking": 7},
-                                  "splits": {"train": 63, "val": 13, "test": 14}, "warnings": ["a", "b"]}) == {
-        "documents": 3, "samples": 90, "rejects": 4, "generatedThinking": 7, "train": 63, "val": 13, "test": 14,
-        "warnings": 2}
+    assert DB.counts_from_report(
+        {
+            "counts": {"documents": 3, "samples": 90, "rejects": 4, "generated_thinking": 7},
+            "splits": {"train": 63, "val": 13, "test": 14},
+            "warnings": ["a", "b"],
+        }
+    ) == {
+        "documents": 3,
+        "samples": 90,
+        "rejects": 4,
+        "generatedThinking": 7,
+        "train": 63,
+        "val": 13,
+        "test": 14,
+        "warnings": 2,
+    }
 
 
 def mex(quant):
-    return {"apiVersion": "thinktune.io/v1alpha1", "kind": "ModelExport",
-            "metadata": {"name": "qc-export", "namespace": "ml", "uid": "u-3", "generation": 1},
-            "spec": {"fineTuneJobRef": {"name": "qwen-crypto"}, "quantize": quant, "output": {"path": "exports/qc"}}}
+    return {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "ModelExport",
+        "metadata": {"name": "qc-export", "namespace": "ml", "uid": "u-3", "generation": 1},
+        "spec": {
+            "fineTuneJobRef": {"name": "qwen-crypto"},
+            "quantize": quant,
+            "output": {"path": "exports/qc"},
+        },
+    }
 
 
 def test_modelexport_gpu_only_when_needed():
-    _, pod, _ = ME.children(mex([{"method": "gptq", "bits": 4}]), CFG, Volume(path="runs/qc"),
-                            {"nameOrPath": "models/qwen", "pvc": "models"})
+    _, pod, _ = ME.children(
+        mex([{"method": "gptq", "bits": 4}]),
+        CFG,
+        Volume(path="runs/qc"),
+        {"nameOrPath": "models/qwen", "pvc": "models"},
+    )
     c = pod["spec"]["containers"][0]
     assert C.gpu_count(c["resources"]) == 1
     assert c["command"] == ["thinktune", "export", "-f", "/etc/thinktune/cr.yaml"]
-    cm, pod, _ = ME.children(mex([{"method": "rtn", "bits": 8}]), CFG, Volume(path="runs/qc"), {"nameOrPath": "Qwen/x"})
+    cm, pod, _ = ME.children(
+        mex([{"method": "rtn", "bits": 8}]), CFG, Volume(path="runs/qc"), {"nameOrPath": "Qwen/x"}
+    )
     assert C.gpu_count(pod["spec"]["containers"][0]["resources"]) == 0
     doc = yaml.safe_load(cm["data"]["cr.yaml"])
     assert doc["spec"]["adapter"]["path"] == "/workspace/thinktune-workspace/runs/qc"
     assert "fineTuneJobRef" not in doc["spec"] and doc["spec"]["baseModel"]["nameOrPath"] == "Qwen/x"
-    assert ME.artifacts_from_report({"artifacts": [{"name": "rtn-int8", "path": "/o/rtn", "size_bytes": 5,
-                                                     "verified": True, "term_accuracy": 0.9, "junk": 1}]}) == [
-        {"name": "rtn-int8", "path": "/o/rtn", "sizeBytes": 5, "verified": True, "termAccuracy": 0.9}]
+    assert ME.artifacts_from_report(
+        {
+            "artifacts": [
+                {
+                    "name": "rtn-int8",
+                    "path": "/o/rtn",
+                    "size_bytes": 5,
+                    "verified": True,
+                    "term_accuracy": 0.9,
+                    "junk": 1,
+                }
+            ]
+        }
+    ) == [{"name": "rtn-int8", "path": "/o/rtn", "sizeBytes": 5, "verified": True, "termAccuracy": 0.9}]
 
 
 def test_workspace_pvc():

@@ -14,14 +14,27 @@ from thinktune_operator.gpu_health import (
 
 
 def node(name="gpu-0", ready="True", unschedulable=False, taints=(), cap=8, alloc=8, conditions=()):
-    return {"metadata": {"name": name},
-            "spec": {"unschedulable": unschedulable, "taints": list(taints)},
-            "status": {"conditions": [{"type": "Ready", "status": ready}, *conditions],
-                       "capacity": {"nvidia.com/gpu": str(cap)}, "allocatable": {"nvidia.com/gpu": str(alloc)}}}
+    return {
+        "metadata": {"name": name},
+        "spec": {"unschedulable": unschedulable, "taints": list(taints)},
+        "status": {
+            "conditions": [{"type": "Ready", "status": ready}, *conditions],
+            "capacity": {"nvidia.com/gpu": str(cap)},
+            "allocatable": {"nvidia.com/gpu": str(alloc)},
+        },
+    }
 
 
-def pod(phase="Running", exit_code=None, message=None, reason=None, conditions=(), node_name="gpu-0", pod_reason=None,
-        alloc_status=None):
+def pod(
+    phase="Running",
+    exit_code=None,
+    message=None,
+    reason=None,
+    conditions=(),
+    node_name="gpu-0",
+    pod_reason=None,
+    alloc_status=None,
+):
     cs = {"name": "trainer", "state": {}}
     if exit_code is not None:
         cs["state"] = {"terminated": {"exitCode": exit_code, "reason": reason or "Error", "message": message}}
@@ -42,17 +55,28 @@ def test_healthy_node():
     assert h.healthy and h.reasons == [] and h.gpu_capacity == 8
 
 
-@pytest.mark.parametrize("kw,reason", [
-    ({"ready": "False"}, "NodeNotReady"),
-    ({"ready": "Unknown"}, "NodeUnknown"),
-    ({"unschedulable": True}, "NodeCordoned"),
-    ({"taints": [{"key": "nvidia.com/gpu-unhealthy", "effect": "NoSchedule"}]}, "Taint:nvidia.com/gpu-unhealthy"),
-    ({"taints": [{"key": "node.kubernetes.io/out-of-service", "effect": "NoExecute"}]},
-     "Taint:node.kubernetes.io/out-of-service"),
-    ({"alloc": 7}, "GPUAllocatableReduced"),
-    ({"conditions": [{"type": "GpuXidError", "status": "True", "message": "Xid 79 on GPU 3"}]}, "GPUCondition:GpuXidError"),
-    ({"conditions": [{"type": "NvidiaGPUHealthy", "status": "False"}]}, "GPUCondition:NvidiaGPUHealthy"),
-])
+@pytest.mark.parametrize(
+    "kw,reason",
+    [
+        ({"ready": "False"}, "NodeNotReady"),
+        ({"ready": "Unknown"}, "NodeUnknown"),
+        ({"unschedulable": True}, "NodeCordoned"),
+        (
+            {"taints": [{"key": "nvidia.com/gpu-unhealthy", "effect": "NoSchedule"}]},
+            "Taint:nvidia.com/gpu-unhealthy",
+        ),
+        (
+            {"taints": [{"key": "node.kubernetes.io/out-of-service", "effect": "NoExecute"}]},
+            "Taint:node.kubernetes.io/out-of-service",
+        ),
+        ({"alloc": 7}, "GPUAllocatableReduced"),
+        (
+            {"conditions": [{"type": "GpuXidError", "status": "True", "message": "Xid 79 on GPU 3"}]},
+            "GPUCondition:GpuXidError",
+        ),
+        ({"conditions": [{"type": "NvidiaGPUHealthy", "status": "False"}]}, "GPUCondition:NvidiaGPUHealthy"),
+    ],
+)
 def test_unhealthy_node_signals(kw, reason):
     h = node_health(node(**kw))
     assert not h.healthy and h.reasons[0] == reason
@@ -60,15 +84,25 @@ def test_unhealthy_node_signals(kw, reason):
 
 def test_benign_node_taints_and_conditions_are_ignored():
     # a dedicated-GPU-pool taint and a healthy GPU condition are normal
-    h = node_health(node(taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
-                                 {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}],
-                         conditions=[{"type": "GpuXidError", "status": "False"},
-                                     {"type": "MemoryPressure", "status": "False"}]))
+    h = node_health(
+        node(
+            taints=[
+                {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+                {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"},
+            ],
+            conditions=[
+                {"type": "GpuXidError", "status": "False"},
+                {"type": "MemoryPressure", "status": "False"},
+            ],
+        )
+    )
     assert h.healthy
 
 
 def test_not_ready_taint_does_not_duplicate_reason():
-    h = node_health(node(ready="False", taints=[{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]))
+    h = node_health(
+        node(ready="False", taints=[{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}])
+    )
     assert h.reasons == ["NodeNotReady"]
 
 
@@ -86,10 +120,22 @@ def test_gpu_exit_code_with_termination_message():
 
 def test_trainer_failures_module_message_format():
     # exactly what thinktune.train.failures writes
-    msg = json.dumps({"reason": "GPUFailure", "category": "gpu_failure", "gpu": "1", "node": "gpu-7",
-                      "message": "uncorrectable ECC error"})
+    msg = json.dumps(
+        {
+            "reason": "GPUFailure",
+            "category": "gpu_failure",
+            "gpu": "1",
+            "node": "gpu-7",
+            "message": "uncorrectable ECC error",
+        }
+    )
     v = classify_pod(pod("Failed", GPU_FAILURE_EXIT_CODE, msg), None)
-    assert v.kind == "infrastructure" and v.gpu == "1" and v.node == "gpu-7" and v.message == "uncorrectable ECC error"
+    assert (
+        v.kind == "infrastructure"
+        and v.gpu == "1"
+        and v.node == "gpu-7"
+        and v.message == "uncorrectable ECC error"
+    )
     # same verdict even if the exit code got lost (e.g. a wrapper shell)
     v = classify_pod(pod("Failed", 1, msg), None)
     assert v.kind == "infrastructure" and v.reason == "GPUFailure"
@@ -104,7 +150,9 @@ def test_gpu_exit_code_without_message():
 
 
 def test_termination_message_kind_gpu_with_other_exit_code():
-    v = classify_pod(pod("Failed", 1, json.dumps({"kind": "gpu", "reason": "Xid 48", "gpu": "GPU-abc"})), None)
+    v = classify_pod(
+        pod("Failed", 1, json.dumps({"kind": "gpu", "reason": "Xid 48", "gpu": "GPU-abc"})), None
+    )
     assert v.kind == "infrastructure" and v.gpu == "GPU-abc"
 
 
@@ -124,8 +172,12 @@ def test_failure_on_unhealthy_node_is_infrastructure():
 
 
 def test_running_pod_on_bad_node():
-    for kw in ({"ready": "Unknown"}, {"unschedulable": True}, {"alloc": 7},
-               {"taints": [{"key": "thinktune.io/gpu-unhealthy", "effect": "NoSchedule"}]}):
+    for kw in (
+        {"ready": "Unknown"},
+        {"unschedulable": True},
+        {"alloc": 7},
+        {"taints": [{"key": "thinktune.io/gpu-unhealthy", "effect": "NoSchedule"}]},
+    ):
         v = classify_pod(pod("Running"), node_health(node(**kw)))
         assert v is not None and v.kind == "infrastructure", kw
 
@@ -137,9 +189,23 @@ def test_running_pod_on_good_node_and_succeeded_pod():
 
 
 def test_disruption_target():
-    v = classify_pod(pod("Running", conditions=[{"type": "DisruptionTarget", "status": "True",
-                                                  "reason": "EvictionByEvictionAPI", "message": "drain"}]), None)
-    assert v.kind == "infrastructure" and v.reason == "DisruptionTarget" and "EvictionByEvictionAPI" in v.message
+    v = classify_pod(
+        pod(
+            "Running",
+            conditions=[
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "EvictionByEvictionAPI",
+                    "message": "drain",
+                }
+            ],
+        ),
+        None,
+    )
+    assert (
+        v.kind == "infrastructure" and v.reason == "DisruptionTarget" and "EvictionByEvictionAPI" in v.message
+    )
 
 
 def test_evicted_pod_reason():
@@ -148,8 +214,21 @@ def test_evicted_pod_reason():
 
 
 def test_kep4680_unhealthy_device():
-    v = classify_pod(pod("Running", alloc_status=[{"name": "nvidia.com/gpu", "resources": [
-        {"resourceID": "GPU-1234", "health": "Unhealthy"}, {"resourceID": "GPU-5678", "health": "Healthy"}]}]), None)
+    v = classify_pod(
+        pod(
+            "Running",
+            alloc_status=[
+                {
+                    "name": "nvidia.com/gpu",
+                    "resources": [
+                        {"resourceID": "GPU-1234", "health": "Unhealthy"},
+                        {"resourceID": "GPU-5678", "health": "Healthy"},
+                    ],
+                }
+            ],
+        ),
+        None,
+    )
     assert v.kind == "infrastructure" and v.gpu == "GPU-1234"
 
 

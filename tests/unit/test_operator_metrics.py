@@ -22,21 +22,35 @@ def samples(reg):
 
 def test_collector_jobs_by_phase_and_forget():
     m = OperatorMetrics(CollectorRegistry())
-    m.view.update("FineTuneJob", "ml", "a", {"phase": "Running", "attempt": 2,
-                                             "progress": {"step": 10, "totalSteps": 100, "percent": 10.0,
-                                                          "loss": 1.5, "etaSeconds": 300},
-                                             "failedNodes": [{"node": "n1"}], "metrics": {"rougeL": 0.3}})
+    m.view.update(
+        "FineTuneJob",
+        "ml",
+        "a",
+        {
+            "phase": "Running",
+            "attempt": 2,
+            "progress": {"step": 10, "totalSteps": 100, "percent": 10.0, "loss": 1.5, "etaSeconds": 300},
+            "failedNodes": [{"node": "n1"}],
+            "metrics": {"rougeL": 0.3},
+        },
+    )
     m.view.update("FineTuneJob", "ml", "b", {"phase": "Running"})
     m.view.update("DatasetBuild", "ml", "d", {"phase": "Succeeded", "counts": {"samples": 90, "rejects": 4}})
-    m.view.update("ModelExport", "ml", "x", {"phase": "Succeeded", "artifacts": [{"name": "m", "verified": True}]})
+    m.view.update(
+        "ModelExport", "ml", "x", {"phase": "Succeeded", "artifacts": [{"name": "m", "verified": True}]}
+    )
     s = samples(m.registry)
     jobs = {(lab["kind"], lab["phase"]): v for lab, v in s["thinktune_operator_jobs"]}
     assert jobs[("FineTuneJob", "Running")] == 2 and jobs[("FineTuneJob", "Failed")] == 0
     assert jobs[("DatasetBuild", "Succeeded")] == 1
     assert s["thinktune_operator_job_progress_percent"] == [({"namespace": "ml", "finetunejob": "a"}, 10.0)]
     assert s["thinktune_operator_job_attempt"][0][1] in (2.0, 0.0)
-    assert ({"namespace": "ml", "finetunejob": "a", "metric": "rougeL"}, 0.3) in s["thinktune_operator_job_eval_metric"]
-    assert ({"namespace": "ml", "datasetbuild": "d", "count": "samples"}, 90.0) in s["thinktune_operator_dataset_samples"]
+    assert ({"namespace": "ml", "finetunejob": "a", "metric": "rougeL"}, 0.3) in s[
+        "thinktune_operator_job_eval_metric"
+    ]
+    assert ({"namespace": "ml", "datasetbuild": "d", "count": "samples"}, 90.0) in s[
+        "thinktune_operator_dataset_samples"
+    ]
     m.view.forget("FineTuneJob", "ml", "a")
     s = samples(m.registry)
     assert "thinktune_operator_job_progress_percent" not in s  # no stale series after deletion
@@ -78,13 +92,27 @@ other_metric 3
 
 def test_progress_from_metrics_text():
     p = PR.progress_from_values(PR.parse_metrics_text(TRAINER_TEXT))
-    assert p == {"step": 120, "totalSteps": 500, "loss": 1.25, "learningRate": 0.0001, "tokensPerSecond": 5234.5,
-                 "etaSeconds": 1800.0, "percent": 24.0, "summary": "120/500 (24%)"}
+    assert p == {
+        "step": 120,
+        "totalSteps": 500,
+        "loss": 1.25,
+        "learningRate": 0.0001,
+        "tokensPerSecond": 5234.5,
+        "etaSeconds": 1800.0,
+        "percent": 24.0,
+        "summary": "120/500 (24%)",
+    }
 
 
 def test_progress_from_annotation_and_sources():
-    pod = {"metadata": {"annotations": {"thinktune.io/progress": json.dumps(
-        {"step": 5, "totalSteps": 10, "loss": 2.0, "evil": "x"})}}, "status": {}}
+    pod = {
+        "metadata": {
+            "annotations": {
+                "thinktune.io/progress": json.dumps({"step": 5, "totalSteps": 10, "loss": 2.0, "evil": "x"})
+            }
+        },
+        "status": {},
+    }
     p = PR.parse_annotation(pod)
     assert p == {"step": 5, "totalSteps": 10, "loss": 2.0, "percent": 50.0, "summary": "5/10 (50%)"}
     assert PR.make_source("annotation")(pod, 9400) == p

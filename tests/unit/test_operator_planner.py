@@ -21,36 +21,81 @@ def ts(t):
 
 
 def job(nodes=2, status=None, **spec_over):
-    spec = {"dataset": {"path": "ds"}, "numNodes": nodes, "resourcesPerNode": {"limits": {"nvidia.com/gpu": 8}},
-            "output": {"path": "out"}}
+    spec = {
+        "dataset": {"path": "ds"},
+        "numNodes": nodes,
+        "resourcesPerNode": {"limits": {"nvidia.com/gpu": 8}},
+        "output": {"path": "out"},
+    }
     spec.update(spec_over)
-    return {"apiVersion": "thinktune.io/v1alpha1", "kind": "FineTuneJob",
-            "metadata": {"name": "j", "namespace": "ml", "uid": "u", "generation": 1},
-            "spec": spec, "status": status or {}}
+    return {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "j", "namespace": "ml", "uid": "u", "generation": 1},
+        "spec": spec,
+        "status": status or {},
+    }
 
 
 def gpu_node(name, ready="True", alloc=8, unschedulable=False):
-    return {"metadata": {"name": name, "labels": {}}, "spec": {"unschedulable": unschedulable},
-            "status": {"conditions": [{"type": "Ready", "status": ready}],
-                       "capacity": {"nvidia.com/gpu": "8"}, "allocatable": {"nvidia.com/gpu": str(alloc)}}}
+    return {
+        "metadata": {"name": name, "labels": {}},
+        "spec": {"unschedulable": unschedulable},
+        "status": {
+            "conditions": [{"type": "Ready", "status": ready}],
+            "capacity": {"nvidia.com/gpu": "8"},
+            "allocatable": {"nvidia.com/gpu": str(alloc)},
+        },
+    }
 
 
 NODES = {n: gpu_node(n) for n in ("n0", "n1", "n2")}
 
 
-def wpod(attempt, rank, phase="Running", node=None, created=T0, exit_code=None, message=None, deleting=None,
-         annotations=None):
+def wpod(
+    attempt,
+    rank,
+    phase="Running",
+    node=None,
+    created=T0,
+    exit_code=None,
+    message=None,
+    deleting=None,
+    annotations=None,
+):
     node = node if node is not None else f"n{rank}"
     cs = {"name": "trainer", "state": {"running": {}}}
     if exit_code is not None:
-        cs["state"] = {"terminated": {"exitCode": exit_code, "reason": "Error" if exit_code else "Completed",
-                                      "message": message}}
-    p = {"metadata": {"name": f"j-a{attempt}-w{rank}", "namespace": "ml", "creationTimestamp": ts(created),
-                      "annotations": annotations or {}},
-         "spec": {"nodeName": node},
-         "status": {"phase": phase, "containerStatuses": [cs], "podIP": "10.0.0.1",
-                    "conditions": [{"type": "PodScheduled", "status": "True",
-                                    "lastTransitionTime": ts(created + timedelta(seconds=2))}] if node else []}}
+        cs["state"] = {
+            "terminated": {
+                "exitCode": exit_code,
+                "reason": "Error" if exit_code else "Completed",
+                "message": message,
+            }
+        }
+    p = {
+        "metadata": {
+            "name": f"j-a{attempt}-w{rank}",
+            "namespace": "ml",
+            "creationTimestamp": ts(created),
+            "annotations": annotations or {},
+        },
+        "spec": {"nodeName": node},
+        "status": {
+            "phase": phase,
+            "containerStatuses": [cs],
+            "podIP": "10.0.0.1",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastTransitionTime": ts(created + timedelta(seconds=2)),
+                }
+            ]
+            if node
+            else [],
+        },
+    }
     if deleting:
         p["metadata"]["deletionTimestamp"] = ts(deleting)
     return p
@@ -137,8 +182,9 @@ def test_gpu_failure_restarts_whole_gang_avoiding_node():
         env = {e["name"]: e.get("value") for e in x["spec"]["containers"][0]["env"]}
         assert env["THINKTUNE_RESUME"] == "true" and env["THINKTUNE_ATTEMPT"] == "1"
         terms = x["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        assert terms["nodeSelectorTerms"][0]["matchFields"] == [{"key": "metadata.name", "operator": "NotIn",
-                                                                 "values": ["n1"]}]
+        assert terms["nodeSelectorTerms"][0]["matchFields"] == [
+            {"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}
+        ]
     assert ("gang_created", 1) in p.observations
     # the failed pod of attempt 0 (terminal) was deleted, not waited for
     assert any(d.name == "j-a0-w1" for d in p.deletes)
@@ -161,13 +207,17 @@ def test_allocatable_drop_and_cordon():
     for bad in (gpu_node("n1", alloc=7), gpu_node("n1", unschedulable=True)):
         _, b = run(job(), [wpod(0, 0), wpod(0, 1)])
         p, b = run(b, [wpod(0, 0), wpod(0, 1)], nodes=dict(NODES, n1=bad))
-        assert b["status"]["restarts"]["infrastructure"] == 1 and b["status"]["failedNodes"][0]["node"] == "n1"
+        assert (
+            b["status"]["restarts"]["infrastructure"] == 1 and b["status"]["failedNodes"][0]["node"] == "n1"
+        )
 
 
 def test_disruption_target_pod():
     _, b = run(job(), [wpod(0, 0), wpod(0, 1)])
     w1 = wpod(0, 1)
-    w1["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"})
+    w1["status"]["conditions"].append(
+        {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}
+    )
     _, b = run(b, [wpod(0, 0), w1])
     assert b["status"]["failedNodes"][0]["reason"] == "DisruptionTarget"
 
@@ -177,9 +227,13 @@ def test_application_failure_uses_backoff_limit_and_keeps_nodes():
     _, b = run(body, [wpod(0, 0), wpod(0, 1)])
     p, b = run(b, [wpod(0, 0), wpod(0, 1, "Failed", exit_code=1, message="ValueError")])
     assert b["status"]["restarts"]["application"] == 1 and b["status"]["attempt"] == 1
-    assert b["status"]["failedNodes"] == [] and cond(b["status"], "Restarting")["reason"] == "ApplicationFailure"
+    assert (
+        b["status"]["failedNodes"] == [] and cond(b["status"], "Restarting")["reason"] == "ApplicationFailure"
+    )
     p, b = run(b, [wpod(1, 0), wpod(1, 1, "Failed", exit_code=1)])
-    assert b["status"]["phase"] == "Failed" and cond(b["status"], "Failed")["reason"] == "BackoffLimitExceeded"
+    assert (
+        b["status"]["phase"] == "Failed" and cond(b["status"], "Failed")["reason"] == "BackoffLimitExceeded"
+    )
     assert b["status"]["completionTime"]
 
 
@@ -187,8 +241,13 @@ def test_infra_budget_is_separate():
     body = job(runPolicy={"backoffLimit": 0, "infraFailureLimit": 2})
     _, b = run(body, [wpod(0, 0), wpod(0, 1)])
     for attempt in range(2):
-        _, b = run(b, [wpod(attempt, 0, node="n0"), wpod(attempt, 1, "Failed", exit_code=GPU_FAILURE_EXIT_CODE,
-                                                                node=f"n{attempt + 1}")])
+        _, b = run(
+            b,
+            [
+                wpod(attempt, 0, node="n0"),
+                wpod(attempt, 1, "Failed", exit_code=GPU_FAILURE_EXIT_CODE, node=f"n{attempt + 1}"),
+            ],
+        )
         assert b["status"]["phase"] == "Restarting"
     _, b = run(b, [wpod(2, 0, node="n0"), wpod(2, 1, "Failed", exit_code=GPU_FAILURE_EXIT_CODE, node="n2")])
     assert b["status"]["phase"] == "Failed"
@@ -222,7 +281,10 @@ def test_success_reads_termination_message_and_cleans_running_pods():
     p, b = run(b, [wpod(0, 0, "Succeeded", exit_code=0, message=msg)])
     st = b["status"]
     assert st["phase"] == "Succeeded" and cond(st, "Succeeded")["status"] == "True"
-    assert st["adapterPath"] == "/workspace/x/out/adapter" and st["metrics"] == {"evalLoss": 1.2, "rougeL": 0.3}
+    assert st["adapterPath"] == "/workspace/x/out/adapter" and st["metrics"] == {
+        "evalLoss": 1.2,
+        "rougeL": 0.3,
+    }
     assert not p.deletes  # cleanPodPolicy Running: finished pods stay for logs
 
 
@@ -262,7 +324,7 @@ def test_active_deadline():
 
 def test_lost_worker_restarts_gang():
     _, b = run(job(), [wpod(0, 0), wpod(0, 1)])
-    p, b = run(b, [wpod(0, 0)], now=T0 + timedelta(seconds=5))   # young gang: just recreate w1
+    p, b = run(b, [wpod(0, 0)], now=T0 + timedelta(seconds=5))  # young gang: just recreate w1
     assert [o["metadata"]["name"] for o in p.creates if o["kind"] == "Pod"] == ["j-a0-w1"]
     p, b = run(b, [wpod(0, 0)], now=T0 + timedelta(seconds=120))  # w1 vanished from a running gang
     assert b["status"]["attempt"] == 1 and cond(b["status"], "Restarting")["reason"] == "PodLost"
@@ -286,15 +348,27 @@ def test_invalid_spec_fails_cleanly():
 
 
 def dsb(status=None, gen=1):
-    return {"apiVersion": "thinktune.io/v1alpha1", "kind": "DatasetBuild",
-            "metadata": {"name": "ds", "namespace": "ml", "uid": "u", "generation": gen},
-            "spec": {"source": {"path": "corpus"}, "output": {"path": "datasets/c"}}, "status": status or {}}
+    return {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "DatasetBuild",
+        "metadata": {"name": "ds", "namespace": "ml", "uid": "u", "generation": gen},
+        "spec": {"source": {"path": "corpus"}, "output": {"path": "datasets/c"}},
+        "status": status or {},
+    }
 
 
 def spod(name, phase, exit_code=None, message=None, node="n0"):
-    cs = {"name": "c", "state": {"terminated": {"exitCode": exit_code, "message": message}} if exit_code is not None
-          else {"running": {}}}
-    return {"metadata": {"name": name}, "spec": {"nodeName": node}, "status": {"phase": phase, "containerStatuses": [cs]}}
+    cs = {
+        "name": "c",
+        "state": {"terminated": {"exitCode": exit_code, "message": message}}
+        if exit_code is not None
+        else {"running": {}},
+    }
+    return {
+        "metadata": {"name": name},
+        "spec": {"nodeName": node},
+        "status": {"phase": phase, "containerStatuses": [cs]},
+    }
 
 
 def test_datasetbuild_lifecycle():
@@ -306,7 +380,9 @@ def test_datasetbuild_lifecycle():
     p = S.plan_datasetbuild(body, [spod(name, "Running")], NODES, T0, CFG)
     assert p.status["phase"] == "Running"
     body["status"] = p.status
-    msg = json.dumps({"counts": {"documents": 2, "samples": 10, "train": 7, "val": 2, "test": 1, "rejects": 3}})
+    msg = json.dumps(
+        {"counts": {"documents": 2, "samples": 10, "train": 7, "val": 2, "test": 1, "rejects": 3}}
+    )
     p = S.plan_datasetbuild(body, [spod(name, "Succeeded", 0, msg)], NODES, T0, CFG)
     assert p.status["phase"] == "Succeeded" and p.status["counts"]["samples"] == 10
     assert p.status["outputPath"] == "datasets/c"
@@ -330,29 +406,55 @@ def test_datasetbuild_infra_retry_then_app_failure():
     p = S.plan_datasetbuild(body, [spod(name, "Failed", 1)], nodes, T0, CFG)
     assert [o["metadata"]["name"] for o in p.creates if o["kind"] == "Pod"] == [f"{name}-r1"]
     body["status"] = p.status
-    p = S.plan_datasetbuild(body, [spod(name, "Failed", 1), spod(f"{name}-r1", "Failed", 2,
-                                                                 json.dumps({"error": "no markdown found"}))],
-                            NODES, T0, CFG)
+    p = S.plan_datasetbuild(
+        body,
+        [
+            spod(name, "Failed", 1),
+            spod(f"{name}-r1", "Failed", 2, json.dumps({"error": "no markdown found"})),
+        ],
+        NODES,
+        T0,
+        CFG,
+    )
     assert p.status["phase"] == "Failed" and "no markdown" in p.status["message"]
 
 
 def test_modelexport_waits_for_job_then_exports():
-    body = {"apiVersion": "thinktune.io/v1alpha1", "kind": "ModelExport",
-            "metadata": {"name": "mx", "namespace": "ml", "uid": "u", "generation": 1},
-            "spec": {"fineTuneJobRef": {"name": "j"}, "quantize": [{"method": "gptq", "bits": 4}],
-                     "output": {"path": "exp"}}, "status": {}}
+    body = {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "ModelExport",
+        "metadata": {"name": "mx", "namespace": "ml", "uid": "u", "generation": 1},
+        "spec": {
+            "fineTuneJobRef": {"name": "j"},
+            "quantize": [{"method": "gptq", "bits": 4}],
+            "output": {"path": "exp"},
+        },
+        "status": {},
+    }
     p = S.plan_modelexport(body, [], NODES, {"spec": {}, "status": {"phase": "Running"}}, T0, CFG)
     assert not p.creates and p.status["phase"] == "Pending"
     assert cond(p.status, "FineTuneJobReady")["reason"] == "WaitingForFineTuneJob"
     body["status"] = p.status
-    jobbody = {"spec": {"output": {"path": "out"}, "model": {"nameOrPath": "Qwen/Qwen3-4B-Thinking-2507"}},
-               "status": {"phase": "Succeeded"}}
+    jobbody = {
+        "spec": {"output": {"path": "out"}, "model": {"nameOrPath": "Qwen/Qwen3-4B-Thinking-2507"}},
+        "status": {"phase": "Succeeded"},
+    }
     p = S.plan_modelexport(body, [], NODES, jobbody, T0, CFG)
     pod = next(o for o in p.creates if o["kind"] == "Pod")
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     body["status"] = p.status
-    msg = json.dumps({"artifacts": [{"name": "merged", "path": "/w/exp/merged", "verified": True},
-                                    {"name": "gptq-int4", "path": "/w/exp/gptq", "verified": False,
-                                     "warnings": ["ppl +7%"]}]})
-    p = S.plan_modelexport(body, [spod(pod["metadata"]["name"], "Succeeded", 0, msg)], NODES, jobbody, T0, CFG)
-    assert p.status["phase"] == "Succeeded" and [a["name"] for a in p.status["artifacts"]] == ["merged", "gptq-int4"]
+    msg = json.dumps(
+        {
+            "artifacts": [
+                {"name": "merged", "path": "/w/exp/merged", "verified": True},
+                {"name": "gptq-int4", "path": "/w/exp/gptq", "verified": False, "warnings": ["ppl +7%"]},
+            ]
+        }
+    )
+    p = S.plan_modelexport(
+        body, [spod(pod["metadata"]["name"], "Succeeded", 0, msg)], NODES, jobbody, T0, CFG
+    )
+    assert p.status["phase"] == "Succeeded" and [a["name"] for a in p.status["artifacts"]] == [
+        "merged",
+        "gptq-int4",
+    ]

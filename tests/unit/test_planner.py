@@ -18,19 +18,38 @@ from thinktune.train.planner import (
 )
 
 QWEN3_4B = ModelInfo.qwen3_4b()
-TINY = ModelInfo.from_config({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                              "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128,
-                              "vocab_size": 151_936, "tie_word_embeddings": True, "model_type": "qwen3",
-                              "max_position_embeddings": 262_144}, name="tiny")
+TINY = ModelInfo.from_config(
+    {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "intermediate_size": 128,
+        "vocab_size": 151_936,
+        "tie_word_embeddings": True,
+        "model_type": "qwen3",
+        "max_position_embeddings": 262_144,
+    },
+    name="tiny",
+)
 ALL_PKGS = {"deepspeed": True, "liger_kernel": True, "bitsandbytes": True, "mcore_adapter": False}
 
 
-def gpus(n: int, gib: float, name: str = "NVIDIA H200", cc: str = "9.0", interconnect: str = "nvlink") -> dict:
-    return {"cuda_available": True,
-            "gpus": [{"index": i, "name": name, "total_gib": gib, "compute_capability": cc} for i in range(n)],
-            "topology": {"interconnect": interconnect if n > 1 else "single",
-                         "nvlink": (interconnect == "nvlink") if n > 1 else None},
-            "cpu_count": 16 * max(1, n), "ram_total_gib": 128.0 * max(1, n), "disk_free_gib": 500.0}
+def gpus(
+    n: int, gib: float, name: str = "NVIDIA H200", cc: str = "9.0", interconnect: str = "nvlink"
+) -> dict:
+    return {
+        "cuda_available": True,
+        "gpus": [{"index": i, "name": name, "total_gib": gib, "compute_capability": cc} for i in range(n)],
+        "topology": {
+            "interconnect": interconnect if n > 1 else "single",
+            "nvlink": (interconnect == "nvlink") if n > 1 else None,
+        },
+        "cpu_count": 16 * max(1, n),
+        "ram_total_gib": 128.0 * max(1, n),
+        "disk_free_gib": 500.0,
+    }
 
 
 CPU = {"cuda_available": False, "gpus": [], "cpu_count": 2, "ram_total_gib": 23.0, "disk_free_gib": 50.0}
@@ -44,8 +63,11 @@ V100_16_4 = gpus(4, 15.8, "Tesla V100-SXM2-16GB", "7.0")
 
 
 def spec(**over) -> FineTuneJobSpec:
-    base = {"output": {"path": "/out/job"}, "dataset": {"path": "/data/ds"},
-            "training": {"cutoffLen": 2048, "globalBatchSize": 16}}
+    base = {
+        "output": {"path": "/out/job"},
+        "dataset": {"path": "/data/ds"},
+        "training": {"cutoffLen": 2048, "globalBatchSize": 16},
+    }
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             base[k] = {**base[k], **v}
@@ -54,11 +76,24 @@ def spec(**over) -> FineTuneJobSpec:
     return FineTuneJobSpec.model_validate(base)
 
 
-def run(s: FineTuneJobSpec, hw: dict, world: WorldInfo | None = None, model: ModelInfo = QWEN3_4B,
-        size: int | None = 1000, **kw):
+def run(
+    s: FineTuneJobSpec,
+    hw: dict,
+    world: WorldInfo | None = None,
+    model: ModelInfo = QWEN3_4B,
+    size: int | None = 1000,
+    **kw,
+):
     world = world or WorldInfo(nproc_per_node=max(1, len(hw.get("gpus", []))))
-    return plan(s, HardwareInfo.from_dict(hw), model_info=model, dataset_size=size, world=world,
-                packages=kw.pop("packages", ALL_PKGS), **kw)
+    return plan(
+        s,
+        HardwareInfo.from_dict(hw),
+        model_info=model,
+        dataset_size=size,
+        world=world,
+        packages=kw.pop("packages", ALL_PKGS),
+        **kw,
+    )
 
 
 # --------------------------------------------------------------------------------------------- machine table
@@ -71,8 +106,15 @@ TABLE = [
     ("2xH200", H200_2, None, "ddp", "bf16", False, True),
     ("8xH200", H200_8, None, "ddp", "bf16", False, True),
     ("8xA100-40-pcie", A100_40_8_PCIE, None, "ddp", "bf16", False, True),
-    ("4-nodes-x-8xH200", H200_8, WorldInfo(nnodes=4, nproc_per_node=8, node_rank=2, master_addr="job-0.svc"),
-     "ddp", "bf16", False, True),
+    (
+        "4-nodes-x-8xH200",
+        H200_8,
+        WorldInfo(nnodes=4, nproc_per_node=8, node_rank=2, master_addr="job-0.svc"),
+        "ddp",
+        "bf16",
+        False,
+        True,
+    ),
     ("1xT4", T4, None, "single", "fp16", True, True),
 ]
 
@@ -90,7 +132,10 @@ def test_machine_table(name, hw, world, strategy, precision, gc, liger):
     assert a["report_to"] == "none" and "overwrite_output_dir" not in a
     assert a["dataset"] == "thinktune_train" and a["eval_dataset"] == "thinktune_val"
     assert a["dataset_dir"] == "/data/ds" and a["output_dir"] == "/out/job"
-    assert a["per_device_train_batch_size"] * a["gradient_accumulation_steps"] * p.world_size == p.global_batch_size
+    assert (
+        a["per_device_train_batch_size"] * a["gradient_accumulation_steps"] * p.world_size
+        == p.global_batch_size
+    )
     assert a["disable_gradient_checkpointing"] is (not gc)
     assert a["save_steps"] >= 1 and a["eval_steps"] >= 1
     json.dumps(a)  # serialisable for the worker
@@ -100,7 +145,10 @@ def test_machine_table(name, hw, world, strategy, precision, gc, liger):
     else:
         assert a[precision] is True
     if p.memory_estimate_gib:
-        assert p.memory_estimate_gib["total"] <= 0.92 * HwView.from_any(HardwareInfo.from_dict(hw)).gpus[0].memory_gib
+        assert (
+            p.memory_estimate_gib["total"]
+            <= 0.92 * HwView.from_any(HardwareInfo.from_dict(hw)).gpus[0].memory_gib
+        )
 
 
 def test_global_batch_kept_exact_when_divisible():
@@ -125,15 +173,51 @@ def test_global_batch_smaller_than_world():
 
 def test_h200_matches_measured_anchor():
     # measured: Liger, no GC, micro-batch 8 x 2048 = 84.9 GiB peak on one H200 (fits); 16 OOMs
-    est8 = estimate_memory_gib(QWEN3_4B, method="lora", precision="bf16", quant_bit=None, strategy="single", world=1,
-                               lora_rank=16, lora_target="all", micro_batch=8, seq=2048, gc=False, liger=True)
-    est16 = estimate_memory_gib(QWEN3_4B, method="lora", precision="bf16", quant_bit=None, strategy="single", world=1,
-                                lora_rank=16, lora_target="all", micro_batch=16, seq=2048, gc=False, liger=True)
+    est8 = estimate_memory_gib(
+        QWEN3_4B,
+        method="lora",
+        precision="bf16",
+        quant_bit=None,
+        strategy="single",
+        world=1,
+        lora_rank=16,
+        lora_target="all",
+        micro_batch=8,
+        seq=2048,
+        gc=False,
+        liger=True,
+    )
+    est16 = estimate_memory_gib(
+        QWEN3_4B,
+        method="lora",
+        precision="bf16",
+        quant_bit=None,
+        strategy="single",
+        world=1,
+        lora_rank=16,
+        lora_target="all",
+        micro_batch=16,
+        seq=2048,
+        gc=False,
+        liger=True,
+    )
     assert 75 < est8["total"] < 95
     assert est16["total"] > 139
     # without Liger micro-batch 4 needed 72.1 GiB
-    est4 = estimate_memory_gib(QWEN3_4B, method="lora", precision="bf16", quant_bit=None, strategy="single", world=1,
-                               lora_rank=16, lora_target="all", micro_batch=4, seq=2048, gc=False, liger=False)
+    est4 = estimate_memory_gib(
+        QWEN3_4B,
+        method="lora",
+        precision="bf16",
+        quant_bit=None,
+        strategy="single",
+        world=1,
+        lora_rank=16,
+        lora_target="all",
+        micro_batch=4,
+        seq=2048,
+        gc=False,
+        liger=False,
+    )
     assert 62 < est4["total"] < 82
     p = run(spec(), H200_1)
     assert (p.micro_batch_size, p.gradient_checkpointing) == (8, False)  # the fastest measured config
@@ -153,9 +237,16 @@ def test_long_context_turns_checkpointing_on():
 
 
 def test_user_overrides_win():
-    s = spec(finetuning={"lora": {"rank": 64, "alpha": 16, "target": "q_proj,v_proj"}},
-             training={"microBatchSize": 2, "gradientCheckpointing": "on", "precision": "fp16",
-                       "ligerKernel": "off", "extraArgs": {"lr_scheduler_type": "linear", "flash_attn": "sdpa"}})
+    s = spec(
+        finetuning={"lora": {"rank": 64, "alpha": 16, "target": "q_proj,v_proj"}},
+        training={
+            "microBatchSize": 2,
+            "gradientCheckpointing": "on",
+            "precision": "fp16",
+            "ligerKernel": "off",
+            "extraArgs": {"lr_scheduler_type": "linear", "flash_attn": "sdpa"},
+        },
+    )
     p = run(s, H200_1)
     a = p.args
     assert (a["lora_rank"], a["lora_alpha"], a["lora_target"]) == (64, 16, "q_proj,v_proj")
@@ -169,18 +260,38 @@ def test_lora_rank_by_model_size_and_gpu_count():
     assert run(spec(), CPU, model=TINY).lora_rank == 8
     assert run(spec(), H200_1).lora_rank == 16
     assert run(spec(), H200_8).lora_rank == 32
-    big = ModelInfo.from_config({"hidden_size": 5120, "num_hidden_layers": 64, "num_attention_heads": 40,
-                                 "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 25600,
-                                 "vocab_size": 151_936, "model_type": "qwen3"}, name="qwen3-32b")
+    big = ModelInfo.from_config(
+        {
+            "hidden_size": 5120,
+            "num_hidden_layers": 64,
+            "num_attention_heads": 40,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "intermediate_size": 25600,
+            "vocab_size": 151_936,
+            "model_type": "qwen3",
+        },
+        name="qwen3-32b",
+    )
     assert 30 < big.billions < 35
     p = run(spec(), H200_1, model=big)
     assert p.lora_rank == 32 and p.lora_alpha == 64
 
 
 def test_qlora_when_memory_is_short():
-    big = ModelInfo.from_config({"hidden_size": 5120, "num_hidden_layers": 64, "num_attention_heads": 40,
-                                 "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 25600,
-                                 "vocab_size": 151_936, "model_type": "qwen3"}, name="qwen3-32b")
+    big = ModelInfo.from_config(
+        {
+            "hidden_size": 5120,
+            "num_hidden_layers": 64,
+            "num_attention_heads": 40,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "intermediate_size": 25600,
+            "vocab_size": 151_936,
+            "model_type": "qwen3",
+        },
+        name="qwen3-32b",
+    )
     p = run(spec(), RTX_24, model=big)
     assert p.method == "qlora"
     assert p.args["quantization_bit"] == 4 and p.args["quantization_method"] == "bnb"
@@ -190,9 +301,19 @@ def test_qlora_when_memory_is_short():
 
 
 def test_multi_gpu_big_model_shards():
-    big = ModelInfo.from_config({"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
-                                 "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 29568,
-                                 "vocab_size": 152_064, "model_type": "qwen2"}, name="qwen2.5-72b")
+    big = ModelInfo.from_config(
+        {
+            "hidden_size": 8192,
+            "num_hidden_layers": 80,
+            "num_attention_heads": 64,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "intermediate_size": 29568,
+            "vocab_size": 152_064,
+            "model_type": "qwen2",
+        },
+        name="qwen2.5-72b",
+    )
     p = run(spec(), A100_40_8_PCIE, model=big)
     assert p.strategy in ("zero3", "zero3_offload")
     assert p.args["deepspeed"].startswith("/out/job/plan/ds_z3")
@@ -239,8 +360,17 @@ def test_qlora_with_zero3_via_forced_auto_switch_is_warned():
     from thinktune.train.planner import _check_forced_strategy
 
     warn: list[str] = []
-    _check_forced_strategy("zero3", on_gpu=True, world=WorldInfo(nproc_per_node=2), method="qlora", m=QWEN3_4B,
-                           pk=ALL_PKGS, h=HwView.from_any(H200_2), fits=lambda *a, **k: True, warn=warn)
+    _check_forced_strategy(
+        "zero3",
+        on_gpu=True,
+        world=WorldInfo(nproc_per_node=2),
+        method="qlora",
+        m=QWEN3_4B,
+        pk=ALL_PKGS,
+        h=HwView.from_any(H200_2),
+        fits=lambda *a, **k: True,
+        warn=warn,
+    )
     assert any("qlora + ZeRO-3" in w and "fsdp" in w for w in warn)
 
 
@@ -286,9 +416,18 @@ def test_cutoff_clamped_to_model_context():
 
 def test_world_from_env():
     s = spec(numNodes=2)
-    w = WorldInfo.from_env(s, gpus_per_node=8, env={"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "job-0.job",
-                                                    "MASTER_PORT": "29500"})
-    assert (w.nnodes, w.nproc_per_node, w.node_rank, w.master_addr, w.master_port) == (2, 8, 1, "job-0.job", 29500)
+    w = WorldInfo.from_env(
+        s,
+        gpus_per_node=8,
+        env={"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "job-0.job", "MASTER_PORT": "29500"},
+    )
+    assert (w.nnodes, w.nproc_per_node, w.node_rank, w.master_addr, w.master_port) == (
+        2,
+        8,
+        1,
+        "job-0.job",
+        29500,
+    )
     assert w.world_size == 16
     assert WorldInfo.from_env(spec(), gpus_per_node=0, env={}).world_size == 1
     assert WorldInfo.from_env(spec(numProcPerNode=2), gpus_per_node=0, env={}).nproc_per_node == 2
@@ -327,7 +466,9 @@ def test_write_plan_files(tmp_path):
 
 
 def test_model_info_from_tiny_config():
-    assert TINY.num_params == pytest.approx(151_936 * 64 + 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128 + 256) + 64)
+    assert TINY.num_params == pytest.approx(
+        151_936 * 64 + 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128 + 256) + 64
+    )
     assert TINY.lora_params(8) == 2 * 8 * ((64 + 64) * 2 + (64 + 32) * 2 + (64 + 128) * 3)
 
 
@@ -337,9 +478,19 @@ def test_megatron_not_used_for_lora_is_explained():
 
 
 def test_zero3_offload_checks_host_ram():
-    huge = ModelInfo.from_config({"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
-                                  "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 29568,
-                                  "vocab_size": 152_064, "model_type": "qwen2"}, name="72b")
+    huge = ModelInfo.from_config(
+        {
+            "hidden_size": 8192,
+            "num_hidden_layers": 80,
+            "num_attention_heads": 64,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "intermediate_size": 29568,
+            "vocab_size": 152_064,
+            "model_type": "qwen2",
+        },
+        name="72b",
+    )
     small_ram = {**gpus(2, 24.0, "NVIDIA L4", "8.9", interconnect="pcie"), "ram_total_gib": 64.0}
     p = run(spec(finetuning={"method": "full", "strategy": "zero3_offload"}), small_ram, model=huge)
     assert p.strategy == "zero3_offload" and any("CPU RAM" in w for w in p.warnings)

@@ -10,8 +10,15 @@ from thinktune import runner
 def test_termination_message_is_compact_json_under_4k(tmp_path, monkeypatch):
     log = tmp_path / "termination-log"
     monkeypatch.setenv(runner.TERMINATION_LOG_ENV, str(log))
-    runner.write_termination_message({"adapterPath": "/out/lora", "metrics": {"evalLoss": 1.5},
-                                      "plan": {"notes": "x" * 10_000}, "oomRetries": 0, "skip": None})
+    runner.write_termination_message(
+        {
+            "adapterPath": "/out/lora",
+            "metrics": {"evalLoss": 1.5},
+            "plan": {"notes": "x" * 10_000},
+            "oomRetries": 0,
+            "skip": None,
+        }
+    )
     data = json.loads(log.read_text())
     assert data["adapterPath"] == "/out/lora" and data["metrics"] == {"evalLoss": 1.5}
     assert "plan" not in data, "the largest field is dropped to fit Kubernetes' 4 KiB"
@@ -40,6 +47,8 @@ def test_stage_exit_code_reaches_the_process(tmp_path, monkeypatch):
     ds = tmp_path / "ds"
     ds.mkdir()
     f = tmp_path / "ftj.yaml"
-    f.write_text("apiVersion: thinktune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: j}\n"
-                 f"spec:\n  dataset: {{path: {ds}}}\n  output: {{path: out}}\n")
+    f.write_text(
+        "apiVersion: thinktune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: j}\n"
+        f"spec:\n  dataset: {{path: {ds}}}\n  output: {{path: out}}\n"
+    )
     assert runner.run_path(f, only_kind="FineTuneJob", force=True, progress=False) == 75

@@ -30,7 +30,11 @@ def _openapi_to_jsonschema(node):
         t = out.get("type")
         out["type"] = [*(t if isinstance(t, list) else [t]), "null"]
         out.pop("nullable")
-    if out.get("type") == "object" and "properties" in out and not node.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False  # the apiserver prunes unknown fields; we want to see them
     for key in ("exclusiveMinimum", "exclusiveMaximum"):
         if out.get(key) is True:
@@ -50,7 +54,9 @@ def test_crds_are_not_stale():
     rendered = render_crds()
     assert sorted(rendered) == sorted(p.name for p in CRDS.glob("*.yaml"))
     for name, text in rendered.items():
-        assert (CRDS / name).read_text(encoding="utf-8") == text, f"crds/{name} is stale: run `thinktune crds`"
+        assert (CRDS / name).read_text(encoding="utf-8") == text, (
+            f"crds/{name} is stale: run `thinktune crds`"
+        )
 
 
 def test_crd_generation_is_deterministic():
@@ -62,7 +68,9 @@ def test_crd_metadata(kind):
     crd = yaml.safe_load((CRDS / f"thinktune.io_{KINDS[kind].plural}.yaml").read_text())
     spec = crd["spec"]
     assert spec["group"] == "thinktune.io" and spec["scope"] == "Namespaced"
-    assert spec["names"]["shortNames"] == [{"DatasetBuild": "dsb", "FineTuneJob": "ftj", "ModelExport": "mex"}[kind]]
+    assert spec["names"]["shortNames"] == [
+        {"DatasetBuild": "dsb", "FineTuneJob": "ftj", "ModelExport": "mex"}[kind]
+    ]
     version = spec["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     cols = [c["name"] for c in version["additionalPrinterColumns"]]
@@ -100,6 +108,7 @@ def test_every_spec_field_has_description_in_model(kind):
             for sub in getattr(ann, "__args__", (ann,)):
                 if isinstance(sub, type) and hasattr(sub, "model_fields"):
                     check(sub, f"{prefix}.{name}")
+
     check(KINDS[kind].spec_model, kind)
 
 
@@ -144,33 +153,99 @@ def test_schema_rejects_unknown_and_bad_fields():
             KINDS["FineTuneJob"].model_validate(d)
 
 
-@pytest.mark.parametrize(("model", "data", "message"), [
-    (FineTuneJobSpec, {"output": {"path": "o"}}, "exactly one of datasetRef"),
-    (FineTuneJobSpec, {"output": {"path": "o"}, "dataset": {"path": "d"}, "datasetRef": {"name": "x"}},
-     "exactly one of datasetRef"),
-    (FineTuneJobSpec, {"output": {"path": "o"}, "dataset": {"path": "d"}, "enableThinking": False},
-     "enableThinking must stay true"),
-    (FineTuneJobSpec, {"output": {"path": "o"}, "dataset": {"path": "d"},
-                       "finetuning": {"method": "qlora", "strategy": "zero3"}}, "qlora does not work"),
-    (FineTuneJobSpec, {"output": {"path": "o"}, "dataset": {"path": "d"},
-                       "finetuning": {"method": "lora", "quantizationBit": 4}}, "only valid with method qlora"),
-    (FineTuneJobSpec, {"output": {"path": "o"}, "dataset": {"path": "d"},
-                       "finetuning": {"strategy": "megatron"}}, "full fine-tuning only"),
-    (FineTuneJobSpec, {"output": {"path": "o"}, "dataset": {"path": "d"},
-                       "training": {"globalBatchSize": 4, "microBatchSize": 8}}, "must not exceed"),
-    (FineTuneJobSpec, {"output": {"path": "o"}, "dataset": {"path": "d"}, "numNodes": 2,
-                       "finetuning": {"strategy": "single"}}, "single cannot use more than one node"),
-    (DatasetBuildSpec, {"source": {"path": "s"}, "output": {"path": "o"},
-                        "split": {"train": 0.8, "val": 0.15, "test": 0.15}}, "must sum to 1"),
-    (DatasetBuildSpec, {"source": {"path": "s"}, "output": {"path": "o"}, "thinking": {"generate": "model"}},
-     "teacherModel is required"),
-    (ModelExportSpec, {"output": {"path": "o"}}, "exactly one of fineTuneJobRef or adapter"),
-    (ModelExportSpec, {"output": {"path": "o"}, "adapter": {"path": "a"}}, "baseModel is required"),
-    (ModelExportSpec, {"output": {"path": "o"}, "fineTuneJobRef": {"name": "j"}, "merge": False,
-                       "quantize": [{"method": "gptq", "bits": 4}]}, "quantizing needs merge"),
-    (ModelExportSpec, {"output": {"path": "o"}, "fineTuneJobRef": {"name": "j"},
-                       "quantize": [{"method": "gptq", "bits": 4, "groupSize": 7}]}, "groupSize"),
-])
+@pytest.mark.parametrize(
+    ("model", "data", "message"),
+    [
+        (FineTuneJobSpec, {"output": {"path": "o"}}, "exactly one of datasetRef"),
+        (
+            FineTuneJobSpec,
+            {"output": {"path": "o"}, "dataset": {"path": "d"}, "datasetRef": {"name": "x"}},
+            "exactly one of datasetRef",
+        ),
+        (
+            FineTuneJobSpec,
+            {"output": {"path": "o"}, "dataset": {"path": "d"}, "enableThinking": False},
+            "enableThinking must stay true",
+        ),
+        (
+            FineTuneJobSpec,
+            {
+                "output": {"path": "o"},
+                "dataset": {"path": "d"},
+                "finetuning": {"method": "qlora", "strategy": "zero3"},
+            },
+            "qlora does not work",
+        ),
+        (
+            FineTuneJobSpec,
+            {
+                "output": {"path": "o"},
+                "dataset": {"path": "d"},
+                "finetuning": {"method": "lora", "quantizationBit": 4},
+            },
+            "only valid with method qlora",
+        ),
+        (
+            FineTuneJobSpec,
+            {"output": {"path": "o"}, "dataset": {"path": "d"}, "finetuning": {"strategy": "megatron"}},
+            "full fine-tuning only",
+        ),
+        (
+            FineTuneJobSpec,
+            {
+                "output": {"path": "o"},
+                "dataset": {"path": "d"},
+                "training": {"globalBatchSize": 4, "microBatchSize": 8},
+            },
+            "must not exceed",
+        ),
+        (
+            FineTuneJobSpec,
+            {
+                "output": {"path": "o"},
+                "dataset": {"path": "d"},
+                "numNodes": 2,
+                "finetuning": {"strategy": "single"},
+            },
+            "single cannot use more than one node",
+        ),
+        (
+            DatasetBuildSpec,
+            {
+                "source": {"path": "s"},
+                "output": {"path": "o"},
+                "split": {"train": 0.8, "val": 0.15, "test": 0.15},
+            },
+            "must sum to 1",
+        ),
+        (
+            DatasetBuildSpec,
+            {"source": {"path": "s"}, "output": {"path": "o"}, "thinking": {"generate": "model"}},
+            "teacherModel is required",
+        ),
+        (ModelExportSpec, {"output": {"path": "o"}}, "exactly one of fineTuneJobRef or adapter"),
+        (ModelExportSpec, {"output": {"path": "o"}, "adapter": {"path": "a"}}, "baseModel is required"),
+        (
+            ModelExportSpec,
+            {
+                "output": {"path": "o"},
+                "fineTuneJobRef": {"name": "j"},
+                "merge": False,
+                "quantize": [{"method": "gptq", "bits": 4}],
+            },
+            "quantizing needs merge",
+        ),
+        (
+            ModelExportSpec,
+            {
+                "output": {"path": "o"},
+                "fineTuneJobRef": {"name": "j"},
+                "quantize": [{"method": "gptq", "bits": 4, "groupSize": 7}],
+            },
+            "groupSize",
+        ),
+    ],
+)
 def test_cross_field_rules(model, data, message):
     with pytest.raises(ValueError, match=message):
         model.model_validate(data)
@@ -189,7 +264,8 @@ def test_load_errors_name_file_line_and_field(tmp_path):
     f = tmp_path / "ftj.yaml"
     f.write_text(
         "apiVersion: thinktune.io/v1alpha1\nkind: FineTuneJob\nmetadata:\n  name: x\nspec:\n"
-        "  dataset:\n    path: d\n  output:\n    path: o\n  training:\n    learningrate: 0.1\n")
+        "  dataset:\n    path: d\n  output:\n    path: o\n  training:\n    learningrate: 0.1\n"
+    )
     with pytest.raises(ResourceError) as e:
         load_file(f)
     msg = str(e.value)

@@ -119,8 +119,12 @@ def test_no_false_alarms_on_a_healthy_run():
     d = AnomalyDetector()
     found = []
     for i in range(1, 200):
-        found += d.on_train_log(i, 3.0 * math.exp(-i / 50) + 0.5 + 0.05 * math.sin(i), grad_norm=1.0,
-                                memory_bytes=10 * 2**30 + (i % 3) * 2**20)
+        found += d.on_train_log(
+            i,
+            3.0 * math.exp(-i / 50) + 0.5 + 0.05 * math.sin(i),
+            grad_norm=1.0,
+            memory_bytes=10 * 2**30 + (i % 3) * 2**20,
+        )
     for j, v in enumerate([2.0, 1.8, 1.7, 1.65, 1.6]):
         found += d.on_eval(j * 10, v)
     assert found == []
@@ -159,7 +163,9 @@ def test_prometheus_endpoint_serves_documented_names():
         p.close()
     assert 'thinktune_train_loss{job="ftj-a",namespace="team",rank="1"} 1.25' in body
     assert 'thinktune_train_tokens_per_second{job="ftj-a",namespace="team",rank="1"} 1234.0' in body
-    assert 'thinktune_train_anomalies_total{job="ftj-a",kind="loss_spike",namespace="team",rank="1"} 1.0' in body
+    assert (
+        'thinktune_train_anomalies_total{job="ftj-a",kind="loss_spike",namespace="team",rank="1"} 1.0' in body
+    )
     assert "thinktune_train_gpu_memory_allocated_bytes" in body
     # every name the operator/dashboard query is documented in the module docstring
     import thinktune.train.callbacks as cb
@@ -180,14 +186,27 @@ def test_callback_writes_metrics_and_status(tmp_path, monkeypatch):
 
     monkeypatch.delenv("THINKTUNE_INJECT_OOM_AT_STEP", raising=False)
     cb = ThinktuneCallback(output_dir=tmp_path, job="j", metrics_port=None, progress=False, terms=["密钥"])
-    args = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=2, gradient_checkpointing=False,
-                           output_dir=str(tmp_path))
+    args = SimpleNamespace(
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        gradient_checkpointing=False,
+        output_dir=str(tmp_path),
+    )
     cb.on_train_begin(args, _state(0), None)
     for s in range(1, 6):
         cb.on_step_begin(args, _state(s - 1), None)
         cb.on_step_end(args, _state(s), None)
-        cb.on_log(args, _state(s, tokens=100 * s), None,
-                  logs={"loss": 3.0 - 0.1 * s, "learning_rate": 1e-4, "grad_norm": 0.5, "num_input_tokens_seen": 100 * s})
+        cb.on_log(
+            args,
+            _state(s, tokens=100 * s),
+            None,
+            logs={
+                "loss": 3.0 - 0.1 * s,
+                "learning_rate": 1e-4,
+                "grad_norm": 0.5,
+                "num_input_tokens_seen": 100 * s,
+            },
+        )
     cb.on_log(args, _state(5), None, logs={"loss": float("nan"), "learning_rate": 1e-4})
     cb.on_evaluate(args, _state(5), None, metrics={"eval_loss": 2.5})
     cb.on_train_end(args, _state(5), None)
@@ -220,34 +239,81 @@ def test_report_from_metrics(tmp_path):
 
     lines = [{"type": "begin", "step": 0}]
     for s in range(1, 21):
-        lines.append({"type": "train", "step": s, "loss": 3.0 - 0.1 * s, "learning_rate": 1e-4 * (1 - s / 20),
-                      "tokens_per_second": 1000 + s, "memory": [{"rank": 0, "allocated_bytes": 2**30, "peak_bytes": 2**31},
-                                                               {"rank": 1, "allocated_bytes": 2**30, "peak_bytes": 2**31}]})
+        lines.append(
+            {
+                "type": "train",
+                "step": s,
+                "loss": 3.0 - 0.1 * s,
+                "learning_rate": 1e-4 * (1 - s / 20),
+                "tokens_per_second": 1000 + s,
+                "memory": [
+                    {"rank": 0, "allocated_bytes": 2**30, "peak_bytes": 2**31},
+                    {"rank": 1, "allocated_bytes": 2**30, "peak_bytes": 2**31},
+                ],
+            }
+        )
         if s % 5 == 0:
-            lines.append({"type": "eval", "step": s, "eval_loss": 2.9 - 0.08 * s, "char_accuracy": 0.1 + 0.02 * s,
-                          "term_accuracy": 0.01 * s, "term_token_accuracy": 0.02 * s, "token_accuracy": 0.3,
-                          "cjk_chars": 100, "term_occurrences": 10, "terms": {"密钥": {"occurrences": 4, "accuracy": 0.5}}})
+            lines.append(
+                {
+                    "type": "eval",
+                    "step": s,
+                    "eval_loss": 2.9 - 0.08 * s,
+                    "char_accuracy": 0.1 + 0.02 * s,
+                    "term_accuracy": 0.01 * s,
+                    "term_token_accuracy": 0.02 * s,
+                    "token_accuracy": 0.3,
+                    "cjk_chars": 100,
+                    "term_occurrences": 10,
+                    "terms": {"密钥": {"occurrences": 4, "accuracy": 0.5}},
+                }
+            )
     # a resumed attempt repeats step 20 with a different loss: the later record wins
     lines.append({"type": "train", "step": 20, "loss": 0.95, "learning_rate": 0.0, "tokens_per_second": 900})
     lines.append({"type": "warning", "kind": "loss_spike", "step": 7, "message": "loss spike at step 7"})
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines))
-    r = build_report(tmp_path, plan={"strategy": "ddp", "total_steps": 20, "explanations": ["because"]},
-                     attempts=[{"attempt": 0, "outcome": "oom", "returncode": 76, "duration_s": 10},
-                               {"attempt": 1, "outcome": "succeeded", "returncode": 0, "duration_s": 20,
-                                "resumed_from": "/o/checkpoint-15"}],
-                     oom_retries=[{"attempt": 1, "at_step": 17, "from": {"micro_batch": 4, "grad_accum": 1,
-                                                                          "gradient_checkpointing": False},
-                                   "to": {"micro_batch": 2, "grad_accum": 2, "gradient_checkpointing": True}}],
-                     warnings=["plan warning"], adapter_path=str(tmp_path))
+    r = build_report(
+        tmp_path,
+        plan={"strategy": "ddp", "total_steps": 20, "explanations": ["because"]},
+        attempts=[
+            {"attempt": 0, "outcome": "oom", "returncode": 76, "duration_s": 10},
+            {
+                "attempt": 1,
+                "outcome": "succeeded",
+                "returncode": 0,
+                "duration_s": 20,
+                "resumed_from": "/o/checkpoint-15",
+            },
+        ],
+        oom_retries=[
+            {
+                "attempt": 1,
+                "at_step": 17,
+                "from": {"micro_batch": 4, "grad_accum": 1, "gradient_checkpointing": False},
+                "to": {"micro_batch": 2, "grad_accum": 2, "gradient_checkpointing": True},
+            }
+        ],
+        warnings=["plan warning"],
+        adapter_path=str(tmp_path),
+    )
     c = r["convergence"]
     assert c["loss_decreased"] and c["last_loss"] < c["first_loss"] and c["verdict"] == "converging"
-    assert r["chinese"]["char_accuracy"] == pytest.approx(0.5) and r["chinese"]["char_accuracy_first"] == pytest.approx(0.2)
+    assert r["chinese"]["char_accuracy"] == pytest.approx(0.5) and r["chinese"][
+        "char_accuracy_first"
+    ] == pytest.approx(0.2)
     assert set(r["plots"]) == {"loss", "lr", "tokens_per_second", "memory", "term_accuracy"}
     for rel in r["plots"].values():
         assert (tmp_path / rel).stat().st_size > 1000
     md = (tmp_path / "report.md").read_text()
-    for needle in ("## Convergence", "Chinese character accuracy", "OOM retry 1 at step 17", "plan warning",
-                   "loss spike at step 7", "![loss](plots/loss.png)", "because", "resumed from /o/checkpoint-15"):
+    for needle in (
+        "## Convergence",
+        "Chinese character accuracy",
+        "OOM retry 1 at step 17",
+        "plan warning",
+        "loss spike at step 7",
+        "![loss](plots/loss.png)",
+        "because",
+        "resumed from /o/checkpoint-15",
+    ):
         assert needle in md, needle
     from thinktune.spec import FineTuneJobStatus
 
@@ -268,11 +334,32 @@ def test_console_view_renders_events_and_hides_noise():
     buf = io.StringIO()
     v = ConsoleView(buf, live=False)
     v.feed("[INFO|trainer.py:1] noisy library log line\n")
-    v.feed(CONSOLE_PREFIX + json.dumps({"type": "begin", "step": 0, "total_steps": 10, "world_size": 2}) + "\n")
-    v.feed(" 50%|█████     | 5/10 [00:01<00:01,  2.81it/s]" + CONSOLE_PREFIX + json.dumps({"type": "train", "step": 5, "total_steps": 10, "loss": 1.5,
-                                        "learning_rate": 1e-4, "tokens_per_second": 1234.5, "eta_seconds": 65}) + "\n")
-    v.feed(CONSOLE_PREFIX + json.dumps({"type": "eval", "step": 5, "eval_loss": 1.4, "char_accuracy": 0.5,
-                                        "term_accuracy": None}) + "\n")
+    v.feed(
+        CONSOLE_PREFIX + json.dumps({"type": "begin", "step": 0, "total_steps": 10, "world_size": 2}) + "\n"
+    )
+    v.feed(
+        " 50%|█████     | 5/10 [00:01<00:01,  2.81it/s]"
+        + CONSOLE_PREFIX
+        + json.dumps(
+            {
+                "type": "train",
+                "step": 5,
+                "total_steps": 10,
+                "loss": 1.5,
+                "learning_rate": 1e-4,
+                "tokens_per_second": 1234.5,
+                "eta_seconds": 65,
+            }
+        )
+        + "\n"
+    )
+    v.feed(
+        CONSOLE_PREFIX
+        + json.dumps(
+            {"type": "eval", "step": 5, "eval_loss": 1.4, "char_accuracy": 0.5, "term_accuracy": None}
+        )
+        + "\n"
+    )
     v.feed(CONSOLE_PREFIX + json.dumps({"type": "warning", "message": "loss spike at step 5"}) + "\n")
     v.feed("Traceback (most recent call last):\n")
     out = buf.getvalue()

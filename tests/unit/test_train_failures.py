@@ -76,7 +76,10 @@ def test_exception_objects_and_chains():
 
 def test_gpu_index():
     assert f.gpu_index("CUDA error: device lost on cuda:3") == "3"
-    assert f.gpu_index("unspecified launch failure", env={"LOCAL_RANK": "1", "CUDA_VISIBLE_DEVICES": "4,5"}) == "5"
+    assert (
+        f.gpu_index("unspecified launch failure", env={"LOCAL_RANK": "1", "CUDA_VISIBLE_DEVICES": "4,5"})
+        == "5"
+    )
     assert f.gpu_index("unspecified launch failure", env={"LOCAL_RANK": "2"}) == "2"
     assert f.gpu_index("unspecified launch failure", env={}) is None
 
@@ -99,13 +102,18 @@ def test_termination_message_written(tmp_path):
 def test_handle_fatal(tmp_path, monkeypatch):
     log = tmp_path / "term"
     monkeypatch.setenv("NODE_NAME", "n1")
-    assert f.handle_fatal(RuntimeError("CUDA error: uncorrectable ECC error encountered"), termination_log=log) == 75
+    assert (
+        f.handle_fatal(RuntimeError("CUDA error: uncorrectable ECC error encountered"), termination_log=log)
+        == 75
+    )
     assert json.loads(log.read_text())["reason"] == "GPUFailure"
     app_log = tmp_path / "term-app"
     assert f.handle_fatal(ValueError("bad data"), termination_log=app_log) == f.APP_FAILURE_EXIT_CODE == 1
     assert json.loads(app_log.read_text())["reason"] == "ApplicationError"
     log.unlink()
-    assert f.handle_fatal(torch.OutOfMemoryError("CUDA out of memory"), termination_log=log) == f.OOM_EXIT_CODE
+    assert (
+        f.handle_fatal(torch.OutOfMemoryError("CUDA out of memory"), termination_log=log) == f.OOM_EXIT_CODE
+    )
     assert not log.exists()  # OOM is retried inside the trainer, not reported to Kubernetes
 
 

@@ -13,8 +13,11 @@ from thinktune.train.planner import WorldInfo
 
 def test_inspect_dataset(tmp_path):
     (tmp_path / "train.json").write_text(json.dumps([{"messages": []}] * 5))
-    (tmp_path / "dataset_info.json").write_text(json.dumps({"crypto_zh_train": {"file_name": "train.json"},
-                                                            "crypto_zh_val": {"file_name": "val.json"}}))
+    (tmp_path / "dataset_info.json").write_text(
+        json.dumps(
+            {"crypto_zh_train": {"file_name": "train.json"}, "crypto_zh_val": {"file_name": "val.json"}}
+        )
+    )
     assert inspect_dataset(tmp_path) == ("crypto_zh", True, 5)
     (tmp_path / "dataset_info.json").write_text(json.dumps({"x_test": {"file_name": "t.json"}}))
     with pytest.raises(ValueError, match="NAME_train"):
@@ -27,8 +30,10 @@ def test_resolve_model(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
     assert resolve_model(ModelSource(name_or_path="m"), tmp_path) == str((tmp_path / "m").resolve())
-    assert resolve_model(ModelSource(name_or_path="Qwen/Qwen3-4B-Thinking-2507"), tmp_path) == \
-        "Qwen/Qwen3-4B-Thinking-2507"
+    assert (
+        resolve_model(ModelSource(name_or_path="Qwen/Qwen3-4B-Thinking-2507"), tmp_path)
+        == "Qwen/Qwen3-4B-Thinking-2507"
+    )
     with pytest.raises(FileNotFoundError, match="makeTiny"):
         resolve_model(ModelSource(name_or_path=str(tmp_path / "nope")), tmp_path)
 
@@ -39,7 +44,13 @@ def test_launcher_command_and_checkpoints(tmp_path):
     w = WorldInfo(nnodes=2, nproc_per_node=4, node_rank=1, master_addr="job-0.job", master_port=29500)
     cmd = build_command("/o/c.json", w)
     assert cmd[1:3] == ["-m", "torch.distributed.run"]
-    for flag in ("--nnodes=2", "--node_rank=1", "--nproc_per_node=4", "--master_addr=job-0.job", "--master_port=29500"):
+    for flag in (
+        "--nnodes=2",
+        "--node_rank=1",
+        "--nproc_per_node=4",
+        "--master_addr=job-0.job",
+        "--master_port=29500",
+    ):
         assert flag in cmd
     assert find_last_checkpoint(tmp_path) is None
     for n in (5, 10, 40):
@@ -54,9 +65,14 @@ def test_finished_adapter_without_checkpoints_is_kept(tmp_path):
     out.mkdir()
     (out / "adapter_model.safetensors").write_bytes(b"x")
     (out / "report.json").write_text(json.dumps({"outcome": "Succeeded", "adapter_path": str(out)}))
-    job = FineTuneJob.model_validate({"apiVersion": "thinktune.io/v1alpha1", "kind": "FineTuneJob",
-                                      "metadata": {"name": "j"},
-                                      "spec": {"dataset": {"path": "ds"}, "output": {"path": "out"}}})
+    job = FineTuneJob.model_validate(
+        {
+            "apiVersion": "thinktune.io/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": "j"},
+            "spec": {"dataset": {"path": "ds"}, "output": {"path": "out"}},
+        }
+    )
     assert train_job(job, base_dir=tmp_path, log=lambda s: None)["adapter_path"] == str(out)
     (out / "report.json").unlink()
     with pytest.raises(FileExistsError):

@@ -9,8 +9,12 @@ from thinktune.train.failures import OOM_EXIT_CODE
 
 
 def test_shrink_keeps_global_batch_and_turns_on_checkpointing():
-    args = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2, "disable_gradient_checkpointing": True,
-            "per_device_eval_batch_size": 8}
+    args = {
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 2,
+        "disable_gradient_checkpointing": True,
+        "per_device_eval_batch_size": 8,
+    }
     new, change = oom.shrink(args)
     assert new["per_device_train_batch_size"] == 4 and new["gradient_accumulation_steps"] == 4
     assert new["disable_gradient_checkpointing"] is False
@@ -28,8 +32,13 @@ def test_shrink_odd_micro_batch_stays_exact():
 
 
 def test_shrink_micro_batch_one():
-    new, change = oom.shrink({"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4,
-                              "disable_gradient_checkpointing": True})
+    new, change = oom.shrink(
+        {
+            "per_device_train_batch_size": 1,
+            "gradient_accumulation_steps": 4,
+            "disable_gradient_checkpointing": True,
+        }
+    )
     assert new["per_device_train_batch_size"] == 1 and new["disable_gradient_checkpointing"] is False
     assert oom.shrink(new) is None  # nothing left
 
@@ -69,9 +78,18 @@ def test_run_with_oom_retry_recovers(tmp_path):
 
     logs: list[str] = []
     recorded: list[dict] = []
-    out = oom.run_with_oom_retry({"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
-                                  "disable_gradient_checkpointing": True}, launch, max_retries=3,
-                                 output_dir=tmp_path, log=logs.append, on_retry=recorded.append)
+    out = oom.run_with_oom_retry(
+        {
+            "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 1,
+            "disable_gradient_checkpointing": True,
+        },
+        launch,
+        max_retries=3,
+        output_dir=tmp_path,
+        log=logs.append,
+        on_retry=recorded.append,
+    )
     assert out.result.returncode == 0 and not out.exhausted
     assert seen == [(0, 8, 1), (1, 4, 2), (2, 2, 4)]
     assert len(out.retries) == 2 and out.retries == recorded
@@ -84,8 +102,13 @@ def test_run_with_oom_retry_gives_up(tmp_path):
     def launch(args, attempt):
         return FakeResult(OOM_EXIT_CODE)
 
-    out = oom.run_with_oom_retry({"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}, launch,
-                                 max_retries=2, output_dir=tmp_path, log=lambda s: None)
+    out = oom.run_with_oom_retry(
+        {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
+        launch,
+        max_retries=2,
+        output_dir=tmp_path,
+        log=lambda s: None,
+    )
     assert out.exhausted and len(out.retries) == 2 and out.result.returncode == OOM_EXIT_CODE
 
 
@@ -96,6 +119,7 @@ def test_non_oom_failure_is_not_retried(tmp_path):
         calls.append(attempt)
         return FakeResult(1)
 
-    out = oom.run_with_oom_retry({"per_device_train_batch_size": 8}, launch, max_retries=3, output_dir=tmp_path,
-                                 log=lambda s: None)
+    out = oom.run_with_oom_retry(
+        {"per_device_train_batch_size": 8}, launch, max_retries=3, output_dir=tmp_path, log=lambda s: None
+    )
     assert calls == [0] and out.retries == [] and out.result.returncode == 1

@@ -1,2 +1,3 @@
 """thinktune: fine-tune Qwen3 thinking models on Chinese domain markdown."""
+
 __version__ = "0.1.0"

@@ -58,8 +58,11 @@ CHART_CRDS = REPO_ROOT / "helm" / "thinktune" / "crds"
 
 @app.command()
 def crds(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the CRD YAMLs.")] = REPO_ROOT / "crds",
-    check: Annotated[bool, typer.Option(help="Only check that the directory is up to date (exit 1 if stale).")] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the CRD YAMLs.")] = REPO_ROOT
+    / "crds",
+    check: Annotated[
+        bool, typer.Option(help="Only check that the directory is up to date (exit 1 if stale).")
+    ] = False,
 ) -> None:
     """Generate the CustomResourceDefinitions from thinktune.spec (crds/*.yaml and the Helm chart's copy)."""
     from thinktune.crdgen import render_crds, write_crds
@@ -68,8 +71,12 @@ def crds(
     targets = [output] + ([CHART_CRDS] if output == REPO_ROOT / "crds" and CHART_CRDS.parent.is_dir() else [])
     if check:
         rendered = render_crds()
-        stale = [str(t / n) for t in targets for n, text in rendered.items()
-                 if not (t / n).exists() or (t / n).read_text(encoding="utf-8") != text]
+        stale = [
+            str(t / n)
+            for t in targets
+            for n, text in rendered.items()
+            if not (t / n).exists() or (t / n).read_text(encoding="utf-8") != text
+        ]
         if stale:
             _fail(f"stale CRDs: {', '.join(stale)}; run `thinktune crds`", code=1)
         console.print(f"CRDs in {', '.join(map(str, targets))} are up to date")
@@ -116,15 +123,24 @@ def make_tiny_model(
     """Create a tiny random-weight Qwen3 with the real Qwen3 tokenizer (offline), for tests and CPU smoke runs."""
     from thinktune.tiny_model import make_tiny_model as make
 
-    path = make(out, hidden_size=hidden_size, num_layers=num_layers, heads=heads, kv_heads=kv_heads,
-                intermediate=intermediate, seed=seed)
+    path = make(
+        out,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        heads=heads,
+        kv_heads=kv_heads,
+        intermediate=intermediate,
+        seed=seed,
+    )
     console.print(f"tiny Qwen3 written to {path}")
 
 
 @dataset_app.command("build")
 def dataset_build(
     filename: Annotated[Path | None, typer.Option("-f", "--filename", help="DatasetBuild CR YAML.")] = None,
-    input_dir: Annotated[Path | None, typer.Option("--input", help="Directory of markdown documents.")] = None,
+    input_dir: Annotated[
+        Path | None, typer.Option("--input", help="Directory of markdown documents.")
+    ] = None,
     output_dir: Annotated[Path | None, typer.Option("--output", help="Output dataset directory.")] = None,
     split: Annotated[str | None, typer.Option(help="train,val,test fractions, e.g. 0.7,0.15,0.15")] = None,
     seed: Annotated[int | None, typer.Option(help="Split seed.")] = None,
@@ -166,15 +182,27 @@ def dataset_build(
 @app.command()
 def train(
     filename: FileOpt,
-    model: Annotated[str | None, typer.Option(help="Override spec.model.nameOrPath (hub id or path).")] = None,
-    dataset: Annotated[Path | None, typer.Option(help="Dataset directory (instead of resolving datasetRef).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Override spec.model.nameOrPath (hub id or path).")
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="Dataset directory (instead of resolving datasetRef).")
+    ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live display.")] = False,
 ) -> None:
     """Fine-tune with LLaMA Factory as a FineTuneJob describes (planner, OOM retry, metrics, report)."""
     from thinktune.runner import run_path
 
-    raise typer.Exit(run_path(filename, only_kind="FineTuneJob", model_override=model, dataset_dir=dataset,
-                              progress=not no_progress, force=True))
+    raise typer.Exit(
+        run_path(
+            filename,
+            only_kind="FineTuneJob",
+            model_override=model,
+            dataset_dir=dataset,
+            progress=not no_progress,
+            force=True,
+        )
+    )
 
 
 @app.command()
@@ -198,7 +226,9 @@ def review_export(
     from thinktune.evaluate.review import export_review_sheet
 
     path = export_review_sheet(predictions, output, reviewers=tuple(reviewer or ("",)))
-    console.print(f"review sheet written to {path}; fill in the score columns, then `thinktune review import`")
+    console.print(
+        f"review sheet written to {path}; fill in the score columns, then `thinktune review import`"
+    )
 
 
 @review_app.command("import")
@@ -229,8 +259,12 @@ def export(filename: FileOpt) -> None:
 @app.command()
 def run(
     filename: FileOpt,
-    model: Annotated[str | None, typer.Option(help="Override the FineTuneJob's model (hub id or path).")] = None,
-    force: Annotated[bool, typer.Option(help="Re-run stages even when their outputs are up to date.")] = False,
+    model: Annotated[
+        str | None, typer.Option(help="Override the FineTuneJob's model (hub id or path).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Re-run stages even when their outputs are up to date.")
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress display.")] = False,
 ) -> None:
     """Run every CR in a file or directory locally, in order: DatasetBuild -> FineTuneJob -> ModelExport."""
@@ -244,7 +278,9 @@ def _mount_optional() -> None:
         from thinktune_operator.sandbox.cli import app as sandbox_app
     except ImportError:
         return
-    app.add_typer(sandbox_app, name="sandbox", help="A local Kubernetes control plane with simulated GPU nodes.")
+    app.add_typer(
+        sandbox_app, name="sandbox", help="A local Kubernetes control plane with simulated GPU nodes."
+    )
 
 
 _mount_optional()

@@ -21,7 +21,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
@@ -53,8 +53,19 @@ ENV_MASTER_ADDR = "MASTER_ADDR"
 ENV_MASTER_PORT = "MASTER_PORT"
 ENV_FORCE_TORCHRUN = "FORCE_TORCHRUN"
 
-POD_ENV = (ENV_TERMINATION_LOG, ENV_METRICS_PORT, ENV_NODE_NAME, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_NNODES,
-           ENV_NODE_RANK, ENV_NPROC_PER_NODE, ENV_MASTER_ADDR, ENV_MASTER_PORT, ENV_FORCE_TORCHRUN)
+POD_ENV = (
+    ENV_TERMINATION_LOG,
+    ENV_METRICS_PORT,
+    ENV_NODE_NAME,
+    ENV_POD_NAME,
+    ENV_POD_NAMESPACE,
+    ENV_NNODES,
+    ENV_NODE_RANK,
+    ENV_NPROC_PER_NODE,
+    ENV_MASTER_ADDR,
+    ENV_MASTER_PORT,
+    ENV_FORCE_TORCHRUN,
+)
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
@@ -80,8 +91,11 @@ class ContractModel(BaseModel):
 
 
 FailureCategory = Literal["gpu_failure", "oom", "application"]
-FAILURE_REASON: dict[str, str] = {"gpu_failure": "GPUFailure", "oom": "OutOfMemory",
-                                  "application": "ApplicationError"}
+FAILURE_REASON: dict[str, str] = {
+    "gpu_failure": "GPUFailure",
+    "oom": "OutOfMemory",
+    "application": "ApplicationError",
+}
 SEVERITY: dict[str, int] = {"gpu_failure": 2, "oom": 1, "application": 0}
 
 
@@ -151,8 +165,9 @@ class ExportResult(ContractModel):
     report_path: str | None = None
 
 
-TerminationMessage = Annotated[FailureMessage | DatasetResult | TrainResult | ExportResult,
-                               Field(discriminator="kind")]
+TerminationMessage = Annotated[
+    FailureMessage | DatasetResult | TrainResult | ExportResult, Field(discriminator="kind")
+]
 _MESSAGE = TypeAdapter(TerminationMessage)
 
 
@@ -186,7 +201,9 @@ def encode_termination_message(msg: TerminationMessage) -> str:
     return trimmed.to_json()
 
 
-def write_termination_message(msg: TerminationMessage, path: str | os.PathLike[str] | None = None) -> Path | None:
+def write_termination_message(
+    msg: TerminationMessage, path: str | os.PathLike[str] | None = None
+) -> Path | None:
     """Write ``msg`` unless the file already holds a more severe failure of this attempt: when one rank hits a
     GPU failure, the others often die next with a collective error, and that must not hide the GPU failure.
     A missing or read-only log never fails a finished stage (returns None)."""
@@ -194,8 +211,11 @@ def write_termination_message(msg: TerminationMessage, path: str | os.PathLike[s
     if target is None:
         return None
     old = read_termination_message(target.read_text(errors="replace")) if target.is_file() else None
-    if isinstance(old, FailureMessage) and isinstance(msg, FailureMessage) and \
-            SEVERITY[old.category] > SEVERITY[msg.category]:
+    if (
+        isinstance(old, FailureMessage)
+        and isinstance(msg, FailureMessage)
+        and SEVERITY[old.category] > SEVERITY[msg.category]
+    ):
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -210,8 +230,9 @@ def read_termination_message(text: str | None) -> TerminationMessage | None:
     there when the file is empty, so the last JSON line wins; anything that is not one of our messages -> None."""
     if not text or not text.strip():
         return None
-    candidates = [text.strip()] + [ln.strip() for ln in reversed(text.strip().splitlines()) if
-                                   ln.strip().startswith("{")]
+    candidates = [text.strip()] + [
+        ln.strip() for ln in reversed(text.strip().splitlines()) if ln.strip().startswith("{")
+    ]
     for c in candidates:
         try:
             return _MESSAGE.validate_python(json.loads(c))

@@ -146,8 +146,13 @@ def _with_empty_default(prop: Any) -> Any:
     if not isinstance(prop, dict):
         return prop
     full = prop.pop("__default__", None)
-    if (prop.get("type") == "object" and "properties" in prop
-            and not prop.get("nullable") and not prop.get("required") and "default" not in prop):
+    if (
+        prop.get("type") == "object"
+        and "properties" in prop
+        and not prop.get("nullable")
+        and not prop.get("required")
+        and "default" not in prop
+    ):
         prop["default"] = full if full is not None else {}
     return prop
 

@@ -70,9 +70,13 @@ def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
 def _format_validation_error(err: ValidationError, file: Path, node: yaml.Node, prefix: tuple = ()) -> str:
     lines = []
     for e in err.errors():
-        loc = tuple(prefix) + tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        loc = tuple(prefix) + tuple(
+            x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-"))
+        )
         # pydantic reports union/model-validator locations with class names; keep only real field names
-        loc = tuple(x for x in loc if not (isinstance(x, str) and x[:1].isupper() and x not in ("DatasetBuild",)))
+        loc = tuple(
+            x for x in loc if not (isinstance(x, str) and x[:1].isupper() and x not in ("DatasetBuild",))
+        )
         field = ".".join(str(x) for x in loc) or "(document)"
         line = _line_of(node, loc)
         msg = e["msg"].removeprefix("Value error, ")
@@ -88,12 +92,18 @@ def _format_validation_error(err: ValidationError, file: Path, node: yaml.Node, 
 
 def parse_document(doc: dict[str, Any], *, file: Path, node: yaml.Node | None = None) -> Resource:
     if not isinstance(doc, dict):
-        raise ResourceError(f"{file}: expected a mapping with apiVersion/kind/metadata/spec, got {type(doc).__name__}")
+        raise ResourceError(
+            f"{file}: expected a mapping with apiVersion/kind/metadata/spec, got {type(doc).__name__}"
+        )
     kind = doc.get("kind")
     if doc.get("apiVersion") != API_VERSION:
-        raise ResourceError(f"{file}: apiVersion is {doc.get('apiVersion')!r}; thinktune reads {API_VERSION!r}")
+        raise ResourceError(
+            f"{file}: apiVersion is {doc.get('apiVersion')!r}; thinktune reads {API_VERSION!r}"
+        )
     if kind not in KINDS:
-        raise ResourceError(f"{file}: kind {kind!r} is not a thinktune kind; expected one of {', '.join(KINDS)}")
+        raise ResourceError(
+            f"{file}: kind {kind!r} is not a thinktune kind; expected one of {', '.join(KINDS)}"
+        )
     try:
         return KINDS[kind].model_validate(doc)
     except ValidationError as err:
@@ -142,7 +152,9 @@ def load_path(path: Path) -> list[LoadedResource]:
     for r in loaded:
         key = (r.kind, r.name)
         if key in seen:
-            raise ResourceError(f"{r.file}:{r.line}: {r.kind} {r.name!r} is defined twice "
-                                f"(also at {seen[key].file}:{seen[key].line})")
+            raise ResourceError(
+                f"{r.file}:{r.line}: {r.kind} {r.name!r} is defined twice "
+                f"(also at {seen[key].file}:{seen[key].line})"
+            )
         seen[key] = r
     return sorted(loaded, key=lambda r: (KIND_ORDER[r.kind], r.file.name, r.line))

@@ -66,8 +66,13 @@ def _fingerprint(spec_json: str, inputs: list[Path]) -> str:
         if root.is_file():
             files = [root]
         elif root.is_dir():
-            files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in _NOT_INPUTS
-                           and not set(p.relative_to(root).parts[:-1]) & set(_NOT_INPUT_DIRS))
+            files = sorted(
+                p
+                for p in root.rglob("*")
+                if p.is_file()
+                and p.name not in _NOT_INPUTS
+                and not set(p.relative_to(root).parts[:-1]) & set(_NOT_INPUT_DIRS)
+            )
         else:
             continue
         for f in files:
@@ -110,7 +115,9 @@ def run_dataset_build(spec: DatasetBuildSpec, src: Path, dst: Path, *, progress:
     from thinktune.data.build import DatasetBuildError, build_dataset
 
     if not src.is_dir():
-        console.print(f"[bold red]error:[/] source directory {src} does not exist (DatasetBuild spec.source.path)")
+        console.print(
+            f"[bold red]error:[/] source directory {src} does not exist (DatasetBuild spec.source.path)"
+        )
         return 2
     try:
         report = build_dataset(spec, src, dst, progress=progress)
@@ -119,10 +126,17 @@ def run_dataset_build(spec: DatasetBuildSpec, src: Path, dst: Path, *, progress:
         return 1
     status = dataset_status_from_report(report, dst)
     c = status.counts
-    write_termination_message({"counts": c.model_dump(by_alias=True), "reportPath": str(dst / "report.json"),
-                               "outputPath": str(dst)})
-    console.print(f"[green]dataset[/] {dst}: {c.samples} samples — train {c.train} / val {c.val} / test {c.test}; "
-                  f"{c.rejects} rejected (rejects.jsonl), {c.warnings} warnings; report: {dst / 'report.md'}")
+    write_termination_message(
+        {
+            "counts": c.model_dump(by_alias=True),
+            "reportPath": str(dst / "report.json"),
+            "outputPath": str(dst),
+        }
+    )
+    console.print(
+        f"[green]dataset[/] {dst}: {c.samples} samples — train {c.train} / val {c.val} / test {c.test}; "
+        f"{c.rejects} rejected (rejects.jsonl), {c.warnings} warnings; report: {dst / 'report.md'}"
+    )
     return 0
 
 
@@ -154,8 +168,15 @@ def _job_model(r: LoadedResource, model_override: str | None) -> ModelSource:
     return model
 
 
-def _stage_finetune(r: LoadedResource, *, datasets: dict[str, Path], model_override: str | None,
-                    dataset_dir: Path | None, progress: bool, force: bool) -> Path:
+def _stage_finetune(
+    r: LoadedResource,
+    *,
+    datasets: dict[str, Path],
+    model_override: str | None,
+    dataset_dir: Path | None,
+    progress: bool,
+    force: bool,
+) -> Path:
     from thinktune.train.job import train_job
 
     res = r.resource
@@ -168,9 +189,11 @@ def _stage_finetune(r: LoadedResource, *, datasets: dict[str, Path], model_overr
         else:
             ref = res.spec.dataset_ref.name
             if ref not in datasets:
-                raise StageError(f"{r.file}:{r.line}: FineTuneJob/{r.name} spec.datasetRef.name={ref!r}, but no "
-                                 f"DatasetBuild named {ref!r} is in the files given; pass its YAML too (a "
-                                 f"directory with all CRs), or use spec.dataset.path / --dataset DIR")
+                raise StageError(
+                    f"{r.file}:{r.line}: FineTuneJob/{r.name} spec.datasetRef.name={ref!r}, but no "
+                    f"DatasetBuild named {ref!r} is in the files given; pass its YAML too (a "
+                    f"directory with all CRs), or use spec.dataset.path / --dataset DIR"
+                )
             dataset_dir = datasets[ref]
     out = r.resolve(res.spec.output.path)
     model_path = r.resolve(res.spec.model.name_or_path)
@@ -186,10 +209,17 @@ def _stage_finetune(r: LoadedResource, *, datasets: dict[str, Path], model_overr
     if res.spec.evaluation.enabled:
         status.setdefault("metrics", {}).update(_evaluate_after_training(r, model_override))
         _mark_done(out, fp, status)
-    write_termination_message({"adapterPath": report.get("adapter_path"), "metrics": status.get("metrics"),
-                               "oomRetries": (status.get("restarts") or {}).get("oom"), "plan": status.get("plan")})
-    console.print(f"[green]training finished[/]: adapter {report.get('adapter_path', out)}; "
-                  f"report: {out / 'report.md'}")
+    write_termination_message(
+        {
+            "adapterPath": report.get("adapter_path"),
+            "metrics": status.get("metrics"),
+            "oomRetries": (status.get("restarts") or {}).get("oom"),
+            "plan": status.get("plan"),
+        }
+    )
+    console.print(
+        f"[green]training finished[/]: adapter {report.get('adapter_path', out)}; report: {out / 'report.md'}"
+    )
     return out
 
 
@@ -210,11 +240,15 @@ def _evaluate_after_training(r: LoadedResource, model_override: str | None) -> d
 # ModelExport
 
 
-def _stage_export(r: LoadedResource, *, jobs: dict[str, tuple[Path, Any]], progress: bool, force: bool) -> Path:
+def _stage_export(
+    r: LoadedResource, *, jobs: dict[str, tuple[Path, Any]], progress: bool, force: bool
+) -> Path:
     try:
         from thinktune.export.pipeline import export_model
     except ImportError as e:
-        raise StageError(f"ModelExport/{r.name}: the export stage is not available in this build ({e})") from None
+        raise StageError(
+            f"ModelExport/{r.name}: the export stage is not available in this build ({e})"
+        ) from None
     res = r.resource
     out = r.resolve(res.spec.output.path)
     if res.spec.adapter is not None:
@@ -223,8 +257,10 @@ def _stage_export(r: LoadedResource, *, jobs: dict[str, tuple[Path, Any]], progr
     else:
         ref = res.spec.fine_tune_job_ref.name
         if ref not in jobs:
-            raise StageError(f"{r.file}:{r.line}: ModelExport/{r.name} spec.fineTuneJobRef.name={ref!r}, but no "
-                             f"FineTuneJob named {ref!r} is in the files given")
+            raise StageError(
+                f"{r.file}:{r.line}: ModelExport/{r.name} spec.fineTuneJobRef.name={ref!r}, but no "
+                f"FineTuneJob named {ref!r} is in the files given"
+            )
         adapter, base = jobs[ref]
         base = res.spec.base_model or base
     fp = _fingerprint(res.spec.model_dump_json(), [adapter])
@@ -232,8 +268,9 @@ def _stage_export(r: LoadedResource, *, jobs: dict[str, tuple[Path, Any]], progr
         console.print(f"[dim]ModelExport/{r.name}: up to date ({out})[/]")
         return out
     console.rule(f"ModelExport/{r.name}")
-    report = export_model(res, adapter_dir=adapter, base_model=base, output_dir=out, base_dir=r.base_dir,
-                          progress=progress)
+    report = export_model(
+        res, adapter_dir=adapter, base_model=base, output_dir=out, base_dir=r.base_dir, progress=progress
+    )
     status = report.get("status", {"phase": "Succeeded"})
     _mark_done(out, fp, status)
     write_termination_message({"artifacts": status.get("artifacts")})
@@ -244,8 +281,15 @@ def _stage_export(r: LoadedResource, *, jobs: dict[str, tuple[Path, Any]], progr
 # ------------------------------------------------------------------------------------------------------------
 
 
-def run_path(path: Path, *, only_kind: str | None = None, model_override: str | None = None,
-             dataset_dir: Path | None = None, progress: bool = True, force: bool = False) -> int:
+def run_path(
+    path: Path,
+    *,
+    only_kind: str | None = None,
+    model_override: str | None = None,
+    dataset_dir: Path | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> int:
     try:
         loaded = load_path(path)
     except ResourceError as e:
@@ -276,8 +320,14 @@ def run_path(path: Path, *, only_kind: str | None = None, model_override: str | 
             if r.kind == "DatasetBuild":
                 _stage_dataset(r, progress=progress, force=force)
             elif r.kind == "FineTuneJob":
-                _stage_finetune(r, datasets=datasets, model_override=model_override, dataset_dir=dataset_dir,
-                                progress=progress, force=force)
+                _stage_finetune(
+                    r,
+                    datasets=datasets,
+                    model_override=model_override,
+                    dataset_dir=dataset_dir,
+                    progress=progress,
+                    force=force,
+                )
             elif r.kind == "ModelExport":
                 _stage_export(r, jobs=jobs, progress=progress, force=force)
     except StageError as e:

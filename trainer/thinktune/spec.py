@@ -61,10 +61,17 @@ class Volume(SpecModel):
     """Where files live. Locally `path` is a directory on this machine; on Kubernetes it is a path inside the
     PersistentVolumeClaim `pvc` (mounted by the operator)."""
 
-    path: str = Field(min_length=1, max_length=4096, description="Directory. Locally a path on disk (relative paths are relative to the CR file); "
-                                  "on a cluster a path inside the PVC.")
-    pvc: str | None = Field(default=None, description="PersistentVolumeClaim holding `path` (cluster only). "
-                                                      "Empty: the operator's default workspace PVC.")
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Directory. Locally a path on disk (relative paths are relative to the CR file); "
+        "on a cluster a path inside the PVC.",
+    )
+    pvc: str | None = Field(
+        default=None,
+        description="PersistentVolumeClaim holding `path` (cluster only). "
+        "Empty: the operator's default workspace PVC.",
+    )
     cel_rules: ClassVar = [cel("!self.path.contains('..')", "path must not contain '..'", ".path")]
 
     @model_validator(mode="after")
@@ -74,22 +81,31 @@ class Volume(SpecModel):
         return self
 
 
-ResourceList = Annotated[dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+ResourceList = Annotated[
+    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+]
 
 
 class PodOptions(SpecModel):
     """Pod-level knobs passed through to every pod the operator creates for this resource."""
 
-    image: str = Field(default=DEFAULT_TRAINER_IMAGE, description="Workload image (images/trainer.Dockerfile).")
+    image: str = Field(
+        default=DEFAULT_TRAINER_IMAGE, description="Workload image (images/trainer.Dockerfile)."
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        default="IfNotPresent", description="Image pull policy of the workload container.")
+        default="IfNotPresent", description="Image pull policy of the workload container."
+    )
     service_account_name: str | None = Field(default=None, description="ServiceAccount of the pods.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector (passed through).")
     tolerations: list[ResourceList] = Field(default_factory=list, description="Tolerations (passed through).")
-    affinity: ResourceList | None = Field(default=None, description="Affinity (passed through; the operator adds "
-                                                                    "anti-affinity for nodes that failed).")
+    affinity: ResourceList | None = Field(
+        default=None,
+        description="Affinity (passed through; the operator adds anti-affinity for nodes that failed).",
+    )
     priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
-    env: list[ResourceList] = Field(default_factory=list, description="Extra environment variables (EnvVar list).")
+    env: list[ResourceList] = Field(
+        default_factory=list, description="Extra environment variables (EnvVar list)."
+    )
 
 
 class Condition(StatusModel):
@@ -111,7 +127,9 @@ class CommonStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
     observed_generation: int | None = Field(default=None, description="Last metadata.generation acted upon.")
     start_time: datetime | None = Field(default=None, description="When work started.")
-    completion_time: datetime | None = Field(default=None, description="When work finished (success or failure).")
+    completion_time: datetime | None = Field(
+        default=None, description="When work finished (success or failure)."
+    )
     message: str | None = Field(default=None, description="Latest human-readable summary.")
     report_path: str | None = Field(default=None, description="Path of report.json written by the workload.")
 
@@ -122,50 +140,78 @@ class CommonStatus(StatusModel):
 
 class SplitSpec(SpecModel):
     train: float = Field(default=0.7, gt=0, lt=1, description="Fraction of samples for training.")
-    val: float = Field(default=0.15, ge=0, lt=1, description="Fraction for validation (eval during training).")
-    test: float = Field(default=0.15, ge=0, lt=1, description="Fraction held out for evaluation after training.")
+    val: float = Field(
+        default=0.15, ge=0, lt=1, description="Fraction for validation (eval during training)."
+    )
+    test: float = Field(
+        default=0.15, ge=0, lt=1, description="Fraction held out for evaluation after training."
+    )
     seed: int = Field(default=42, description="Seed: the same corpus and seed give the same split.")
     stratify_by: list[Literal["type", "term"]] = Field(
         default_factory=lambda: ["type", "term"],
-        description="Balance splits by sample type (qa/code/thinking/section) and by cryptography term.")
+        description="Balance splits by sample type (qa/code/thinking/section) and by cryptography term.",
+    )
     cel_rules: ClassVar = [
-        cel("self.train + self.val + self.test > 0.999 && self.train + self.val + self.test < 1.001",
-            "split fractions train+val+test must sum to 1 (e.g. 0.7/0.15/0.15)"),
+        cel(
+            "self.train + self.val + self.test > 0.999 && self.train + self.val + self.test < 1.001",
+            "split fractions train+val+test must sum to 1 (e.g. 0.7/0.15/0.15)",
+        ),
     ]
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitSpec:
         total = self.train + self.val + self.test
         if not 0.999 < total < 1.001:
-            raise ValueError(f"split fractions train+val+test must sum to 1 (e.g. 0.7/0.15/0.15), got {total:g}")
+            raise ValueError(
+                f"split fractions train+val+test must sum to 1 (e.g. 0.7/0.15/0.15), got {total:g}"
+            )
         return self
 
 
 class ChineseSpec(SpecModel):
     opencc: Literal["t2s", "tw2s", "tw2sp", "hk2s", "none"] = Field(
-        default="t2s", description="OpenCC profile for Traditional→Simplified conversion ('none' keeps text as is).")
+        default="t2s",
+        description="OpenCC profile for Traditional→Simplified conversion ('none' keeps text as is).",
+    )
     normalize_punctuation: bool = Field(
-        default=True, description="Half-width punctuation between CJK characters becomes full-width; "
-                                  "code and URLs are never touched.")
+        default=True,
+        description="Half-width punctuation between CJK characters becomes full-width; "
+        "code and URLs are never touched.",
+    )
     glossary: str | None = Field(
-        default=None, description="Extra glossary file (one term per line, optional 'term<TAB>category'), "
-                                  "merged with the shipped cryptography glossary.")
+        default=None,
+        description="Extra glossary file (one term per line, optional 'term<TAB>category'), "
+        "merged with the shipped cryptography glossary.",
+    )
 
 
 class ThinkingSpec(SpecModel):
     generate: Literal["template", "model", "none"] = Field(
-        default="template", description="How samples without a <thinking> block get one: 'template' builds an "
+        default="template",
+        description="How samples without a <thinking> block get one: 'template' builds an "
         "analysis → steps → verification scaffold from the sample itself; 'model' asks teacherModel; 'none' "
-        "rejects such samples (a thinking model must not be trained on empty <think> blocks).")
-    teacher_model: str | None = Field(default=None, description="Local path or hub id of a causal LM that writes "
-                                                                "reasoning when generate=model.")
+        "rejects such samples (a thinking model must not be trained on empty <think> blocks).",
+    )
+    teacher_model: str | None = Field(
+        default=None,
+        description="Local path or hub id of a causal LM that writes reasoning when generate=model.",
+    )
     nested: Literal["keep", "flatten"] = Field(
-        default="keep", description="Nested <thinking> levels: keep as nested tags or flatten into numbered steps.")
-    min_quality: float = Field(default=0.5, ge=0, le=1, description="Minimum thinking-quality score (analysis, "
-                                                                   "steps, verification, coherence with answer).")
+        default="keep",
+        description="Nested <thinking> levels: keep as nested tags or flatten into numbered steps.",
+    )
+    min_quality: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Minimum thinking-quality score (analysis, steps, verification, coherence with answer).",
+    )
     cel_rules: ClassVar = [
-        cel("self.generate != 'model' || (has(self.teacherModel) && self.teacherModel != '')",
-            "thinking.teacherModel is required when thinking.generate is 'model'", ".teacherModel"),
+        cel(
+            "self.generate != 'model' || (has(self.teacherModel) && self.teacherModel != '')",
+            "thinking.teacherModel is required when thinking.generate is 'model'",
+            ".teacherModel",
+        ),
     ]
 
     @model_validator(mode="after")
@@ -176,37 +222,61 @@ class ThinkingSpec(SpecModel):
 
 
 class ValidationSpec(SpecModel):
-    tokenizer: str = Field(default=BUILTIN_TOKENIZER, description="Tokenizer used for length checks: "
-                           f"'{BUILTIN_TOKENIZER}' (the real Qwen3 tokenizer, built offline) or a path/hub id.")
-    cutoff_len: int = Field(default=4096, ge=128, le=262144, description="Maximum tokens per sample (prompt + "
-                            "thinking + answer). Longer samples are rejected and reported, never truncated.")
+    tokenizer: str = Field(
+        default=BUILTIN_TOKENIZER,
+        description="Tokenizer used for length checks: "
+        f"'{BUILTIN_TOKENIZER}' (the real Qwen3 tokenizer, built offline) or a path/hub id.",
+    )
+    cutoff_len: int = Field(
+        default=4096,
+        ge=128,
+        le=262144,
+        description="Maximum tokens per sample (prompt + "
+        "thinking + answer). Longer samples are rejected and reported, never truncated.",
+    )
 
 
 class DedupSpec(SpecModel):
     enabled: bool = Field(default=True, description="Drop exact and near duplicates before splitting.")
-    near_duplicate_threshold: float = Field(default=0.9, ge=0.5, le=1.0, description="Character 5-gram Jaccard "
-                                            "similarity at or above which two samples count as duplicates.")
+    near_duplicate_threshold: float = Field(
+        default=0.9,
+        ge=0.5,
+        le=1.0,
+        description="Character 5-gram Jaccard similarity at or above which two samples count as duplicates.",
+    )
 
 
 class DatasetBuildSpec(SpecModel):
     source: Volume = Field(description="Directory of markdown documents (*.md, searched recursively).")
-    output: Volume = Field(description="Directory that receives dataset_info.json, train/val/test.json, "
-                                       "report.json, report.md and rejects.jsonl.")
+    output: Volume = Field(
+        description="Directory that receives dataset_info.json, train/val/test.json, "
+        "report.json, report.md and rejects.jsonl."
+    )
     include: list[str] = Field(default_factory=lambda: ["**/*.md"], description="Glob patterns of documents.")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns to skip.")
-    dataset_name: str = Field(default="thinktune", pattern=r"^[a-z0-9][a-z0-9_\-]*$",
-                              description="Prefix of the dataset names in dataset_info.json (NAME_train, ...).")
+    dataset_name: str = Field(
+        default="thinktune",
+        pattern=r"^[a-z0-9][a-z0-9_\-]*$",
+        description="Prefix of the dataset names in dataset_info.json (NAME_train, ...).",
+    )
     split: SplitSpec = Field(default_factory=SplitSpec, description="Train/val/test split.")
     chinese: ChineseSpec = Field(default_factory=ChineseSpec, description="Chinese normalisation.")
-    thinking: ThinkingSpec = Field(default_factory=ThinkingSpec, description="Thinking parsing and generation.")
+    thinking: ThinkingSpec = Field(
+        default_factory=ThinkingSpec, description="Thinking parsing and generation."
+    )
     validation: ValidationSpec = Field(default_factory=ValidationSpec, description="Sample validation.")
     dedup: DedupSpec = Field(default_factory=DedupSpec, description="De-duplication.")
-    system_prompt: str | None = Field(default=None, description="System prompt added to every sample "
-                                                                "(heading context is added when empty).")
-    workers: int | None = Field(default=None, ge=1, le=256, description="Worker processes (default: all cores).")
+    system_prompt: str | None = Field(
+        default=None, description="System prompt added to every sample (heading context is added when empty)."
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=256, description="Worker processes (default: all cores)."
+    )
     pod: PodOptions = Field(default_factory=PodOptions, description="Pod options on a cluster.")
-    resources: ResourceList = Field(default_factory=lambda: {"requests": {"cpu": "2", "memory": "4Gi"}},
-                                    description="ResourceRequirements of the build pod.")
+    resources: ResourceList = Field(
+        default_factory=lambda: {"requests": {"cpu": "2", "memory": "4Gi"}},
+        description="ResourceRequirements of the build pod.",
+    )
 
 
 class DatasetCounts(StatusModel):
@@ -224,8 +294,9 @@ class DatasetCounts(StatusModel):
 class DatasetBuildStatus(CommonStatus):
     counts: DatasetCounts | None = Field(default=None, description="Sample counts from report.json.")
     output_path: str | None = Field(default=None, description="Dataset directory (dataset_info.json).")
-    content_hash: str | None = Field(default=None, description="Hash of inputs+spec; a rebuild is skipped "
-                                                               "when unchanged.")
+    content_hash: str | None = Field(
+        default=None, description="Hash of inputs+spec; a rebuild is skipped when unchanged."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -234,8 +305,11 @@ class DatasetBuildStatus(CommonStatus):
 
 class ModelSource(SpecModel):
     name_or_path: str = Field(default=DEFAULT_BASE_MODEL, description="Base model: hub id or local path.")
-    make_tiny: bool = Field(default=False, description="If the path does not exist, create a tiny random Qwen3 "
-                            "with the real tokenizer there (`thinktune make-tiny-model`): for CPU smoke runs.")
+    make_tiny: bool = Field(
+        default=False,
+        description="If the path does not exist, create a tiny random Qwen3 "
+        "with the real tokenizer there (`thinktune make-tiny-model`): for CPU smoke runs.",
+    )
     pvc: str | None = Field(default=None, description="PVC holding name_or_path when it is a path (cluster).")
 
 
@@ -244,48 +318,79 @@ class DatasetRef(SpecModel):
 
 
 class LoraSpec(SpecModel):
-    rank: int | None = Field(default=None, ge=1, le=1024, description="LoRA rank (default: planner's choice).")
+    rank: int | None = Field(
+        default=None, ge=1, le=1024, description="LoRA rank (default: planner's choice)."
+    )
     alpha: int | None = Field(default=None, ge=1, le=4096, description="LoRA alpha (default: 2×rank).")
     dropout: float = Field(default=0.05, ge=0, lt=1, description="LoRA dropout.")
-    target: str = Field(default="all", description="Target modules ('all' = every linear layer but the head).")
+    target: str = Field(
+        default="all", description="Target modules ('all' = every linear layer but the head)."
+    )
 
 
 class TrainingSpec(SpecModel):
     num_train_epochs: float = Field(default=3.0, gt=0, le=1000, description="Epochs.")
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps "
-                                                                  "(overrides epochs).")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
     learning_rate: float = Field(default=1e-4, gt=0, lt=1, description="Peak learning rate.")
-    global_batch_size: int = Field(default=16, ge=1, le=65536, description="Samples per optimizer step across all "
-                                   "GPUs; the planner keeps it when it changes micro-batch/accumulation.")
-    micro_batch_size: int | None = Field(default=None, ge=1, le=1024, description="Per-device micro-batch "
-                                         "(default: planner's choice from memory).")
+    global_batch_size: int = Field(
+        default=16,
+        ge=1,
+        le=65536,
+        description="Samples per optimizer step across all "
+        "GPUs; the planner keeps it when it changes micro-batch/accumulation.",
+    )
+    micro_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Per-device micro-batch (default: planner's choice from memory).",
+    )
     cutoff_len: int = Field(default=4096, ge=128, le=262144, description="Max tokens per sample.")
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        default="cosine", description="Learning-rate schedule.")
+        default="cosine", description="Learning-rate schedule."
+    )
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Fraction of steps for warm-up.")
     weight_decay: float = Field(default=0.0, ge=0, description="Weight decay.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping.")
     logging_steps: int = Field(default=5, ge=1, description="Log every N steps.")
-    eval_steps: int | None = Field(default=None, ge=1, description="Evaluate every N steps (default: ~10 per run).")
-    save_steps: int | None = Field(default=None, ge=1, description="Checkpoint every N steps (bounds the work "
-                                                                   "lost on a restart; default: ~10 per run).")
+    eval_steps: int | None = Field(
+        default=None, ge=1, description="Evaluate every N steps (default: ~10 per run)."
+    )
+    save_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Checkpoint every N steps (bounds the work lost on a restart; default: ~10 per run).",
+    )
     save_total_limit: int = Field(default=3, ge=1, description="Checkpoints kept.")
     seed: int = Field(default=42, description="Training seed.")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(default="auto", description="auto: bf16 where "
-                                                               "supported, else fp16; fp32 on CPU.")
-    gradient_checkpointing: Literal["auto", "on", "off"] = Field(default="auto", description="auto: only when "
-                                                                "activations would not fit.")
-    liger_kernel: Literal["auto", "on", "off"] = Field(default="auto", description="Liger fused kernels (auto: "
-                                                       "on CUDA when installed).")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        default="auto", description="auto: bf16 where supported, else fp16; fp32 on CPU."
+    )
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto: only when activations would not fit."
+    )
+    liger_kernel: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Liger fused kernels (auto: on CUDA when installed)."
+    )
     packing: bool = Field(default=False, description="Pack samples (neat packing; no cross-contamination).")
-    mask_history: bool = Field(default=True, description="Train only the last turn of multi-turn samples "
-                               "(Qwen3 drops history reasoning at inference).")
+    mask_history: bool = Field(
+        default=True,
+        description="Train only the last turn of multi-turn samples "
+        "(Qwen3 drops history reasoning at inference).",
+    )
     extra_args: dict[str, Any] = Field(
-        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-        description="Extra LLaMA Factory arguments; they win over the planner (use with care).")
+        default_factory=dict,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="Extra LLaMA Factory arguments; they win over the planner (use with care).",
+    )
     cel_rules: ClassVar = [
-        cel("!has(self.microBatchSize) || self.microBatchSize <= self.globalBatchSize",
-            "microBatchSize must not exceed globalBatchSize", ".microBatchSize"),
+        cel(
+            "!has(self.microBatchSize) || self.microBatchSize <= self.globalBatchSize",
+            "microBatchSize must not exceed globalBatchSize",
+            ".microBatchSize",
+        ),
     ]
 
     @model_validator(mode="after")
@@ -299,18 +404,30 @@ Strategy = Literal["auto", "single", "ddp", "zero2", "zero3", "zero3_offload", "
 
 
 class FineTuningSpec(SpecModel):
-    method: Literal["lora", "qlora", "full", "freeze"] = Field(default="lora", description="lora, qlora (4/8-bit "
-                                                               "base + LoRA), full or freeze.")
+    method: Literal["lora", "qlora", "full", "freeze"] = Field(
+        default="lora", description="lora, qlora (4/8-bit base + LoRA), full or freeze."
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings (lora/qlora).")
-    quantization_bit: Literal[4, 8] | None = Field(default=None, description="QLoRA base precision (default 4).")
+    quantization_bit: Literal[4, 8] | None = Field(
+        default=None, description="QLoRA base precision (default 4)."
+    )
     strategy: Strategy = Field(default="auto", description="Parallel strategy; auto lets the planner choose.")
     cel_rules: ClassVar = [
-        cel("!has(self.quantizationBit) || self.method == 'qlora'",
-            "quantizationBit is only valid with method qlora", ".quantizationBit"),
-        cel("self.method != 'qlora' || !(self.strategy in ['zero3', 'zero3_offload', 'megatron'])",
-            "qlora does not work with DeepSpeed ZeRO-3 or Megatron; use strategy fsdp or ddp", ".strategy"),
-        cel("self.strategy != 'megatron' || self.method == 'full'",
-            "LLaMA Factory 0.9.5's Megatron path supports full fine-tuning only", ".strategy"),
+        cel(
+            "!has(self.quantizationBit) || self.method == 'qlora'",
+            "quantizationBit is only valid with method qlora",
+            ".quantizationBit",
+        ),
+        cel(
+            "self.method != 'qlora' || !(self.strategy in ['zero3', 'zero3_offload', 'megatron'])",
+            "qlora does not work with DeepSpeed ZeRO-3 or Megatron; use strategy fsdp or ddp",
+            ".strategy",
+        ),
+        cel(
+            "self.strategy != 'megatron' || self.method == 'full'",
+            "LLaMA Factory 0.9.5's Megatron path supports full fine-tuning only",
+            ".strategy",
+        ),
     ]
 
     @model_validator(mode="after")
@@ -318,86 +435,135 @@ class FineTuningSpec(SpecModel):
         if self.quantization_bit is not None and self.method != "qlora":
             raise ValueError("finetuning.quantizationBit is only valid with method qlora")
         if self.method == "qlora" and self.strategy in ("zero3", "zero3_offload", "megatron"):
-            raise ValueError("finetuning: qlora does not work with DeepSpeed ZeRO-3 or Megatron; use strategy "
-                             "fsdp or ddp")
+            raise ValueError(
+                "finetuning: qlora does not work with DeepSpeed ZeRO-3 or Megatron; use strategy fsdp or ddp"
+            )
         if self.strategy == "megatron" and self.method != "full":
-            raise ValueError("finetuning.strategy megatron: LLaMA Factory 0.9.5's Megatron path supports full "
-                             "fine-tuning only")
+            raise ValueError(
+                "finetuning.strategy megatron: LLaMA Factory 0.9.5's Megatron path supports full "
+                "fine-tuning only"
+            )
         return self
 
 
 class SchedulingPolicy(SpecModel):
-    gang_scheduler: Literal["none", "coscheduling", "volcano"] = Field(default="none", description="Create a "
-                                                                      "PodGroup for this scheduler.")
-    queue: str | None = Field(default=None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name) or "
-                                                        "Volcano queue.")
+    gang_scheduler: Literal["none", "coscheduling", "volcano"] = Field(
+        default="none", description="Create a PodGroup for this scheduler."
+    )
+    queue: str | None = Field(
+        default=None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name) or Volcano queue."
+    )
     priority_class: str | None = Field(default=None, description="PriorityClass of the PodGroup.")
     schedule_timeout_seconds: int = Field(default=300, ge=1, description="Gang scheduling timeout.")
 
 
 class RunPolicy(SpecModel):
-    backoff_limit: int = Field(default=3, ge=0, le=100, description="Application failures (bugs, bad data) "
-                               "before the job fails.")
-    infra_failure_limit: int = Field(default=10, ge=0, le=1000, description="Infrastructure failures (GPU, node, "
-                                     "eviction) tolerated; counted apart from backoffLimit.")
-    active_deadline_seconds: int | None = Field(default=None, ge=1, description="Fail the job after this long.")
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, description="Delete the job this long "
-                                                                                   "after it finished.")
-    suspend: bool = Field(default=False, description="Suspend: delete the pods, keep checkpoints; resume by "
-                                                     "setting false.")
-    clean_pod_policy: Literal["All", "Running", "None"] = Field(default="Running", description="Pods deleted "
-                                                                "when the job finishes.")
-    scheduling_policy: SchedulingPolicy = Field(default_factory=SchedulingPolicy, description="Gang scheduling.")
+    backoff_limit: int = Field(
+        default=3, ge=0, le=100, description="Application failures (bugs, bad data) before the job fails."
+    )
+    infra_failure_limit: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="Infrastructure failures (GPU, node, "
+        "eviction) tolerated; counted apart from backoffLimit.",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Fail the job after this long."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the job this long after it finished."
+    )
+    suspend: bool = Field(
+        default=False, description="Suspend: delete the pods, keep checkpoints; resume by setting false."
+    )
+    clean_pod_policy: Literal["All", "Running", "None"] = Field(
+        default="Running", description="Pods deleted when the job finishes."
+    )
+    scheduling_policy: SchedulingPolicy = Field(
+        default_factory=SchedulingPolicy, description="Gang scheduling."
+    )
 
 
 class MonitoringSpec(SpecModel):
     metrics_port: int = Field(default=9400, ge=1024, le=65535, description="Prometheus port of trainer pods.")
-    loss_spike_factor: float = Field(default=3.0, gt=1, description="Warn when loss exceeds this multiple of its "
-                                                                    "recent average.")
-    plateau_evals: int = Field(default=5, ge=2, description="Warn when val loss has not improved for N evals.")
+    loss_spike_factor: float = Field(
+        default=3.0, gt=1, description="Warn when loss exceeds this multiple of its recent average."
+    )
+    plateau_evals: int = Field(
+        default=5, ge=2, description="Warn when val loss has not improved for N evals."
+    )
 
 
 class EvaluationSpec(SpecModel):
     enabled: bool = Field(default=True, description="Evaluate on the test split after training.")
     max_samples: int = Field(default=64, ge=1, description="Test samples used for generation metrics.")
-    max_new_tokens: int = Field(default=1024, ge=1, description="Generation length (thinking traces are long).")
+    max_new_tokens: int = Field(
+        default=1024, ge=1, description="Generation length (thinking traces are long)."
+    )
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"rougeL": 0.2, "termAccuracy": 0.5},
-        description="Minimum metric values; below them the report recommends actions.")
+        description="Minimum metric values; below them the report recommends actions.",
+    )
 
 
 class FineTuneJobSpec(SpecModel):
     model: ModelSource = Field(default_factory=ModelSource, description="Base model.")
-    dataset_ref: DatasetRef | None = Field(default=None, description="DatasetBuild to train on (waits for it).")
+    dataset_ref: DatasetRef | None = Field(
+        default=None, description="DatasetBuild to train on (waits for it)."
+    )
     dataset: Volume | None = Field(default=None, description="Or: a directory with dataset_info.json.")
-    template: str = Field(default="qwen3", description="LLaMA Factory chat template (qwen3 for Thinking-2507).")
-    enable_thinking: bool = Field(default=True, description="Keep and train the <think> reasoning (must stay true "
-                                                            "for thinking models).")
+    template: str = Field(
+        default="qwen3", description="LLaMA Factory chat template (qwen3 for Thinking-2507)."
+    )
+    enable_thinking: bool = Field(
+        default=True, description="Keep and train the <think> reasoning (must stay true for thinking models)."
+    )
     finetuning: FineTuningSpec = Field(default_factory=FineTuningSpec, description="Method and strategy.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Hyper-parameters.")
     num_nodes: int = Field(default=1, ge=1, le=1024, description="Worker pods (one per node).")
-    num_proc_per_node: int | Literal["auto"] = Field(default="auto", description="Processes per pod (auto: one "
-                                                                                 "per GPU, or 1 on CPU).")
+    num_proc_per_node: int | Literal["auto"] = Field(
+        default="auto", description="Processes per pod (auto: one per GPU, or 1 on CPU)."
+    )
     resources_per_node: ResourceList = Field(
         default_factory=lambda: {"limits": {"nvidia.com/gpu": 1}},
-        description="ResourceRequirements of each worker pod (nvidia.com/gpu in limits).")
+        description="ResourceRequirements of each worker pod (nvidia.com/gpu in limits).",
+    )
     output: Volume = Field(description="Adapter, checkpoints, metrics and report.")
-    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Metrics and anomaly alerts.")
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Post-training evaluation.")
+    monitoring: MonitoringSpec = Field(
+        default_factory=MonitoringSpec, description="Metrics and anomaly alerts."
+    )
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec, description="Post-training evaluation."
+    )
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Restarts, deadlines, suspension.")
     pod: PodOptions = Field(default_factory=PodOptions, description="Pod options on a cluster.")
-    max_oom_retries: int = Field(default=3, ge=0, le=10, description="On CUDA OOM: halve the micro-batch, double "
-                                                                    "accumulation and retry this many times.")
+    max_oom_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="On CUDA OOM: halve the micro-batch, double accumulation and retry this many times.",
+    )
     cel_rules: ClassVar = [
-        cel("has(self.datasetRef) != has(self.dataset)",
-            "set exactly one of datasetRef (a DatasetBuild) or dataset (a directory)"),
-        cel("self.enableThinking || !(self.template in ['qwen3'])",
+        cel(
+            "has(self.datasetRef) != has(self.dataset)",
+            "set exactly one of datasetRef (a DatasetBuild) or dataset (a directory)",
+        ),
+        cel(
+            "self.enableThinking || !(self.template in ['qwen3'])",
             "enableThinking must stay true with template qwen3 (training without reasoning erases it)",
-            ".enableThinking"),
-        cel("type(self.numProcPerNode) == int || self.numProcPerNode == 'auto'",
-            "numProcPerNode must be an integer or 'auto'", ".numProcPerNode"),
-        cel("self.numNodes == 1 || self.finetuning.strategy != 'single'",
-            "strategy single cannot use more than one node", ".finetuning.strategy"),
+            ".enableThinking",
+        ),
+        cel(
+            "type(self.numProcPerNode) == int || self.numProcPerNode == 'auto'",
+            "numProcPerNode must be an integer or 'auto'",
+            ".numProcPerNode",
+        ),
+        cel(
+            "self.numNodes == 1 || self.finetuning.strategy != 'single'",
+            "strategy single cannot use more than one node",
+            ".finetuning.strategy",
+        ),
     ]
 
     @model_validator(mode="after")
@@ -405,8 +571,9 @@ class FineTuneJobSpec(SpecModel):
         if (self.dataset_ref is None) == (self.dataset is None):
             raise ValueError("set exactly one of datasetRef (a DatasetBuild) or dataset (a directory)")
         if self.template == "qwen3" and not self.enable_thinking:
-            raise ValueError("enableThinking must stay true with template qwen3 (training without reasoning "
-                             "erases it)")
+            raise ValueError(
+                "enableThinking must stay true with template qwen3 (training without reasoning erases it)"
+            )
         if self.num_nodes > 1 and self.finetuning.strategy == "single":
             raise ValueError("finetuning.strategy single cannot use more than one node")
         return self
@@ -423,9 +590,12 @@ class TrainingProgress(StatusModel):
     tokens_per_second: float | None = Field(default=None, description="Throughput over all ranks.")
     eta_seconds: float | None = Field(default=None, description="Estimated time to finish.")
     summary: str | None = Field(default=None, description="e.g. '120/500 (24%)'; printer column.")
-    anomalies: dict[str, int] = Field(default_factory=dict, description="Anomalies the trainer reported so far, "
-                                      "by kind (loss_spike, nan, divergence, plateau, memory_growth); each "
-                                      "increase is posted as a TrainingAnomaly Event.")
+    anomalies: dict[str, int] = Field(
+        default_factory=dict,
+        description="Anomalies the trainer reported so far, "
+        "by kind (loss_spike, nan, divergence, plateau, memory_growth); each "
+        "increase is posted as a TrainingAnomaly Event.",
+    )
 
 
 class FailureRecord(StatusModel):
@@ -437,20 +607,28 @@ class FailureRecord(StatusModel):
 
 class RestartCounts(StatusModel):
     application: int = Field(default=0, description="Restarts after application failures (backoffLimit).")
-    infrastructure: int = Field(default=0, description="Restarts after GPU/node failures (infraFailureLimit).")
+    infrastructure: int = Field(
+        default=0, description="Restarts after GPU/node failures (infraFailureLimit)."
+    )
     oom: int = Field(default=0, description="OOM retries inside the trainer.")
 
 
 class FineTuneJobStatus(CommonStatus):
     progress: TrainingProgress | None = Field(default=None, description="Live progress from the trainer.")
     restarts: RestartCounts = Field(default_factory=RestartCounts, description="Restart counters.")
-    failed_nodes: list[FailureRecord] = Field(default_factory=list, description="Nodes/GPUs avoided after failure.")
+    failed_nodes: list[FailureRecord] = Field(
+        default_factory=list, description="Nodes/GPUs avoided after failure."
+    )
     attempt: int = Field(default=0, description="Current gang attempt (pods are named after it).")
-    plan: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-                                        description="Planner decisions (strategy, micro-batch, LoRA rank, ...).")
+    plan: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="Planner decisions (strategy, micro-batch, LoRA rank, ...).",
+    )
     adapter_path: str | None = Field(default=None, description="Final adapter directory.")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics (eval loss, char/term "
-                                                                        "accuracy, ROUGE-L, ...).")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Final metrics (eval loss, char/term accuracy, ROUGE-L, ...)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -458,13 +636,18 @@ class FineTuneJobStatus(CommonStatus):
 
 
 class QuantizeSpec(SpecModel):
-    method: Literal["gptq", "bnb", "rtn"] = Field(description="gptq (gptqmodel; GPU), bnb (bitsandbytes; GPU) or "
-                                                  "rtn (round-to-nearest weight-only; CPU-capable).")
+    method: Literal["gptq", "bnb", "rtn"] = Field(
+        description="gptq (gptqmodel; GPU), bnb (bitsandbytes; GPU) or "
+        "rtn (round-to-nearest weight-only; CPU-capable)."
+    )
     bits: Literal[4, 8] = Field(description="Weight bits.")
     group_size: int = Field(default=128, description="Quantization group size (gptq/rtn); -1 = per channel.")
     cel_rules: ClassVar = [
-        cel("self.groupSize == -1 || (self.groupSize >= 32 && self.groupSize <= 1024)",
-            "groupSize must be -1 (per channel) or between 32 and 1024", ".groupSize"),
+        cel(
+            "self.groupSize == -1 || (self.groupSize >= 32 && self.groupSize <= 1024)",
+            "groupSize must be -1 (per channel) or between 32 and 1024",
+            ".groupSize",
+        ),
     ]
 
     @model_validator(mode="after")
@@ -476,35 +659,48 @@ class QuantizeSpec(SpecModel):
 
 class VerifySpec(SpecModel):
     enabled: bool = Field(default=True, description="Compare each quantized model with the merged one.")
-    max_perplexity_increase: float = Field(default=0.05, ge=0, description="Warn above this relative perplexity "
-                                                                           "increase (0.05 = +5%).")
-    max_term_accuracy_drop: float = Field(default=0.05, ge=0, le=1, description="Warn above this absolute drop "
-                                                                                "in term accuracy.")
+    max_perplexity_increase: float = Field(
+        default=0.05, ge=0, description="Warn above this relative perplexity increase (0.05 = +5%)."
+    )
+    max_term_accuracy_drop: float = Field(
+        default=0.05, ge=0, le=1, description="Warn above this absolute drop in term accuracy."
+    )
     samples: int = Field(default=32, ge=1, description="Test samples used for verification.")
 
 
 class ModelExportSpec(SpecModel):
-    fine_tune_job_ref: DatasetRef | None = Field(default=None, description="FineTuneJob whose adapter is "
-                                                                           "exported (waits for it).")
+    fine_tune_job_ref: DatasetRef | None = Field(
+        default=None, description="FineTuneJob whose adapter is exported (waits for it)."
+    )
     adapter: Volume | None = Field(default=None, description="Or: an adapter directory.")
     base_model: ModelSource | None = Field(default=None, description="Base model (default: the job's).")
     merge: bool = Field(default=True, description="Merge the LoRA adapter into the base weights.")
     quantize: list[QuantizeSpec] = Field(default_factory=list, description="Quantized variants to produce.")
-    calibration_samples: int = Field(default=128, ge=1, description="Calibration samples (gptq) from the train "
-                                                                    "split.")
-    verify: VerifySpec = Field(default_factory=VerifySpec, description="Verification against the merged model.")
+    calibration_samples: int = Field(
+        default=128, ge=1, description="Calibration samples (gptq) from the train split."
+    )
+    verify: VerifySpec = Field(
+        default_factory=VerifySpec, description="Verification against the merged model."
+    )
     model_card: bool = Field(default=True, description="Write README.md model card with usage.")
     output: Volume = Field(description="Export directory.")
     pod: PodOptions = Field(default_factory=PodOptions, description="Pod options on a cluster.")
-    resources: ResourceList = Field(default_factory=lambda: {"limits": {"nvidia.com/gpu": 1}},
-                                    description="ResourceRequirements of the export pod.")
+    resources: ResourceList = Field(
+        default_factory=lambda: {"limits": {"nvidia.com/gpu": 1}},
+        description="ResourceRequirements of the export pod.",
+    )
     cel_rules: ClassVar = [
-        cel("has(self.fineTuneJobRef) != has(self.adapter)",
-            "set exactly one of fineTuneJobRef or adapter"),
-        cel("has(self.fineTuneJobRef) || has(self.baseModel)",
-            "baseModel is required when exporting a bare adapter", ".baseModel"),
-        cel("self.merge || size(self.quantize) == 0",
-            "quantizing needs merge: true (LLaMA Factory cannot quantize an unmerged adapter)", ".merge"),
+        cel("has(self.fineTuneJobRef) != has(self.adapter)", "set exactly one of fineTuneJobRef or adapter"),
+        cel(
+            "has(self.fineTuneJobRef) || has(self.baseModel)",
+            "baseModel is required when exporting a bare adapter",
+            ".baseModel",
+        ),
+        cel(
+            "self.merge || size(self.quantize) == 0",
+            "quantizing needs merge: true (LLaMA Factory cannot quantize an unmerged adapter)",
+            ".merge",
+        ),
     ]
 
     @model_validator(mode="after")
@@ -514,7 +710,9 @@ class ModelExportSpec(SpecModel):
         if self.fine_tune_job_ref is None and self.base_model is None:
             raise ValueError("baseModel is required when exporting a bare adapter")
         if self.quantize and not self.merge:
-            raise ValueError("quantizing needs merge: true (LLaMA Factory cannot quantize an unmerged adapter)")
+            raise ValueError(
+                "quantizing needs merge: true (LLaMA Factory cannot quantize an unmerged adapter)"
+            )
         return self
 
 
@@ -524,7 +722,9 @@ class ExportArtifact(StatusModel):
     size_bytes: int | None = Field(default=None, description="Size on disk.")
     verified: bool | None = Field(default=None, description="Passed verification.")
     perplexity: float | None = Field(default=None, description="Perplexity on the verification samples.")
-    term_accuracy: float | None = Field(default=None, description="Term accuracy on the verification samples.")
+    term_accuracy: float | None = Field(
+        default=None, description="Term accuracy on the verification samples."
+    )
     warnings: list[str] = Field(default_factory=list, description="Degradation warnings.")
 
 
@@ -567,8 +767,10 @@ class DatasetBuild(Resource):
     short_name: ClassVar = "dsb"
     spec_model: ClassVar = DatasetBuildSpec
     status_model: ClassVar = DatasetBuildStatus
-    description: ClassVar = ("Turns a directory of Chinese markdown into validated LLaMA Factory training data "
-                              "with Qwen3 <think> reasoning and balanced train/val/test splits.")
+    description: ClassVar = (
+        "Turns a directory of Chinese markdown into validated LLaMA Factory training data "
+        "with Qwen3 <think> reasoning and balanced train/val/test splits."
+    )
     printer_columns: ClassVar = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Samples", "type": "integer", "jsonPath": ".status.counts.samples"},
@@ -587,8 +789,10 @@ class FineTuneJob(Resource):
     short_name: ClassVar = "ftj"
     spec_model: ClassVar = FineTuneJobSpec
     status_model: ClassVar = FineTuneJobStatus
-    description: ClassVar = ("Fine-tunes a causal LM (default Qwen3-4B-Thinking-2507) with LLaMA Factory on "
-                             "one or more GPU nodes, restarting the gang from the last checkpoint on GPU failure.")
+    description: ClassVar = (
+        "Fine-tunes a causal LM (default Qwen3-4B-Thinking-2507) with LLaMA Factory on "
+        "one or more GPU nodes, restarting the gang from the last checkpoint on GPU failure."
+    )
     printer_columns: ClassVar = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
@@ -608,8 +812,10 @@ class ModelExport(Resource):
     short_name: ClassVar = "mex"
     spec_model: ClassVar = ModelExportSpec
     status_model: ClassVar = ModelExportStatus
-    description: ClassVar = ("Merges a LoRA adapter, produces quantized variants, verifies them against the "
-                             "merged model and writes a model card.")
+    description: ClassVar = (
+        "Merges a LoRA adapter, produces quantized variants, verifies them against the "
+        "merged model and writes a model card."
+    )
     printer_columns: ClassVar = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},

@@ -40,8 +40,13 @@ def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def object_meta(body: dict[str, Any], name: str, component: str, labels: dict[str, str] | None = None,
-                annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def object_meta(
+    body: dict[str, Any],
+    name: str,
+    component: str,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
     m = meta(body)
     lab = N.child_labels(body["kind"], m["name"], component)
     lab.update(labels or {})
@@ -75,14 +80,19 @@ class Mounts:
         return f"{N.WORKSPACE_ROOT}/{claim}" + (f"/{rel}" if rel else "")
 
     def volumes(self) -> list[dict[str, Any]]:
-        return [{"name": f"ws-{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(self.claims)]
+        return [
+            {"name": f"ws-{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(self.claims)
+        ]
 
     def volume_mounts(self) -> list[dict[str, Any]]:
-        return [{"name": f"ws-{i}", "mountPath": f"{N.WORKSPACE_ROOT}/{c}"} for i, c in enumerate(self.claims)]
+        return [
+            {"name": f"ws-{i}", "mountPath": f"{N.WORKSPACE_ROOT}/{c}"} for i, c in enumerate(self.claims)
+        ]
 
 
-def cr_configmap(body: dict[str, Any], name: str, component: str, resolved: dict[str, Any],
-                 key: str = N.CR_FILE) -> dict[str, Any]:
+def cr_configmap(
+    body: dict[str, Any], name: str, component: str, resolved: dict[str, Any], key: str = N.CR_FILE
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -109,9 +119,18 @@ def downward_env() -> list[dict[str, Any]]:
     ]
 
 
-def base_pod(body: dict[str, Any], name: str, component: str, pod_opts: Any, container: dict[str, Any],
-             mounts: Mounts, config_map: str, labels: dict[str, str] | None = None,
-             annotations: dict[str, str] | None = None, image: str | None = None) -> dict[str, Any]:
+def base_pod(
+    body: dict[str, Any],
+    name: str,
+    component: str,
+    pod_opts: Any,
+    container: dict[str, Any],
+    mounts: Mounts,
+    config_map: str,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    image: str | None = None,
+) -> dict[str, Any]:
     """A restricted, restartPolicy Never pod running one workload container with the CR at /etc/thinktune."""
     c = copy.deepcopy(container)
     c.setdefault("name", "thinktune")
@@ -120,19 +139,27 @@ def base_pod(body: dict[str, Any], name: str, component: str, pod_opts: Any, con
     c["securityContext"] = copy.deepcopy(CONTAINER_SECURITY_CONTEXT)
     c["terminationMessagePath"] = N.TERMINATION_LOG
     c["terminationMessagePolicy"] = "FallbackToLogsOnError"
-    c["env"] = list(c.get("env", [])) + downward_env() + [
-        {"name": "THINKTUNE_TERMINATION_LOG", "value": N.TERMINATION_LOG},
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "HF_HOME", "value": "/tmp/hf"},
-    ] + copy.deepcopy(list(pod_opts.env))
-    c["volumeMounts"] = [{"name": "cr", "mountPath": N.CONFIG_MOUNT, "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}] + mounts.volume_mounts() + list(c.get("volumeMounts", []))
+    c["env"] = (
+        list(c.get("env", []))
+        + downward_env()
+        + [
+            {"name": "THINKTUNE_TERMINATION_LOG", "value": N.TERMINATION_LOG},
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "HF_HOME", "value": "/tmp/hf"},
+        ]
+        + copy.deepcopy(list(pod_opts.env))
+    )
+    c["volumeMounts"] = (
+        [{"name": "cr", "mountPath": N.CONFIG_MOUNT, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}]
+        + mounts.volume_mounts()
+        + list(c.get("volumeMounts", []))
+    )
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "containers": [c],
-        "volumes": [{"name": "cr", "configMap": {"name": config_map}},
-                    {"name": "tmp", "emptyDir": {}}] + mounts.volumes(),
+        "volumes": [{"name": "cr", "configMap": {"name": config_map}}, {"name": "tmp", "emptyDir": {}}]
+        + mounts.volumes(),
         "enableServiceLinks": False,
     }
     if pod_opts.service_account_name:
@@ -175,8 +202,13 @@ def without_gpu(resources: dict[str, Any] | None, gpu_resource: str = "nvidia.co
     return out
 
 
-def workspace_pvc(name: str, namespace: str, size: str = "100Gi", storage_class: str | None = None,
-                  access_mode: str = "ReadWriteMany") -> dict[str, Any]:
+def workspace_pvc(
+    name: str,
+    namespace: str,
+    size: str = "100Gi",
+    storage_class: str | None = None,
+    access_mode: str = "ReadWriteMany",
+) -> dict[str, Any]:
     """The shared workspace claim (not owned by any CR: datasets and checkpoints outlive jobs)."""
     spec: dict[str, Any] = {"accessModes": [access_mode], "resources": {"requests": {"storage": size}}}
     if storage_class is not None:
@@ -184,7 +216,10 @@ def workspace_pvc(name: str, namespace: str, size: str = "100Gi", storage_class:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": namespace,
-                     "labels": {N.L_NAME: "thinktune", N.L_MANAGED_BY: N.MANAGED_BY, N.L_COMPONENT: "workspace"}},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {N.L_NAME: "thinktune", N.L_MANAGED_BY: N.MANAGED_BY, N.L_COMPONENT: "workspace"},
+        },
         "spec": spec,
     }

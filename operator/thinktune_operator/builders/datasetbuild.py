@@ -23,6 +23,7 @@ def parse_spec(body: dict[str, Any]) -> DatasetBuildSpec:
 
 def spec_hash(body: dict[str, Any]) -> str:
     import json
+
     return N.short_hash(json.dumps(body.get("spec") or {}, sort_keys=True))
 
 
@@ -45,21 +46,45 @@ def children(body: dict[str, Any], cfg: OperatorConfig) -> tuple[dict[str, Any],
     cm = cr_configmap(body, configmap_name(body), COMPONENT, resolved_cr(body, s))
     container = {
         "name": "dataset-build",
-        "command": ["thinktune", "dataset", "build", "-f", f"{N.CONFIG_MOUNT}/{N.CR_FILE}",
-                    "--input", src, "--output", out],
-        "resources": without_gpu(spec.resources, cfg.gpu_resource),   # CPU work: never hold a GPU
+        "command": [
+            "thinktune",
+            "dataset",
+            "build",
+            "-f",
+            f"{N.CONFIG_MOUNT}/{N.CR_FILE}",
+            "--input",
+            src,
+            "--output",
+            out,
+        ],
+        "resources": without_gpu(spec.resources, cfg.gpu_resource),  # CPU work: never hold a GPU
         "env": [{"name": "THINKTUNE_OUTPUT_DIR", "value": out}],
     }
-    pod = base_pod(body, pod_name(body), COMPONENT, spec.pod, container, m, configmap_name(body),
-                   annotations={N.A_SPEC_HASH: spec_hash(body)},
-                   image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None)
+    pod = base_pod(
+        body,
+        pod_name(body),
+        COMPONENT,
+        spec.pod,
+        container,
+        m,
+        configmap_name(body),
+        annotations={N.A_SPEC_HASH: spec_hash(body)},
+        image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None,
+    )
     return cm, pod, out
 
 
 COUNT_KEYS = {
-    "documents": "documents", "samples": "samples", "train": "train", "val": "val", "test": "test",
-    "rejects": "rejects", "duplicates": "duplicates", "generated_thinking": "generatedThinking",
-    "generatedThinking": "generatedThinking", "warnings": "warnings",
+    "documents": "documents",
+    "samples": "samples",
+    "train": "train",
+    "val": "val",
+    "test": "test",
+    "rejects": "rejects",
+    "duplicates": "duplicates",
+    "generated_thinking": "generatedThinking",
+    "generatedThinking": "generatedThinking",
+    "warnings": "warnings",
 }
 
 

@@ -29,8 +29,9 @@ def mounts_for(spec: FineTuneJobSpec, cfg: OperatorConfig, dataset: Volume | Non
     return m
 
 
-def resolved_job(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig,
-                 dataset: Volume | None) -> dict[str, Any]:
+def resolved_job(
+    body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig, dataset: Volume | None
+) -> dict[str, Any]:
     """The CR as the pod sees it: volume paths are absolute in-pod paths, datasetRef replaced by the directory."""
     mounts = mounts_for(spec, cfg, dataset)
     s = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -46,7 +47,9 @@ def resolved_job(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfi
 
 
 def job_configmap(body: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
-    return cr_configmap(body, N.job_configmap_name(body["metadata"]["name"]), COMPONENT, resolved, key=JOB_FILE)
+    return cr_configmap(
+        body, N.job_configmap_name(body["metadata"]["name"]), COMPONENT, resolved, key=JOB_FILE
+    )
 
 
 def rdzv_service(body: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +60,7 @@ def rdzv_service(body: dict[str, Any]) -> dict[str, Any]:
         "metadata": object_meta(body, N.rdzv_service_name(name), "rendezvous"),
         "spec": {
             "clusterIP": "None",
-            "publishNotReadyAddresses": True,   # ranks rendezvous before any readiness
+            "publishNotReadyAddresses": True,  # ranks rendezvous before any readiness
             "selector": {N.L_JOB: N.label_value(name)},
             "ports": [{"name": "rdzv", "port": N.MASTER_PORT, "targetPort": N.MASTER_PORT}],
         },
@@ -70,7 +73,9 @@ def nproc_per_node(spec: FineTuneJobSpec, cfg: OperatorConfig) -> int:
     return max(1, gpu_count(spec.resources_per_node, cfg.gpu_resource))
 
 
-def avoid_nodes_affinity(affinity: dict[str, Any] | None, nodes: list[str], job: str, attempt: int) -> dict[str, Any]:
+def avoid_nodes_affinity(
+    affinity: dict[str, Any] | None, nodes: list[str], job: str, attempt: int
+) -> dict[str, Any]:
     """User affinity + node anti-affinity away from failed nodes + one worker per node (hostname anti-affinity)."""
     aff = copy.deepcopy(affinity) if affinity else {}
     if nodes:
@@ -85,15 +90,24 @@ def avoid_nodes_affinity(affinity: dict[str, Any] | None, nodes: list[str], job:
         for t in terms:  # terms are ORed, so every term must exclude the nodes
             t.setdefault("matchFields", []).extend(dict(e, values=list(e["values"])) for e in excl)
     pa = aff.setdefault("podAntiAffinity", {})
-    pa.setdefault("requiredDuringSchedulingIgnoredDuringExecution", []).append({
-        "labelSelector": {"matchLabels": {N.L_JOB: N.label_value(job), N.L_ATTEMPT: str(attempt)}},
-        "topologyKey": "kubernetes.io/hostname",
-    })
+    pa.setdefault("requiredDuringSchedulingIgnoredDuringExecution", []).append(
+        {
+            "labelSelector": {"matchLabels": {N.L_JOB: N.label_value(job), N.L_ATTEMPT: str(attempt)}},
+            "topologyKey": "kubernetes.io/hostname",
+        }
+    )
     return aff
 
 
-def worker_pod(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig, attempt: int, rank: int,
-               avoid: list[str], dataset: Volume | None) -> dict[str, Any]:
+def worker_pod(
+    body: dict[str, Any],
+    spec: FineTuneJobSpec,
+    cfg: OperatorConfig,
+    attempt: int,
+    rank: int,
+    avoid: list[str],
+    dataset: Volume | None,
+) -> dict[str, Any]:
     name = body["metadata"]["name"]
     ns = body["metadata"].get("namespace", "default")
     mounts = mounts_for(spec, cfg, dataset)
@@ -128,7 +142,10 @@ def worker_pod(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig,
         "env": env,
         "resources": copy.deepcopy(spec.resources_per_node),
         # the trainer serves metrics on metricsPort + LOCAL_RANK in each process (thinktune.train.callbacks)
-        "ports": [{"name": "metrics", "containerPort": port}, {"name": "rdzv", "containerPort": N.MASTER_PORT}]
+        "ports": [
+            {"name": "metrics", "containerPort": port},
+            {"name": "rdzv", "containerPort": N.MASTER_PORT},
+        ]
         + [{"name": f"metrics-r{lr}", "containerPort": port + lr} for lr in range(1, min(nproc, 16))],
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
@@ -149,9 +166,18 @@ def worker_pod(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig,
         labels[N.L_COSCHED_POD_GROUP] = N.podgroup_name(name, attempt)
     elif sp.gang_scheduler == "volcano":
         annotations[N.A_VOLCANO_GROUP] = N.podgroup_name(name, attempt)
-    pod = base_pod(body, N.worker_pod_name(name, attempt, rank), COMPONENT, spec.pod, container, mounts,
-                   N.job_configmap_name(name), labels, annotations,
-                   image=cfg.default_image if spec.pod.image == type(spec.pod)().image and cfg.default_image else None)
+    pod = base_pod(
+        body,
+        N.worker_pod_name(name, attempt, rank),
+        COMPONENT,
+        spec.pod,
+        container,
+        mounts,
+        N.job_configmap_name(name),
+        labels,
+        annotations,
+        image=cfg.default_image if spec.pod.image == type(spec.pod)().image and cfg.default_image else None,
+    )
     ps = pod["spec"]
     ps["hostname"] = N.worker_pod_name(name, attempt, rank)
     ps["subdomain"] = svc
@@ -169,8 +195,14 @@ def worker_pod(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig,
     return pod
 
 
-def worker_pods(body: dict[str, Any], spec: FineTuneJobSpec, cfg: OperatorConfig, attempt: int, avoid: list[str],
-                dataset: Volume | None) -> list[dict[str, Any]]:
+def worker_pods(
+    body: dict[str, Any],
+    spec: FineTuneJobSpec,
+    cfg: OperatorConfig,
+    attempt: int,
+    avoid: list[str],
+    dataset: Volume | None,
+) -> list[dict[str, Any]]:
     return [worker_pod(body, spec, cfg, attempt, r, avoid, dataset) for r in range(spec.num_nodes)]
 
 
@@ -181,14 +213,18 @@ def pod_group(body: dict[str, Any], spec: FineTuneJobSpec, attempt: int) -> dict
     name = N.podgroup_name(body["metadata"]["name"], attempt)
     m = object_meta(body, name, "podgroup")
     if sp.gang_scheduler == "coscheduling":
-        return {"apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup", "metadata": m,
-                "spec": {"minMember": spec.num_nodes, "scheduleTimeoutSeconds": sp.schedule_timeout_seconds}}
+        return {
+            "apiVersion": "scheduling.x-k8s.io/v1alpha1",
+            "kind": "PodGroup",
+            "metadata": m,
+            "spec": {"minMember": spec.num_nodes, "scheduleTimeoutSeconds": sp.schedule_timeout_seconds},
+        }
     s: dict[str, Any] = {"minMember": spec.num_nodes}
     if sp.queue:
         s["queue"] = sp.queue
     if sp.priority_class:
         s["priorityClassName"] = sp.priority_class
-    limits = (spec.resources_per_node.get("limits") or spec.resources_per_node.get("requests") or {})
+    limits = spec.resources_per_node.get("limits") or spec.resources_per_node.get("requests") or {}
     if limits:
         s["minResources"] = {k: _mul(v, spec.num_nodes) for k, v in limits.items()}
     return {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup", "metadata": m, "spec": s}

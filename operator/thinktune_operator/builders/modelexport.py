@@ -47,8 +47,12 @@ def resources_for(spec: ModelExportSpec, cfg: OperatorConfig) -> dict[str, Any]:
     return without_gpu(spec.resources, cfg.gpu_resource)
 
 
-def children(body: dict[str, Any], cfg: OperatorConfig, adapter: Volume | None = None,
-             base_model: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], str]:
+def children(
+    body: dict[str, Any],
+    cfg: OperatorConfig,
+    adapter: Volume | None = None,
+    base_model: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], str]:
     """`adapter`/`base_model` come from the referenced FineTuneJob when fineTuneJobRef is used."""
     spec = parse_spec(body)
     m = Mounts(cfg.workspace_pvc)
@@ -73,9 +77,17 @@ def children(body: dict[str, Any], cfg: OperatorConfig, adapter: Volume | None =
         "resources": resources_for(spec, cfg),
         "env": [{"name": "THINKTUNE_OUTPUT_DIR", "value": out}],
     }
-    pod = base_pod(body, pod_name(body), COMPONENT, spec.pod, container, m, configmap_name(body),
-                   annotations={N.A_SPEC_HASH: spec_hash(body)},
-                   image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None)
+    pod = base_pod(
+        body,
+        pod_name(body),
+        COMPONENT,
+        spec.pod,
+        container,
+        m,
+        configmap_name(body),
+        annotations={N.A_SPEC_HASH: spec_hash(body)},
+        image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None,
+    )
     return cm, pod, out
 
 
@@ -87,9 +99,12 @@ def artifacts_from_report(report: dict[str, Any]) -> list[dict[str, Any]]:
     for a in report.get("artifacts") or []:
         if not isinstance(a, dict) or "name" not in a:
             continue
-        item = {keymap.get(k, k): v for k, v in a.items()
-                if keymap.get(k, k) in ("name", "path", "sizeBytes", "verified", "perplexity", "termAccuracy",
-                                        "warnings")}
+        item = {
+            keymap.get(k, k): v
+            for k, v in a.items()
+            if keymap.get(k, k)
+            in ("name", "path", "sizeBytes", "verified", "perplexity", "termAccuracy", "warnings")
+        }
         item.setdefault("path", "")
         out.append(item)
     return out

@@ -11,8 +11,14 @@ DEPENDANTS: dict[tuple[str, str, str], set[R.Key]] = {}
 LAST_PHASE: dict[R.Key, str | None] = {}
 
 
-def on_cr_event(kind: str, type_: str | None, body: Any, namespace: str, name: str,
-                depends_on: tuple[str, str] | None = None) -> None:
+def on_cr_event(
+    kind: str,
+    type_: str | None,
+    body: Any,
+    namespace: str,
+    name: str,
+    depends_on: tuple[str, str] | None = None,
+) -> None:
     rt = R.RUNTIME
     if rt is None:
         return

@@ -15,8 +15,9 @@ KIND = "FineTuneJob"
 
 
 @kopf.on.event(GROUP, VERSION, "finetunejobs")
-async def finetunejob_event(type: str | None, body: kopf.Body, namespace: str, name: str, spec: kopf.Spec,
-                            **_: Any) -> None:
+async def finetunejob_event(
+    type: str | None, body: kopf.Body, namespace: str, name: str, spec: kopf.Spec, **_: Any
+) -> None:
     ref = (spec.get("datasetRef") or {}).get("name")
     on_cr_event(KIND, type, body, namespace, name, ("DatasetBuild", ref) if ref else None)
 

@@ -15,8 +15,9 @@ KIND = "ModelExport"
 
 
 @kopf.on.event(GROUP, VERSION, "modelexports")
-async def modelexport_event(type: str | None, body: kopf.Body, namespace: str, name: str, spec: kopf.Spec,
-                            **_: Any) -> None:
+async def modelexport_event(
+    type: str | None, body: kopf.Body, namespace: str, name: str, spec: kopf.Spec, **_: Any
+) -> None:
     ref = (spec.get("fineTuneJobRef") or {}).get("name")
     on_cr_event(KIND, type, body, namespace, name, ("FineTuneJob", ref) if ref else None)
 

@@ -29,8 +29,9 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 
 
 class WorkQueue:
-    def __init__(self, handler: Callable[[Key], Awaitable[float | None]], workers: int,
-                 metrics: OperatorMetrics) -> None:
+    def __init__(
+        self, handler: Callable[[Key], Awaitable[float | None]], workers: int, metrics: OperatorMetrics
+    ) -> None:
         self.handler = handler
         self.n = workers
         self.metrics = metrics
@@ -118,7 +119,7 @@ class Runtime:
         self.executor = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="reconcile")
         self.queue = WorkQueue(self._reconcile, cfg.workers, self.metrics)
         self.indices: dict[str, Any] = {}
-        self.known: dict[Key, int | None] = {}       # key -> last seen generation
+        self.known: dict[Key, int | None] = {}  # key -> last seen generation
         self.reconcilers: dict[str, Callable[[Runtime, Key, list[dict], dict[str, dict]], float | None]] = {}
         self.lock = threading.Lock()
         self.seen_scheduled: set[tuple[Key, int]] = set()
@@ -228,15 +229,21 @@ class Runtime:
                 m.gang_schedule_seconds.observe(obs[2])
         if plan.progress_pod is not None and plan.progress_port:
             from ..progress import make_source, new_anomalies
+
             prog = make_source(self.cfg.progress_source)(plan.progress_pod, plan.progress_port)
             if prog:
                 before = ((body.get("status") or {}).get("progress") or {}).get("anomalies")
                 plan.status["progress"] = {**(plan.status.get("progress") or {}), **prog}
                 # the trainer's anomaly warnings (loss spike, NaN, divergence, plateau, memory growth) as Events
                 for anomaly, count in new_anomalies(before, prog.get("anomalies")):
-                    plan.events.append(Event("Warning", "TrainingAnomaly",
-                                             f"trainer reported {anomaly} (x{count} so far); see metrics.jsonl "
-                                             f"and report.md in the job's output"))
+                    plan.events.append(
+                        Event(
+                            "Warning",
+                            "TrainingAnomaly",
+                            f"trainer reported {anomaly} (x{count} so far); see metrics.jsonl "
+                            f"and report.md in the job's output",
+                        )
+                    )
             plan.requeue(self.cfg.progress_interval_s)
         old = body.get("status") or {}
         if _differs(old, plan.status):
@@ -248,8 +255,14 @@ class Runtime:
 
     def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self.metrics.events.labels(body.get("kind", ""), type_, reason).inc()
-        log.info("%s %s/%s %s: %s", type_, body["metadata"].get("namespace"), body["metadata"]["name"], reason,
-                 message)
+        log.info(
+            "%s %s/%s %s: %s",
+            type_,
+            body["metadata"].get("namespace"),
+            body["metadata"]["name"],
+            reason,
+            message,
+        )
         self.kube.post_event(body, type_, reason, message)
 
 

@@ -18,8 +18,11 @@ OUR_KINDS = {"DatasetBuild", "FineTuneJob", "ModelExport"}
 
 def _owner(body: Any) -> tuple[str, str] | None:
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("controller") and str(ref.get("apiVersion", "")).startswith(N.GROUP + "/") \
-                and ref.get("kind") in OUR_KINDS:
+        if (
+            ref.get("controller")
+            and str(ref.get("apiVersion", "")).startswith(N.GROUP + "/")
+            and ref.get("kind") in OUR_KINDS
+        ):
             return ref["kind"], ref["name"]
     return None
 
@@ -28,11 +31,25 @@ def compact_pod(body: Any) -> dict[str, Any]:
     m = body.get("metadata", {})
     st = body.get("status", {}) or {}
     return {
-        "metadata": {k: m.get(k) for k in ("name", "namespace", "labels", "annotations", "creationTimestamp",
-                                           "deletionTimestamp", "deletionGracePeriodSeconds", "uid")},
+        "metadata": {
+            k: m.get(k)
+            for k in (
+                "name",
+                "namespace",
+                "labels",
+                "annotations",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "uid",
+            )
+        },
         "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
-        "status": {k: st.get(k) for k in ("phase", "reason", "message", "conditions", "containerStatuses", "podIP")
-                   if st.get(k) is not None},
+        "status": {
+            k: st.get(k)
+            for k in ("phase", "reason", "message", "conditions", "containerStatuses", "podIP")
+            if st.get(k) is not None
+        },
     }
 
 
@@ -42,9 +59,14 @@ def compact_node(body: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": m.get("name"), "labels": dict(m.get("labels") or {})},
         "spec": {k: (body.get("spec") or {}).get(k) for k in ("unschedulable", "taints")},
-        "status": {"conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
-                                  for c in st.get("conditions") or []],
-                   "capacity": dict(st.get("capacity") or {}), "allocatable": dict(st.get("allocatable") or {})},
+        "status": {
+            "conditions": [
+                {k: c.get(k) for k in ("type", "status", "reason", "message")}
+                for c in st.get("conditions") or []
+            ],
+            "capacity": dict(st.get("capacity") or {}),
+            "allocatable": dict(st.get("allocatable") or {}),
+        },
     }
 
 

@@ -10,14 +10,14 @@ from ..conditions import now_iso, set_condition
 
 @dataclass
 class Delete:
-    kind: str             # "Pod", ...
+    kind: str  # "Pod", ...
     name: str
-    force: bool = False   # grace period 0 (pods on dead nodes never finish terminating)
+    force: bool = False  # grace period 0 (pods on dead nodes never finish terminating)
 
 
 @dataclass
 class Event:
-    type: str             # Normal | Warning
+    type: str  # Normal | Warning
     reason: str
     message: str
 
@@ -51,9 +51,12 @@ class StatusBuilder:
 
     def cond(self, ctype: str, status: bool, reason: str, message: str = "") -> bool:
         """Set a condition; True when its status flipped (or it is new)."""
-        before = next((c.get("status") for c in self.s.get("conditions") or [] if c.get("type") == ctype), None)
-        self.s["conditions"] = set_condition(self.s.get("conditions"), ctype, status, reason, message, self.now,
-                                             self.gen)
+        before = next(
+            (c.get("status") for c in self.s.get("conditions") or [] if c.get("type") == ctype), None
+        )
+        self.s["conditions"] = set_condition(
+            self.s.get("conditions"), ctype, status, reason, message, self.now, self.gen
+        )
         return before != ("True" if status else "False")
 
     def cond_off(self, ctype: str, reason: str, message: str = "") -> bool:
@@ -63,7 +66,9 @@ class StatusBuilder:
         return False
 
     def is_true(self, ctype: str) -> bool:
-        return any(c.get("type") == ctype and c.get("status") == "True" for c in self.s.get("conditions") or [])
+        return any(
+            c.get("type") == ctype and c.get("status") == "True" for c in self.s.get("conditions") or []
+        )
 
     def ts(self) -> str:
         return now_iso(self.now)
@@ -85,8 +90,10 @@ def is_terminating(pod: dict[str, Any]) -> bool:
 def is_scheduled(pod: dict[str, Any]) -> bool:
     if (pod.get("spec") or {}).get("nodeName"):
         return True
-    return any(c.get("type") == "PodScheduled" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == "PodScheduled" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def status_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:

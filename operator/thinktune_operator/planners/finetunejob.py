@@ -59,8 +59,13 @@ def _selector_matches(node: dict[str, Any], selector: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def eligible_nodes(nodes: dict[str, dict[str, Any]], avoid: set[str], gpus: int, selector: dict[str, str],
-                   cfg: OperatorConfig) -> list[str]:
+def eligible_nodes(
+    nodes: dict[str, dict[str, Any]],
+    avoid: set[str],
+    gpus: int,
+    selector: dict[str, str],
+    cfg: OperatorConfig,
+) -> list[str]:
     out = []
     for name, node in nodes.items():
         if name in avoid or not _selector_matches(node, selector):
@@ -85,8 +90,9 @@ def _cleanup(pods: list[dict[str, Any]], policy: str) -> list[Delete]:
     return out
 
 
-def _stop(pods: list[dict[str, Any]], nodes: dict[str, dict[str, Any]], cfg: OperatorConfig,
-          now: datetime) -> tuple[list[Delete], list[str]]:
+def _stop(
+    pods: list[dict[str, Any]], nodes: dict[str, dict[str, Any]], cfg: OperatorConfig, now: datetime
+) -> tuple[list[Delete], list[str]]:
     """Delete a gang. Returns (deletes, names still blocking a new gang)."""
     deletes, blocking = [], []
     for p in pods:
@@ -114,8 +120,14 @@ def _stop(pods: list[dict[str, Any]], nodes: dict[str, dict[str, Any]], cfg: Ope
     return deletes, blocking
 
 
-def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict[str, Any]],
-         dataset: dict[str, Any] | None, now: datetime, cfg: OperatorConfig) -> Plan:
+def plan(
+    body: dict[str, Any],
+    pods: list[dict[str, Any]],
+    nodes: dict[str, dict[str, Any]],
+    dataset: dict[str, Any] | None,
+    now: datetime,
+    cfg: OperatorConfig,
+) -> Plan:
     meta = body["metadata"]
     name = meta["name"]
     sb = StatusBuilder(body.get("status"), now, meta.get("generation"))
@@ -143,8 +155,14 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
     all_pods = [pod for rs in by_attempt.values() for pod in rs.values()]
 
     if sb.cond("Created", True, "JobCreated", f"FineTuneJob {name} accepted") and not s.get("phase"):
-        p.events.append(Event("Normal", "Created", f"accepted: {spec.num_nodes} worker(s), "
-                              f"{gpu_count(spec.resources_per_node, cfg.gpu_resource)} GPU(s) each"))
+        p.events.append(
+            Event(
+                "Normal",
+                "Created",
+                f"accepted: {spec.num_nodes} worker(s), "
+                f"{gpu_count(spec.resources_per_node, cfg.gpu_resource)} GPU(s) each",
+            )
+        )
     if not s.get("phase"):
         sb.phase("Pending", "accepted")
 
@@ -156,7 +174,9 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
             left = rp.ttl_seconds_after_finished - (now - done).total_seconds()
             if left <= 0:
                 p.delete_self = True
-                p.events.append(Event("Normal", "TTLExpired", "ttlSecondsAfterFinished passed: deleting the job"))
+                p.events.append(
+                    Event("Normal", "TTLExpired", "ttlSecondsAfterFinished passed: deleting the job")
+                )
             else:
                 p.requeue(left)
         return p
@@ -165,7 +185,9 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
     if rp.suspend:
         deletes, _ = _stop(all_pods, nodes, cfg, now)
         p.deletes += deletes
-        if sb.cond("Suspended", True, "Suspended", "runPolicy.suspend is true: workers deleted, checkpoints kept"):
+        if sb.cond(
+            "Suspended", True, "Suspended", "runPolicy.suspend is true: workers deleted, checkpoints kept"
+        ):
             p.events.append(Event("Normal", "Suspended", "job suspended; workers deleted, output kept"))
         sb.cond_off("Running", "Suspended")
         sb.phase("Suspended", "suspended")
@@ -184,8 +206,16 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
     if rp.active_deadline_seconds and started is not None:
         left = rp.active_deadline_seconds - (now - started).total_seconds()
         if left <= 0:
-            return _fail(p, sb, "DeadlineExceeded", f"activeDeadlineSeconds={rp.active_deadline_seconds} exceeded",
-                         all_pods, nodes, cfg, now)
+            return _fail(
+                p,
+                sb,
+                "DeadlineExceeded",
+                f"activeDeadlineSeconds={rp.active_deadline_seconds} exceeded",
+                all_pods,
+                nodes,
+                cfg,
+                now,
+            )
         p.requeue(left)
 
     # ---- dataset
@@ -194,7 +224,9 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
         ref = spec.dataset_ref.name
         if dataset is None:
             if sb.cond("DatasetReady", False, "DatasetNotFound", f"DatasetBuild {ref} not found"):
-                p.events.append(Event("Normal", "WaitingForDataset", f"waiting for DatasetBuild {ref} to exist"))
+                p.events.append(
+                    Event("Normal", "WaitingForDataset", f"waiting for DatasetBuild {ref} to exist")
+                )
             sb.phase("Pending", f"waiting for DatasetBuild {ref}")
             p.requeue(10)
             return p
@@ -202,8 +234,13 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
         if dphase != "Succeeded":
             reason = "DatasetFailed" if dphase == "Failed" else "WaitingForDataset"
             if sb.cond("DatasetReady", False, reason, f"DatasetBuild {ref} is {dphase or 'Pending'}"):
-                p.events.append(Event("Warning" if dphase == "Failed" else "Normal", reason,
-                                      f"DatasetBuild {ref} is {dphase or 'Pending'}; the job waits for it"))
+                p.events.append(
+                    Event(
+                        "Warning" if dphase == "Failed" else "Normal",
+                        reason,
+                        f"DatasetBuild {ref} is {dphase or 'Pending'}; the job waits for it",
+                    )
+                )
             sb.phase("Pending", f"waiting for DatasetBuild {ref} ({dphase or 'Pending'})")
             p.requeue(10)
             return p
@@ -221,27 +258,47 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
     verdicts: list[tuple[int, Verdict]] = []
     for rank, pod in sorted(current.items()):
         if is_terminating(pod) and pod_phase(pod) not in TERMINAL:
-            verdicts.append((rank, Verdict("infrastructure", "PodDeleted", "worker deleted from outside",
-                                           node=_node_of(pod))))
+            verdicts.append(
+                (
+                    rank,
+                    Verdict(
+                        "infrastructure", "PodDeleted", "worker deleted from outside", node=_node_of(pod)
+                    ),
+                )
+            )
             continue
         v = classify_pod(pod, _health(nodes, _node_of(pod), cfg))
         if v is not None:
             verdicts.append((rank, v))
     created = [parse_time(pod["metadata"].get("creationTimestamp")) for pod in current.values()]
     created = [c for c in created if c is not None]
-    if current and len(current) < spec.num_nodes and created and not verdicts and \
-            (now - min(created)).total_seconds() > cfg.gang_lost_after_s and sb.is_true("Running"):
+    if (
+        current
+        and len(current) < spec.num_nodes
+        and created
+        and not verdicts
+        and (now - min(created)).total_seconds() > cfg.gang_lost_after_s
+        and sb.is_true("Running")
+    ):
         missing = sorted(set(range(spec.num_nodes)) - set(current))
-        verdicts.append((missing[0], Verdict("infrastructure", "PodLost", f"worker(s) {missing} disappeared")))
+        verdicts.append(
+            (missing[0], Verdict("infrastructure", "PodLost", f"worker(s) {missing} disappeared"))
+        )
 
     infra = next(((r, v) for r, v in verdicts if v.kind == "infrastructure"), None)
     app = next(((r, v) for r, v in verdicts if v.kind == "application"), None)
     if infra is not None or app is not None:
         rank, v = infra if infra is not None else app  # type: ignore[misc]
-        return _restart(p, sb, spec, name, attempt, rank, v, list(current.values()), nodes, cfg, now, all_pods)
+        return _restart(
+            p, sb, spec, name, attempt, rank, v, list(current.values()), nodes, cfg, now, all_pods
+        )
 
     # ---- success
-    if current and len(current) == spec.num_nodes and all(pod_phase(x) == "Succeeded" for x in current.values()):
+    if (
+        current
+        and len(current) == spec.num_nodes
+        and all(pod_phase(x) == "Succeeded" for x in current.values())
+    ):
         s["completionTime"] = sb.ts()
         rank0 = current.get(0) or next(iter(current.values()))
         info = parse_termination_message((terminated_state(rank0) or {}).get("message"))
@@ -256,14 +313,20 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
             s["plan"] = info["plan"]
         prog = dict(s.get("progress") or {})
         if prog.get("totalSteps"):
-            prog.update(step=prog["totalSteps"], percent=100.0, etaSeconds=0,
-                        summary=f"{prog['totalSteps']}/{prog['totalSteps']} (100%)")
+            prog.update(
+                step=prog["totalSteps"],
+                percent=100.0,
+                etaSeconds=0,
+                summary=f"{prog['totalSteps']}/{prog['totalSteps']} (100%)",
+            )
             s["progress"] = prog
         sb.cond("Succeeded", True, "AllWorkersSucceeded", "training finished")
         sb.cond_off("Running", "Succeeded", "training finished")
         sb.cond_off("Restarting", "Succeeded")
         sb.phase("Succeeded", "training finished")
-        p.events.append(Event("Normal", "Succeeded", f"all {spec.num_nodes} worker(s) succeeded (attempt {attempt})"))
+        p.events.append(
+            Event("Normal", "Succeeded", f"all {spec.num_nodes} worker(s) succeeded (attempt {attempt})")
+        )
         p.deletes += _cleanup(all_pods, rp.clean_pod_policy)
         if rp.ttl_seconds_after_finished is not None:
             p.requeue(rp.ttl_seconds_after_finished)
@@ -275,17 +338,23 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
     # ---- (re)create the gang
     if len(current) < spec.num_nodes:
         if blocking:
-            sb.phase("Restarting" if attempt else "Pending",
-                     f"waiting for {len(blocking)} worker(s) of the previous attempt to terminate")
+            sb.phase(
+                "Restarting" if attempt else "Pending",
+                f"waiting for {len(blocking)} worker(s) of the previous attempt to terminate",
+            )
             p.requeue(1)
             return p
         if not current and nodes:
             ok = eligible_nodes(nodes, set(avoid), gpus, spec.pod.node_selector, cfg)
             if len(ok) < spec.num_nodes:
-                msg = (f"needs {spec.num_nodes} healthy node(s) with {gpus} allocatable GPU(s); {len(ok)} available"
-                       + (f"; avoiding failed node(s) {', '.join(avoid)}" if avoid else ""))
+                msg = (
+                    f"needs {spec.num_nodes} healthy node(s) with {gpus} allocatable GPU(s); {len(ok)} available"
+                    + (f"; avoiding failed node(s) {', '.join(avoid)}" if avoid else "")
+                )
                 if sb.cond("Waiting", True, "NoHealthyCapacity", msg):
-                    p.events.append(Event("Warning", "NoHealthyCapacity", msg + "; waiting instead of failing"))
+                    p.events.append(
+                        Event("Warning", "NoHealthyCapacity", msg + "; waiting instead of failing")
+                    )
                 sb.phase("Waiting", msg)
                 p.requeue(10)
                 return p
@@ -303,9 +372,14 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
                 p.creates.append(pod)
         if not current:
             resume = " resuming from the last checkpoint" if attempt else ""
-            p.events.append(Event("Normal", "GangCreated",
-                                  f"created {spec.num_nodes} worker(s) for attempt {attempt}{resume}"
-                                  + (f" avoiding {', '.join(avoid)}" if avoid else "")))
+            p.events.append(
+                Event(
+                    "Normal",
+                    "GangCreated",
+                    f"created {spec.num_nodes} worker(s) for attempt {attempt}{resume}"
+                    + (f" avoiding {', '.join(avoid)}" if avoid else ""),
+                )
+            )
             p.observations.append(("gang_created", attempt))
         if s.get("startTime") is None:
             s["startTime"] = sb.ts()
@@ -319,10 +393,21 @@ def plan(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict
     scheduled = [x for x in current.values() if is_scheduled(x)]
     if len(scheduled) == spec.num_nodes:
         p.observations.append(("gang_scheduled", attempt, _schedule_seconds(list(current.values()))))
-    if len(running) + sum(1 for x in current.values() if pod_phase(x) == "Succeeded") == spec.num_nodes and running:
-        if sb.cond("Running", True, "AllWorkersRunning", f"attempt {attempt}: {spec.num_nodes} worker(s) running"):
-            p.events.append(Event("Normal", "Running", f"attempt {attempt}: all {spec.num_nodes} worker(s) running"
-                                  + (" (resumed from checkpoint)" if attempt else "")))
+    if (
+        len(running) + sum(1 for x in current.values() if pod_phase(x) == "Succeeded") == spec.num_nodes
+        and running
+    ):
+        if sb.cond(
+            "Running", True, "AllWorkersRunning", f"attempt {attempt}: {spec.num_nodes} worker(s) running"
+        ):
+            p.events.append(
+                Event(
+                    "Normal",
+                    "Running",
+                    f"attempt {attempt}: all {spec.num_nodes} worker(s) running"
+                    + (" (resumed from checkpoint)" if attempt else ""),
+                )
+            )
         if sb.cond_off("Restarting", "Recovered", f"attempt {attempt} running"):
             pass
         sb.phase("Running", f"attempt {attempt} running")
@@ -356,8 +441,16 @@ def _schedule_seconds(pods: list[dict[str, Any]]) -> float | None:
     return max(0.0, (max(sched) - min(created)).total_seconds())
 
 
-def _fail(p: Plan, sb: StatusBuilder, reason: str, message: str, pods: list[dict[str, Any]],
-          nodes: dict[str, dict[str, Any]], cfg: OperatorConfig, now: datetime) -> Plan:
+def _fail(
+    p: Plan,
+    sb: StatusBuilder,
+    reason: str,
+    message: str,
+    pods: list[dict[str, Any]],
+    nodes: dict[str, dict[str, Any]],
+    cfg: OperatorConfig,
+    now: datetime,
+) -> Plan:
     deletes, _ = _stop([x for x in pods if pod_phase(x) not in TERMINAL], nodes, cfg, now)
     p.deletes += deletes
     sb.cond("Failed", True, reason, message)
@@ -369,9 +462,20 @@ def _fail(p: Plan, sb: StatusBuilder, reason: str, message: str, pods: list[dict
     return p
 
 
-def _restart(p: Plan, sb: StatusBuilder, spec: Any, name: str, attempt: int, rank: int, v: Verdict,
-             gang: list[dict[str, Any]], nodes: dict[str, dict[str, Any]], cfg: OperatorConfig, now: datetime,
-             all_pods: list[dict[str, Any]]) -> Plan:
+def _restart(
+    p: Plan,
+    sb: StatusBuilder,
+    spec: Any,
+    name: str,
+    attempt: int,
+    rank: int,
+    v: Verdict,
+    gang: list[dict[str, Any]],
+    nodes: dict[str, dict[str, Any]],
+    cfg: OperatorConfig,
+    now: datetime,
+    all_pods: list[dict[str, Any]],
+) -> Plan:
     s = sb.s
     rp = spec.run_policy
     restarts = s["restarts"]
@@ -385,26 +489,43 @@ def _restart(p: Plan, sb: StatusBuilder, spec: Any, name: str, attempt: int, ran
             rec = {"node": v.node, "gpu": v.gpu, "reason": v.reason, "time": sb.ts()}
             s["failedNodes"] = [f for f in s["failedNodes"] if f.get("node") != v.node] + [rec]
         if restarts["infrastructure"] > rp.infra_failure_limit:
-            return _fail(p, sb, "InfraFailureLimitExceeded",
-                         f"worker {rank}{where}{gpu}: {v.reason} {v.message}; infrastructure failures "
-                         f"{restarts['infrastructure']} > infraFailureLimit {rp.infra_failure_limit}",
-                         all_pods, nodes, cfg, now)
+            return _fail(
+                p,
+                sb,
+                "InfraFailureLimitExceeded",
+                f"worker {rank}{where}{gpu}: {v.reason} {v.message}; infrastructure failures "
+                f"{restarts['infrastructure']} > infraFailureLimit {rp.infra_failure_limit}",
+                all_pods,
+                nodes,
+                cfg,
+                now,
+            )
         budget = f"infrastructure failure {restarts['infrastructure']}/{rp.infra_failure_limit}"
     else:
         restarts["application"] += 1
         p.observations.append(("restart", "application", v.reason))
         if restarts["application"] > rp.backoff_limit:
-            return _fail(p, sb, "BackoffLimitExceeded",
-                         f"worker {rank}{where}: {v.reason} {v.message}; application failures "
-                         f"{restarts['application']} > backoffLimit {rp.backoff_limit}", all_pods, nodes, cfg, now)
+            return _fail(
+                p,
+                sb,
+                "BackoffLimitExceeded",
+                f"worker {rank}{where}: {v.reason} {v.message}; application failures "
+                f"{restarts['application']} > backoffLimit {rp.backoff_limit}",
+                all_pods,
+                nodes,
+                cfg,
+                now,
+            )
         budget = f"application failure {restarts['application']}/{rp.backoff_limit}"
     new_attempt = attempt + 1
     s["attempt"] = new_attempt
     avoid = sorted({f["node"] for f in s["failedNodes"] if f.get("node")})
     detail = f"{v.reason}" + (f" ({v.message})" if v.message else "")
-    msg = (f"worker {rank}{where}{gpu}: {detail}; {budget}; stopping the gang "
-           f"and restarting as attempt {new_attempt} from the last checkpoint"
-           + (f", avoiding {', '.join(avoid)}" if v.kind == "infrastructure" and avoid else ""))
+    msg = (
+        f"worker {rank}{where}{gpu}: {detail}; {budget}; stopping the gang "
+        f"and restarting as attempt {new_attempt} from the last checkpoint"
+        + (f", avoiding {', '.join(avoid)}" if v.kind == "infrastructure" and avoid else "")
+    )
     sb.cond("Restarting", True, v.reason if v.kind == "infrastructure" else "ApplicationFailure", msg)
     sb.cond_off("Running", "Restarting", msg)
     sb.phase("Restarting", msg)

@@ -21,13 +21,22 @@ MAX_INFRA_RETRIES = 3
 def _try_index(base: str, name: str) -> int | None:
     if name == base:
         return 0
-    if name.startswith(base + "-r") and name[len(base) + 2:].isdigit():
-        return int(name[len(base) + 2:])
+    if name.startswith(base + "-r") and name[len(base) + 2 :].isdigit():
+        return int(name[len(base) + 2 :])
     return None
 
 
-def _common(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict[str, Any]], now: datetime,
-            cfg: OperatorConfig, base: str, what: str, build: Any, on_success: Any) -> Plan:
+def _common(
+    body: dict[str, Any],
+    pods: list[dict[str, Any]],
+    nodes: dict[str, dict[str, Any]],
+    now: datetime,
+    cfg: OperatorConfig,
+    base: str,
+    what: str,
+    build: Any,
+    on_success: Any,
+) -> Plan:
     """`base` is the pod name for this spec version (it carries the spec hash); infrastructure retries get
     `-r1`, `-r2`, ...: the failed pods stay (for `kubectl logs`) and also are the retry counter, so nothing
     about retries has to live in status."""
@@ -98,16 +107,25 @@ def _common(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, d
                 cm, newpod = res
                 newpod["metadata"]["name"] = f"{base}-r{k + 1}"
                 p.creates += [cm, newpod]
-            p.events.append(Event("Warning", "InfrastructureFailure",
-                                  f"{what} pod failed on {node}: {v.reason} {v.message}; retrying ({k + 1}/"
-                                  f"{MAX_INFRA_RETRIES})"))
+            p.events.append(
+                Event(
+                    "Warning",
+                    "InfrastructureFailure",
+                    f"{what} pod failed on {node}: {v.reason} {v.message}; retrying ({k + 1}/"
+                    f"{MAX_INFRA_RETRIES})",
+                )
+            )
             sb.phase("Pending", f"retrying after {v.reason}")
             p.requeue(1)
             return p
         term = terminated_state(pod) or {}
         info = parse_termination_message(term.get("message"))
-        msg = str(info.get("error") or info.get("reason") or (v.message if v else "") or
-                  f"exit code {term.get('exitCode')}")
+        msg = str(
+            info.get("error")
+            or info.get("reason")
+            or (v.message if v else "")
+            or f"exit code {term.get('exitCode')}"
+        )
         s["completionTime"] = sb.ts()
         sb.cond_off("Running", "Failed")
         sb.cond("Failed", True, v.reason if v else "PodFailed", msg)
@@ -116,8 +134,13 @@ def _common(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, d
     return p
 
 
-def plan_datasetbuild(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict[str, Any]],
-                      now: datetime, cfg: OperatorConfig) -> Plan:
+def plan_datasetbuild(
+    body: dict[str, Any],
+    pods: list[dict[str, Any]],
+    nodes: dict[str, dict[str, Any]],
+    now: datetime,
+    cfg: OperatorConfig,
+) -> Plan:
     try:
         spec = DB.parse_spec(body)
     except ValidationError as e:
@@ -138,8 +161,14 @@ def plan_datasetbuild(body: dict[str, Any], pods: list[dict[str, Any]], nodes: d
     return _common(body, pods, nodes, now, cfg, DB.pod_name(body), "dataset build", build, on_success)
 
 
-def plan_modelexport(body: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict[str, Any]],
-                     job: dict[str, Any] | None, now: datetime, cfg: OperatorConfig) -> Plan:
+def plan_modelexport(
+    body: dict[str, Any],
+    pods: list[dict[str, Any]],
+    nodes: dict[str, dict[str, Any]],
+    job: dict[str, Any] | None,
+    now: datetime,
+    cfg: OperatorConfig,
+) -> Plan:
     try:
         spec = ME.parse_spec(body)
     except ValidationError as e:
@@ -152,13 +181,21 @@ def plan_modelexport(body: dict[str, Any], pods: list[dict[str, Any]], nodes: di
             jphase = ((job or {}).get("status") or {}).get("phase")
             if job is None or jphase != "Succeeded":
                 sb = StatusBuilder(body.get("status"), now, body["metadata"].get("generation"))
-                reason = "FineTuneJobNotFound" if job is None else (
-                    "FineTuneJobFailed" if jphase == "Failed" else "WaitingForFineTuneJob")
+                reason = (
+                    "FineTuneJobNotFound"
+                    if job is None
+                    else ("FineTuneJobFailed" if jphase == "Failed" else "WaitingForFineTuneJob")
+                )
                 w = Plan(status={})
                 if sb.cond("FineTuneJobReady", False, reason, f"FineTuneJob {ref} is {jphase or 'absent'}"):
-                    w.events.append(Event("Normal", reason, f"waiting for FineTuneJob {ref} ({jphase or 'absent'})"))
-                w.status = {"conditions": sb.s.get("conditions"), "phase": "Pending",
-                            "message": f"waiting for FineTuneJob {ref}"}
+                    w.events.append(
+                        Event("Normal", reason, f"waiting for FineTuneJob {ref} ({jphase or 'absent'})")
+                    )
+                w.status = {
+                    "conditions": sb.s.get("conditions"),
+                    "phase": "Pending",
+                    "message": f"waiting for FineTuneJob {ref}",
+                }
                 w.requeue(10)
                 return w
             jspec = job.get("spec") or {}

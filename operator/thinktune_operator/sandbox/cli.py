@@ -17,14 +17,19 @@ from rich.table import Table
 from .controlplane import ControlPlane, ControlPlaneError, SandboxStatus
 from .state import SandboxState
 
-app = typer.Typer(help="A local Kubernetes control plane with simulated GPU nodes (kwok), for tests and demos.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="A local Kubernetes control plane with simulated GPU nodes (kwok), for tests and demos.",
+    no_args_is_help=True,
+)
 console = Console()
 
 StateDirOption = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="Where pids, ports, logs, PKI and kubeconfig live "
-                 "(default: $THINKTUNE_SANDBOX_DIR or ~/.cache/thinktune/sandbox)"),
+    typer.Option(
+        "--state-dir",
+        help="Where pids, ports, logs, PKI and kubeconfig live "
+        "(default: $THINKTUNE_SANDBOX_DIR or ~/.cache/thinktune/sandbox)",
+    ),
 ]
 
 
@@ -36,10 +41,13 @@ def _print_export(cp: ControlPlane) -> None:
 def up(
     nodes: Annotated[int, typer.Option(min=0, help="Number of simulated GPU nodes")] = 2,
     gpus_per_node: Annotated[int, typer.Option(min=0, help="nvidia.com/gpu capacity of each node")] = 8,
-    operator: Annotated[bool, typer.Option("--operator/--no-operator",
-                                           help="Also run the kopf operator in the background")] = False,
+    operator: Annotated[
+        bool, typer.Option("--operator/--no-operator", help="Also run the kopf operator in the background")
+    ] = False,
     state_dir: StateDirOption = None,
-    crds_dir: Annotated[Path | None, typer.Option(help="CRD YAMLs to apply (default: the repo's crds/)")] = None,
+    crds_dir: Annotated[
+        Path | None, typer.Option(help="CRD YAMLs to apply (default: the repo's crds/)")
+    ] = None,
 ) -> None:
     """Start etcd, kube-apiserver, controller-manager, scheduler and kwok; create GPU nodes and CRDs."""
     cp = ControlPlane(state_dir, nodes=nodes, gpus_per_node=gpus_per_node, crds_dir=crds_dir)
@@ -54,8 +62,10 @@ def up(
     if already:
         console.print(f"control plane already running in {cp.state_dir} (`down` first to change its nodes)")
     else:
-        console.print(f"[green]control plane ready[/green] in {time.monotonic() - t0:.1f} s "
-                      f"({nodes} node(s) x {gpus_per_node} GPU); logs in {cp.log_dir}")
+        console.print(
+            f"[green]control plane ready[/green] in {time.monotonic() - t0:.1f} s "
+            f"({nodes} node(s) x {gpus_per_node} GPU); logs in {cp.log_dir}"
+        )
     if operator:
         try:
             rec = cp.start_operator()
@@ -63,8 +73,10 @@ def up(
             console.print(f"[red]operator failed to start:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from exc
         if rec is None:
-            console.print("[yellow]operator not started:[/yellow] thinktune_operator.main is not importable "
-                          "(install the 'operator' extra, or the module does not exist yet)")
+            console.print(
+                "[yellow]operator not started:[/yellow] thinktune_operator.main is not importable "
+                "(install the 'operator' extra, or the module does not exist yet)"
+            )
         else:
             console.print(f"operator running (pid {rec.pid}); log: {escape(rec.log)}")
     _print_export(cp)

@@ -175,8 +175,13 @@ class ControlPlane:
         pki = ensure_pki(self.state_dir / "pki")
         ports = {n: free_port() for n in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok")}
         self._state = SandboxState(
-            state_dir=str(self.state_dir), bin_dir=str(self.bin_dir), ports=ports, nodes=self.nodes,
-            gpus_per_node=self.node_spec.gpus, kubeconfig=str(self.kubeconfig), started_at=time.time(),
+            state_dir=str(self.state_dir),
+            bin_dir=str(self.bin_dir),
+            ports=ports,
+            nodes=self.nodes,
+            gpus_per_node=self.node_spec.gpus,
+            kubeconfig=str(self.kubeconfig),
+            started_at=time.time(),
         )
         self._state.save()
         try:
@@ -211,97 +216,127 @@ class ControlPlane:
         stages = self.bin_dir / "kwok-stages"
         absent = [s for s in KWOK_STAGES if not (stages / s).is_file()]
         if absent:
-            raise ControlPlaneError(f"kwok stage files missing under {stages}: {absent}; rerun tools/build-binaries.sh")
+            raise ControlPlaneError(
+                f"kwok stage files missing under {stages}: {absent}; rerun tools/build-binaries.sh"
+            )
 
     def _spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
         assert self._state is not None
         log = self.log_dir / f"{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.state_dir, env=env, start_new_session=True,
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.state_dir,
+                env=env,
+                start_new_session=True,
             )
         self._children[name] = proc
         self._state.processes = [p for p in self._state.processes if p.name != name]
-        self._state.processes.append(ProcessRecord(name=name, pid=proc.pid, binary=str(argv[0]), log=str(log)))
+        self._state.processes.append(
+            ProcessRecord(name=name, pid=proc.pid, binary=str(argv[0]), log=str(log))
+        )
         self._state.save()
 
     def _start_etcd(self, ports: dict[str, int]) -> None:
         client = f"http://127.0.0.1:{ports['etcd']}"
         peer = f"http://127.0.0.1:{ports['etcd-peer']}"
-        self._spawn("etcd", [
-            str(self.binary("etcd")),
-            "--name=node0",
-            f"--data-dir={self.state_dir / 'etcd'}",
-            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=node0={peer}",
-            "--auto-compaction-retention=1",
-            "--quota-backend-bytes=2147483648",
-            # A test cluster does not need durability; skipping fsync keeps it fast on shared disks.
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                str(self.binary("etcd")),
+                "--name=node0",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=node0={peer}",
+                "--auto-compaction-retention=1",
+                "--quota-backend-bytes=2147483648",
+                # A test cluster does not need durability; skipping fsync keeps it fast on shared disks.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
 
     def _start_apiserver(self, ports: dict[str, int], pki: PkiFiles) -> None:
-        self._spawn("kube-apiserver", [
-            str(self.binary("kube-apiserver")),
-            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-            "--etcd-prefix=/registry",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={ports['apiserver']}",
-            f"--tls-cert-file={pki.admin_cert}", f"--tls-private-key-file={pki.admin_key}",
-            f"--client-ca-file={pki.ca_cert}",
-            f"--service-account-key-file={pki.admin_key}",
-            f"--service-account-signing-key-file={pki.admin_key}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC",
-            "--allow-privileged=true",
-            # No kube-proxy/endpoints for the apiserver itself: the "kubernetes" Service is not needed.
-            "--endpoint-reconciler-type=none",
-            f"--proxy-client-cert-file={pki.admin_cert}", f"--proxy-client-key-file={pki.admin_key}",
-            f"--requestheader-client-ca-file={pki.ca_cert}",
-            # Same CA as client certs, so only the proxy identity may set X-Remote-* headers.
-            f"--requestheader-allowed-names={ADMIN_USER}",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--cert-dir={self.state_dir / 'pki' / 'apiserver'}",
-            "--v=1",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(self.binary("kube-apiserver")),
+                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+                "--etcd-prefix=/registry",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['apiserver']}",
+                f"--tls-cert-file={pki.admin_cert}",
+                f"--tls-private-key-file={pki.admin_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--service-account-key-file={pki.admin_key}",
+                f"--service-account-signing-key-file={pki.admin_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                # No kube-proxy/endpoints for the apiserver itself: the "kubernetes" Service is not needed.
+                "--endpoint-reconciler-type=none",
+                f"--proxy-client-cert-file={pki.admin_cert}",
+                f"--proxy-client-key-file={pki.admin_key}",
+                f"--requestheader-client-ca-file={pki.ca_cert}",
+                # Same CA as client certs, so only the proxy identity may set X-Remote-* headers.
+                f"--requestheader-allowed-names={ADMIN_USER}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--cert-dir={self.state_dir / 'pki' / 'apiserver'}",
+                "--v=1",
+            ],
+        )
 
     def _start_controller_manager(self, ports: dict[str, int], pki: PkiFiles) -> None:
-        self._spawn("kube-controller-manager", [
-            str(self.binary("kube-controller-manager")),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-            "--bind-address=127.0.0.1", f"--secure-port={ports['kcm']}",
-            f"--tls-cert-file={pki.admin_cert}", f"--tls-private-key-file={pki.admin_key}",
-            f"--root-ca-file={pki.ca_cert}",
-            f"--service-account-private-key-file={pki.admin_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # A single controller-manager: skipping the leader lease saves ~15 s at start.
-            "--leader-elect=false",
-            f"--node-monitor-period={NODE_MONITOR_PERIOD}",
-            f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
-            "--v=1",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.binary("kube-controller-manager")),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['kcm']}",
+                f"--tls-cert-file={pki.admin_cert}",
+                f"--tls-private-key-file={pki.admin_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                f"--service-account-private-key-file={pki.admin_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # A single controller-manager: skipping the leader lease saves ~15 s at start.
+                "--leader-elect=false",
+                f"--node-monitor-period={NODE_MONITOR_PERIOD}",
+                f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
+                "--v=1",
+            ],
+        )
 
     def _start_scheduler(self, ports: dict[str, int], pki: PkiFiles) -> None:
-        self._spawn("kube-scheduler", [
-            str(self.binary("kube-scheduler")),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-            "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
-            f"--tls-cert-file={pki.admin_cert}", f"--tls-private-key-file={pki.admin_key}",
-            "--leader-elect=false",
-            "--v=1",
-        ])
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.binary("kube-scheduler")),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['scheduler']}",
+                f"--tls-cert-file={pki.admin_cert}",
+                f"--tls-private-key-file={pki.admin_key}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
 
     def _start_kwok(self, ports: dict[str, int]) -> None:
         stages = self.bin_dir / "kwok-stages"
@@ -372,14 +407,18 @@ class ControlPlane:
             if result:
                 return result
             if time.monotonic() >= deadline:
-                raise ControlPlaneError(f"timed out after {timeout_s or self.ready_timeout_s:.0f} s waiting for {what}")
+                raise ControlPlaneError(
+                    f"timed out after {timeout_s or self.ready_timeout_s:.0f} s waiting for {what}"
+                )
             time.sleep(interval_s)
 
     def _wait_for_default_service_account(self) -> None:
         # The ServiceAccount admission plugin rejects pods until the controller-manager creates "default".
         self._poll(
             "serviceaccount default/default (created by kube-controller-manager)",
-            lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
+            lambda: (
+                self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0
+            ),
         )
 
     def wait_nodes_ready(self, timeout_s: float | None = None) -> None:
@@ -387,8 +426,11 @@ class ControlPlane:
             nodes = self._node_conditions()
             return len(nodes) >= self.nodes and all(n["Ready"] == "True" for n in nodes)
 
-        self._poll(f"{self.nodes} kwok nodes to be Ready (kwok log: {self.log_dir / 'kwok.log'})",
-                   all_ready, timeout_s)
+        self._poll(
+            f"{self.nodes} kwok nodes to be Ready (kwok log: {self.log_dir / 'kwok.log'})",
+            all_ready,
+            timeout_s,
+        )
 
     def _node_conditions(self) -> list[dict[str, str]]:
         res = self.kubectl("get", "nodes", "-l", SANDBOX_NODE_LABEL, "-o", "yaml", check=False)
@@ -398,11 +440,13 @@ class ControlPlane:
         for item in yaml.safe_load(res.stdout).get("items", []):
             conds = {c["type"]: c["status"] for c in item.get("status", {}).get("conditions", []) or []}
             alloc = item.get("status", {}).get("allocatable", {}) or {}
-            out.append({
-                "name": item["metadata"]["name"],
-                "Ready": conds.get("Ready", "Unknown"),
-                GPU_RESOURCE: str(alloc.get(GPU_RESOURCE, "0")),
-            })
+            out.append(
+                {
+                    "name": item["metadata"]["name"],
+                    "Ready": conds.get("Ready", "Unknown"),
+                    GPU_RESOURCE: str(alloc.get(GPU_RESOURCE, "0")),
+                }
+            )
         return out
 
     # ----------------------------------------------------------------------------------------- objects
@@ -411,12 +455,31 @@ class ControlPlane:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "thinktune-sandbox", "cluster": {
-                "server": f"https://127.0.0.1:{port}", "certificate-authority": str(pki.ca_cert)}}],
-            "users": [{"name": "thinktune-admin", "user": {
-                "client-certificate": str(pki.admin_cert), "client-key": str(pki.admin_key)}}],
-            "contexts": [{"name": "thinktune-sandbox", "context": {
-                "cluster": "thinktune-sandbox", "user": "thinktune-admin", "namespace": "default"}}],
+            "clusters": [
+                {
+                    "name": "thinktune-sandbox",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{port}",
+                        "certificate-authority": str(pki.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "thinktune-admin",
+                    "user": {"client-certificate": str(pki.admin_cert), "client-key": str(pki.admin_key)},
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "thinktune-sandbox",
+                    "context": {
+                        "cluster": "thinktune-sandbox",
+                        "user": "thinktune-admin",
+                        "namespace": "default",
+                    },
+                }
+            ],
             "current-context": "thinktune-sandbox",
         }
         self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -476,18 +539,40 @@ class ControlPlane:
         storage provisioner in the sandbox, and without the claim example CRs would stay Pending."""
         import json
 
-        pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-{name}"},
-              "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                       "persistentVolumeReclaimPolicy": "Retain",
-                       "hostPath": {"path": str(self.state_dir / "workspace" / namespace)},
-                       "claimRef": {"namespace": namespace, "name": name}}}
-        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": namespace},
-               "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv["metadata"]["name"],
-                        "resources": {"requests": {"storage": "10Gi"}}}}
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
+        pv = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"{namespace}-{name}"},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(self.state_dir / "workspace" / namespace)},
+                "claimRef": {"namespace": namespace, "name": name},
+            },
+        }
+        pvc = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": pv["metadata"]["name"],
+                "resources": {"requests": {"storage": "10Gi"}},
+            },
+        }
+        self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]})
+        )
 
     def kubectl(
-        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60.0,
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 60.0,
     ) -> subprocess.CompletedProcess[str]:
         """Run the sandbox's kubectl against this control plane; raises with stderr when `check` fails."""
         argv = [str(self.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
@@ -560,8 +645,9 @@ class ControlPlane:
                 ready = False
         if ready and self.kubeconfig.is_file():
             nodes = self._node_conditions()
-        return SandboxStatus(self.state_dir, self.kubeconfig if self.kubeconfig.is_file() else None,
-                             components, ready, nodes)
+        return SandboxStatus(
+            self.state_dir, self.kubeconfig if self.kubeconfig.is_file() else None, components, ready, nodes
+        )
 
     def __enter__(self) -> ControlPlane:
         return self.up()

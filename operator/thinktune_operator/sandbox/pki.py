@@ -101,9 +101,15 @@ def ensure_pki(directory: Path) -> PkiFiles:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -117,10 +123,12 @@ def ensure_pki(directory: Path) -> PkiFiles:
     admin_cert = (
         x509.CertificateBuilder()
         .subject_name(
-            x509.Name([
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, ADMIN_GROUP),
-                x509.NameAttribute(NameOID.COMMON_NAME, ADMIN_USER),
-            ])
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, ADMIN_GROUP),
+                    x509.NameAttribute(NameOID.COMMON_NAME, ADMIN_USER),
+                ]
+            )
         )
         .issuer_name(ca_name)
         .public_key(admin_key.public_key())
@@ -130,9 +138,15 @@ def ensure_pki(directory: Path) -> PkiFiles:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_encipherment=True, content_commitment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_encipherment=True,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )

@@ -37,7 +37,9 @@ class DatasetBuildError(Exception):
     """Nothing usable was produced (no documents, or no valid sample). The message says why and what to do."""
 
 
-def find_documents(input_dir: Path, include: list[str], exclude: list[str], skip_dir: Path | None = None) -> list[Path]:
+def find_documents(
+    input_dir: Path, include: list[str], exclude: list[str], skip_dir: Path | None = None
+) -> list[Path]:
     """Documents under input_dir matching include and not exclude (sorted). ``skip_dir`` (the output directory,
     when it lies inside the input) is never read: report.md must not become training data on a rebuild."""
     files: set[Path] = set()
@@ -68,7 +70,9 @@ def content_hash(spec: DatasetBuildSpec, input_dir: Path, docs: list[Path] | Non
     if docs is None:
         docs = find_documents(input_dir, spec.include, spec.exclude)
     h = hashlib.sha256(f"thinktune-dataset-v{PIPELINE_VERSION}\n".encode())
-    shaping = spec.model_dump(mode="json", by_alias=True, exclude={"source", "output", "pod", "resources", "workers"})
+    shaping = spec.model_dump(
+        mode="json", by_alias=True, exclude={"source", "output", "pod", "resources", "workers"}
+    )
     h.update(json.dumps(shaping, sort_keys=True).encode())
     if spec.chinese.glossary and Path(spec.chinese.glossary).is_file():
         h.update(Path(spec.chinese.glossary).read_bytes())
@@ -81,11 +85,15 @@ def content_hash(spec: DatasetBuildSpec, input_dir: Path, docs: list[Path] | Non
 def status_from_report(report: dict) -> DatasetBuildStatus:
     """The DatasetBuild status fields that mirror report.json (counts, paths, content hash, summary)."""
     c = DatasetCounts.model_validate(report["counts"])
-    return DatasetBuildStatus(counts=c, output_path=report["output_dir"], content_hash=report.get("content_hash"),
-                              report_path=str(Path(report["output_dir"]) / "report.json"),
-                              message=f"{c.samples} samples (train {c.train}/val {c.val}/test {c.test}) from "
-                                      f"{c.documents} documents; {c.rejects} rejects, {c.duplicates} duplicates, "
-                                      f"{c.warnings} warnings")
+    return DatasetBuildStatus(
+        counts=c,
+        output_path=report["output_dir"],
+        content_hash=report.get("content_hash"),
+        report_path=str(Path(report["output_dir"]) / "report.json"),
+        message=f"{c.samples} samples (train {c.train}/val {c.val}/test {c.test}) from "
+        f"{c.documents} documents; {c.rejects} rejects, {c.duplicates} duplicates, "
+        f"{c.warnings} warnings",
+    )
 
 
 def _work(batch: list[tuple[str, str]], opts: DocOptions) -> list[DocResult]:
@@ -104,12 +112,19 @@ def _progress(enabled: bool, total: int):
         return nullcontext(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("[bold]dataset build[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("documents"),
-                    TimeElapsedColumn(), transient=False)
+    return Progress(
+        TextColumn("[bold]dataset build[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("documents"),
+        TimeElapsedColumn(),
+        transient=False,
+    )
 
 
-def process_documents(docs: list[Path], input_dir: Path, opts: DocOptions, workers: int,
-                      progress: bool = False) -> list[DocResult]:
+def process_documents(
+    docs: list[Path], input_dir: Path, opts: DocOptions, workers: int, progress: bool = False
+) -> list[DocResult]:
     """Process documents, in parallel when it pays off. Results are in document order."""
     jobs = [(str(p), p.relative_to(input_dir).as_posix()) for p in docs]
     total_bytes = sum(p.stat().st_size for p in docs)
@@ -142,8 +157,9 @@ def process_documents(docs: list[Path], input_dir: Path, opts: DocOptions, worke
         return [by_file[rel] for _, rel in jobs]
 
 
-def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, progress: bool = True,
-                  tokenizer: Any = None) -> dict:
+def build_dataset(
+    spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, progress: bool = True, tokenizer: Any = None
+) -> dict:
     """Build the dataset described by ``spec`` from ``input_dir`` into ``output_dir``; returns report.json's dict.
 
     ``tokenizer``: any HF tokenizer (or callable returning ``input_ids``) for the length check; default
@@ -155,11 +171,18 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
         raise DatasetBuildError(f"input directory {input_dir} does not exist (spec.source / --input)")
     docs = find_documents(input_dir, spec.include, spec.exclude, skip_dir=output_dir)
     if not docs:
-        raise DatasetBuildError(f"no markdown documents in {input_dir} matching include={spec.include} "
-                                f"exclude={spec.exclude}")
-    opts = DocOptions(opencc=spec.chinese.opencc, punctuation=spec.chinese.normalize_punctuation,
-                      glossary=spec.chinese.glossary, nested=spec.thinking.nested, generate=spec.thinking.generate,
-                      min_quality=spec.thinking.min_quality, system_prompt=spec.system_prompt)
+        raise DatasetBuildError(
+            f"no markdown documents in {input_dir} matching include={spec.include} exclude={spec.exclude}"
+        )
+    opts = DocOptions(
+        opencc=spec.chinese.opencc,
+        punctuation=spec.chinese.normalize_punctuation,
+        glossary=spec.chinese.glossary,
+        nested=spec.thinking.nested,
+        generate=spec.thinking.generate,
+        min_quality=spec.thinking.min_quality,
+        system_prompt=spec.system_prompt,
+    )
     workers = spec.workers or os.cpu_count() or 1
     results = process_documents(docs, input_dir, opts, workers, progress)
     t_docs = time.perf_counter()
@@ -184,10 +207,16 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
         dd = deduplicate(texts, spec.dedup.near_duplicate_threshold)
         for i, j, kind, sim in dd.dropped:
             d, k = ordered[i], ordered[j]
-            rejects.append(Reject(d.source_file, d.source_line, f"{kind} duplicate of {k.source} "
-                                  f"(similarity {sim:.2f})", kind="duplicate",
-                                  fix="remove the repeated text or rephrase it",
-                                  sample={"question": d.question[:200]}))
+            rejects.append(
+                Reject(
+                    d.source_file,
+                    d.source_line,
+                    f"{kind} duplicate of {k.source} (similarity {sim:.2f})",
+                    kind="duplicate",
+                    fix="remove the repeated text or rephrase it",
+                    sample={"question": d.question[:200]},
+                )
+            )
         duplicates = len(dd.dropped)
         keep = set(dd.keep)
         unique = [s for i, s in enumerate(ordered) if i in keep]
@@ -198,7 +227,9 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
     t_dedup = time.perf_counter()
 
     # teacher-model thinking (parent process: one model for all samples)
-    if spec.thinking.generate == "model" and any(s.thinking_method == "model" and not s.reasoning for s in samples):
+    if spec.thinking.generate == "model" and any(
+        s.thinking_method == "model" and not s.reasoning for s in samples
+    ):
         teacher = TeacherModel(spec.thinking.teacher_model or "")
         rec = term_recognizer(spec.chinese.glossary)
         kept = []
@@ -206,9 +237,15 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
             if s.thinking_method == "model" and not s.reasoning:
                 s.reasoning = teacher.reasoning(s.question, s.answer)
                 if not s.reasoning.strip():
-                    rejects.append(Reject(s.source_file, s.source_line, "teacher model produced no reasoning",
-                                          fix="use a stronger teacher model or thinking.generate=template",
-                                          sample={"question": s.question[:200]}))
+                    rejects.append(
+                        Reject(
+                            s.source_file,
+                            s.source_line,
+                            "teacher model produced no reasoning",
+                            fix="use a stronger teacher model or thinking.generate=template",
+                            sample={"question": s.question[:200]},
+                        )
+                    )
                     continue
                 a_terms = rec.terms(strip_code(s.answer))
                 r_terms = rec.terms(strip_code(s.reasoning))
@@ -216,8 +253,10 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
                 q = assess_quality(s.reasoning, s.answer, a_terms, r_terms)
                 s.quality = q.as_dict()
                 if q.score < spec.thinking.min_quality:
-                    s.warnings.append(f"thinking quality {q.score:.2f} < minQuality {spec.thinking.min_quality}: "
-                                      + "; ".join(q.problems))
+                    s.warnings.append(
+                        f"thinking quality {q.score:.2f} < minQuality {spec.thinking.min_quality}: "
+                        + "; ".join(q.problems)
+                    )
             kept.append(s)
         samples = kept
 
@@ -227,8 +266,9 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
         probs = structural_problems(s.messages())
         if probs:
             for reason, fix in probs:
-                rejects.append(Reject(s.source_file, s.source_line, reason, fix=fix,
-                                      sample={"messages": s.messages()}))
+                rejects.append(
+                    Reject(s.source_file, s.source_line, reason, fix=fix, sample={"messages": s.messages()})
+                )
         else:
             valid.append(s)
     unique = valid
@@ -248,24 +288,39 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
         s.n_tokens = n
         if n > cutoff:
             over += 1
-            rejects.append(Reject(s.source_file, s.source_line, f"too long: {n} tokens > cutoffLen {cutoff} "
-                                  "(rejected, not truncated)",
-                                  fix="split the section/answer into smaller questions or raise validation.cutoffLen",
-                                  sample={"question": s.question[:200], "tokens": n}))
+            rejects.append(
+                Reject(
+                    s.source_file,
+                    s.source_line,
+                    f"too long: {n} tokens > cutoffLen {cutoff} (rejected, not truncated)",
+                    fix="split the section/answer into smaller questions or raise validation.cutoffLen",
+                    sample={"question": s.question[:200], "tokens": n},
+                )
+            )
         else:
             final.append(s)
     t_valid = time.perf_counter()
 
     if not final:
         reasons = Counter(r.reason.split(":")[0] for r in rejects)
-        top = "; ".join(f"{r} ({n})" for r, n in reasons.most_common(5)) or "no question/answer or section text found"
+        top = (
+            "; ".join(f"{r} ({n})" for r, n in reasons.most_common(5))
+            or "no question/answer or section text found"
+        )
         output_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(output_dir / "rejects.jsonl", [r.record() for r in rejects])
-        raise DatasetBuildError(f"no usable samples from {len(docs)} documents in {input_dir}: {top}. "
-                                f"See {output_dir / 'rejects.jsonl'} for file:line details.")
+        raise DatasetBuildError(
+            f"no usable samples from {len(docs)} documents in {input_dir}: {top}. "
+            f"See {output_dir / 'rejects.jsonl'} for file:line details."
+        )
 
-    sp = stratified_split([s.type for s in final], [s.terms for s in final],
-                          (spec.split.train, spec.split.val, spec.split.test), spec.split.seed, spec.split.stratify_by)
+    sp = stratified_split(
+        [s.type for s in final],
+        [s.terms for s in final],
+        (spec.split.train, spec.split.val, spec.split.test),
+        spec.split.seed,
+        spec.split.stratify_by,
+    )
     warnings.extend(sp.warnings)
     by_split: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     for s, name in zip(final, sp.assignment, strict=True):
@@ -281,12 +336,30 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
     write_json(output_dir / "dataset_info.json", dataset_info(spec.dataset_name), indent=2)
     write_jsonl(output_dir / "rejects.jsonl", [r.record() for r in rejects])
 
-    report = _report(spec, input_dir, output_dir, results, final, by_split, rejects, errors, warnings, duplicates,
-                     lengths=[s.n_tokens for s in final], over=over, tok_name=tok_name)
+    report = _report(
+        spec,
+        input_dir,
+        output_dir,
+        results,
+        final,
+        by_split,
+        rejects,
+        errors,
+        warnings,
+        duplicates,
+        lengths=[s.n_tokens for s in final],
+        over=over,
+        tok_name=tok_name,
+    )
     report["content_hash"] = content_hash(spec, input_dir, docs)
-    report["timing"] = {"documents_s": round(t_docs - t0, 3), "dedup_s": round(t_dedup - t_docs, 3),
-                        "structure_s": round(t_struct - t_dedup, 3), "tokenizer_load_s": round(t_tok1 - t_tok0, 3),
-                        "token_length_s": round(t_valid - t_tok1, 3), "workers": workers}
+    report["timing"] = {
+        "documents_s": round(t_docs - t0, 3),
+        "dedup_s": round(t_dedup - t_docs, 3),
+        "structure_s": round(t_struct - t_dedup, 3),
+        "tokenizer_load_s": round(t_tok1 - t_tok0, 3),
+        "token_length_s": round(t_valid - t_tok1, 3),
+        "workers": workers,
+    }
     images = plots(output_dir, report)
     report["plots"] = images
     report["timing"]["total_s"] = round(time.perf_counter() - t0, 3)
@@ -296,9 +369,21 @@ def build_dataset(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, *, 
     return report
 
 
-def _report(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, results: list[DocResult], final: list[Sample],
-            by_split: dict[str, list[Sample]], rejects: list[Reject], errors: list[str], warnings: list[str],
-            duplicates: int, lengths: list[int], over: int, tok_name: str) -> dict:
+def _report(
+    spec: DatasetBuildSpec,
+    input_dir: Path,
+    output_dir: Path,
+    results: list[DocResult],
+    final: list[Sample],
+    by_split: dict[str, list[Sample]],
+    rejects: list[Reject],
+    errors: list[str],
+    warnings: list[str],
+    duplicates: int,
+    lengths: list[int],
+    over: int,
+    tok_name: str,
+) -> dict:
     per_type: dict[str, dict[str, int]] = {}
     for t in SAMPLE_TYPES:
         row = {s: sum(1 for x in by_split[s] if x.type == t) for s in SPLITS}
@@ -314,9 +399,17 @@ def _report(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, results: 
     gen = [s for s in final if s.generated_thinking]
     qs = [float(s.quality.get("score", 0.0)) for s in final if s.quality]
     sl = sorted(lengths)
-    counts = DatasetCounts(documents=len(results), samples=len(final), train=len(by_split["train"]),
-                           val=len(by_split["val"]), test=len(by_split["test"]), rejects=len(rejects),
-                           duplicates=duplicates, generated_thinking=len(gen), warnings=len(warnings))
+    counts = DatasetCounts(
+        documents=len(results),
+        samples=len(final),
+        train=len(by_split["train"]),
+        val=len(by_split["val"]),
+        test=len(by_split["test"]),
+        rejects=len(rejects),
+        duplicates=duplicates,
+        generated_thinking=len(gen),
+        warnings=len(warnings),
+    )
     return {
         "dataset_name": spec.dataset_name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -331,9 +424,13 @@ def _report(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, results: 
             "terms_total": len(all_terms),
             "in_all_splits": len(in_all),
             "frequent_terms_missing_from_a_split": common_missing,
-            "per_split": {s: {"terms": len(split_terms[s]),
-                              "coverage": round(len(split_terms[s]) / len(all_terms), 4) if all_terms else 0.0}
-                          for s in SPLITS},
+            "per_split": {
+                s: {
+                    "terms": len(split_terms[s]),
+                    "coverage": round(len(split_terms[s]) / len(all_terms), 4) if all_terms else 0.0,
+                }
+                for s in SPLITS
+            },
             "top_terms": term_freq.most_common(30),
         },
         "thinking": {
@@ -352,11 +449,21 @@ def _report(spec: DatasetBuildSpec, input_dir: Path, output_dir: Path, results: 
             "below_min_quality": sum(1 for q in qs if q < spec.thinking.min_quality),
         },
         "generated_thinking": len(gen),
-        "token_lengths": {"tokenizer": tok_name, "cutoff_len": spec.validation.cutoff_len, "min": sl[0] if sl else 0,
-                          "p50": _percentile(sl, 50), "p90": _percentile(sl, 90), "p99": _percentile(sl, 99),
-                          "max": sl[-1] if sl else 0, "over_cutoff": over, "values": sl},
+        "token_lengths": {
+            "tokenizer": tok_name,
+            "cutoff_len": spec.validation.cutoff_len,
+            "min": sl[0] if sl else 0,
+            "p50": _percentile(sl, 50),
+            "p90": _percentile(sl, 90),
+            "p99": _percentile(sl, 99),
+            "max": sl[-1] if sl else 0,
+            "over_cutoff": over,
+            "values": sl,
+        },
         "rejects_by_reason": dict(Counter(_reason_key(r.reason) for r in rejects)),
-        "documents_with_errors": sorted({r.source_file for r in rejects if r.kind in ("document", "thinking")}),
+        "documents_with_errors": sorted(
+            {r.source_file for r in rejects if r.kind in ("document", "thinking")}
+        ),
         "warnings": warnings,
         "errors": errors,
     }
@@ -368,5 +475,9 @@ def _reason_key(reason: str) -> str:
     if "duplicate of" in reason:
         return reason.split(" duplicate of")[0] + " duplicate"
     if "opened at line" in reason or "never closed" in reason:
-        return reason.split(" opened")[0] + " never closed" if "never closed" in reason else "misplaced </thinking>"
+        return (
+            reason.split(" opened")[0] + " never closed"
+            if "never closed" in reason
+            else "misplaced </thinking>"
+        )
     return reason[:80]

@@ -194,8 +194,9 @@ class TermRecognizer:
             if canon is None or canon in found:
                 continue
             # a Latin term must be a whole word: 'RA' is not a term inside 'params', nor 'CA' inside 'cache'
-            if (_ALNUM(tok[0]) and start > 0 and _ALNUM(text[start - 1])) or \
-                    (_ALNUM(tok[-1]) and pos < n and _ALNUM(text[pos])):
+            if (_ALNUM(tok[0]) and start > 0 and _ALNUM(text[start - 1])) or (
+                _ALNUM(tok[-1]) and pos < n and _ALNUM(text[pos])
+            ):
                 continue
             found[canon] = i
         if g.substring_forms:

@@ -45,7 +45,7 @@ def shingles(text: str, k: int = 5) -> np.ndarray:
 
 
 _rng = np.random.default_rng(20240611)
-_A = (_rng.integers(1, 2**63 - 1, NUM_PERM, dtype=np.int64).astype(np.uint64) * np.uint64(2) + np.uint64(1))
+_A = _rng.integers(1, 2**63 - 1, NUM_PERM, dtype=np.int64).astype(np.uint64) * np.uint64(2) + np.uint64(1)
 _B = _rng.integers(0, 2**63 - 1, NUM_PERM, dtype=np.int64).astype(np.uint64)
 
 
@@ -70,7 +70,9 @@ def _rows_per_band(threshold: float) -> int:
 @dataclass
 class DupResult:
     keep: list[int]  # indices kept, input order
-    dropped: list[tuple[int, int, str, float]]  # (index dropped, index of the kept sample it duplicates, kind, sim)
+    dropped: list[
+        tuple[int, int, str, float]
+    ]  # (index dropped, index of the kept sample it duplicates, kind, sim)
 
 
 def deduplicate(texts: list[str], threshold: float = 0.9, near: bool = True) -> DupResult:

@@ -106,14 +106,20 @@ def _terms(rec, text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def attach_thinking(pairs: list[Pair], roots: list[ThinkingNode]) -> tuple[dict[int, list[ThinkingNode]], list[ThinkingNode]]:
+def attach_thinking(
+    pairs: list[Pair], roots: list[ThinkingNode]
+) -> tuple[dict[int, list[ThinkingNode]], list[ThinkingNode]]:
     """Map each thinking tree to the pair it belongs to (by position inside its section)."""
     attached: dict[int, list[ThinkingNode]] = {}
     orphans: list[ThinkingNode] = []
     qa_styles = ("marker", "faq_list", "question_heading")
     for r in roots:
         L = r.line
-        in_sec = [(i, p) for i, p in enumerate(pairs) if p.section.line <= L <= max(p.section.end_line, p.section.line)]
+        in_sec = [
+            (i, p)
+            for i, p in enumerate(pairs)
+            if p.section.line <= L <= max(p.section.end_line, p.section.line)
+        ]
         choice = None
         qa = [(i, p) for i, p in in_sec if p.style in qa_styles and p.start <= L]
         if qa:
@@ -142,10 +148,20 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
     tokens = block_tokens(text)
     for line, markup in unclosed_fences(tokens, lines):
         # everything after an unclosed fence would silently become code
-        res.errors.append(f"{rel}:{line}:1: code fence {markup} opened here is never closed; add a line "
-                          f"'{markup}' after the last line of the code (before the next text or heading)")
-        res.rejects.append(Reject(rel, line, f"code fence {markup} opened here is never closed", col=1,
-                                  fix=f"add a closing '{markup}' line after the code", kind="document"))
+        res.errors.append(
+            f"{rel}:{line}:1: code fence {markup} opened here is never closed; add a line "
+            f"'{markup}' after the last line of the code (before the next text or heading)"
+        )
+        res.rejects.append(
+            Reject(
+                rel,
+                line,
+                f"code fence {markup} opened here is never closed",
+                col=1,
+                fix=f"add a closing '{markup}' line after the code",
+                kind="document",
+            )
+        )
     code = code_line_ranges(tokens)
     roots, terrs = parse_thinking(text, code, heading_lines(tokens))
     for e in terrs:
@@ -176,27 +192,56 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
         res.warnings.append(f"{rel}:{line}: {msg}")
     attached, orphans = attach_thinking(pairs, roots)
     for r in orphans:
-        res.rejects.append(Reject(rel, r.line, "<thinking> block is not inside any question, answer or section",
-                                  fix="move it directly below the question it reasons about", kind="thinking",
-                                  col=r.col))
+        res.rejects.append(
+            Reject(
+                rel,
+                r.line,
+                "<thinking> block is not inside any question, answer or section",
+                fix="move it directly below the question it reasons about",
+                kind="thinking",
+                col=r.col,
+            )
+        )
     rec = term_recognizer(opts.glossary)
     for idx, pair in enumerate(pairs):
         trees = attached.get(idx, [])
         if pair.problems:
             for prob in pair.problems:
-                res.rejects.append(Reject(rel, pair.line, prob, kind="sample",
-                                          fix="write the answer below the question (e.g. a '答：' paragraph)",
-                                          sample={"question": pair.question[:200]}))
+                res.rejects.append(
+                    Reject(
+                        rel,
+                        pair.line,
+                        prob,
+                        kind="sample",
+                        fix="write the answer below the question (e.g. a '答：' paragraph)",
+                        sample={"question": pair.question[:200]},
+                    )
+                )
             continue
         answer = pair.answer_markdown().strip()
         question = pair.question.strip()
         if not answer:
-            res.rejects.append(Reject(rel, pair.line, "empty answer", fix="write the answer text",
-                                      sample={"question": question[:200]}))
+            res.rejects.append(
+                Reject(
+                    rel,
+                    pair.line,
+                    "empty answer",
+                    fix="write the answer text",
+                    sample={"question": question[:200]},
+                )
+            )
             continue
-        s = Sample(type=_sample_type(pair, bool(trees), answer), style=pair.style,
-                   system=_system(opts, doc_title, pair), question=question, answer=answer, source_file=rel,
-                   source_line=pair.line, end_line=pair.end_line, heading=" › ".join(pair.section.path))
+        s = Sample(
+            type=_sample_type(pair, bool(trees), answer),
+            style=pair.style,
+            system=_system(opts, doc_title, pair),
+            question=question,
+            answer=answer,
+            source_file=rel,
+            source_line=pair.line,
+            end_line=pair.end_line,
+            heading=" › ".join(pair.section.path),
+        )
         q_terms = _terms(rec, question)
         a_terms = _terms(rec, answer)
         if trees:
@@ -206,9 +251,17 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
             s.thinking_depth = max(t.max_depth() for t in trees)
             s.thinking_line = trees[0].line
             if not s.reasoning.strip():
-                res.rejects.append(Reject(rel, trees[0].line, "empty <thinking> block", col=trees[0].col,
-                                          fix="write the reasoning between <thinking> and </thinking> or remove "
-                                              "the tags", kind="thinking", sample={"question": question[:200]}))
+                res.rejects.append(
+                    Reject(
+                        rel,
+                        trees[0].line,
+                        "empty <thinking> block",
+                        col=trees[0].col,
+                        fix="write the reasoning between <thinking> and </thinking> or remove the tags",
+                        kind="thinking",
+                        sample={"question": question[:200]},
+                    )
+                )
                 continue
         elif opts.generate == "template":
             s.reasoning = template_reasoning(question, answer, list(dict.fromkeys(q_terms + a_terms)))
@@ -218,9 +271,16 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
             s.thinking_method = "model"  # filled in by the parent process (one teacher model for all)
             s.generated_thinking = True
         else:
-            res.rejects.append(Reject(rel, pair.line, "no <thinking> block and thinking.generate is 'none'",
-                                      fix="add a <thinking> block with the reasoning, or set thinking.generate "
-                                          "to 'template' or 'model'", sample={"question": question[:200]}))
+            res.rejects.append(
+                Reject(
+                    rel,
+                    pair.line,
+                    "no <thinking> block and thinking.generate is 'none'",
+                    fix="add a <thinking> block with the reasoning, or set thinking.generate "
+                    "to 'template' or 'model'",
+                    sample={"question": question[:200]},
+                )
+            )
             continue
         # template reasoning is built from the question/answer text and terms: no need to segment it again
         r_terms = _terms(rec, s.reasoning) if s.thinking_method == "source" else ()
@@ -229,12 +289,16 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
             q = assess_quality(s.reasoning, answer, a_terms, r_terms)
             s.quality = q.as_dict()
             if q.score < opts.min_quality:
-                s.warnings.append(f"thinking quality {q.score:.2f} < minQuality {opts.min_quality}: "
-                                  + "; ".join(q.problems))
+                s.warnings.append(
+                    f"thinking quality {q.score:.2f} < minQuality {opts.min_quality}: "
+                    + "; ".join(q.problems)
+                )
         res.samples.append(s)
     if not pairs and not roots:
-        res.warnings.append(f"{rel}:1: document produced no samples (no question/answer, section text or "
-                            "explained code found)")
+        res.warnings.append(
+            f"{rel}:1: document produced no samples (no question/answer, section text or "
+            "explained code found)"
+        )
     return res
 
 
@@ -249,8 +313,9 @@ def process_file(path: str, rel: str, opts: DocOptions) -> DocResult:
         res = DocResult(file=rel, n_bytes=0)
         line = raw[: exc.start].count(b"\n") + 1
         res.errors.append(f"{rel}:{line}: not valid UTF-8 ({exc.reason}); save the file as UTF-8")
-        res.rejects.append(Reject(rel, line, f"not valid UTF-8: {exc.reason}", fix="save the file as UTF-8",
-                                  kind="document"))
+        res.rejects.append(
+            Reject(rel, line, f"not valid UTF-8: {exc.reason}", fix="save the file as UTF-8", kind="document")
+        )
         return res
     except OSError as exc:
         res = DocResult(file=rel, n_bytes=0)

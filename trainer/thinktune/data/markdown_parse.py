@@ -41,8 +41,12 @@ def unclosed_fences(tokens: list[Token], lines: list[str]) -> list[tuple[int, st
     for t in tokens:
         if t.type == "fence" and t.map:
             last = lines[t.map[1] - 1].strip() if t.map[1] - 1 < len(lines) else ""
-            closed = (t.map[1] - 1 > t.map[0] and bool(last) and set(last) == {t.markup[0]}
-                      and len(last) >= len(t.markup))
+            closed = (
+                t.map[1] - 1 > t.map[0]
+                and bool(last)
+                and set(last) == {t.markup[0]}
+                and len(last) >= len(t.markup)
+            )
             if not closed:
                 out.append((t.map[0] + 1, t.markup))
     return out
@@ -118,7 +122,9 @@ def _close_index(tokens: list[Token], i: int) -> int:
     return j
 
 
-def _list_items(tokens: list[Token], start: int, end: int, lines: list[str], ifn=lambda x: x) -> list[ListItem]:
+def _list_items(
+    tokens: list[Token], start: int, end: int, lines: list[str], ifn=lambda x: x
+) -> list[ListItem]:
     items: list[ListItem] = []
     item_level = tokens[start].level + 1
     i = start + 1
@@ -144,8 +150,9 @@ def _list_items(tokens: list[Token], start: int, end: int, lines: list[str], ifn
             end_line = imap[1]
             while end_line > imap[0] + 1 and not lines[end_line - 1].strip():
                 end_line -= 1
-            items.append(ListItem(head=head, body=body, line=imap[0] + 1, end_line=end_line,
-                                  head_end_line=head_end))
+            items.append(
+                ListItem(head=head, body=body, line=imap[0] + 1, end_line=end_line, head_end_line=head_end)
+            )
             i = j + 1
         else:
             i += 1
@@ -192,8 +199,11 @@ def parse_markdown(text: str, tokens: list[Token] | None = None, inline=None) ->
             stack.append((level, heading))
             line = (t.map or [0])[0] + 1
             sections[-1].end_line = line - 1
-            sections.append(Section(level=level, title=heading, path=[h for _, h in stack], line=line,
-                                    end_line=len(lines)))
+            sections.append(
+                Section(
+                    level=level, title=heading, path=[h for _, h in stack], line=line, end_line=len(lines)
+                )
+            )
             if not title and (level == 1 or len(sections) == 2):
                 title = heading
             i = _close_index(tokens, i) + 1
@@ -218,8 +228,16 @@ def parse_markdown(text: str, tokens: list[Token] | None = None, inline=None) ->
                 fence = "~~~"
             elif len(fence) < 3:
                 fence = "```"
-            sec.components.append(Component("code", t.content, m[0] + 1, m[1], lang=t.info.strip(),
-                                            fence=fence if typ == "fence" else "```"))
+            sec.components.append(
+                Component(
+                    "code",
+                    t.content,
+                    m[0] + 1,
+                    m[1],
+                    lang=t.info.strip(),
+                    fence=fence if typ == "fence" else "```",
+                )
+            )
             i += 1
         elif typ in ("blockquote_open", "table_open"):
             j = _close_index(tokens, i)
@@ -238,5 +256,6 @@ def parse_markdown(text: str, tokens: list[Token] | None = None, inline=None) ->
     unclosed = unclosed_fences(tokens, lines)
     if not sections[0].components:
         sections = sections[1:]
-    return ParsedMarkdown(sections=sections, code_lines=code_line_ranges(tokens), title=title,
-                          unclosed_fences=unclosed)
+    return ParsedMarkdown(
+        sections=sections, code_lines=code_line_ranges(tokens), title=title, unclosed_fences=unclosed
+    )

@@ -21,8 +21,11 @@ from thinktune.data.markdown_parse import Component, ParsedMarkdown, Section
 _EMPH = r"(?:\*\*|__|\*|_)?"
 Q_MARK = re.compile(rf"^\s*{_EMPH}\s*(?:问|Q|Question)\s*{_EMPH}\s*[:：]\s*{_EMPH}\s*", re.I)
 A_MARK = re.compile(rf"^\s*{_EMPH}\s*(?:答|A|Answer)\s*{_EMPH}\s*[:：]\s*{_EMPH}\s*", re.I)
-Q_WORDS = re.compile(r"^(?:什么|如何|为什么|为何|怎样|怎么|是否|能否|可否|哪些|哪种|哪个|何时|何谓|有何|是不是|要不要|"
-                     r"how\b|what\b|why\b|when\b|which\b|should\b|can\b|is\b|does\b|do\b)", re.I)
+Q_WORDS = re.compile(
+    r"^(?:什么|如何|为什么|为何|怎样|怎么|是否|能否|可否|哪些|哪种|哪个|何时|何谓|有何|是不是|要不要|"
+    r"how\b|what\b|why\b|when\b|which\b|should\b|can\b|is\b|does\b|do\b)",
+    re.I,
+)
 Q_END = re.compile(r"[？?]\s*$")
 MIN_SECTION_CHARS = 12
 MIN_CODE_EXPLANATION = 20
@@ -116,7 +119,9 @@ def _faq_pairs(comp: Component, section: Section) -> tuple[list[Pair], bool, lis
         # "- 问：…\n  答：…" inside one paragraph
         split_at = next((i for i, ln in enumerate(head_lines) if i and A_MARK.match(ln)), None)
         if split_at is None and len(head_lines) > 1 and is_question(head_lines[0]):
-            split_at = 1  # "- 什么是 CRL？\n  CRL 是……": the answer is a lazy continuation of the question line
+            split_at = (
+                1  # "- 什么是 CRL？\n  CRL 是……": the answer is a lazy continuation of the question line
+            )
         if split_at is not None:
             body = "\n".join(head_lines[split_at:]) + ("\n\n" + body if body else "")
             head = "\n".join(head_lines[:split_at])
@@ -130,8 +135,13 @@ def _faq_pairs(comp: Component, section: Section) -> tuple[list[Pair], bool, lis
         if answer_text:
             qa_items += 1
         ans_line = it.head_end_line + 1 if split_at is None else it.line + split_at
-        pair = Pair("faq_list", question, [Unit("list_item", answer_text, ans_line, it.end_line)] if answer_text else [],
-                    it.line, section)
+        pair = Pair(
+            "faq_list",
+            question,
+            [Unit("list_item", answer_text, ans_line, it.end_line)] if answer_text else [],
+            it.line,
+            section,
+        )
         if not answer_text:
             pair.problems.append("FAQ item has a question but no nested answer")
         pairs.append(pair)
@@ -161,16 +171,18 @@ def detect_pairs(parsed: ParsedMarkdown, doc_title: str) -> tuple[list[Pair], li
                 qm = Q_MARK.match(u.text) if u.kind == "paragraph" else None
                 am = A_MARK.match(u.text) if u.kind == "paragraph" else None
                 if qm:
-                    current = Pair("marker", u.text[qm.end():].strip(), [], u.line, sec)
+                    current = Pair("marker", u.text[qm.end() :].strip(), [], u.line, sec)
                     sec_pairs.append(current)
                     answering = False
                 elif am and current is not None and not answering:
                     answering = True
-                    rest = u.text[am.end():].strip()
+                    rest = u.text[am.end() :].strip()
                     if rest:
                         current.answer.append(Unit("paragraph", rest, u.line, u.end_line, comp=u.comp))
                 elif am:
-                    warnings.append((u.line, "answer marker without a preceding question (kept as section text)"))
+                    warnings.append(
+                        (u.line, "answer marker without a preceding question (kept as section text)")
+                    )
                     leftover.append(u)
                 elif current is not None and answering:
                     current.answer.append(u)
@@ -196,14 +208,20 @@ def detect_pairs(parsed: ParsedMarkdown, doc_title: str) -> tuple[list[Pair], li
                 pairs.append(q)
         elif sum(len(u.text.strip()) for u in text_units) >= MIN_SECTION_CHARS:
             context = " › ".join(sec.path) if sec.path else doc_title
-            pairs.append(Pair("section", section_instruction(title, context, doc_title), leftover, sec.line, sec))
+            pairs.append(
+                Pair("section", section_instruction(title, context, doc_title), leftover, sec.line, sec)
+            )
         # explain-this-code: code blocks with an adjacent explanatory paragraph
         for i, u in enumerate(leftover):
             if u.kind != "code" or not u.text.strip():
                 continue
             expl: list[Unit] = []
             prev = leftover[i - 1] if i > 0 else None
-            if prev is not None and prev.kind in ("paragraph", "list", "blockquote") and _introduces_code(prev.text):
+            if (
+                prev is not None
+                and prev.kind in ("paragraph", "list", "blockquote")
+                and _introduces_code(prev.text)
+            ):
                 expl.append(prev)
             nxt = leftover[i + 1] if i + 1 < len(leftover) else None
             if nxt is not None and nxt.kind in ("paragraph", "list", "blockquote"):
@@ -241,4 +259,6 @@ def section_instruction(title: str, context: str, doc: str) -> str:
 
 
 def code_instruction(lang: str, title: str) -> str:
-    return _pick(_CODE_TEMPLATES, title + lang).format(lang=lang or "", title=title).replace("段代码", "段代码")
+    return (
+        _pick(_CODE_TEMPLATES, title + lang).format(lang=lang or "", title=title).replace("段代码", "段代码")
+    )

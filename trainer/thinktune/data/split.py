@@ -39,8 +39,15 @@ def target_sizes(n: int, fractions: Sequence[float]) -> dict[str, int]:
     return {s: sizes[s] for s in SPLITS}
 
 
-def _improve_coverage(assignment: list[str], types: Sequence[str], terms: Sequence[Sequence[str]],
-                      fr: dict[str, float], order: list[int], min_count: int = 3, budget: int = 150_000) -> int:
+def _improve_coverage(
+    assignment: list[str],
+    types: Sequence[str],
+    terms: Sequence[Sequence[str]],
+    fr: dict[str, float],
+    order: list[int],
+    min_count: int = 3,
+    budget: int = 150_000,
+) -> int:
     """Swap samples between splits so that terms with ≥ min_count samples reach every split.
 
     A "hole" is a (term, split) pair where a term with ≥ min_count samples is missing from a split with a
@@ -128,8 +135,13 @@ def _improve_coverage(assignment: list[str], types: Sequence[str], terms: Sequen
     return swaps
 
 
-def stratified_split(types: Sequence[str], terms: Sequence[Sequence[str]], fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                     seed: int = 42, stratify_by: Sequence[str] = ("type", "term")) -> SplitResult:
+def stratified_split(
+    types: Sequence[str],
+    terms: Sequence[Sequence[str]],
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 42,
+    stratify_by: Sequence[str] = ("type", "term"),
+) -> SplitResult:
     """Iterative stratification (Sechidis et al., 2011) over the labels {type} ∪ terms of each sample.
 
     Repeatedly take the label with the fewest unassigned samples and place each of its samples in the split
@@ -204,10 +216,14 @@ def stratified_split(types: Sequence[str], terms: Sequence[Sequence[str]], fract
     counts = {s: counts.get(s, 0) for s in SPLITS}
     warnings: list[str] = []
     if n < SMALL_DATASET:
-        warnings.append(f"only {n} samples after de-duplication (< {SMALL_DATASET}): the model will likely overfit "
-                        "and val/test metrics will be noisy; add more documents")
+        warnings.append(
+            f"only {n} samples after de-duplication (< {SMALL_DATASET}): the model will likely overfit "
+            "and val/test metrics will be noisy; add more documents"
+        )
     for s in SPLITS:
         if fr[s] > 0 and counts[s] < SMALL_SPLIT:
-            warnings.append(f"{s} split has only {counts[s]} samples (< {SMALL_SPLIT}): too small for a meaningful "
-                            "evaluation; overfitting risk")
+            warnings.append(
+                f"{s} split has only {counts[s]} samples (< {SMALL_SPLIT}): too small for a meaningful "
+                "evaluation; overfitting risk"
+            )
     return SplitResult(assignment=assignment, sizes=counts, warnings=warnings)

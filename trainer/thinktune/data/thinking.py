@@ -16,8 +16,12 @@ THINK_CLOSE = "</think>"
 
 _TAG = re.compile(r"<(/?)thinking\s*>", re.IGNORECASE)
 _CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)*?\1")
-_ANSWER_MARK = re.compile(r"^\s*(?:[-*+]\s+|\d+[.)]\s+)?(?:\*\*|__)?\s*(?:答|A|Answer)\s*(?:\*\*|__)?\s*[:：]", re.I)
-_QUESTION_MARK = re.compile(r"^\s*(?:[-*+]\s+|\d+[.)]\s+)?(?:\*\*|__)?\s*(?:问|Q|Question)\s*(?:\*\*|__)?\s*[:：]", re.I)
+_ANSWER_MARK = re.compile(
+    r"^\s*(?:[-*+]\s+|\d+[.)]\s+)?(?:\*\*|__)?\s*(?:答|A|Answer)\s*(?:\*\*|__)?\s*[:：]", re.I
+)
+_QUESTION_MARK = re.compile(
+    r"^\s*(?:[-*+]\s+|\d+[.)]\s+)?(?:\*\*|__)?\s*(?:问|Q|Question)\s*(?:\*\*|__)?\s*[:：]", re.I
+)
 
 
 @dataclass
@@ -92,7 +96,9 @@ def find_tags(text: str, code_lines: list[tuple[int, int]]) -> list[TagEvent]:
         if idx not in in_code and "thinking" in line.lower():
             masked = _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), line)
             for m in _TAG.finditer(masked):
-                events.append(TagEvent(m.group(1) == "/", offset + m.start(), offset + m.end(), idx + 1, m.start() + 1))
+                events.append(
+                    TagEvent(m.group(1) == "/", offset + m.start(), offset + m.end(), idx + 1, m.start() + 1)
+                )
         offset += len(line) + 1
     return events
 
@@ -105,8 +111,9 @@ def _last_content_line(lines: list[str], start: int, stop: int) -> int:
     return start + 1
 
 
-def parse_thinking(text: str, code_lines: list[tuple[int, int]], heading_lines: set[int]
-                   ) -> tuple[list[ThinkingNode], list[ThinkingError]]:
+def parse_thinking(
+    text: str, code_lines: list[tuple[int, int]], heading_lines: set[int]
+) -> tuple[list[ThinkingNode], list[ThinkingError]]:
     """Parse all thinking blocks into trees. ``heading_lines`` are 1-based lines of headings.
 
     Errors (with a concrete fix) for: a closing tag without an opening one, an opening tag never closed, a
@@ -139,51 +146,86 @@ def parse_thinking(text: str, code_lines: list[tuple[int, int]], heading_lines: 
             for m in _TAG.finditer(ln):
                 depth += -1 if m.group(1) else 1
             if not ln.strip() and depth <= 0 and i > open_line:
-                return i, f"before the text that follows at line {i + 2}" if i + 1 < len(lines) else \
-                    "at the end of the document"
+                return i, f"before the text that follows at line {i + 2}" if i + 1 < len(
+                    lines
+                ) else "at the end of the document"
         return len(lines), "at the end of the document"
 
     for ev in events:
         if ev.line in heading_lines:
-            errors.append(ThinkingError(ev.line, ev.col, f"{'</thinking>' if ev.closing else '<thinking>'} "
-                                        "inside a heading", "move the tag out of the heading onto its own line "
-                                        "below it"))
+            errors.append(
+                ThinkingError(
+                    ev.line,
+                    ev.col,
+                    f"{'</thinking>' if ev.closing else '<thinking>'} inside a heading",
+                    "move the tag out of the heading onto its own line below it",
+                )
+            )
             continue
         if not ev.closing:
-            node = ThinkingNode(line=ev.line, col=ev.col, start=ev.offset, content_start=ev.end,
-                                depth=len(stack) + 1)
+            node = ThinkingNode(
+                line=ev.line, col=ev.col, start=ev.offset, content_start=ev.end, depth=len(stack) + 1
+            )
             stack.append(node)
             continue
         if not stack:
             # the reasoning this tag closes starts after the question / blank line / heading above it
             j = ev.line - 2
-            while j >= 0 and lines[j].strip() and not _QUESTION_MARK.match(lines[j]) and j + 1 not in heading_lines:
+            while (
+                j >= 0
+                and lines[j].strip()
+                and not _QUESTION_MARK.match(lines[j])
+                and j + 1 not in heading_lines
+            ):
                 j -= 1
             start = min(j + 2, ev.line)
-            errors.append(ThinkingError(ev.line, ev.col, "</thinking> has no matching <thinking>",
-                                        f"add <thinking> on its own line before line {start} (start of the "
-                                        "reasoning) or delete this closing tag"))
+            errors.append(
+                ThinkingError(
+                    ev.line,
+                    ev.col,
+                    "</thinking> has no matching <thinking>",
+                    f"add <thinking> on its own line before line {start} (start of the "
+                    "reasoning) or delete this closing tag",
+                )
+            )
             continue
         node = stack.pop()
         node.end, node.content_end, node.end_line = ev.end, ev.offset, ev.line
         crossed = [h for h in heading_lines if node.line < h < ev.line and h - 1 not in code]
         inner_lines = range(node.line, ev.line - 1)  # 0-based indices strictly between the tags
-        swallowed = next((i for i in inner_lines if i not in code and (_ANSWER_MARK.match(lines[i])
-                                                                       or _QUESTION_MARK.match(lines[i]))), None)
+        swallowed = next(
+            (
+                i
+                for i in inner_lines
+                if i not in code and (_ANSWER_MARK.match(lines[i]) or _QUESTION_MARK.match(lines[i]))
+            ),
+            None,
+        )
         if crossed:
             h = min(crossed)
             last = _last_content_line(lines, node.line, h - 1)
-            errors.append(ThinkingError(ev.line, ev.col, f"</thinking> closes the <thinking> opened at line "
-                                        f"{node.line} col {node.col} across the heading at line {h}",
-                                        f"add </thinking> after line {last} (before the heading) and remove "
-                                        f"this one"))
+            errors.append(
+                ThinkingError(
+                    ev.line,
+                    ev.col,
+                    f"</thinking> closes the <thinking> opened at line "
+                    f"{node.line} col {node.col} across the heading at line {h}",
+                    f"add </thinking> after line {last} (before the heading) and remove this one",
+                )
+            )
         elif swallowed is not None and node.depth == 1:
             what = "answer" if _ANSWER_MARK.match(lines[swallowed]) else "question"
             last = _last_content_line(lines, node.line, swallowed)
-            errors.append(ThinkingError(ev.line, ev.col, f"</thinking> is misplaced: the <thinking> opened at "
-                                        f"line {node.line} col {node.col} contains the {what} marker at line "
-                                        f"{swallowed + 1}",
-                                        f"move </thinking> to after line {last} (before the {what} starts)"))
+            errors.append(
+                ThinkingError(
+                    ev.line,
+                    ev.col,
+                    f"</thinking> is misplaced: the <thinking> opened at "
+                    f"line {node.line} col {node.col} contains the {what} marker at line "
+                    f"{swallowed + 1}",
+                    f"move </thinking> to after line {last} (before the {what} starts)",
+                )
+            )
         if stack:
             stack[-1].parts.append(node)
         else:
@@ -191,8 +233,14 @@ def parse_thinking(text: str, code_lines: list[tuple[int, int]], heading_lines: 
     for node in reversed(stack):
         stop, why = stop_after(node.line)
         last = _last_content_line(lines, node.line, stop)
-        errors.append(ThinkingError(node.line, node.col, "<thinking> opened here is never closed",
-                                    f"add </thinking> after line {last} (end of the reasoning, {why})"))
+        errors.append(
+            ThinkingError(
+                node.line,
+                node.col,
+                "<thinking> opened here is never closed",
+                f"add </thinking> after line {last} (end of the reasoning, {why})",
+            )
+        )
     if not errors:
         for r in roots:
             r.text_parts(text)
@@ -277,7 +325,9 @@ def check_format(content: str) -> str | None:
     if not a.strip():
         return "empty answer after </think>"
     if THINK_OPEN in r or THINK_CLOSE in r or THINK_OPEN in a or THINK_CLOSE in a:
-        return "'<think>'/'</think>' may appear only once each (they are special tokens of the Qwen3 tokenizer)"
+        return (
+            "'<think>'/'</think>' may appear only once each (they are special tokens of the Qwen3 tokenizer)"
+        )
     return None
 
 
@@ -291,9 +341,40 @@ _VERIFY = re.compile(r"验证|检验|检查|核对|确认|结论|综上|因此|�
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 _SENT_SPLIT = re.compile(r"(?<=[。！？!?；;])\s*|\n+")
 _CODE_FENCE = re.compile(r"(?ms)^(`{3,}|~{3,})[^\n]*\n.*?^\1\s*$")
-_CODE_KEYWORDS = {"def", "return", "import", "from", "func", "package", "for", "while", "int", "char", "void",
-                  "const", "var", "nil", "None", "True", "False", "self", "print", "range", "len", "byte",
-                  "bytes", "uint8_t", "size_t", "static", "struct", "unsigned", "else", "err", "the", "and"}
+_CODE_KEYWORDS = {
+    "def",
+    "return",
+    "import",
+    "from",
+    "func",
+    "package",
+    "for",
+    "while",
+    "int",
+    "char",
+    "void",
+    "const",
+    "var",
+    "nil",
+    "None",
+    "True",
+    "False",
+    "self",
+    "print",
+    "range",
+    "len",
+    "byte",
+    "bytes",
+    "uint8_t",
+    "size_t",
+    "static",
+    "struct",
+    "unsigned",
+    "else",
+    "err",
+    "the",
+    "and",
+}
 
 
 def _bigrams(s: str) -> set[str]:
@@ -325,14 +406,24 @@ class Quality:
     problems: list[str]
 
     def as_dict(self) -> dict:
-        return {"score": round(self.score, 3), "analysis": self.analysis, "steps": self.steps,
-                "verification": self.verification, "term_overlap": round(self.term_overlap, 3),
-                "conclusion_overlap": round(self.conclusion_overlap, 3), "code_analysed": self.code_analysed,
-                "problems": self.problems}
+        return {
+            "score": round(self.score, 3),
+            "analysis": self.analysis,
+            "steps": self.steps,
+            "verification": self.verification,
+            "term_overlap": round(self.term_overlap, 3),
+            "conclusion_overlap": round(self.conclusion_overlap, 3),
+            "code_analysed": self.code_analysed,
+            "problems": self.problems,
+        }
 
 
-def assess_quality(reasoning: str, answer: str, answer_terms: tuple[str, ...] | list[str] = (),
-                   reasoning_terms: tuple[str, ...] | list[str] = ()) -> Quality:
+def assess_quality(
+    reasoning: str,
+    answer: str,
+    answer_terms: tuple[str, ...] | list[str] = (),
+    reasoning_terms: tuple[str, ...] | list[str] = (),
+) -> Quality:
     """Score a reasoning text against its answer, in [0, 1]:
 
     0.2 analysis present, 0.2 reasoning steps, 0.2 verification/conclusion, 0.2 shared key terms with the
@@ -374,14 +465,29 @@ def assess_quality(reasoning: str, answer: str, answer_terms: tuple[str, ...] | 
     code_analysed: bool | None = None
     if blocks:
         idents = {w for b in blocks for w in _IDENT.findall(b.split("\n", 1)[-1])} - _CODE_KEYWORDS
-        code_analysed = bool(re.search(r"代码|函数|实现|程序|调用", reasoning)) or any(w in reasoning for w in idents)
+        code_analysed = bool(re.search(r"代码|函数|实现|程序|调用", reasoning)) or any(
+            w in reasoning for w in idents
+        )
         if not code_analysed:
             problems.append("code in the answer is not analysed in the reasoning")
-    score = (0.2 * analysis + 0.2 * steps + 0.2 * verification + 0.2 * min(1.0, term_overlap / 0.6)
-             + 0.1 * min(1.0, conclusion_overlap / 0.3) + 0.1 * (1.0 if code_analysed in (None, True) else 0.0))
-    return Quality(score=max(0.0, min(1.0, score)), analysis=analysis, steps=steps, verification=verification,
-                   term_overlap=term_overlap, conclusion_overlap=conclusion_overlap,
-                   code_analysed=code_analysed, problems=problems)
+    score = (
+        0.2 * analysis
+        + 0.2 * steps
+        + 0.2 * verification
+        + 0.2 * min(1.0, term_overlap / 0.6)
+        + 0.1 * min(1.0, conclusion_overlap / 0.3)
+        + 0.1 * (1.0 if code_analysed in (None, True) else 0.0)
+    )
+    return Quality(
+        score=max(0.0, min(1.0, score)),
+        analysis=analysis,
+        steps=steps,
+        verification=verification,
+        term_overlap=term_overlap,
+        conclusion_overlap=conclusion_overlap,
+        code_analysed=code_analysed,
+        problems=problems,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -421,7 +527,11 @@ def template_reasoning(question: str, answer: str, terms: list[str] | tuple[str,
     sents = [_clean_md(s) for s in sentences(body)]
     sents = [s for s in sents if len(s) >= 4][:5] or [_short(_clean_md(body), 120) or "按原文要点作答"]
     key = "、".join(terms[:4]) if terms else "其中的关键概念"
-    lines = [f"分析：问题是“{q}”，涉及{key}。需要先弄清相关概念的作用和前提，再按要点组织回答。", "", "推理步骤："]
+    lines = [
+        f"分析：问题是“{q}”，涉及{key}。需要先弄清相关概念的作用和前提，再按要点组织回答。",
+        "",
+        "推理步骤：",
+    ]
     for i, s in enumerate(sents, 1):
         lines.append(f"{i}. {s}")
     if table:
@@ -435,13 +545,18 @@ def template_reasoning(question: str, answer: str, terms: list[str] | tuple[str,
         names = "、".join(f"`{w}`" for w in idents[:4]) or "其中的关键调用"
         lines.append(f"{len(lines) - 2}. 再看{lang}代码：重点检查 {names} 的用法，确认它与上面的要点一致。")
     concl = _short(sents[-1], 60)
-    lines += ["", f"验证：回顾上述步骤，结论“{concl}”回应了问题，"
-              f"{('术语' + key + '的用法前后一致') if terms else '前后表述一致'}，可以据此作答。"]
+    lines += [
+        "",
+        f"验证：回顾上述步骤，结论“{concl}”回应了问题，"
+        f"{('术语' + key + '的用法前后一致') if terms else '前后表述一致'}，可以据此作答。",
+    ]
     return "\n".join(lines)
 
 
-TEACHER_SYSTEM = ("你是密码学专家。根据给出的问题和参考答案，写出得到该答案的推理过程：先分析问题，"
-                  "再分步骤推理，最后验证结论。只写推理过程，不要重复答案。")
+TEACHER_SYSTEM = (
+    "你是密码学专家。根据给出的问题和参考答案，写出得到该答案的推理过程：先分析问题，"
+    "再分步骤推理，最后验证结论。只写推理过程，不要重复答案。"
+)
 
 
 class TeacherModel:
@@ -458,17 +573,23 @@ class TeacherModel:
     def reasoning(self, question: str, answer: str) -> str:
         import torch
 
-        msgs = [{"role": "system", "content": TEACHER_SYSTEM},
-                {"role": "user", "content": f"问题：{question}\n\n参考答案：{answer}\n\n请写出推理过程。"}]
+        msgs = [
+            {"role": "system", "content": TEACHER_SYSTEM},
+            {"role": "user", "content": f"问题：{question}\n\n参考答案：{answer}\n\n请写出推理过程。"},
+        ]
         if getattr(self.tokenizer, "chat_template", None):
             prompt = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         else:
             prompt = "\n\n".join(m["content"] for m in msgs) + "\n\n推理过程："
         enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
-            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      min_new_tokens=min(8, self.max_new_tokens),
-                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                min_new_tokens=min(8, self.max_new_tokens),
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
         text = self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         return clean_generated(text)
 

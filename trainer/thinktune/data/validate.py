@@ -34,8 +34,12 @@ def structural_problems(messages: Sequence[dict[str, str]]) -> list[tuple[str, s
     for i, m in enumerate(body):
         want = "user" if i % 2 == 0 else "assistant"
         if m.get("role") != want:
-            out.append((f"turn {i + 1} has role {m.get('role')!r}, expected {want!r} (roles must alternate)",
-                        "order turns as user, assistant, user, assistant, ..."))
+            out.append(
+                (
+                    f"turn {i + 1} has role {m.get('role')!r}, expected {want!r} (roles must alternate)",
+                    "order turns as user, assistant, user, assistant, ...",
+                )
+            )
             break
         if not str(m.get("content", "")).strip():
             out.append((f"empty {want} turn", f"give the {want} turn content"))
@@ -46,10 +50,19 @@ def structural_problems(messages: Sequence[dict[str, str]]) -> list[tuple[str, s
         if m.get("role") == "assistant":
             why = check_format(c)
             if why:
-                out.append((f"thinking format: {why}", "assistant turn must be '<think>\\n{reasoning}\\n</think>\\n\\n{answer}'"))
+                out.append(
+                    (
+                        f"thinking format: {why}",
+                        "assistant turn must be '<think>\\n{reasoning}\\n</think>\\n\\n{answer}'",
+                    )
+                )
         elif THINK_OPEN in c or THINK_CLOSE in c:
-            out.append((f"{m.get('role')} turn contains '<think>'/'</think>' (Qwen3 special tokens)",
-                        "remove think tags from the question"))
+            out.append(
+                (
+                    f"{m.get('role')} turn contains '<think>'/'</think>' (Qwen3 special tokens)",
+                    "remove think tags from the question",
+                )
+            )
     return out
 
 

@@ -19,8 +19,13 @@ def dataset_info(name: str) -> dict[str, Any]:
     entry = {
         "formatting": "sharegpt",
         "columns": {"messages": "messages"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                 "assistant_tag": "assistant", "system_tag": "system"},
+        "tags": {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "system_tag": "system",
+        },
     }
     return {f"{name}_{s}": {"file_name": f"{s}.json", **entry} for s in SPLITS}
 
@@ -84,7 +89,9 @@ def plots(out: Path, report: dict) -> list[str]:
     cov = report["term_coverage"]["per_split"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(list(cov.keys()), [cov[s]["terms"] for s in cov], color=["#4c72b0", "#dd8452", "#55a868"])
-    ax.axhline(report["term_coverage"]["terms_total"], color="gray", linestyle=":", label="distinct terms (all)")
+    ax.axhline(
+        report["term_coverage"]["terms_total"], color="gray", linestyle=":", label="distinct terms (all)"
+    )
     ax.set_ylabel("distinct glossary terms")
     ax.set_title("Term coverage per split")
     ax.legend()
@@ -116,24 +123,42 @@ def report_markdown(report: dict, images: list[str]) -> str:
         "|---|---|---|---|---|",
     ]
     for t, row in report["per_type"].items():
-        lines.append(f"| {t} | {row.get('train', 0)} | {row.get('val', 0)} | {row.get('test', 0)} | {row.get('total', 0)} |")
-    lines += ["", "![samples per type](samples_per_type.png)", "",
-              "## Token lengths", "",
-              f"Tokenizer `{tl.get('tokenizer')}`, cutoff_len {tl.get('cutoff_len')}: min {tl.get('min')}, p50 "
-              f"{tl.get('p50')}, p90 {tl.get('p90')}, p99 {tl.get('p99')}, max {tl.get('max')}. Samples over the "
-              f"cutoff are rejected (never truncated): {tl.get('over_cutoff', 0)}.", "",
-              "![token lengths](token_lengths.png)", "",
-              "## Terms", "",
-              f"{report['term_coverage']['terms_total']} distinct glossary terms; "
-              f"{report['term_coverage']['in_all_splits']} appear in every split.", "",
-              "| split | distinct terms | share of all terms |", "|---|---|---|"]
+        lines.append(
+            f"| {t} | {row.get('train', 0)} | {row.get('val', 0)} | {row.get('test', 0)} | {row.get('total', 0)} |"
+        )
+    lines += [
+        "",
+        "![samples per type](samples_per_type.png)",
+        "",
+        "## Token lengths",
+        "",
+        f"Tokenizer `{tl.get('tokenizer')}`, cutoff_len {tl.get('cutoff_len')}: min {tl.get('min')}, p50 "
+        f"{tl.get('p50')}, p90 {tl.get('p90')}, p99 {tl.get('p99')}, max {tl.get('max')}. Samples over the "
+        f"cutoff are rejected (never truncated): {tl.get('over_cutoff', 0)}.",
+        "",
+        "![token lengths](token_lengths.png)",
+        "",
+        "## Terms",
+        "",
+        f"{report['term_coverage']['terms_total']} distinct glossary terms; "
+        f"{report['term_coverage']['in_all_splits']} appear in every split.",
+        "",
+        "| split | distinct terms | share of all terms |",
+        "|---|---|---|",
+    ]
     for s, v in report["term_coverage"]["per_split"].items():
         lines.append(f"| {s} | {v['terms']} | {v['coverage']:.0%} |")
-    lines += ["", "![term coverage](term_coverage.png)", "", "## Thinking", "",
-              f"From the documents: {th['source']} samples ({th['blocks']} blocks, max nesting depth "
-              f"{th['max_depth']}); generated: {th['generated']} (template {th['template']}, model {th['model']}). "
-              f"Mean quality {th['quality_mean']}, {th['below_min_quality']} below minQuality {th['min_quality']}.",
-              ""]
+    lines += [
+        "",
+        "![term coverage](term_coverage.png)",
+        "",
+        "## Thinking",
+        "",
+        f"From the documents: {th['source']} samples ({th['blocks']} blocks, max nesting depth "
+        f"{th['max_depth']}); generated: {th['generated']} (template {th['template']}, model {th['model']}). "
+        f"Mean quality {th['quality_mean']}, {th['below_min_quality']} below minQuality {th['min_quality']}.",
+        "",
+    ]
     if report["rejects_by_reason"]:
         lines += ["## Rejects", "", "| reason | count |", "|---|---|"]
         for r, n in sorted(report["rejects_by_reason"].items(), key=lambda kv: -kv[1]):

@@ -60,8 +60,16 @@ class Sample:
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
 
 
-_ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                 "system": "system", "observation": "tool", "function_call": "assistant", "tool": "tool"}
+_ROLE_ALIASES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "observation": "tool",
+    "function_call": "assistant",
+    "tool": "tool",
+}
 
 
 def _conv_from_record(rec: dict[str, Any]) -> list[dict[str, str]]:
@@ -86,8 +94,7 @@ def _conv_from_record(rec: dict[str, Any]) -> list[dict[str, str]]:
         query = rec["instruction"] + (("\n" + rec["input"]) if rec.get("input") else "")
         conv += [{"role": "user", "content": query}, {"role": "assistant", "content": rec["output"]}]
         return conv
-    raise ValueError("record has neither messages/conversations nor instruction/output: keys "
-                     f"{sorted(rec)}")
+    raise ValueError(f"record has neither messages/conversations nor instruction/output: keys {sorted(rec)}")
 
 
 def load_samples(path: str | Path, *, limit: int | None = None) -> list[Sample]:
@@ -108,10 +115,14 @@ def load_samples(path: str | Path, *, limit: int | None = None) -> list[Sample]:
         last = max((j for j, m in enumerate(conv) if m["role"] == "assistant"), default=None)
         if last is None or last == 0:
             continue  # nothing to score
-        meta = {k: v for k, v in rec.items() if k not in ("messages", "conversations", "instruction", "input",
-                                                          "output", "history", "system")}
-        out.append(Sample(messages=conv[:last], reference=conv[last]["content"],
-                          id=str(rec.get("id", i)), meta=meta))
+        meta = {
+            k: v
+            for k, v in rec.items()
+            if k not in ("messages", "conversations", "instruction", "input", "output", "history", "system")
+        }
+        out.append(
+            Sample(messages=conv[:last], reference=conv[last]["content"], id=str(rec.get("id", i)), meta=meta)
+        )
         if limit is not None and len(out) >= limit:
             break
     return out
@@ -131,7 +142,7 @@ def split_thinking(text: str) -> tuple[str, str, bool]:
         thinking, answer = text, ""
     thinking = thinking.strip()
     if thinking.startswith(THINK_OPEN):
-        thinking = thinking[len(THINK_OPEN):]
+        thinking = thinking[len(THINK_OPEN) :]
     answer = answer.replace(IM_END, "").strip()
     return thinking.strip(), answer, has_close
 
@@ -168,8 +179,11 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
     if not hypotheses:
         return 0.0
-    return float(sacrebleu.corpus_bleu([_norm(h) for h in hypotheses], [[_norm(r) for r in references]],
-                                       tokenize="zh").score)
+    return float(
+        sacrebleu.corpus_bleu(
+            [_norm(h) for h in hypotheses], [[_norm(r) for r in references]], tokenize="zh"
+        ).score
+    )
 
 
 @cache
@@ -232,9 +246,34 @@ def char_accuracy(hypothesis: str, reference: str, *, max_chars: int = 4000) -> 
 
 
 _GLOSSARY_TSV = Path(__file__).resolve().parent.parent / "data" / "resources" / "crypto_glossary.tsv"
-_FALLBACK_TERMS = ["SM2", "SM3", "SM4", "AES", "RSA", "ECC", "ECDSA", "SHA-256", "HMAC", "TLS", "对称加密",
-                   "非对称加密", "公钥", "私钥", "数字签名", "哈希函数", "分组密码", "序列密码", "密钥交换",
-                   "椭圆曲线", "随机数", "证书", "消息认证码", "密钥派生", "侧信道攻击", "国密"]
+_FALLBACK_TERMS = [
+    "SM2",
+    "SM3",
+    "SM4",
+    "AES",
+    "RSA",
+    "ECC",
+    "ECDSA",
+    "SHA-256",
+    "HMAC",
+    "TLS",
+    "对称加密",
+    "非对称加密",
+    "公钥",
+    "私钥",
+    "数字签名",
+    "哈希函数",
+    "分组密码",
+    "序列密码",
+    "密钥交换",
+    "椭圆曲线",
+    "随机数",
+    "证书",
+    "消息认证码",
+    "密钥派生",
+    "侧信道攻击",
+    "国密",
+]
 
 
 def _parse_glossary_tsv(text: str) -> dict[str, list[str]]:
@@ -364,8 +403,11 @@ def score_prediction(prediction: str, reference: str, matcher: TermMatcher) -> d
     "thinkingCompliant": bool, "terms": {"reference": [...], "hit": [...]}} (terms of the full texts)."""
     p_think, p_ans, _ = split_thinking(prediction)
     r_think, r_ans, _ = split_thinking(reference)
-    pairs = {"answer": (p_ans, r_ans), "thinking": (p_think, r_think),
-             "full": (f"{p_think}\n{p_ans}".strip(), f"{r_think}\n{r_ans}".strip())}
+    pairs = {
+        "answer": (p_ans, r_ans),
+        "thinking": (p_think, r_think),
+        "full": (f"{p_think}\n{p_ans}".strip(), f"{r_think}\n{r_ans}".strip()),
+    }
     out: dict[str, Any] = {}
     for part, (hyp, ref) in pairs.items():
         out[part] = {
@@ -389,8 +431,9 @@ def _mean(xs: Iterable[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def aggregate_scores(scores: Sequence[dict[str, Any]], predictions: Sequence[str],
-                     references: Sequence[str]) -> dict[str, Any]:
+def aggregate_scores(
+    scores: Sequence[dict[str, Any]], predictions: Sequence[str], references: Sequence[str]
+) -> dict[str, Any]:
     """Means over predictions (term accuracy micro-averaged: all hits / all reference terms) + corpus BLEU."""
     out: dict[str, Any] = {}
     for part in PARTS:
@@ -425,8 +468,10 @@ def per_term_table(scores: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             ref_count[t] = ref_count.get(t, 0) + 1
         for t in s["answerTerms"]["hit"]:
             hit_count[t] = hit_count.get(t, 0) + 1
-    rows = [{"term": t, "references": n, "hits": hit_count.get(t, 0), "accuracy": hit_count.get(t, 0) / n}
-            for t, n in ref_count.items()]
+    rows = [
+        {"term": t, "references": n, "hits": hit_count.get(t, 0), "accuracy": hit_count.get(t, 0) / n}
+        for t, n in ref_count.items()
+    ]
     return sorted(rows, key=lambda r: (r["accuracy"], -r["references"], r["term"]))
 
 
@@ -483,13 +528,14 @@ def encode_sample(tokenizer, sample: Sample, max_length: int) -> tuple[list[int]
     truncated = len(ids) > max_length
     if truncated:
         if len(p) >= max_length - 1:  # keep at least one response token
-            p = p[-(max_length // 2):]
+            p = p[-(max_length // 2) :]
         ids = (p + t + a)[:max_length]
     return ids, len(p), len(p) + len(t), truncated
 
 
-def score_responses(model, tokenizer, samples: Sequence[Sample], *, max_length: int = 4096,
-                    progress=None) -> list[ResponseScore]:
+def score_responses(
+    model, tokenizer, samples: Sequence[Sample], *, max_length: int = 4096, progress=None
+) -> list[ResponseScore]:
     """Token-level NLL of each sample's assistant turn (labels = response tokens only, like SFT)."""
     import torch
 
@@ -513,8 +559,11 @@ def score_responses(model, tokenizer, samples: Sequence[Sample], *, max_length: 
         mid = min(boundary, len(ids)) - start  # thinking tokens come first (the cut may fall inside them)
         nll_t = float(nll[:mid].sum())
         nll_a = float(nll[mid:].sum())
-        out.append(ResponseScore(nll_t, mid, nll_a, max(0, len(ids) - boundary), logits.argmax(-1).tolist(),
-                                 truncated))
+        out.append(
+            ResponseScore(
+                nll_t, mid, nll_a, max(0, len(ids) - boundary), logits.argmax(-1).tolist(), truncated
+            )
+        )
         if progress:
             progress()
     return out
@@ -522,13 +571,19 @@ def score_responses(model, tokenizer, samples: Sequence[Sample], *, max_length: 
 
 def perplexity(scores: Sequence[ResponseScore]) -> dict[str, float | None]:
     """Token-weighted perplexity of the whole response, the thinking part and the answer part."""
+
     def ppl(nll: float, n: int) -> float | None:
         return math.exp(min(nll / n, 700)) if n else None
 
     t_nll, t_n = sum(s.nll_thinking for s in scores), sum(s.tokens_thinking for s in scores)
     a_nll, a_n = sum(s.nll_answer for s in scores), sum(s.tokens_answer for s in scores)
-    return {"full": ppl(t_nll + a_nll, t_n + a_n), "thinking": ppl(t_nll, t_n), "answer": ppl(a_nll, a_n),
-            "tokens": t_n + a_n, "truncated": sum(1 for s in scores if s.truncated)}
+    return {
+        "full": ppl(t_nll + a_nll, t_n + a_n),
+        "thinking": ppl(t_nll, t_n),
+        "answer": ppl(a_nll, a_n),
+        "tokens": t_n + a_n,
+        "truncated": sum(1 for s in scores if s.truncated),
+    }
 
 
 def top1_agreement(a: Sequence[ResponseScore], b: Sequence[ResponseScore]) -> float | None:
@@ -552,8 +607,9 @@ def generation_prompt(tokenizer, messages: Sequence[dict[str, str]]) -> tuple[st
     prompt = None
     if getattr(tokenizer, "chat_template", None):
         try:
-            prompt = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True,
-                                                   enable_thinking=True)
+            prompt = tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True, enable_thinking=True
+            )
         except Exception:  # noqa: BLE001 - a broken template: fall back to ChatML
             prompt = None
     if not isinstance(prompt, str):
@@ -563,8 +619,9 @@ def generation_prompt(tokenizer, messages: Sequence[dict[str, str]]) -> tuple[st
     return prompt, prefill
 
 
-def generate(model, tokenizer, samples: Sequence[Sample], *, max_new_tokens: int, batch_size: int = 4,
-             progress=None) -> list[dict[str, Any]]:
+def generate(
+    model, tokenizer, samples: Sequence[Sample], *, max_new_tokens: int, batch_size: int = 4, progress=None
+) -> list[dict[str, Any]]:
     """Greedy generations: [{"text": prefill + generated, "new_tokens": n, "hit_limit": bool}]."""
     import torch
 
@@ -581,15 +638,23 @@ def generate(model, tokenizer, samples: Sequence[Sample], *, max_new_tokens: int
     results: list[dict[str, Any]] = []
     try:
         for i in range(0, len(samples), batch_size):
-            batch = samples[i:i + batch_size]
+            batch = samples[i : i + batch_size]
             prompts = [generation_prompt(tokenizer, s.messages) for s in batch]
-            enc = tokenizer([p for p, _ in prompts], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
+            enc = tokenizer(
+                [p for p, _ in prompts], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(device)
             with torch.no_grad():
-                gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
-                                     eos_token_id=sorted(eos_ids) or None, pad_token_id=tokenizer.pad_token_id,
-                                     temperature=None, top_p=None, top_k=None)
-            new = gen[:, enc["input_ids"].shape[1]:]
+                gen = model.generate(
+                    **enc,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=sorted(eos_ids) or None,
+                    pad_token_id=tokenizer.pad_token_id,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                )
+            new = gen[:, enc["input_ids"].shape[1] :]
             for row, (_, prefill) in zip(new.tolist(), prompts, strict=True):
                 n = next((j + 1 for j, t in enumerate(row) if t in eos_ids), None)
                 hit_limit = n is None

@@ -29,8 +29,16 @@ from pathlib import Path
 from typing import Any
 
 CRITERIA = ("accuracy", "fluency", "professionalism")
-COLUMNS = ("item_id", "reviewer", "question", "reference_answer", "model_thinking", "model_answer",
-           *CRITERIA, "comment")
+COLUMNS = (
+    "item_id",
+    "reviewer",
+    "question",
+    "reference_answer",
+    "model_thinking",
+    "model_answer",
+    *CRITERIA,
+    "comment",
+)
 SCORE_MIN, SCORE_MAX = 1, 5
 
 
@@ -41,8 +49,10 @@ class ReviewSheetError(ValueError):
         self.errors = errors
         shown = "\n".join(f"  {e}" for e in errors[:50])
         more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
-        super().__init__(f"{path}: {len(errors)} invalid row(s) (scores must be integers {SCORE_MIN}-{SCORE_MAX}; "
-                         f"leave all three empty for an item not reviewed yet):\n{shown}{more}")
+        super().__init__(
+            f"{path}: {len(errors)} invalid row(s) (scores must be integers {SCORE_MIN}-{SCORE_MAX}; "
+            f"leave all three empty for an item not reviewed yet):\n{shown}{more}"
+        )
 
 
 def _load_predictions(predictions: str | Path | Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -61,8 +71,12 @@ def _split(pred: dict[str, Any]) -> tuple[str, str]:
     return think, ans
 
 
-def export_review_sheet(predictions: str | Path | Iterable[dict[str, Any]], out_path: str | Path, *,
-                        reviewers: Sequence[str] = ("",)) -> Path:
+def export_review_sheet(
+    predictions: str | Path | Iterable[dict[str, Any]],
+    out_path: str | Path,
+    *,
+    reviewers: Sequence[str] = ("",),
+) -> Path:
     """Write a review sheet for ``predictions`` (predictions.jsonl of an evaluation, or its records). One row per
     item and reviewer; score columns empty. CSV (UTF-8 with BOM) or JSONL by file suffix."""
     from thinktune.evaluate.metrics import split_thinking
@@ -73,10 +87,18 @@ def export_review_sheet(predictions: str | Path | Iterable[dict[str, Any]], out_
         _, ref_answer, _ = split_thinking(p.get("reference", p.get("label", "")))
         think, ans = _split(p)
         for reviewer in reviewers or ("",):
-            rows.append({"item_id": str(p.get("id", i)), "reviewer": reviewer,
-                         "question": p.get("question", p.get("prompt", "")), "reference_answer": ref_answer,
-                         "model_thinking": think, "model_answer": ans,
-                         **{c: "" for c in CRITERIA}, "comment": ""})
+            rows.append(
+                {
+                    "item_id": str(p.get("id", i)),
+                    "reviewer": reviewer,
+                    "question": p.get("question", p.get("prompt", "")),
+                    "reference_answer": ref_answer,
+                    "model_thinking": think,
+                    "model_answer": ans,
+                    **{c: "" for c in CRITERIA},
+                    "comment": "",
+                }
+            )
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".jsonl":
@@ -98,8 +120,9 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
         try:
             text = raw.decode("gb18030")
         except UnicodeDecodeError:
-            raise ReviewSheetError(path, ["row 1: the file is neither UTF-8 nor GBK/GB18030 text; save it as "
-                                          "CSV UTF-8"]) from None
+            raise ReviewSheetError(
+                path, ["row 1: the file is neither UTF-8 nor GBK/GB18030 text; save it as CSV UTF-8"]
+            ) from None
     if path.suffix == ".jsonl":
         out = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -178,12 +201,21 @@ def import_review_sheet(path: str | Path, *, threshold: float = 3.0) -> dict[str
             continue
         key = (item, reviewer)
         if key in seen:
-            errors.append(f"row {rownum} (item {item}): reviewer {reviewer or '(blank)'} already scored this item "
-                          f"in row {seen[key]}")
+            errors.append(
+                f"row {rownum} (item {item}): reviewer {reviewer or '(blank)'} already scored this item "
+                f"in row {seen[key]}"
+            )
             continue
         seen[key] = rownum
-        scored.append({"row": rownum, "item_id": item, "reviewer": reviewer, **parsed,
-                       "comment": str(rec.get("comment", "") or "").strip()})
+        scored.append(
+            {
+                "row": rownum,
+                "item_id": item,
+                "reviewer": reviewer,
+                **parsed,
+                "comment": str(rec.get("comment", "") or "").strip(),
+            }
+        )
     if errors:
         raise ReviewSheetError(path, errors)
 
@@ -194,15 +226,24 @@ def import_review_sheet(path: str | Path, *, threshold: float = 3.0) -> dict[str
     for item, rows in by_item.items():
         means = {c: sum(r[c] for r in rows) / len(rows) for c in CRITERIA}
         low = [c for c in CRITERIA if means[c] < threshold]
-        items.append({"item_id": item, "reviewers": [r["reviewer"] for r in rows], **means,
-                      "overall": sum(means.values()) / len(CRITERIA), "flagged": bool(low), "below": low,
-                      "comments": [r["comment"] for r in rows if r["comment"]]})
+        items.append(
+            {
+                "item_id": item,
+                "reviewers": [r["reviewer"] for r in rows],
+                **means,
+                "overall": sum(means.values()) / len(CRITERIA),
+                "flagged": bool(low),
+                "below": low,
+                "comments": [r["comment"] for r in rows if r["comment"]],
+            }
+        )
     agreement: dict[str, Any] = {}
     multi = {k: v for k, v in by_item.items() if len(v) >= 2}
     for c in CRITERIA:
         pairs = [(a[c], b[c]) for rows in multi.values() for a, b in combinations(rows, 2)]
         agreement[c] = {
-            "items": len(multi), "pairs": len(pairs),
+            "items": len(multi),
+            "pairs": len(pairs),
             "exact": sum(1 for a, b in pairs if a == b) / len(pairs) if pairs else None,
             "withinOne": sum(1 for a, b in pairs if abs(a - b) <= 1) / len(pairs) if pairs else None,
             "meanAbsDiff": sum(abs(a - b) for a, b in pairs) / len(pairs) if pairs else None,
@@ -210,8 +251,11 @@ def import_review_sheet(path: str | Path, *, threshold: float = 3.0) -> dict[str
         }
     means = {c: (sum(r[c] for r in scored) / len(scored) if scored else None) for c in CRITERIA}
     return {
-        "sheet": str(path), "threshold": threshold,
-        "rows": len(scored), "pending": pending, "items": len(by_item),
+        "sheet": str(path),
+        "threshold": threshold,
+        "rows": len(scored),
+        "pending": pending,
+        "items": len(by_item),
         "reviewers": sorted({r["reviewer"] for r in scored}),
         "means": means,
         "itemMeans": {c: (sum(i[c] for i in items) / len(items) if items else None) for c in CRITERIA},
@@ -225,24 +269,41 @@ def write_review_summary(summary: dict[str, Any], out_dir: str | Path) -> Path:
     """review_summary.json + review_summary.md in out_dir; returns the Markdown path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "review_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "review_summary.json").write_text(
+        json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
 
     def f(v):
         return "–" if v is None else f"{v:.2f}"
 
-    lines = ["# Expert review", "", f"{summary['items']} items, {summary['rows']} scored rows, "
-             f"{summary['pending']} pending; reviewers: {', '.join(r or '(blank)' for r in summary['reviewers'])}",
-             "", "| criterion | mean | exact agreement | within one | Krippendorff α |", "|---|---|---|---|---|"]
+    lines = [
+        "# Expert review",
+        "",
+        f"{summary['items']} items, {summary['rows']} scored rows, "
+        f"{summary['pending']} pending; reviewers: {', '.join(r or '(blank)' for r in summary['reviewers'])}",
+        "",
+        "| criterion | mean | exact agreement | within one | Krippendorff α |",
+        "|---|---|---|---|---|",
+    ]
     for c in CRITERIA:
         a = summary["agreement"][c]
-        lines.append(f"| {c} | {f(summary['means'][c])} | {f(a['exact'])} | {f(a['withinOne'])} | "
-                     f"{f(a['krippendorffAlpha'])} |")
+        lines.append(
+            f"| {c} | {f(summary['means'][c])} | {f(a['exact'])} | {f(a['withinOne'])} | "
+            f"{f(a['krippendorffAlpha'])} |"
+        )
     if summary["flagged"]:
-        lines += ["", f"## Items below {summary['threshold']:g}", "", "| item | accuracy | fluency | "
-                  "professionalism | comments |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Items below {summary['threshold']:g}",
+            "",
+            "| item | accuracy | fluency | professionalism | comments |",
+            "|---|---|---|---|---|",
+        ]
         for i in summary["flagged"]:
-            lines.append(f"| {i['item_id']} | {f(i['accuracy'])} | {f(i['fluency'])} | {f(i['professionalism'])} | "
-                         f"{' / '.join(i['comments'])} |")
+            lines.append(
+                f"| {i['item_id']} | {f(i['accuracy'])} | {f(i['fluency'])} | {f(i['professionalism'])} | "
+                f"{' / '.join(i['comments'])} |"
+            )
     md = out / "review_summary.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return md

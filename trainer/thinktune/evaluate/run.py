@@ -25,8 +25,13 @@ CHART = "eval_metrics.png"
 
 # Threshold keys (spec.thresholds) -> where the value sits in report["metrics"]. Plain keys are answer-part
 # metrics; "thinking.X" / "full.X" pick another part. Perplexity thresholds are maxima ("maxPerplexity").
-_HEADLINE = {"bleu": ("answer", "bleu"), "rougeL": ("answer", "rougeL"), "charAccuracy": ("answer", "charAccuracy"),
-             "termAccuracy": ("answer", "termAccuracy"), "conceptAccuracy": ("answer", "conceptAccuracy")}
+_HEADLINE = {
+    "bleu": ("answer", "bleu"),
+    "rougeL": ("answer", "rougeL"),
+    "charAccuracy": ("answer", "charAccuracy"),
+    "termAccuracy": ("answer", "termAccuracy"),
+    "conceptAccuracy": ("answer", "conceptAccuracy"),
+}
 
 
 class EvaluationError(StageError):
@@ -43,8 +48,13 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(model_path: str | Path, adapter_path: str | Path | None = None, *, device: str | None = None,
-               dtype: str | None = None):
+def load_model(
+    model_path: str | Path,
+    adapter_path: str | Path | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+):
     """(model, tokenizer). Tokenizer from the adapter dir when it has one (LLaMA Factory saves it there), else
     from the model. bf16 on CUDA, float32 on CPU unless ``dtype`` says otherwise."""
     import torch
@@ -52,13 +62,19 @@ def load_model(model_path: str | Path, adapter_path: str | Path | None = None, *
 
     device = device or pick_device()
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
-    tok_src = adapter_path if adapter_path and (Path(adapter_path) / "tokenizer_config.json").is_file() else model_path
+    tok_src = (
+        adapter_path
+        if adapter_path and (Path(adapter_path) / "tokenizer_config.json").is_file()
+        else model_path
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
         model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype)
     except OSError as e:
-        raise EvaluationError(f"cannot load model {model_path}: {e}. Pass a local model directory, or a hub id "
-                              "with network access (HF_HUB_OFFLINE unset)") from None
+        raise EvaluationError(
+            f"cannot load model {model_path}: {e}. Pass a local model directory, or a hub id "
+            "with network access (HF_HUB_OFFLINE unset)"
+        ) from None
     if adapter_path:
         from peft import PeftModel
 
@@ -88,8 +104,14 @@ def _lookup(metrics: dict[str, Any], key: str) -> float | None:
     return None
 
 
-def recommendations(metrics: dict[str, Any], thresholds: dict[str, float], *, per_term: list[dict[str, Any]],
-                    generation: dict[str, Any], job: dict[str, Any] | None = None) -> tuple[list[dict], list[str]]:
+def recommendations(
+    metrics: dict[str, Any],
+    thresholds: dict[str, float],
+    *,
+    per_term: list[dict[str, Any]],
+    generation: dict[str, Any],
+    job: dict[str, Any] | None = None,
+) -> tuple[list[dict], list[str]]:
     """(failed checks [{metric, value, threshold}], recommendations). ``job`` may carry the training settings
     (epochs, loraRank, learningRate, maxNewTokens, samples) to make the advice concrete."""
     job = job or {}
@@ -113,21 +135,32 @@ def recommendations(metrics: dict[str, Any], thresholds: dict[str, float], *, pe
     names = {f["metric"] for f in failed}
     epochs, rank = job.get("epochs"), job.get("loraRank")
     lr = job.get("learningRate")
-    if names & {"rougeL", "bleu", "charAccuracy", "conceptAccuracy"} or any(n.startswith("maxPerplexity")
-                                                                             for n in names):
-        more = f"numTrainEpochs {epochs:g} -> {max(epochs + 1, epochs * 1.5):g}" if epochs else "more epochs (+50 %)"
-        recs.append(f"Train longer: {more}, as long as the validation loss still falls (check the training "
-                    "report's loss curve for a plateau first).")
+    if names & {"rougeL", "bleu", "charAccuracy", "conceptAccuracy"} or any(
+        n.startswith("maxPerplexity") for n in names
+    ):
+        more = (
+            f"numTrainEpochs {epochs:g} -> {max(epochs + 1, epochs * 1.5):g}"
+            if epochs
+            else "more epochs (+50 %)"
+        )
+        recs.append(
+            f"Train longer: {more}, as long as the validation loss still falls (check the training "
+            "report's loss curve for a plateau first)."
+        )
         rank_txt = f"lora.rank {rank} -> {rank * 2}" if rank else "a higher lora.rank (e.g. 16 -> 32)"
-        recs.append(f"Give the adapter more capacity: {rank_txt} (alpha = 2 x rank), target all linear layers.")
+        recs.append(
+            f"Give the adapter more capacity: {rank_txt} (alpha = 2 x rank), target all linear layers."
+        )
         if lr and lr < 2e-4:
             recs.append(f"The learning rate {lr:g} is low for LoRA; try 1e-4 to 2e-4.")
     if "termAccuracy" in names or "answer.termAccuracy" in names:
         weak = [r for r in per_term if r["accuracy"] < 0.5][:10]
         if weak:
             listed = ", ".join(f"{r['term']} ({r['hits']}/{r['references']})" for r in weak)
-            recs.append(f"Add training data for the weakest terms: {listed}. Documents that define and use these "
-                        "terms in the answer (not only in the reasoning) help most.")
+            recs.append(
+                f"Add training data for the weakest terms: {listed}. Documents that define and use these "
+                "terms in the answer (not only in the reasoning) help most."
+            )
         else:
             recs.append("Add more training samples whose answers use the glossary terms explicitly.")
     compliance = metrics.get("thinkingCompliance")
@@ -135,17 +168,23 @@ def recommendations(metrics: dict[str, Any], thresholds: dict[str, float], *, pe
         hit = generation.get("hitLimit", 0)
         n = generation.get("samples", 0) or 1
         if hit:
-            recs.append(f"Check thinking generation: {hit}/{n} generations hit maxNewTokens "
-                        f"({generation.get('maxNewTokens')}) before '</think>' or the answer; raise "
-                        "evaluation.maxNewTokens (thinking traces are long) or shorten the reasoning in the data.")
+            recs.append(
+                f"Check thinking generation: {hit}/{n} generations hit maxNewTokens "
+                f"({generation.get('maxNewTokens')}) before '</think>' or the answer; raise "
+                "evaluation.maxNewTokens (thinking traces are long) or shorten the reasoning in the data."
+            )
         missing = generation.get("missingClose", 0) - hit
         if missing > 0:
-            recs.append(f"Check thinking generation: {missing}/{n} generations stopped without '</think>' and an "
-                        "answer. Make sure every training sample has '<think>\\n...\\n</think>\\n\\n<answer>', that "
-                        "template is qwen3 and enableThinking is true.")
+            recs.append(
+                f"Check thinking generation: {missing}/{n} generations stopped without '</think>' and an "
+                "answer. Make sure every training sample has '<think>\\n...\\n</think>\\n\\n<answer>', that "
+                "template is qwen3 and enableThinking is true."
+            )
     if unknown:
-        recs.append(f"Unknown threshold keys ignored: {', '.join(sorted(unknown))} (known: "
-                    f"{', '.join([*_HEADLINE, 'thinkingCompliance', 'maxPerplexity'])}, 'thinking.X', 'full.X').")
+        recs.append(
+            f"Unknown threshold keys ignored: {', '.join(sorted(unknown))} (known: "
+            f"{', '.join([*_HEADLINE, 'thinkingCompliance', 'maxPerplexity'])}, 'thinking.X', 'full.X')."
+        )
     return failed, recs
 
 
@@ -180,8 +219,9 @@ def write_chart(metrics: dict[str, Any], path: Path) -> Path | None:
             v = metrics.get(part, {}).get(n)
             vals.append(0.0 if v is None else (v / 100 if n == "bleu" else v))
         ax.bar([x + i * width for x in range(len(names))], vals, width, label=part)
-    ax.set_xticks([x + width for x in range(len(names))], ["BLEU/100", "ROUGE-L", "char acc", "term acc",
-                                                           "concept acc"])
+    ax.set_xticks(
+        [x + width for x in range(len(names))], ["BLEU/100", "ROUGE-L", "char acc", "term acc", "concept acc"]
+    )
     ax.set_ylim(0, 1)
     ax.set_title(f"Evaluation (thinking compliance {_fmt(metrics.get('thinkingCompliance'), 2)})")
     ax.legend()
@@ -195,41 +235,63 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     m = report["metrics"]
     ppl = m.get("perplexity", {})
     lines = [
-        "# Evaluation report", "",
-        f"- model: `{report['model']}`" + (f" + adapter `{report['adapter']}`" if report.get("adapter") else ""),
+        "# Evaluation report",
+        "",
+        f"- model: `{report['model']}`"
+        + (f" + adapter `{report['adapter']}`" if report.get("adapter") else ""),
         f"- test file: `{report['testFile']}` ({report['samples']} samples)",
         f"- generation: greedy, maxNewTokens {report['generation']['maxNewTokens']}, prompt "
         f"{'pre-fills <think>' if report['generation']['prefill'] else 'without pre-fill'}",
-        f"- finished: {report['finished']} ({report['seconds']:.0f} s)", "",
-        "## Perplexity (assistant turn only)", "",
-        "| full | thinking | answer | tokens |", "|---|---|---|---|",
+        f"- finished: {report['finished']} ({report['seconds']:.0f} s)",
+        "",
+        "## Perplexity (assistant turn only)",
+        "",
+        "| full | thinking | answer | tokens |",
+        "|---|---|---|---|",
         f"| {_fmt(ppl.get('full'))} | {_fmt(ppl.get('thinking'))} | {_fmt(ppl.get('answer'))} | {ppl.get('tokens')} |",
-        "", "## Generation metrics", "",
+        "",
+        "## Generation metrics",
+        "",
         "| part | BLEU | corpus BLEU | ROUGE-L | char acc | term acc | concept acc |",
         "|---|---|---|---|---|---|---|",
     ]
     for part in ("answer", "thinking", "full"):
         p = m.get(part, {})
-        lines.append(f"| {part} | {_fmt(p.get('bleu'), 1)} | {_fmt(p.get('corpusBleu'), 1)} | {_fmt(p.get('rougeL'))} "
-                     f"| {_fmt(p.get('charAccuracy'))} | {_fmt(p.get('termAccuracy'))} | "
-                     f"{_fmt(p.get('conceptAccuracy'))} |")
-    lines += ["", f"Thinking-format compliance (`</think>` + non-empty answer): "
-              f"**{_fmt(m.get('thinkingCompliance'), 2)}**; generations that hit the token limit: "
-              f"{report['generation']['hitLimit']}", ""]
+        lines.append(
+            f"| {part} | {_fmt(p.get('bleu'), 1)} | {_fmt(p.get('corpusBleu'), 1)} | {_fmt(p.get('rougeL'))} "
+            f"| {_fmt(p.get('charAccuracy'))} | {_fmt(p.get('termAccuracy'))} | "
+            f"{_fmt(p.get('conceptAccuracy'))} |"
+        )
+    lines += [
+        "",
+        f"Thinking-format compliance (`</think>` + non-empty answer): "
+        f"**{_fmt(m.get('thinkingCompliance'), 2)}**; generations that hit the token limit: "
+        f"{report['generation']['hitLimit']}",
+        "",
+    ]
     if report.get("chart"):
         lines += [f"![metrics]({Path(report['chart']).name})", ""]
     if report.get("failedChecks"):
         lines += ["## Below threshold", "", "| metric | value | threshold |", "|---|---|---|"]
-        lines += [f"| {f['metric']} | {_fmt(f['value'])} | {'≤' if f['direction'] == 'max' else '≥'} "
-                  f"{_fmt(f['threshold'])} |" for f in report["failedChecks"]]
+        lines += [
+            f"| {f['metric']} | {_fmt(f['value'])} | {'≤' if f['direction'] == 'max' else '≥'} "
+            f"{_fmt(f['threshold'])} |"
+            for f in report["failedChecks"]
+        ]
         lines.append("")
     if report.get("recommendations"):
         lines += ["## Recommendations", ""] + [f"- {r}" for r in report["recommendations"]] + [""]
     if report.get("perTerm"):
-        lines += ["## Terms (answer part, weakest first)", "", "| term | in references | in predictions | accuracy |",
-                  "|---|---|---|---|"]
-        lines += [f"| {r['term']} | {r['references']} | {r['hits']} | {_fmt(r['accuracy'], 2)} |"
-                  for r in report["perTerm"][:30]]
+        lines += [
+            "## Terms (answer part, weakest first)",
+            "",
+            "| term | in references | in predictions | accuracy |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['term']} | {r['references']} | {r['hits']} | {_fmt(r['accuracy'], 2)} |"
+            for r in report["perTerm"][:30]
+        ]
         lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -238,8 +300,17 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 # Entry points
 
 
-def evaluate_loaded(model, tokenizer, samples, *, spec: EvaluationSpec, terms=None, batch_size: int | None = None,
-                    max_length: int = 4096, progress=True) -> dict[str, Any]:
+def evaluate_loaded(
+    model,
+    tokenizer,
+    samples,
+    *,
+    spec: EvaluationSpec,
+    terms=None,
+    batch_size: int | None = None,
+    max_length: int = 4096,
+    progress=True,
+) -> dict[str, Any]:
     """Metrics of an already loaded model (used by evaluate_model and by export verification)."""
     from thinktune.evaluate import metrics as M
 
@@ -248,19 +319,30 @@ def evaluate_loaded(model, tokenizer, samples, *, spec: EvaluationSpec, terms=No
     bs = batch_size or (8 if device.type == "cuda" else 2)
     with _progress(progress, len(samples) * 2, "evaluating") as tick:
         scores = M.score_responses(model, tokenizer, samples, max_length=max_length, progress=lambda: tick(1))
-        gens = M.generate(model, tokenizer, samples, max_new_tokens=spec.max_new_tokens, batch_size=bs,
-                          progress=tick)
+        gens = M.generate(
+            model, tokenizer, samples, max_new_tokens=spec.max_new_tokens, batch_size=bs, progress=tick
+        )
     preds = [g["text"] for g in gens]
     per = [M.score_prediction(p, s.reference, matcher) for p, s in zip(preds, samples, strict=True)]
     metrics = M.aggregate_scores(per, preds, [s.reference for s in samples])
     metrics["perplexity"] = M.perplexity(scores)
     _, prefill = M.generation_prompt(tokenizer, samples[0].messages) if samples else ("", "")
-    generation = {"maxNewTokens": spec.max_new_tokens, "samples": len(samples), "prefill": prefill,
-                  "hitLimit": sum(1 for g in gens if g["hit_limit"]),
-                  "missingClose": sum(1 for p in preds if M.THINK_CLOSE not in p),
-                  "meanNewTokens": sum(g["new_tokens"] for g in gens) / max(1, len(gens))}
-    return {"metrics": metrics, "generation": generation, "perSample": per, "predictions": gens,
-            "responseScores": scores, "perTerm": M.per_term_table(per)}
+    generation = {
+        "maxNewTokens": spec.max_new_tokens,
+        "samples": len(samples),
+        "prefill": prefill,
+        "hitLimit": sum(1 for g in gens if g["hit_limit"]),
+        "missingClose": sum(1 for p in preds if M.THINK_CLOSE not in p),
+        "meanNewTokens": sum(g["new_tokens"] for g in gens) / max(1, len(gens)),
+    }
+    return {
+        "metrics": metrics,
+        "generation": generation,
+        "perSample": per,
+        "predictions": gens,
+        "responseScores": scores,
+        "perTerm": M.per_term_table(per),
+    }
 
 
 class _progress:
@@ -285,9 +367,18 @@ class _progress:
             self._p.stop()
 
 
-def evaluate_model(model_path: str, *, adapter_path: str | None, test_file: Path, spec: EvaluationSpec,
-                   output_dir: Path, terms: list[str] | None = None, progress: bool = True,
-                   job: dict[str, Any] | None = None, max_length: int = 4096) -> dict[str, Any]:
+def evaluate_model(
+    model_path: str,
+    *,
+    adapter_path: str | None,
+    test_file: Path,
+    spec: EvaluationSpec,
+    output_dir: Path,
+    terms: list[str] | None = None,
+    progress: bool = True,
+    job: dict[str, Any] | None = None,
+    max_length: int = 4096,
+) -> dict[str, Any]:
     """Evaluate ``model_path`` (+ ``adapter_path``) on ``test_file``; write the reports into ``output_dir`` and
     return the report dict (``metrics``, ``failedChecks``, ``recommendations``, paths, ...)."""
     from thinktune.evaluate import metrics as M
@@ -295,36 +386,62 @@ def evaluate_model(model_path: str, *, adapter_path: str | None, test_file: Path
     started = time.monotonic()
     test_file = Path(test_file)
     if not test_file.is_file():
-        raise EvaluationError(f"test split {test_file} does not exist; build the dataset first "
-                              "(thinktune dataset build) or point spec.dataset at a directory with test.json")
+        raise EvaluationError(
+            f"test split {test_file} does not exist; build the dataset first "
+            "(thinktune dataset build) or point spec.dataset at a directory with test.json"
+        )
     samples = M.load_samples(test_file, limit=spec.max_samples)
     if not samples:
         raise EvaluationError(f"{test_file} has no samples with an assistant turn to evaluate")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_model(model_path, adapter_path)
-    res = evaluate_loaded(model, tokenizer, samples, spec=spec, terms=terms, progress=progress,
-                          max_length=max_length)
+    res = evaluate_loaded(
+        model, tokenizer, samples, spec=spec, terms=terms, progress=progress, max_length=max_length
+    )
     metrics = res["metrics"]
-    failed, recs = recommendations(metrics, spec.thresholds, per_term=res["perTerm"],
-                                   generation=res["generation"], job=job)
+    failed, recs = recommendations(
+        metrics, spec.thresholds, per_term=res["perTerm"], generation=res["generation"], job=job
+    )
     with (output_dir / PREDICTIONS).open("w", encoding="utf-8") as f:
         for s, g, sc in zip(samples, res["predictions"], res["perSample"], strict=True):
             think, ans, _ = M.split_thinking(g["text"])
-            f.write(json.dumps({"id": s.id, "question": s.question, "messages": s.messages,
-                                "reference": s.reference, "prediction": g["text"], "predictionThinking": think,
-                                "predictionAnswer": ans, "newTokens": g["new_tokens"], "hitLimit": g["hit_limit"],
-                                "scores": sc}, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": s.id,
+                        "question": s.question,
+                        "messages": s.messages,
+                        "reference": s.reference,
+                        "prediction": g["text"],
+                        "predictionThinking": think,
+                        "predictionAnswer": ans,
+                        "newTokens": g["new_tokens"],
+                        "hitLimit": g["hit_limit"],
+                        "scores": sc,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     chart = write_chart(metrics, output_dir / CHART)
     report = {
         "kind": "EvaluationReport",
-        "model": str(model_path), "adapter": str(adapter_path) if adapter_path else None,
-        "testFile": str(test_file), "samples": len(samples),
-        "metrics": metrics, "thresholds": dict(spec.thresholds),
-        "passed": not failed, "failedChecks": failed, "recommendations": recs,
-        "generation": res["generation"], "perTerm": res["perTerm"],
-        "predictions": str(output_dir / PREDICTIONS), "chart": str(chart) if chart else None,
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": time.monotonic() - started,
+        "model": str(model_path),
+        "adapter": str(adapter_path) if adapter_path else None,
+        "testFile": str(test_file),
+        "samples": len(samples),
+        "metrics": metrics,
+        "thresholds": dict(spec.thresholds),
+        "passed": not failed,
+        "failedChecks": failed,
+        "recommendations": recs,
+        "generation": res["generation"],
+        "perTerm": res["perTerm"],
+        "predictions": str(output_dir / PREDICTIONS),
+        "chart": str(chart) if chart else None,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": time.monotonic() - started,
     }
     report["headline"] = headline(report)
     (output_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -335,10 +452,16 @@ def evaluate_model(model_path: str, *, adapter_path: str | None, test_file: Path
 def headline(report: dict[str, Any]) -> dict[str, float]:
     """Flat camelCase numbers for a CR status (FineTuneJobStatus.metrics)."""
     m = report["metrics"]
-    out = {"perplexity": m.get("perplexity", {}).get("full"), "bleu": m["answer"].get("bleu"),
-           "rougeL": m["answer"].get("rougeL"), "charAccuracy": m["answer"].get("charAccuracy"),
-           "termAccuracy": m["answer"].get("termAccuracy"), "conceptAccuracy": m["answer"].get("conceptAccuracy"),
-           "thinkingRougeL": m["thinking"].get("rougeL"), "thinkingCompliance": m.get("thinkingCompliance")}
+    out = {
+        "perplexity": m.get("perplexity", {}).get("full"),
+        "bleu": m["answer"].get("bleu"),
+        "rougeL": m["answer"].get("rougeL"),
+        "charAccuracy": m["answer"].get("charAccuracy"),
+        "termAccuracy": m["answer"].get("termAccuracy"),
+        "conceptAccuracy": m["answer"].get("conceptAccuracy"),
+        "thinkingRougeL": m["thinking"].get("rougeL"),
+        "thinkingCompliance": m.get("thinkingCompliance"),
+    }
     return {k: float(v) for k, v in out.items() if v is not None}
 
 
@@ -360,8 +483,10 @@ def find_adapter(output_dir: Path) -> Path | None:
     for cand in (output_dir, output_dir / "adapter", output_dir / "final"):
         if (cand / "adapter_config.json").is_file():
             return cand
-    ckpts = sorted((p for p in output_dir.glob("checkpoint-*") if (p / "adapter_config.json").is_file()),
-                   key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1)
+    ckpts = sorted(
+        (p for p in output_dir.glob("checkpoint-*") if (p / "adapter_config.json").is_file()),
+        key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1,
+    )
     return ckpts[-1] if ckpts else None
 
 
@@ -393,9 +518,11 @@ def job_dataset_dir(loaded) -> Path:
     for r in load_path(loaded.file.parent):
         if r.kind == "DatasetBuild" and r.name == ref:
             return r.resolve(r.resource.spec.output.path)
-    raise EvaluationError(f"{loaded.file}:{loaded.line}: FineTuneJob/{loaded.name} spec.datasetRef.name={ref!r}, but "
-                          f"no DatasetBuild named {ref!r} is in {loaded.file.parent}; put its YAML next to the job or "
-                          "use spec.dataset.path")
+    raise EvaluationError(
+        f"{loaded.file}:{loaded.line}: FineTuneJob/{loaded.name} spec.datasetRef.name={ref!r}, but "
+        f"no DatasetBuild named {ref!r} is in {loaded.file.parent}; put its YAML next to the job or "
+        "use spec.dataset.path"
+    )
 
 
 def evaluate_job(loaded, model_override: str | None = None, *, progress: bool = True) -> dict[str, Any]:
@@ -408,8 +535,10 @@ def evaluate_job(loaded, model_override: str | None = None, *, progress: bool = 
     out = loaded.resolve(spec.output.path)
     adapter = find_adapter(out)
     if adapter is None:
-        raise EvaluationError(f"FineTuneJob/{loaded.name}: no adapter (adapter_config.json) under {out}; train it "
-                              f"first (thinktune train -f {loaded.file})")
+        raise EvaluationError(
+            f"FineTuneJob/{loaded.name}: no adapter (adapter_config.json) under {out}; train it "
+            f"first (thinktune train -f {loaded.file})"
+        )
     if model_override:
         base = model_override
     else:
@@ -418,21 +547,36 @@ def evaluate_job(loaded, model_override: str | None = None, *, progress: bool = 
     dataset_dir = job_dataset_dir(loaded)
     test = find_split(dataset_dir, "test")
     if test is None:
-        raise EvaluationError(f"no test split (test.json) in {dataset_dir}; build the dataset first "
-                              "(thinktune dataset build / thinktune run)")
-    job = {"epochs": spec.training.num_train_epochs, "loraRank": spec.finetuning.lora.rank,
-           "learningRate": spec.training.learning_rate}
+        raise EvaluationError(
+            f"no test split (test.json) in {dataset_dir}; build the dataset first "
+            "(thinktune dataset build / thinktune run)"
+        )
+    job = {
+        "epochs": spec.training.num_train_epochs,
+        "loraRank": spec.finetuning.lora.rank,
+        "learningRate": spec.training.learning_rate,
+    }
     try:  # the planner's rank if the trainer recorded it
         plan = json.loads((out / "status.local.json").read_text()).get("plan") or {}
         job["loraRank"] = job["loraRank"] or plan.get("loraRank") or plan.get("lora_rank")
     except (OSError, ValueError):
         pass
-    report = evaluate_model(base, adapter_path=str(adapter), test_file=test, spec=spec.evaluation,
-                            output_dir=out / "eval", progress=progress, job=job,
-                            max_length=spec.training.cutoff_len)
+    report = evaluate_model(
+        base,
+        adapter_path=str(adapter),
+        test_file=test,
+        spec=spec.evaluation,
+        output_dir=out / "eval",
+        progress=progress,
+        job=job,
+        max_length=spec.training.cutoff_len,
+    )
     h = headline(report)
-    console.print(f"[green]evaluation[/] FineTuneJob/{loaded.name}: " + ", ".join(
-        f"{k} {v:.3f}" for k, v in h.items()) + f"; report: {out / 'eval' / REPORT_MD}")
+    console.print(
+        f"[green]evaluation[/] FineTuneJob/{loaded.name}: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in h.items())
+        + f"; report: {out / 'eval' / REPORT_MD}"
+    )
     for r in report["recommendations"]:
         console.print(f"[yellow]recommendation:[/] {r}")
     return report

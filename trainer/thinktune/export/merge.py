@@ -76,21 +76,37 @@ def find_adapter_dir(path: str | Path) -> Path:
             return cand
     ckpts = [p for p in path.glob("checkpoint-*") if (p / "adapter_config.json").is_file()]
     if ckpts:
-        return max(ckpts, key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1)
-    raise MergeError(f"no LoRA adapter (adapter_config.json) in {path} or its adapter/, final/, checkpoint-* "
-                     "subdirectories; train the FineTuneJob first or point spec.adapter.path at the adapter")
+        return max(
+            ckpts, key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1
+        )
+    raise MergeError(
+        f"no LoRA adapter (adapter_config.json) in {path} or its adapter/, final/, checkpoint-* "
+        "subdirectories; train the FineTuneJob first or point spec.adapter.path at the adapter"
+    )
 
 
 def _lf_merge(base: str, adapter: Path, out: Path, *, template: str, dtype: str) -> None:
-    args = {"model_name_or_path": base, "adapter_name_or_path": str(adapter), "template": template,
-            "finetuning_type": "lora", "export_dir": str(out), "export_size": 5, "export_device": "cpu",
-            "infer_dtype": dtype, "trust_remote_code": False}
+    args = {
+        "model_name_or_path": base,
+        "adapter_name_or_path": str(adapter),
+        "template": template,
+        "finetuning_type": "lora",
+        "export_dir": str(out),
+        "export_size": 5,
+        "export_device": "cpu",
+        "infer_dtype": dtype,
+        "trust_remote_code": False,
+    }
     env = dict(os.environ, DISABLE_VERSION_CHECK=os.environ.get("DISABLE_VERSION_CHECK", "1"))
-    proc = subprocess.run([sys.executable, "-c", LF_EXPORT_SCRIPT, json.dumps(args)], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", LF_EXPORT_SCRIPT, json.dumps(args)], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         lines = [x for x in (proc.stderr or proc.stdout).strip().splitlines() if x.strip()]
-        raise MergeError("LLaMA Factory export_model failed: " + (lines[-1].strip() if lines else f"exit {proc.returncode}"))
+        raise MergeError(
+            "LLaMA Factory export_model failed: "
+            + (lines[-1].strip() if lines else f"exit {proc.returncode}")
+        )
 
 
 def _peft_merge(base: str, adapter: Path, out: Path, *, dtype: str) -> None:
@@ -126,8 +142,15 @@ def _finish_tokenizer(base: str, adapter: Path, out: Path) -> None:
         pass
 
 
-def merge_adapter(base_model: str | Path, adapter_dir: str | Path, out_dir: str | Path, *,
-                  template: str = "qwen3", backend: str = "auto", dtype: str | None = None) -> dict[str, Any]:
+def merge_adapter(
+    base_model: str | Path,
+    adapter_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    template: str = "qwen3",
+    backend: str = "auto",
+    dtype: str | None = None,
+) -> dict[str, Any]:
     """Merge ``adapter_dir`` into ``base_model`` and save to ``out_dir``. Returns {"path", "backend", "dtype",
     "notes"}. ``backend``: auto | llamafactory | peft."""
     if backend not in ("auto", "llamafactory", "peft"):

@@ -70,9 +70,11 @@ def resolve_base_model(base_model: ModelSource, base_dir: Path) -> str:
     return base_model.name_or_path
 
 
-def find_dataset_dir(adapter_dir: Path, *, res: ModelExport | None = None, base_dir: Path | None = None
-                     ) -> tuple[Path | None, str]:
+def find_dataset_dir(
+    adapter_dir: Path, *, res: ModelExport | None = None, base_dir: Path | None = None
+) -> tuple[Path | None, str]:
     """(dataset dir, how it was found) following the order in the module docstring (2-4)."""
+
     def ok(p: Any) -> Path | None:
         if not p:
             return None
@@ -85,10 +87,13 @@ def find_dataset_dir(adapter_dir: Path, *, res: ModelExport | None = None, base_
     if d := ok(job.get("dataset_dir") or job.get("datasetDir")):
         return d, "thinktune_job.json"
     rep = _read_json(adapter_dir / "report.json") or {}
-    for cand in ((rep.get("dataset") or {}).get("dir") if isinstance(rep.get("dataset"), dict) else None,
-                 ((rep.get("extra") or {}).get("dataset") or {}).get("dir") if isinstance(rep.get("extra"), dict)
-                 else None,
-                 (rep.get("plan") or {}).get("dataset_dir") if isinstance(rep.get("plan"), dict) else None):
+    for cand in (
+        (rep.get("dataset") or {}).get("dir") if isinstance(rep.get("dataset"), dict) else None,
+        ((rep.get("extra") or {}).get("dataset") or {}).get("dir")
+        if isinstance(rep.get("extra"), dict)
+        else None,
+        (rep.get("plan") or {}).get("dataset_dir") if isinstance(rep.get("plan"), dict) else None,
+    ):
         if d := ok(cand):
             return d, "training report.json"
     if res is not None and res.spec.fine_tune_job_ref is not None and base_dir is not None:
@@ -112,10 +117,19 @@ def _log(progress: bool):
     return (lambda msg: console.print(f"[cyan]export[/] {msg}")) if progress else (lambda msg: None)
 
 
-def export_model(res: ModelExport, *, adapter_dir: Path, base_model: ModelSource | None, output_dir: Path,
-                 base_dir: Path, progress: bool = True, dataset_dir: Path | None = None,
-                 merge_backend: str = "auto", verify_max_new_tokens: int = VERIFY_MAX_NEW_TOKENS,
-                 raise_on_failure: bool = True) -> dict[str, Any]:
+def export_model(
+    res: ModelExport,
+    *,
+    adapter_dir: Path,
+    base_model: ModelSource | None,
+    output_dir: Path,
+    base_dir: Path,
+    progress: bool = True,
+    dataset_dir: Path | None = None,
+    merge_backend: str = "auto",
+    verify_max_new_tokens: int = VERIFY_MAX_NEW_TOKENS,
+    raise_on_failure: bool = True,
+) -> dict[str, Any]:
     """Run the ModelExport; return the report (``report["status"]`` is a ModelExportStatus dict, camelCase)."""
     from thinktune.evaluate import metrics as M
     from thinktune.evaluate.run import find_split
@@ -149,7 +163,9 @@ def export_model(res: ModelExport, *, adapter_dir: Path, base_model: ModelSource
     train_file = find_split(ds_dir, "train") if ds_dir else None
     test_file = find_split(ds_dir, "test") if ds_dir else None
     if ds_dir is None:
-        notes.append("no dataset found (see thinktune.export.pipeline docs): verification skipped, gptq impossible")
+        notes.append(
+            "no dataset found (see thinktune.export.pipeline docs): verification skipped, gptq impossible"
+        )
 
     artifacts: list[dict[str, Any]] = []
     merge_info: dict[str, Any] | None = None
@@ -158,31 +174,57 @@ def export_model(res: ModelExport, *, adapter_dir: Path, base_model: ModelSource
         merge_info = merge_adapter(base, adapter, output_dir / "merged", backend=merge_backend)
         notes += merge_info.get("notes", [])
         merged_dir = Path(merge_info["path"])
-        artifacts.append({"name": "merged", "path": str(merged_dir), "method": "merge", "bits": None,
-                          "size_bytes": _dir_size(merged_dir), "warnings": []})
+        artifacts.append(
+            {
+                "name": "merged",
+                "path": str(merged_dir),
+                "method": "merge",
+                "bits": None,
+                "size_bytes": _dir_size(merged_dir),
+                "warnings": [],
+            }
+        )
     else:
         dst = output_dir / "adapter"
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(adapter, dst)
         merged_dir = None
-        artifacts.append({"name": "adapter", "path": str(dst), "method": "lora", "bits": None,
-                          "size_bytes": _dir_size(dst), "warnings": []})
+        artifacts.append(
+            {
+                "name": "adapter",
+                "path": str(dst),
+                "method": "lora",
+                "bits": None,
+                "size_bytes": _dir_size(dst),
+                "warnings": [],
+            }
+        )
 
     calib: list[str] | None = None
     for q in spec.quantize:
         name = variant_name(q.method, q.bits)
         dst = output_dir / name
-        entry = {"name": name, "path": str(dst), "method": q.method, "bits": q.bits, "group_size": q.group_size,
-                 "warnings": []}
+        entry = {
+            "name": name,
+            "path": str(dst),
+            "method": q.method,
+            "bits": q.bits,
+            "group_size": q.group_size,
+            "warnings": [],
+        }
         try:
             if q.method == "gptq" and calib is None:
                 if train_file is None:
-                    raise QuantizationError("gptq needs calibration text from the train split, but no dataset "
-                                            "(train.json) was found; pass dataset_dir")
+                    raise QuantizationError(
+                        "gptq needs calibration text from the train split, but no dataset "
+                        "(train.json) was found; pass dataset_dir"
+                    )
                 calib = calibration_texts(M.load_samples(train_file), spec.calibration_samples)
             log(f"quantizing {name}")
-            info = quantize(q.method, merged_dir, dst, bits=q.bits, group_size=q.group_size, calibration=calib)
+            info = quantize(
+                q.method, merged_dir, dst, bits=q.bits, group_size=q.group_size, calibration=calib
+            )
             entry.update(size_bytes=_dir_size(dst), info=info)
         except (QuantizationUnavailable, QuantizationError) as e:
             entry.update(verified=False, failed=True)
@@ -201,8 +243,14 @@ def export_model(res: ModelExport, *, adapter_dir: Path, base_model: ModelSource
         else:
             samples = M.load_samples(test_file, limit=spec.verify.samples)
             log(f"verifying {', '.join(a['name'] for a in to_verify)} on {len(samples)} test samples")
-            verification = verify_variants(str(merged_dir), to_verify, samples, spec=spec.verify,
-                                           max_new_tokens=verify_max_new_tokens, log=log)
+            verification = verify_variants(
+                str(merged_dir),
+                to_verify,
+                samples,
+                spec=spec.verify,
+                max_new_tokens=verify_max_new_tokens,
+                log=log,
+            )
             artifacts[0]["perplexity"] = verification["merged"]["perplexity"]
             artifacts[0]["term_accuracy"] = verification["merged"]["termAccuracy"]
             for a in to_verify:
@@ -219,14 +267,24 @@ def export_model(res: ModelExport, *, adapter_dir: Path, base_model: ModelSource
     ds_report = _read_json(ds_dir / "report.json") if ds_dir else None
     card_path = None
     if spec.model_card:
-        card_path = write_model_card(output_dir, {
-            "name": res.metadata.name, "base_model": base, "adapter": str(adapter),
-            "merge_backend": merge_info["backend"] if merge_info else None,
-            "dataset": {"dir": str(ds_dir) if ds_dir else None, "counts": (ds_report or {}).get("counts")},
-            "training": train_report, "evaluation": eval_report, "artifacts": artifacts,
-            "verify": spec.verify.model_dump() if verification else None,
-            "tiny": read_tiny_marker(base) is not None if Path(base).is_dir() else False,
-        })
+        card_path = write_model_card(
+            output_dir,
+            {
+                "name": res.metadata.name,
+                "base_model": base,
+                "adapter": str(adapter),
+                "merge_backend": merge_info["backend"] if merge_info else None,
+                "dataset": {
+                    "dir": str(ds_dir) if ds_dir else None,
+                    "counts": (ds_report or {}).get("counts"),
+                },
+                "training": train_report,
+                "evaluation": eval_report,
+                "artifacts": artifacts,
+                "verify": spec.verify.model_dump() if verification else None,
+                "tiny": read_tiny_marker(base) is not None if Path(base).is_dir() else False,
+            },
+        )
 
     failed = bool(errors)
     n_warn = sum(len(a["warnings"]) for a in artifacts if not a.get("failed"))
@@ -236,33 +294,70 @@ def export_model(res: ModelExport, *, adapter_dir: Path, base_model: ModelSource
         made = ", ".join(a["name"] for a in artifacts)
         message = f"exported {made}" + (f"; {n_warn} verification warning(s)" if n_warn else "")
     now = datetime.now(UTC)
-    conditions = [Condition(type="Failed" if failed else "Succeeded", status="True",
-                            reason="QuantizationFailed" if failed else "Exported", message=message,
-                            last_transition_time=now)]
+    conditions = [
+        Condition(
+            type="Failed" if failed else "Succeeded",
+            status="True",
+            reason="QuantizationFailed" if failed else "Exported",
+            message=message,
+            last_transition_time=now,
+        )
+    ]
     if verification is not None:
         all_ok = all(a.get("verified") for a in to_verify)
-        conditions.append(Condition(type="Verified", status="True" if all_ok else "False",
-                                    reason="WithinThresholds" if all_ok else "DegradationWarnings",
-                                    message="all variants within thresholds" if all_ok else
-                                    "; ".join(f"{a['name']}: {w}" for a in to_verify for w in a["warnings"]),
-                                    last_transition_time=now))
+        conditions.append(
+            Condition(
+                type="Verified",
+                status="True" if all_ok else "False",
+                reason="WithinThresholds" if all_ok else "DegradationWarnings",
+                message="all variants within thresholds"
+                if all_ok
+                else "; ".join(f"{a['name']}: {w}" for a in to_verify for w in a["warnings"]),
+                last_transition_time=now,
+            )
+        )
     status = ModelExportStatus(
-        phase="Failed" if failed else "Succeeded", conditions=conditions, start_time=started_at,
-        completion_time=now, message=message, report_path=str(output_dir / REPORT_JSON),
-        artifacts=[ExportArtifact(name=a["name"], path=a["path"], size_bytes=a.get("size_bytes"),
-                                  verified=a.get("verified"), perplexity=a.get("perplexity"),
-                                  term_accuracy=a.get("term_accuracy"), warnings=a["warnings"]) for a in artifacts])
+        phase="Failed" if failed else "Succeeded",
+        conditions=conditions,
+        start_time=started_at,
+        completion_time=now,
+        message=message,
+        report_path=str(output_dir / REPORT_JSON),
+        artifacts=[
+            ExportArtifact(
+                name=a["name"],
+                path=a["path"],
+                size_bytes=a.get("size_bytes"),
+                verified=a.get("verified"),
+                perplexity=a.get("perplexity"),
+                term_accuracy=a.get("term_accuracy"),
+                warnings=a["warnings"],
+            )
+            for a in artifacts
+        ],
+    )
     report = {
-        "kind": "ModelExportReport", "name": res.metadata.name,
+        "kind": "ModelExportReport",
+        "name": res.metadata.name,
         "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "baseModel": base, "adapter": str(adapter),
-        "dataset": {"dir": str(ds_dir) if ds_dir else None, "foundVia": ds_how,
-                    "train": str(train_file) if train_file else None, "test": str(test_file) if test_file else None},
-        "merge": merge_info, "artifacts": artifacts, "verification": verification, "notes": notes,
-        "modelCard": str(card_path) if card_path else None, "seconds": time.monotonic() - t0,
+        "baseModel": base,
+        "adapter": str(adapter),
+        "dataset": {
+            "dir": str(ds_dir) if ds_dir else None,
+            "foundVia": ds_how,
+            "train": str(train_file) if train_file else None,
+            "test": str(test_file) if test_file else None,
+        },
+        "merge": merge_info,
+        "artifacts": artifacts,
+        "verification": verification,
+        "notes": notes,
+        "modelCard": str(card_path) if card_path else None,
+        "seconds": time.monotonic() - t0,
     }
-    (output_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str),
-                                          encoding="utf-8")
+    (output_dir / REPORT_JSON).write_text(
+        json.dumps(report, indent=2, ensure_ascii=False, default=str), encoding="utf-8"
+    )
     _write_markdown(report, output_dir / REPORT_MD)
     log(message)
     if failed and raise_on_failure:
@@ -277,18 +372,28 @@ def _write_markdown(report: dict[str, Any], path: Path) -> None:
         return "–" if v is None else format(v, fmt) if isinstance(v, float) else str(v)
 
     st = report["status"]
-    lines = [f"# Export report: {report['name']}", "", f"**{st['phase']}** — {st.get('message', '')}", "",
-             f"- base model: `{report['baseModel']}`", f"- adapter: `{report['adapter']}`",
-             f"- merge: {report['merge']['backend'] if report.get('merge') else 'not merged'}",
-             f"- dataset: `{report['dataset']['dir']}` (found via {report['dataset']['foundVia']})", "",
-             "| artifact | size (MB) | perplexity | Δ perplexity | top-1 agreement | char acc vs merged | term acc | "
-             "verified |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Export report: {report['name']}",
+        "",
+        f"**{st['phase']}** — {st.get('message', '')}",
+        "",
+        f"- base model: `{report['baseModel']}`",
+        f"- adapter: `{report['adapter']}`",
+        f"- merge: {report['merge']['backend'] if report.get('merge') else 'not merged'}",
+        f"- dataset: `{report['dataset']['dir']}` (found via {report['dataset']['foundVia']})",
+        "",
+        "| artifact | size (MB) | perplexity | Δ perplexity | top-1 agreement | char acc vs merged | term acc | "
+        "verified |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for a in report["artifacts"]:
         v = a.get("verification") or {}
         inc = v.get("perplexityIncrease")
-        lines.append(f"| {a['name']} | {f((a.get('size_bytes') or 0) / 1e6, '.1f')} | {f(a.get('perplexity'))} | "
-                     f"{'–' if inc is None else format(inc, '+.2%')} | {f(v.get('top1Agreement'))} | "
-                     f"{f(v.get('charAccuracyVsMerged'))} | {f(a.get('term_accuracy'))} | {f(a.get('verified'))} |")
+        lines.append(
+            f"| {a['name']} | {f((a.get('size_bytes') or 0) / 1e6, '.1f')} | {f(a.get('perplexity'))} | "
+            f"{'–' if inc is None else format(inc, '+.2%')} | {f(v.get('top1Agreement'))} | "
+            f"{f(v.get('charAccuracyVsMerged'))} | {f(a.get('term_accuracy'))} | {f(a.get('verified'))} |"
+        )
     warns = [(a["name"], w) for a in report["artifacts"] for w in a["warnings"]]
     if warns:
         lines += ["", "## Warnings", ""] + [f"- **{n}**: {w}" for n, w in warns]

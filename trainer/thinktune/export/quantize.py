@@ -39,9 +39,19 @@ from typing import Any
 RTN_FORMAT = "thinktune-rtn"
 RTN_VERSION = 1
 RTN_CONFIG = "rtn_config.json"
-_COPY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "added_tokens.json",
-               "Modelfile", "thinktune_tiny.json")
+_COPY_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "Modelfile",
+    "thinktune_tiny.json",
+)
 
 
 class QuantizationUnavailable(RuntimeError):
@@ -69,7 +79,8 @@ def _require_cuda(method: str) -> None:
     if not _cuda_available():
         raise QuantizationUnavailable(
             f"{method} quantization needs a CUDA GPU, and this machine has none (torch.cuda.is_available() is "
-            "False). Run the ModelExport on a GPU node, or use method rtn (CPU) for a round-to-nearest baseline.")
+            "False). Run the ModelExport on a GPU node, or use method rtn (CPU) for a round-to-nearest baseline."
+        )
 
 
 def _require_gptq_packages() -> None:
@@ -80,7 +91,8 @@ def _require_gptq_packages() -> None:
         raise QuantizationUnavailable(
             f"gptq quantization needs {' and '.join(missing)}, which are not installed. Install the gptq extra "
             "with `uv sync --extra gptq` (gptqmodel>=2.0.0, optimum>=1.24.0; builds against CUDA, use the "
-            "trainer image on a GPU machine).")
+            "trainer image on a GPU machine)."
+        )
 
 
 def check_available(method: str) -> None:
@@ -94,8 +106,10 @@ def check_available(method: str) -> None:
         import importlib.util
 
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise QuantizationUnavailable("bnb quantization needs bitsandbytes (`uv pip install "
-                                          "bitsandbytes>=0.43`; included in the trainer image) and a CUDA GPU.")
+            raise QuantizationUnavailable(
+                "bnb quantization needs bitsandbytes (`uv pip install "
+                "bitsandbytes>=0.43`; included in the trainer image) and a CUDA GPU."
+            )
         _require_cuda("bnb")
     else:
         raise QuantizationError(f"unknown quantization method {method!r} (gptq, bnb or rtn)")
@@ -122,7 +136,7 @@ def rtn_quantize_weight(w, bits: int, group_size: int):
     if padded != in_f:
         wf = torch.nn.functional.pad(wf, (0, padded - in_f))
     grouped = wf.reshape(out_f, padded // g, g)
-    qmax = 2 ** bits - 1
+    qmax = 2**bits - 1
     wmin = grouped.amin(-1).clamp(max=0)
     wmax = grouped.amax(-1).clamp(min=0)
     scale = ((wmax - wmin) / qmax).clamp(min=1e-8)
@@ -138,20 +152,25 @@ def rtn_quantize_weight(w, bits: int, group_size: int):
     return q.contiguous(), scale16.contiguous(), zero.to(torch.uint8).contiguous(), padded, g
 
 
-def rtn_dequantize_weight(q, scales, zeros, *, bits: int, shape: Sequence[int], group: int, padded_in: int,
-                          dtype=None):
+def rtn_dequantize_weight(
+    q, scales, zeros, *, bits: int, shape: Sequence[int], group: int, padded_in: int, dtype=None
+):
     import torch
 
     out_f, in_f = shape
     if bits == 4:
         low, high = q & 0x0F, q >> 4
         q = torch.stack([low, high], dim=-1).reshape(out_f, -1)[:, :padded_in]
-    w = (q.float().reshape(out_f, padded_in // group, group) - zeros.float()[..., None]) * scales.float()[..., None]
+    w = (q.float().reshape(out_f, padded_in // group, group) - zeros.float()[..., None]) * scales.float()[
+        ..., None
+    ]
     w = w.reshape(out_f, padded_in)[:, :in_f]
     return w.to(dtype) if dtype is not None else w
 
 
-def quantize_rtn(merged_dir: str | Path, out_dir: str | Path, *, bits: int, group_size: int = 128) -> dict[str, Any]:
+def quantize_rtn(
+    merged_dir: str | Path, out_dir: str | Path, *, bits: int, group_size: int = 128
+) -> dict[str, Any]:
     """Round-to-nearest weight-only quantization of every Linear except lm_head; see the module docstring."""
     import torch
     from safetensors.torch import save_file
@@ -162,7 +181,11 @@ def quantize_rtn(merged_dir: str | Path, out_dir: str | Path, *, bits: int, grou
     merged_dir, out = Path(merged_dir), Path(out_dir)
     model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype="auto")
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    linear = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.split(".")[-1] != "lm_head"}
+    linear = {
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and n.split(".")[-1] != "lm_head"
+    }
     tensors: dict[str, Any] = {}
     modules: dict[str, Any] = {}
     tied: dict[str, str] = {}
@@ -185,12 +208,25 @@ def quantize_rtn(merged_dir: str | Path, out_dir: str | Path, *, bits: int, grou
     out.mkdir(parents=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt", "quantization": RTN_FORMAT})
     _copy_side_files(merged_dir, out)
-    cfg = {"format": RTN_FORMAT, "version": RTN_VERSION, "bits": bits, "group_size": group_size,
-           "symmetric": False, "dtype": dtype, "modules": modules, "tied": tied,
-           "load_with": "thinktune.export.quantize.load_rtn_model(path)"}
+    cfg = {
+        "format": RTN_FORMAT,
+        "version": RTN_VERSION,
+        "bits": bits,
+        "group_size": group_size,
+        "symmetric": False,
+        "dtype": dtype,
+        "modules": modules,
+        "tied": tied,
+        "load_with": "thinktune.export.quantize.load_rtn_model(path)",
+    }
     (out / RTN_CONFIG).write_text(json.dumps(cfg, indent=1), encoding="utf-8")
-    return {"path": str(out), "method": "rtn", "bits": bits, "group_size": group_size,
-            "quantized_modules": len(modules)}
+    return {
+        "path": str(out),
+        "method": "rtn",
+        "bits": bits,
+        "group_size": group_size,
+        "quantized_modules": len(modules),
+    }
 
 
 def is_rtn_dir(path: str | Path) -> bool:
@@ -224,9 +260,16 @@ def load_rtn_model(path: str | Path, *, dtype: str | None = None, device: str = 
     state: dict[str, Any] = {}
     for mod, info in cfg["modules"].items():
         key = f"{mod}.weight"
-        state[key] = rtn_dequantize_weight(raw.pop(f"{key}.qweight"), raw.pop(f"{key}.scales"),
-                                           raw.pop(f"{key}.zeros"), bits=cfg["bits"], shape=info["shape"],
-                                           group=info["group_size"], padded_in=info["padded_in"], dtype=torch_dtype)
+        state[key] = rtn_dequantize_weight(
+            raw.pop(f"{key}.qweight"),
+            raw.pop(f"{key}.scales"),
+            raw.pop(f"{key}.zeros"),
+            bits=cfg["bits"],
+            shape=info["shape"],
+            group=info["group_size"],
+            padded_in=info["padded_in"],
+            dtype=torch_dtype,
+        )
     state.update(raw)
     for key, src in cfg.get("tied", {}).items():
         state[key] = state[src]
@@ -271,11 +314,17 @@ def _chunks_longer_than(texts: Sequence[str], min_chars: int) -> list[str]:
     return out
 
 
-
-
-def quantize_gptq(merged_dir: str | Path, out_dir: str | Path, *, bits: int, group_size: int = 128,
-                  texts: Sequence[str], backend: str = "gptqmodel", max_length: int = 2048,
-                  batch_size: int = 1) -> dict[str, Any]:
+def quantize_gptq(
+    merged_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    bits: int,
+    group_size: int = 128,
+    texts: Sequence[str],
+    backend: str = "gptqmodel",
+    max_length: int = 2048,
+    batch_size: int = 1,
+) -> dict[str, Any]:
     """GPTQ weight-only quantization (GPU). ``texts``: calibration texts (see :func:`calibration_texts`)."""
     check_available("gptq")
     merged_dir, out = Path(merged_dir), Path(out_dir)
@@ -288,20 +337,33 @@ def quantize_gptq(merged_dir: str | Path, out_dir: str | Path, *, bits: int, gro
         with calib.open("w", encoding="utf-8") as f:
             for t in _chunks_longer_than(texts, maxlen * 3):  # chars >> tokens for safety
                 f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
-        args = {"model_name_or_path": str(merged_dir), "template": "qwen3", "export_dir": str(out),
-                "export_quantization_bit": bits, "export_quantization_dataset": str(calib),
-                "export_quantization_nsamples": len(texts), "export_quantization_maxlen": maxlen,
-                "export_size": 5, "export_device": "auto"}
+        args = {
+            "model_name_or_path": str(merged_dir),
+            "template": "qwen3",
+            "export_dir": str(out),
+            "export_quantization_bit": bits,
+            "export_quantization_dataset": str(calib),
+            "export_quantization_nsamples": len(texts),
+            "export_quantization_maxlen": maxlen,
+            "export_size": 5,
+            "export_device": "auto",
+        }
         from thinktune.export.merge import LF_EXPORT_SCRIPT
 
         env = dict(os.environ, DISABLE_VERSION_CHECK=os.environ.get("DISABLE_VERSION_CHECK", "1"))
-        proc = subprocess.run([sys.executable, "-c", LF_EXPORT_SCRIPT, json.dumps(args)], capture_output=True,
-                              text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", LF_EXPORT_SCRIPT, json.dumps(args)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         calib.unlink(missing_ok=True)
         if proc.returncode != 0:
             lines = [x for x in (proc.stderr or proc.stdout).strip().splitlines() if x.strip()]
-            raise QuantizationError("LLaMA Factory GPTQ export failed: "
-                                    + (lines[-1].strip() if lines else f"exit {proc.returncode}"))
+            raise QuantizationError(
+                "LLaMA Factory GPTQ export failed: "
+                + (lines[-1].strip() if lines else f"exit {proc.returncode}")
+            )
     elif backend == "gptqmodel":
         from gptqmodel import GPTQModel, QuantizeConfig
 
@@ -315,8 +377,14 @@ def quantize_gptq(merged_dir: str | Path, out_dir: str | Path, *, bits: int, gro
     for name in _COPY_FILES:  # tokenizer / chat template / Modelfile, where the backend did not write them
         if (merged_dir / name).is_file() and not (out / name).exists():
             shutil.copy2(merged_dir / name, out / name)
-    return {"path": str(out), "method": "gptq", "bits": bits, "group_size": group_size, "backend": backend,
-            "calibration_samples": len(texts)}
+    return {
+        "path": str(out),
+        "method": "gptq",
+        "bits": bits,
+        "group_size": group_size,
+        "backend": backend,
+        "calibration_samples": len(texts),
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -333,8 +401,12 @@ def quantize_bnb(merged_dir: str | Path, out_dir: str | Path, *, bits: int) -> d
     if bits == 8:
         qcfg = BitsAndBytesConfig(load_in_8bit=True)
     else:
-        qcfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=torch.bfloat16)
+        qcfg = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     model = AutoModelForCausalLM.from_pretrained(str(merged_dir), quantization_config=qcfg, device_map="cuda")
     if out.exists():
         shutil.rmtree(out)
@@ -354,15 +426,29 @@ def _copy_side_files_missing(src: Path, dst: Path) -> None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def quantize(method: str, merged_dir: str | Path, out_dir: str | Path, *, bits: int, group_size: int = 128,
-             calibration: Sequence[str] | None = None, gptq_backend: str = "gptqmodel") -> dict[str, Any]:
+def quantize(
+    method: str,
+    merged_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    bits: int,
+    group_size: int = 128,
+    calibration: Sequence[str] | None = None,
+    gptq_backend: str = "gptqmodel",
+) -> dict[str, Any]:
     """Dispatch to the method; raises QuantizationUnavailable when it cannot run on this machine."""
     check_available(method)
     if method == "rtn":
         return quantize_rtn(merged_dir, out_dir, bits=bits, group_size=group_size)
     if method == "gptq":
-        return quantize_gptq(merged_dir, out_dir, bits=bits, group_size=group_size, texts=calibration or [],
-                             backend=gptq_backend)
+        return quantize_gptq(
+            merged_dir,
+            out_dir,
+            bits=bits,
+            group_size=group_size,
+            texts=calibration or [],
+            backend=gptq_backend,
+        )
     return quantize_bnb(merged_dir, out_dir, bits=bits)
 
 

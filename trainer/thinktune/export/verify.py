@@ -43,17 +43,30 @@ def measure(model, tokenizer, samples, matcher, *, max_new_tokens: int, max_leng
 
     device = next(model.parameters()).device
     scores = M.score_responses(model, tokenizer, samples, max_length=max_length)
-    gens = M.generate(model, tokenizer, samples, max_new_tokens=max_new_tokens,
-                      batch_size=8 if device.type == "cuda" else 2) if max_new_tokens > 0 else []
+    gens = (
+        M.generate(
+            model,
+            tokenizer,
+            samples,
+            max_new_tokens=max_new_tokens,
+            batch_size=8 if device.type == "cuda" else 2,
+        )
+        if max_new_tokens > 0
+        else []
+    )
     texts = [g["text"] for g in gens]
     n_ref = n_hit = 0
     for t, s in zip(texts, samples, strict=False):
         ref_terms, hits = M.term_hits(t, s.reference, matcher)
         n_ref += len(ref_terms)
         n_hit += len(hits)
-    return {"scores": scores, "texts": texts, "perplexity": M.perplexity(scores),
-            "termAccuracy": n_hit / n_ref if n_ref else None, "compliance":
-            (sum(1 for t in texts if M.thinking_compliant(t)) / len(texts)) if texts else None}
+    return {
+        "scores": scores,
+        "texts": texts,
+        "perplexity": M.perplexity(scores),
+        "termAccuracy": n_hit / n_ref if n_ref else None,
+        "compliance": (sum(1 for t in texts if M.thinking_compliant(t)) / len(texts)) if texts else None,
+    }
 
 
 def compare(ref: dict[str, Any], var: dict[str, Any], spec: VerifySpec) -> dict[str, Any]:
@@ -62,29 +75,57 @@ def compare(ref: dict[str, Any], var: dict[str, Any], spec: VerifySpec) -> dict[
 
     p0, p1 = ref["perplexity"]["full"], var["perplexity"]["full"]
     inc = (p1 / p0 - 1) if p0 and p1 else None
-    char_acc = (sum(M.char_accuracy(b, a) for a, b in zip(ref["texts"], var["texts"], strict=True))
-                / len(ref["texts"])) if ref["texts"] else None
+    char_acc = (
+        (
+            sum(M.char_accuracy(b, a) for a, b in zip(ref["texts"], var["texts"], strict=True))
+            / len(ref["texts"])
+        )
+        if ref["texts"]
+        else None
+    )
     t0, t1 = ref["termAccuracy"], var["termAccuracy"]
     drop = (t0 - t1) if t0 is not None and t1 is not None else None
     top1 = M.top1_agreement(ref["scores"], var["scores"])
     warnings = []
     if inc is not None and inc > spec.max_perplexity_increase:
-        warnings.append(f"perplexity +{inc:.1%} vs merged ({p0:.3f} -> {p1:.3f}) exceeds maxPerplexityIncrease "
-                        f"{spec.max_perplexity_increase:.1%}")
+        warnings.append(
+            f"perplexity +{inc:.1%} vs merged ({p0:.3f} -> {p1:.3f}) exceeds maxPerplexityIncrease "
+            f"{spec.max_perplexity_increase:.1%}"
+        )
     if drop is not None and drop > spec.max_term_accuracy_drop:
-        warnings.append(f"term accuracy dropped {drop:.3f} ({t0:.3f} -> {t1:.3f}) > maxTermAccuracyDrop "
-                        f"{spec.max_term_accuracy_drop:.3f}")
+        warnings.append(
+            f"term accuracy dropped {drop:.3f} ({t0:.3f} -> {t1:.3f}) > maxTermAccuracyDrop "
+            f"{spec.max_term_accuracy_drop:.3f}"
+        )
     if top1 is not None and top1 < MIN_TOP1_AGREEMENT:
-        warnings.append(f"top-1 token agreement with the merged model is {top1:.1%} (< {MIN_TOP1_AGREEMENT:.0%})")
-    return {"perplexity": p1, "perplexityIncrease": inc, "charAccuracyVsMerged": char_acc,
-            "termAccuracy": t1, "termAccuracyDrop": drop, "top1Agreement": top1,
-            "thinkingCompliance": var["compliance"], "warnings": warnings, "verified": not warnings}
+        warnings.append(
+            f"top-1 token agreement with the merged model is {top1:.1%} (< {MIN_TOP1_AGREEMENT:.0%})"
+        )
+    return {
+        "perplexity": p1,
+        "perplexityIncrease": inc,
+        "charAccuracyVsMerged": char_acc,
+        "termAccuracy": t1,
+        "termAccuracyDrop": drop,
+        "top1Agreement": top1,
+        "thinkingCompliance": var["compliance"],
+        "warnings": warnings,
+        "verified": not warnings,
+    }
 
 
-def verify_variants(merged_dir: str, variants: Sequence[dict[str, Any]], samples, *, spec: VerifySpec,
-                    terms=None, max_new_tokens: int = 128, max_length: int = 2048,
-                    loader: Callable[[str], Any] | None = None, log: Callable[[str], None] | None = None
-                    ) -> dict[str, Any]:
+def verify_variants(
+    merged_dir: str,
+    variants: Sequence[dict[str, Any]],
+    samples,
+    *,
+    spec: VerifySpec,
+    terms=None,
+    max_new_tokens: int = 128,
+    max_length: int = 2048,
+    loader: Callable[[str], Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Verify ``variants`` ([{"name", "path"}]) against the merged model in ``merged_dir``.
 
     Returns {"samples", "maxNewTokens", "merged": {perplexity, termAccuracy, ...}, "variants": {name: {...}}}.
@@ -96,7 +137,7 @@ def verify_variants(merged_dir: str, variants: Sequence[dict[str, Any]], samples
     from thinktune.evaluate.run import pick_device
     from thinktune.export.quantize import load_quantized
 
-    samples = list(samples)[:spec.samples]
+    samples = list(samples)[: spec.samples]
     matcher = M.TermMatcher(terms if terms is not None else M.load_glossary())
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     device = pick_device()
@@ -106,9 +147,14 @@ def verify_variants(merged_dir: str, variants: Sequence[dict[str, Any]], samples
     ref = measure(merged, tokenizer, samples, matcher, max_new_tokens=max_new_tokens, max_length=max_length)
     _release(merged)
     out: dict[str, Any] = {
-        "samples": len(samples), "maxNewTokens": max_new_tokens,
-        "merged": {"perplexity": ref["perplexity"]["full"], "perplexityParts": ref["perplexity"],
-                   "termAccuracy": ref["termAccuracy"], "thinkingCompliance": ref["compliance"]},
+        "samples": len(samples),
+        "maxNewTokens": max_new_tokens,
+        "merged": {
+            "perplexity": ref["perplexity"]["full"],
+            "perplexityParts": ref["perplexity"],
+            "termAccuracy": ref["termAccuracy"],
+            "thinkingCompliance": ref["compliance"],
+        },
         "variants": {},
     }
     for v in variants:
@@ -116,9 +162,14 @@ def verify_variants(merged_dir: str, variants: Sequence[dict[str, Any]], samples
         try:
             model = loader(v["path"]) if loader else load_quantized(v["path"], device=device)
         except Exception as e:  # noqa: BLE001 - report, keep verifying the others
-            out["variants"][v["name"]] = {"verified": False, "warnings": [f"could not load for verification: {e}"]}
+            out["variants"][v["name"]] = {
+                "verified": False,
+                "warnings": [f"could not load for verification: {e}"],
+            }
             continue
-        var = measure(model, tokenizer, samples, matcher, max_new_tokens=max_new_tokens, max_length=max_length)
+        var = measure(
+            model, tokenizer, samples, matcher, max_new_tokens=max_new_tokens, max_length=max_length
+        )
         _release(model)
         res = compare(ref, var, spec)
         res["perplexityParts"] = var["perplexity"]

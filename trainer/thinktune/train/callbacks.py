@@ -68,7 +68,9 @@ from transformers import TrainerCallback
 
 from thinktune.train import oom as oom_mod
 
-CONSOLE_PREFIX = "@@thinktune "  # console events on stdout, rendered by the launcher (thinktune.train.console)
+CONSOLE_PREFIX = (
+    "@@thinktune "  # console events on stdout, rendered by the launcher (thinktune.train.console)
+)
 # "STEP:MESSAGE": raise RuntimeError(MESSAGE) at optimizer step STEP (tests of the GPU-failure exit path)
 INJECT_FAILURE_ENV = "THINKTUNE_INJECT_FAILURE"
 INJECT_FAILURE_RANK_ENV = "THINKTUNE_INJECT_FAILURE_RANK"  # only this global rank fails (one GPU of a gang)
@@ -76,10 +78,38 @@ INJECT_FAILURE_RANK_ENV = "THINKTUNE_INJECT_FAILURE_RANK"  # only this global ra
 CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2A6DF), (0x2A700, 0x2EBEF))
 
 # Used when thinktune.data.glossary is not importable (the shipped glossary is much larger).
-BUILTIN_TERMS = ("对称加密", "非对称加密", "公钥", "私钥", "密钥", "哈希函数", "哈希", "数字签名", "椭圆曲线",
-                 "分组密码", "流密码", "消息认证码", "密钥交换", "证书", "随机数", "零知识证明", "同态加密",
-                 "离散对数", "大整数分解", "公钥基础设施", "证书颁发机构", "AES", "RSA", "SHA-256", "HMAC",
-                 "Diffie-Hellman", "SM2", "SM3", "SM4", "ECDSA")
+BUILTIN_TERMS = (
+    "对称加密",
+    "非对称加密",
+    "公钥",
+    "私钥",
+    "密钥",
+    "哈希函数",
+    "哈希",
+    "数字签名",
+    "椭圆曲线",
+    "分组密码",
+    "流密码",
+    "消息认证码",
+    "密钥交换",
+    "证书",
+    "随机数",
+    "零知识证明",
+    "同态加密",
+    "离散对数",
+    "大整数分解",
+    "公钥基础设施",
+    "证书颁发机构",
+    "AES",
+    "RSA",
+    "SHA-256",
+    "HMAC",
+    "Diffie-Hellman",
+    "SM2",
+    "SM3",
+    "SM4",
+    "ECDSA",
+)
 
 
 def is_cjk(ch: str) -> bool:
@@ -107,7 +137,11 @@ def load_terms(extra: str | None = None) -> list[str]:
 
 def _byte_decoder() -> dict[str, int]:
     """Inverse of GPT-2's bytes_to_unicode (byte-level BPE token strings -> bytes)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -127,8 +161,10 @@ class TokenBytes:
     def __init__(self, tokenizer: Any):
         self.tok = tokenizer
         self.cache: dict[int, bytes] = {}
-        self.added = {int(k): v.content if hasattr(v, "content") else str(v)
-                      for k, v in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+        self.added = {
+            int(k): v.content if hasattr(v, "content") else str(v)
+            for k, v in getattr(tokenizer, "added_tokens_decoder", {}).items()
+        }
 
     def __call__(self, i: int) -> bytes:
         b = self.cache.get(i)
@@ -154,8 +190,18 @@ def _chars_with_spans(data: bytes) -> list[tuple[str, int, int]]:
     n = len(data)
     while i < n:
         b = data[i]
-        ln = 1 if b < 0x80 else 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4 if b >> 3 == 0b11110 else 1
-        chunk = data[i:i + ln]
+        ln = (
+            1
+            if b < 0x80
+            else 2
+            if b >> 5 == 0b110
+            else 3
+            if b >> 4 == 0b1110
+            else 4
+            if b >> 3 == 0b11110
+            else 1
+        )
+        chunk = data[i : i + ln]
         try:
             ch = chunk.decode("utf-8")
         except UnicodeDecodeError:
@@ -166,8 +212,17 @@ def _chars_with_spans(data: bytes) -> list[tuple[str, int, int]]:
 
 
 def new_counts() -> dict[str, Any]:
-    return {"tokens": 0, "tokens_correct": 0, "cjk_chars": 0, "cjk_correct": 0, "term_occurrences": 0,
-            "term_correct": 0, "term_tokens": 0, "term_tokens_correct": 0, "terms": {}}
+    return {
+        "tokens": 0,
+        "tokens_correct": 0,
+        "cjk_chars": 0,
+        "cjk_correct": 0,
+        "term_occurrences": 0,
+        "term_correct": 0,
+        "term_tokens": 0,
+        "term_tokens_correct": 0,
+        "terms": {},
+    }
 
 
 def merge_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -186,8 +241,13 @@ def merge_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def score_segment(label_ids: list[int], correct: list[bool], token_bytes: TokenBytes, terms: list[str],
-                  counts: dict[str, Any]) -> None:
+def score_segment(
+    label_ids: list[int],
+    correct: list[bool],
+    token_bytes: TokenBytes,
+    terms: list[str],
+    counts: dict[str, Any],
+) -> None:
     """Add one contiguous supervised segment (label tokens + per-token correctness) to ``counts``."""
     spans = []
     pos = 0
@@ -228,7 +288,9 @@ def score_segment(label_ids: list[int], correct: list[bool], token_bytes: TokenB
             if not any(taken[start:end]):
                 for k in range(start, end):
                     taken[k] = True
-                toks = sorted({owner[k] for ci in range(start, end) for k in range(chars[ci][1], chars[ci][2])})
+                toks = sorted(
+                    {owner[k] for ci in range(start, end) for k in range(chars[ci][1], chars[ci][2])}
+                )
                 ok = all(correct[t] for t in toks)
                 counts["term_occurrences"] += 1
                 counts["term_correct"] += ok
@@ -240,8 +302,14 @@ def score_segment(label_ids: list[int], correct: list[bool], token_bytes: TokenB
             start = low.find(tl, end)
 
 
-def score_batch(pred_next: list[list[int]], labels: list[list[int]], token_bytes: TokenBytes, terms: list[str],
-                counts: dict[str, Any], ignore_index: int = -100) -> None:
+def score_batch(
+    pred_next: list[list[int]],
+    labels: list[list[int]],
+    token_bytes: TokenBytes,
+    terms: list[str],
+    counts: dict[str, Any],
+    ignore_index: int = -100,
+) -> None:
     """``pred_next[i][j]`` is the model's argmax at position j (it predicts token j+1); ``labels`` unshifted."""
     for preds, labs in zip(pred_next, labels, strict=True):
         seg_ids: list[int] = []
@@ -263,13 +331,19 @@ def summarize_counts(c: dict[str, Any]) -> dict[str, Any]:
     def ratio(a: str, b: str) -> float | None:
         return round(c[a] / c[b], 6) if c.get(b) else None
 
-    per_term = {t: {"occurrences": n, "accuracy": round(k / n, 4)} for t, (n, k) in
-                sorted(c.get("terms", {}).items(), key=lambda kv: -kv[1][0])[:50]}
-    return {"token_accuracy": ratio("tokens_correct", "tokens"), "char_accuracy": ratio("cjk_correct", "cjk_chars"),
-            "term_accuracy": ratio("term_correct", "term_occurrences"),
-            "term_token_accuracy": ratio("term_tokens_correct", "term_tokens"),
-            "cjk_chars": c.get("cjk_chars", 0), "term_occurrences": c.get("term_occurrences", 0),
-            "terms": per_term}
+    per_term = {
+        t: {"occurrences": n, "accuracy": round(k / n, 4)}
+        for t, (n, k) in sorted(c.get("terms", {}).items(), key=lambda kv: -kv[1][0])[:50]
+    }
+    return {
+        "token_accuracy": ratio("tokens_correct", "tokens"),
+        "char_accuracy": ratio("cjk_correct", "cjk_chars"),
+        "term_accuracy": ratio("term_correct", "term_occurrences"),
+        "term_token_accuracy": ratio("term_tokens_correct", "term_tokens"),
+        "cjk_chars": c.get("cjk_chars", 0),
+        "term_occurrences": c.get("term_occurrences", 0),
+        "terms": per_term,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -277,9 +351,17 @@ def summarize_counts(c: dict[str, Any]) -> dict[str, Any]:
 
 
 class AnomalyDetector:
-    def __init__(self, *, spike_factor: float = 3.0, plateau_evals: int = 5, window: int = 10,
-                 divergence_factor: float = 1.5, leak_window: int = 10, leak_ratio: float = 0.10,
-                 leak_min_bytes: int = 64 * 1024**2):
+    def __init__(
+        self,
+        *,
+        spike_factor: float = 3.0,
+        plateau_evals: int = 5,
+        window: int = 10,
+        divergence_factor: float = 1.5,
+        leak_window: int = 10,
+        leak_ratio: float = 0.10,
+        leak_min_bytes: int = 64 * 1024**2,
+    ):
         self.spike_factor = spike_factor
         self.plateau_evals = plateau_evals
         self.losses: deque[float] = deque(maxlen=window)
@@ -294,27 +376,41 @@ class AnomalyDetector:
         self.leak_min_bytes = leak_min_bytes
         self.warned: dict[str, int] = {}
 
-    def _emit(self, out: list[dict[str, Any]], kind: str, step: int, message: str, cooldown: int = 20) -> None:
+    def _emit(
+        self, out: list[dict[str, Any]], kind: str, step: int, message: str, cooldown: int = 20
+    ) -> None:
         last = self.warned.get(kind)
         if last is not None and step - last < cooldown:
             return
         self.warned[kind] = step
         out.append({"kind": kind, "step": step, "message": message})
 
-    def on_train_log(self, step: int, loss: float | None, grad_norm: float | None = None,
-                     memory_bytes: int | None = None) -> list[dict[str, Any]]:
+    def on_train_log(
+        self, step: int, loss: float | None, grad_norm: float | None = None, memory_bytes: int | None = None
+    ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for name, v in (("loss", loss), ("grad_norm", grad_norm)):
             if v is not None and not math.isfinite(v):
-                self._emit(out, "nan", step, f"{name} is {v} at step {step}: training is numerically broken. "
-                           "Suggestion: lower learningRate, check the data, use bf16 instead of fp16.", cooldown=1)
+                self._emit(
+                    out,
+                    "nan",
+                    step,
+                    f"{name} is {v} at step {step}: training is numerically broken. "
+                    "Suggestion: lower learningRate, check the data, use bf16 instead of fp16.",
+                    cooldown=1,
+                )
         if loss is not None and math.isfinite(loss):
             if len(self.losses) >= 3:
                 mean = sum(self.losses) / len(self.losses)
                 if mean > 0 and loss > self.spike_factor * mean:
-                    self._emit(out, "loss_spike", step, f"loss spike at step {step}: {loss:.4g} > "
-                               f"{self.spike_factor:g} x recent mean {mean:.4g}. Suggestion: lower learningRate or "
-                               "maxGradNorm; look for a bad batch.")
+                    self._emit(
+                        out,
+                        "loss_spike",
+                        step,
+                        f"loss spike at step {step}: {loss:.4g} > "
+                        f"{self.spike_factor:g} x recent mean {mean:.4g}. Suggestion: lower learningRate or "
+                        "maxGradNorm; look for a bad batch.",
+                    )
             self.losses.append(loss)
             self.ema = loss if self.ema is None else 0.7 * self.ema + 0.3 * loss
             if self.best_ema is None or self.ema < self.best_ema:
@@ -323,9 +419,14 @@ class AnomalyDetector:
             elif self.best_ema > 0 and self.ema > self.divergence_factor * self.best_ema:
                 self.div_count += 1
                 if self.div_count >= 3:
-                    self._emit(out, "divergence", step, f"loss is diverging at step {step}: smoothed "
-                               f"{self.ema:.4g} vs best {self.best_ema:.4g}. Suggestion: lower learningRate, "
-                               "more warm-up.")
+                    self._emit(
+                        out,
+                        "divergence",
+                        step,
+                        f"loss is diverging at step {step}: smoothed "
+                        f"{self.ema:.4g} vs best {self.best_ema:.4g}. Suggestion: lower learningRate, "
+                        "more warm-up.",
+                    )
             else:
                 self.div_count = 0
         if memory_bytes is not None and memory_bytes > 0:
@@ -335,8 +436,14 @@ class AnomalyDetector:
                 rising = all(b >= a for a, b in zip(seq, seq[1:], strict=False))
                 grow = seq[-1] - seq[0]
                 if rising and grow > self.leak_min_bytes and grow > self.leak_ratio * seq[0]:
-                    self._emit(out, "memory_growth", step, f"memory grew on every one of the last {len(seq)} logs "
-                               f"({seq[0] / 2**20:.0f} -> {seq[-1] / 2**20:.0f} MiB): possible leak.", cooldown=50)
+                    self._emit(
+                        out,
+                        "memory_growth",
+                        step,
+                        f"memory grew on every one of the last {len(seq)} logs "
+                        f"({seq[0] / 2**20:.0f} -> {seq[-1] / 2**20:.0f} MiB): possible leak.",
+                        cooldown=50,
+                    )
         return out
 
     def on_eval(self, step: int, eval_loss: float | None) -> list[dict[str, Any]]:
@@ -352,9 +459,15 @@ class AnomalyDetector:
         else:
             self.evals_since_best += 1
             if self.evals_since_best >= self.plateau_evals:
-                self._emit(out, "plateau", step, f"validation loss has not improved for {self.evals_since_best} "
-                           f"evaluations (best {self.best_eval:.4g}). Suggestion: stop early (the best checkpoint "
-                           "is kept) or lower learningRate.", cooldown=1)
+                self._emit(
+                    out,
+                    "plateau",
+                    step,
+                    f"validation loss has not improved for {self.evals_since_best} "
+                    f"evaluations (best {self.best_eval:.4g}). Suggestion: stop early (the best checkpoint "
+                    "is kept) or lower learningRate.",
+                    cooldown=1,
+                )
                 self.evals_since_best = 0
         return out
 
@@ -364,20 +477,43 @@ class AnomalyDetector:
 
 
 class PromMetrics:
-    NAMES = ("step", "total_steps", "progress_ratio", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm",
-             "tokens_per_second", "tokens_total", "eta_seconds", "gpu_memory_allocated_bytes",
-             "gpu_memory_reserved_bytes", "gpu_memory_peak_bytes", "gpu_utilization_ratio", "cpu_rss_bytes",
-             "char_accuracy", "term_accuracy", "token_accuracy", "oom_retries", "attempt", "up")
+    NAMES = (
+        "step",
+        "total_steps",
+        "progress_ratio",
+        "epoch",
+        "loss",
+        "eval_loss",
+        "learning_rate",
+        "grad_norm",
+        "tokens_per_second",
+        "tokens_total",
+        "eta_seconds",
+        "gpu_memory_allocated_bytes",
+        "gpu_memory_reserved_bytes",
+        "gpu_memory_peak_bytes",
+        "gpu_utilization_ratio",
+        "cpu_rss_bytes",
+        "char_accuracy",
+        "term_accuracy",
+        "token_accuracy",
+        "oom_retries",
+        "attempt",
+        "up",
+    )
 
     def __init__(self, *, job: str, namespace: str, rank: int, port: int | None):
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.registry = CollectorRegistry()
         self.labels = {"job": job, "namespace": namespace, "rank": str(rank)}
-        self.gauges = {n: Gauge(f"thinktune_train_{n}", n.replace("_", " "), list(self.labels),
-                                registry=self.registry) for n in self.NAMES}
-        self.anomalies = Counter("thinktune_train_anomalies", "anomalies seen", [*self.labels, "kind"],
-                                 registry=self.registry)
+        self.gauges = {
+            n: Gauge(f"thinktune_train_{n}", n.replace("_", " "), list(self.labels), registry=self.registry)
+            for n in self.NAMES
+        }
+        self.anomalies = Counter(
+            "thinktune_train_anomalies", "anomalies seen", [*self.labels, "kind"], registry=self.registry
+        )
         self.port: int | None = None
         self.server = None
         if port is not None:
@@ -423,9 +559,14 @@ def memory_snapshot(rank: int) -> dict[str, Any]:
 
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             dev = torch.cuda.current_device()
-            snap.update({"device": dev, "allocated_bytes": torch.cuda.memory_allocated(dev),
-                         "reserved_bytes": torch.cuda.memory_reserved(dev),
-                         "peak_bytes": torch.cuda.max_memory_allocated(dev)})
+            snap.update(
+                {
+                    "device": dev,
+                    "allocated_bytes": torch.cuda.memory_allocated(dev),
+                    "reserved_bytes": torch.cuda.memory_reserved(dev),
+                    "peak_bytes": torch.cuda.max_memory_allocated(dev),
+                }
+            )
             try:
                 snap["utilization"] = torch.cuda.utilization(dev) / 100.0
             except Exception:
@@ -475,11 +616,24 @@ def _fmt_secs(s: float | None) -> str:
 
 
 class ThinktuneCallback(TrainerCallback):
-    def __init__(self, *, output_dir: str | os.PathLike[str], job: str = "local", namespace: str = "default",
-                 metrics_port: int | None = None, loss_spike_factor: float = 3.0, plateau_evals: int = 5,
-                 terms: list[str] | None = None, total_steps_hint: int | None = None, progress: bool = True,
-                 attempt: int = 0, oom_retries: int = 0, max_eval_samples: int = 32,
-                 rank_fingerprint: bool = False, quality_metrics: bool = True):
+    def __init__(
+        self,
+        *,
+        output_dir: str | os.PathLike[str],
+        job: str = "local",
+        namespace: str = "default",
+        metrics_port: int | None = None,
+        loss_spike_factor: float = 3.0,
+        plateau_evals: int = 5,
+        terms: list[str] | None = None,
+        total_steps_hint: int | None = None,
+        progress: bool = True,
+        attempt: int = 0,
+        oom_retries: int = 0,
+        max_eval_samples: int = 32,
+        rank_fingerprint: bool = False,
+        quality_metrics: bool = True,
+    ):
         self.output_dir = Path(output_dir)
         self.job = job
         self.namespace = namespace
@@ -571,7 +725,9 @@ class ThinktuneCallback(TrainerCallback):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.t0 = time.time()
         self.step0 = int(state.global_step)
-        self.progress_state["total_steps"] = int(state.max_steps) if state.max_steps else self.total_steps_hint
+        self.progress_state["total_steps"] = (
+            int(state.max_steps) if state.max_steps else self.total_steps_hint
+        )
         self.last_log = (self.t0, float(getattr(state, "num_input_tokens_seen", 0) or 0))
         if self.metrics_port is not None:
             port = self.metrics_port + self.local_rank if self.metrics_port else 0
@@ -580,16 +736,33 @@ class ThinktuneCallback(TrainerCallback):
             self.prom.set("attempt", self.attempt)
             self.prom.set("oom_retries", self.oom_retries)
             self.prom.set("up", 1)
-        self._write({"type": "begin", "step": self.step0, "total_steps": self.progress_state["total_steps"],
-                     "attempt": self.attempt, "world_size": self.world, "resumed": self.step0 > 0,
-                     "micro_batch": args.per_device_train_batch_size,
-                     "grad_accum": args.gradient_accumulation_steps,
-                     # LLaMA Factory turns checkpointing on in the model (disable_gradient_checkpointing), not
-                     # through TrainingArguments.gradient_checkpointing
-                     "gradient_checkpointing": bool(getattr(kwargs.get("model"), "is_gradient_checkpointing", False)
-                                                    or getattr(args, "gradient_checkpointing", False))})
-        self._emit({"type": "begin", "step": self.step0, "total_steps": self.progress_state["total_steps"],
-                    "attempt": self.attempt, "world_size": self.world})
+        self._write(
+            {
+                "type": "begin",
+                "step": self.step0,
+                "total_steps": self.progress_state["total_steps"],
+                "attempt": self.attempt,
+                "world_size": self.world,
+                "resumed": self.step0 > 0,
+                "micro_batch": args.per_device_train_batch_size,
+                "grad_accum": args.gradient_accumulation_steps,
+                # LLaMA Factory turns checkpointing on in the model (disable_gradient_checkpointing), not
+                # through TrainingArguments.gradient_checkpointing
+                "gradient_checkpointing": bool(
+                    getattr(kwargs.get("model"), "is_gradient_checkpointing", False)
+                    or getattr(args, "gradient_checkpointing", False)
+                ),
+            }
+        )
+        self._emit(
+            {
+                "type": "begin",
+                "step": self.step0,
+                "total_steps": self.progress_state["total_steps"],
+                "attempt": self.attempt,
+                "world_size": self.world,
+            }
+        )
         self._status(state)
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -603,7 +776,8 @@ class ThinktuneCallback(TrainerCallback):
 
             raise torch.OutOfMemoryError(
                 f"CUDA out of memory. Tried to allocate 2.00 GiB (INJECTED by {oom_mod.INJECT_STEP_ENV}={step}: "
-                f"simulated for testing; micro-batch {args.per_device_train_batch_size})")
+                f"simulated for testing; micro-batch {args.per_device_train_batch_size})"
+            )
         fail = os.environ.get(INJECT_FAILURE_ENV)
         only_rank = os.environ.get(INJECT_FAILURE_RANK_ENV)
         if fail and (only_rank is None or only_rank == os.environ.get("RANK", "0")):
@@ -621,8 +795,13 @@ class ThinktuneCallback(TrainerCallback):
             return  # handled in on_evaluate
         if "loss" not in logs:
             if "train_loss" in logs:  # the end-of-training summary: average loss, runtime
-                self._write({"type": "train_summary", "step": step,
-                             **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+                self._write(
+                    {
+                        "type": "train_summary",
+                        "step": step,
+                        **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+                    }
+                )
             return
         now = time.time()
         tokens = float(logs.get("num_input_tokens_seen", getattr(state, "num_input_tokens_seen", 0)) or 0)
@@ -639,12 +818,26 @@ class ThinktuneCallback(TrainerCallback):
         except Exception:
             mems = [mem]
         loss = logs.get("loss")
-        rec = {"type": "train", "step": step, "epoch": logs.get("epoch"), "loss": loss,
-               "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
-               "tokens_seen": tokens, "tokens_per_second": round(tps, 2) if tps else None,
-               "eta_seconds": round(eta, 1) if eta is not None else None, "memory": mems}
-        self.progress_state.update({"loss": loss, "learning_rate": logs.get("learning_rate"),
-                                    "tokens_per_second": rec["tokens_per_second"], "eta_seconds": rec["eta_seconds"]})
+        rec = {
+            "type": "train",
+            "step": step,
+            "epoch": logs.get("epoch"),
+            "loss": loss,
+            "learning_rate": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "tokens_seen": tokens,
+            "tokens_per_second": round(tps, 2) if tps else None,
+            "eta_seconds": round(eta, 1) if eta is not None else None,
+            "memory": mems,
+        }
+        self.progress_state.update(
+            {
+                "loss": loss,
+                "learning_rate": logs.get("learning_rate"),
+                "tokens_per_second": rec["tokens_per_second"],
+                "eta_seconds": rec["eta_seconds"],
+            }
+        )
         self._write(rec)
         if self.prom:
             p = self.prom
@@ -664,12 +857,25 @@ class ThinktuneCallback(TrainerCallback):
             p.set("gpu_utilization_ratio", mem.get("utilization"))
             p.set("cpu_rss_bytes", mem.get("rss_bytes"))
         gn = logs.get("grad_norm")
-        self._anomalies(self.detector.on_train_log(step, None if loss is None else float(loss),
-                                                   None if gn is None else float(gn),
-                                                   mem.get("allocated_bytes", mem.get("rss_bytes"))))
-        self._emit({"type": "train", "step": step, "total_steps": total, "loss": loss,
-                    "learning_rate": logs.get("learning_rate"), "tokens_per_second": rec["tokens_per_second"],
-                    "eta_seconds": rec["eta_seconds"]})
+        self._anomalies(
+            self.detector.on_train_log(
+                step,
+                None if loss is None else float(loss),
+                None if gn is None else float(gn),
+                mem.get("allocated_bytes", mem.get("rss_bytes")),
+            )
+        )
+        self._emit(
+            {
+                "type": "train",
+                "step": step,
+                "total_steps": total,
+                "loss": loss,
+                "learning_rate": logs.get("learning_rate"),
+                "tokens_per_second": rec["tokens_per_second"],
+                "eta_seconds": rec["eta_seconds"],
+            }
+        )
         self._status(state)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -679,12 +885,18 @@ class ThinktuneCallback(TrainerCallback):
         quality: dict[str, Any] = {}
         if self.quality_metrics:
             try:
-                quality = self._quality(kwargs.get("model"), kwargs.get("eval_dataloader"),
-                                        kwargs.get("processing_class"))
+                quality = self._quality(
+                    kwargs.get("model"), kwargs.get("eval_dataloader"), kwargs.get("processing_class")
+                )
             except Exception as e:  # never let a metric kill training
                 quality = {"quality_error": f"{type(e).__name__}: {e}"[:300]}
-        rec = {"type": "eval", "step": step, "epoch": metrics.get("epoch", state.epoch), "eval_loss": eval_loss,
-               **quality}
+        rec = {
+            "type": "eval",
+            "step": step,
+            "epoch": metrics.get("epoch", state.epoch),
+            "eval_loss": eval_loss,
+            **quality,
+        }
         self.last_eval = rec
         self.progress_state["eval_loss"] = eval_loss
         self._write(rec)
@@ -694,8 +906,15 @@ class ThinktuneCallback(TrainerCallback):
             self.prom.set("term_accuracy", quality.get("term_accuracy"))
             self.prom.set("token_accuracy", quality.get("token_accuracy"))
         self._anomalies(self.detector.on_eval(step, None if eval_loss is None else float(eval_loss)))
-        self._emit({"type": "eval", "step": step, "eval_loss": eval_loss,
-                    "char_accuracy": quality.get("char_accuracy"), "term_accuracy": quality.get("term_accuracy")})
+        self._emit(
+            {
+                "type": "eval",
+                "step": step,
+                "eval_loss": eval_loss,
+                "char_accuracy": quality.get("char_accuracy"),
+                "term_accuracy": quality.get("term_accuracy"),
+            }
+        )
         self._status(state)
 
     def _quality(self, model, dataloader, tokenizer) -> dict[str, Any]:
@@ -721,8 +940,8 @@ class ThinktuneCallback(TrainerCallback):
                 for i in range(ids.shape[0]):  # one row at a time: logits of 151,936 x seq stay small
                     if seen >= self.max_eval_samples:
                         break
-                    row_ids = ids[i:i + 1].to(device)
-                    row_mask = mask[i:i + 1].to(device) if mask is not None and mask.dim() == 2 else None
+                    row_ids = ids[i : i + 1].to(device)
+                    row_mask = mask[i : i + 1].to(device) if mask is not None and mask.dim() == 2 else None
                     out = model(input_ids=row_ids, attention_mask=row_mask)
                     pred = out.logits.argmax(-1)[0].tolist()
                     score_batch([pred], [labels[i].tolist()], self._token_bytes, self.terms, counts)
@@ -739,8 +958,13 @@ class ThinktuneCallback(TrainerCallback):
         return out
 
     def on_save(self, args, state, control, **kwargs):
-        self._write({"type": "checkpoint", "step": int(state.global_step),
-                     "path": str(Path(args.output_dir) / f"checkpoint-{state.global_step}")})
+        self._write(
+            {
+                "type": "checkpoint",
+                "step": int(state.global_step),
+                "path": str(Path(args.output_dir) / f"checkpoint-{state.global_step}"),
+            }
+        )
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.rank_fingerprint:
@@ -748,7 +972,9 @@ class ThinktuneCallback(TrainerCallback):
                 self._fingerprint(kwargs.get("model"))
             except Exception as e:  # pragma: no cover
                 print(f"[thinktune] rank fingerprint failed: {e}")
-        self._write({"type": "end", "step": int(state.global_step), "elapsed_s": round(time.time() - self.t0, 2)})
+        self._write(
+            {"type": "end", "step": int(state.global_step), "elapsed_s": round(time.time() - self.t0, 2)}
+        )
         self.ended = True
         self._status(state, phase="Finished")
         self._emit({"type": "end", "step": int(state.global_step)})
@@ -777,5 +1003,13 @@ class ThinktuneCallback(TrainerCallback):
         d = self.output_dir / "rank_weights"
         d.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(d / f"rank{self.rank}.safetensors"))
-        (d / f"rank{self.rank}.json").write_text(json.dumps({"rank": self.rank, "world_size": self.world,
-                                                              "sha256": h.hexdigest(), "tensors": len(tensors)}))
+        (d / f"rank{self.rank}.json").write_text(
+            json.dumps(
+                {
+                    "rank": self.rank,
+                    "world_size": self.world,
+                    "sha256": h.hexdigest(),
+                    "tensors": len(tensors),
+                }
+            )
+        )

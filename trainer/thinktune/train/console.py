@@ -37,19 +37,25 @@ def describe(ev: dict[str, Any]) -> str | None:
     if t == "train":
         total = ev.get("total_steps")
         pct = f" ({100 * ev['step'] / total:.0f}%)" if total else ""
-        return (f"[bold cyan]step {ev['step']}/{total or '?'}[/]{pct}  loss {_num(ev.get('loss'), '.4f')}  "
-                f"lr {_num(ev.get('learning_rate'), '.2e')}  {_num(ev.get('tokens_per_second'), ',.0f')} tok/s  "
-                f"ETA {_secs(ev.get('eta_seconds'))}")
+        return (
+            f"[bold cyan]step {ev['step']}/{total or '?'}[/]{pct}  loss {_num(ev.get('loss'), '.4f')}  "
+            f"lr {_num(ev.get('learning_rate'), '.2e')}  {_num(ev.get('tokens_per_second'), ',.0f')} tok/s  "
+            f"ETA {_secs(ev.get('eta_seconds'))}"
+        )
     if t == "eval":
-        return (f"[bold magenta]eval @ step {ev['step']}[/]  val loss {_num(ev.get('eval_loss'), '.4f')}  "
-                f"Chinese char acc {_num(ev.get('char_accuracy'), '.3f')}  term acc "
-                f"{_num(ev.get('term_accuracy'), '.3f')}")
+        return (
+            f"[bold magenta]eval @ step {ev['step']}[/]  val loss {_num(ev.get('eval_loss'), '.4f')}  "
+            f"Chinese char acc {_num(ev.get('char_accuracy'), '.3f')}  term acc "
+            f"{_num(ev.get('term_accuracy'), '.3f')}"
+        )
     if t == "warning":
         return f"[yellow]warning[/] {ev.get('message')}"
     if t == "begin":
         what = "resuming at step" if ev.get("step") else "training from step"
-        return (f"[bold]{what} {ev.get('step', 0)}[/] of {ev.get('total_steps') or '?'} "
-                f"({ev.get('world_size', 1)} process(es), attempt {ev.get('attempt', 0)})")
+        return (
+            f"[bold]{what} {ev.get('step', 0)}[/] of {ev.get('total_steps') or '?'} "
+            f"({ev.get('world_size', 1)} process(es), attempt {ev.get('attempt', 0)})"
+        )
     if t == "end":
         return f"[bold green]training done[/] at step {ev.get('step')}"
     return None
@@ -71,9 +77,15 @@ class ConsoleView:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("[bold]training[/]"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console,
-                            transient=False)
+        self.bar = Progress(
+            TextColumn("[bold]training[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
         self.task = self.bar.add_task("train", total=total, completed=step, info="")
         self.bar.start()
 
@@ -85,7 +97,7 @@ class ConsoleView:
         i = line.find(CONSOLE_PREFIX)  # tqdm's \r-updated bar (no newline) may precede the event on the line
         if i >= 0:
             try:
-                ev = json.loads(line[i + len(CONSOLE_PREFIX):])
+                ev = json.loads(line[i + len(CONSOLE_PREFIX) :])
             except json.JSONDecodeError:
                 return
             self.event(ev)
@@ -98,8 +110,10 @@ class ConsoleView:
             self._ensure_bar(ev.get("total_steps"), int(ev.get("step") or 0))
         if t == "train" and self.live:
             self._ensure_bar(ev.get("total_steps"), int(ev.get("step") or 0))
-            info = (f"loss {_num(ev.get('loss'), '.4f')}  {_num(ev.get('tokens_per_second'), ',.0f')} tok/s  "
-                    f"ETA {_secs(ev.get('eta_seconds'))}")
+            info = (
+                f"loss {_num(ev.get('loss'), '.4f')}  {_num(ev.get('tokens_per_second'), ',.0f')} tok/s  "
+                f"ETA {_secs(ev.get('eta_seconds'))}"
+            )
             self.bar.update(self.task, completed=ev["step"], total=ev.get("total_steps"), info=info)
             return
         text = describe(ev)

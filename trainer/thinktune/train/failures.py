@@ -66,9 +66,15 @@ _XID = re.compile(r"\bxid\s*(?:\([^)]*\))?\s*:?\s*(\d+)", re.IGNORECASE)
 # Xids that mean hardware trouble (NVIDIA's Xid catalogue; 13/31/43/45 are usually application faults): 48 DBE ECC, 63/64 row remap, 74 NVLink, 79 fallen
 # off the bus, 92 high single-bit ECC, 94/95 contained/uncontained ECC, 119/120 GSP errors, 140 ECC unrecovered.
 GPU_XIDS = {48, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 119, 120, 123, 140}
-_OOM_PATTERNS = ("cuda out of memory", "outofmemoryerror", "cuda error: out of memory",
-                 "cudaerrormemoryallocation", "cublas_status_alloc_failed", "hip out of memory",
-                 "npu out of memory")
+_OOM_PATTERNS = (
+    "cuda out of memory",
+    "outofmemoryerror",
+    "cuda error: out of memory",
+    "cudaerrormemoryallocation",
+    "cublas_status_alloc_failed",
+    "hip out of memory",
+    "npu out of memory",
+)
 _GPU_INDEX = re.compile(r"(?:cuda:|device[ =:#]|gpu[ =:#])\s*(\d+)", re.IGNORECASE)
 
 
@@ -205,14 +211,24 @@ def exit_record_dir(output_dir: str | os.PathLike[str]) -> Path:
     return Path(output_dir) / ".thinktune"
 
 
-def write_exit_record(output_dir: str | os.PathLike[str], *, rank: int, code: int, category: Category,
-                      reason: str) -> Path:
+def write_exit_record(
+    output_dir: str | os.PathLike[str], *, rank: int, code: int, category: Category, reason: str
+) -> Path:
     d = exit_record_dir(output_dir)
     d.mkdir(parents=True, exist_ok=True)
     p = d / f"exit-rank{rank}.json"
-    p.write_text(json.dumps({"rank": rank, "code": code, "category": category, "reason": reason,
-                             "node": os.environ.get("NODE_NAME"), "gpu": gpu_index(reason) if category != "application"
-                             else None}))
+    p.write_text(
+        json.dumps(
+            {
+                "rank": rank,
+                "code": code,
+                "category": category,
+                "reason": reason,
+                "node": os.environ.get("NODE_NAME"),
+                "gpu": gpu_index(reason) if category != "application" else None,
+            }
+        )
+    )
     return p
 
 
@@ -232,4 +248,6 @@ def clear_exit_records(output_dir: str | os.PathLike[str]) -> None:
 
 
 def most_severe(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    return max(records, key=lambda r: (SEVERITY.get(r.get("category", ""), 0), -int(r.get("rank", 0))), default=None)
+    return max(
+        records, key=lambda r: (SEVERITY.get(r.get("category", ""), 0), -int(r.get("rank", 0))), default=None
+    )

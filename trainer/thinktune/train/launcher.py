@@ -58,17 +58,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def build_command(config_path: str | os.PathLike[str], world: WorldInfo, *, python: str = sys.executable,
-                  force_torchrun: bool | None = None, master_port: int | None = None) -> list[str]:
+def build_command(
+    config_path: str | os.PathLike[str],
+    world: WorldInfo,
+    *,
+    python: str = sys.executable,
+    force_torchrun: bool | None = None,
+    master_port: int | None = None,
+) -> list[str]:
     worker = ["-m", "thinktune.train.worker", str(config_path)]
     if force_torchrun is None:
         force_torchrun = os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y", "yes")
     if world.world_size == 1 and not force_torchrun:
         return [python, *worker]
     port = world.master_port or master_port or 29500
-    return [python, "-m", "torch.distributed.run", f"--nnodes={world.nnodes}", f"--node_rank={world.node_rank}",
-            f"--nproc_per_node={world.nproc_per_node}", f"--master_addr={world.master_addr}",
-            f"--master_port={port}", *worker]
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={world.nnodes}",
+        f"--node_rank={world.node_rank}",
+        f"--nproc_per_node={world.nproc_per_node}",
+        f"--master_addr={world.master_addr}",
+        f"--master_port={port}",
+        *worker,
+    ]
 
 
 @dataclass
@@ -121,8 +135,16 @@ def needs_torchrun(args: dict[str, Any]) -> bool:
     return bool(args.get("deepspeed") or args.get("fsdp") or args.get("tensor_model_parallel_size"))
 
 
-def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: dict[str, str] | None = None,
-           stream: bool = True, timeout: float | None = None, log: Any = print) -> LaunchResult:
+def launch(
+    config: dict[str, Any],
+    *,
+    world: WorldInfo,
+    attempt: int = 0,
+    env: dict[str, str] | None = None,
+    stream: bool = True,
+    timeout: float | None = None,
+    log: Any = print,
+) -> LaunchResult:
     """Write ``config`` (see thinktune.train.worker) next to the outputs and run it; block until it ends.
 
     The child's stdout+stderr go to ``output_dir/logs/attempt-N.log``; with ``stream`` the console shows the
@@ -159,7 +181,12 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
     # dataset_info / tokenizer come from disk; never let a test or pod reach for a hub implicitly
     child_env.setdefault("TOKENIZERS_PARALLELISM", "false")
     master_port = None
-    force = needs_torchrun(config["args"]) or child_env.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y", "yes")
+    force = needs_torchrun(config["args"]) or child_env.get("FORCE_TORCHRUN", "").lower() in (
+        "1",
+        "true",
+        "y",
+        "yes",
+    )
     if world.world_size > 1 or force:
         if world.master_port is None and world.nnodes == 1:
             master_port = free_port()
@@ -173,8 +200,16 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
     t0 = time.time()
     tail: list[str] = []
     with open(log_path, "w", encoding="utf-8") as lf:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
-                                bufsize=1, errors="replace", start_new_session=False)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=child_env,
+            bufsize=1,
+            errors="replace",
+            start_new_session=False,
+        )
         view = None
         if stream:
             from thinktune.train.console import ConsoleView
@@ -210,9 +245,18 @@ def launch(config: dict[str, Any], *, world: WorldInfo, attempt: int = 0, env: d
             termination = json.loads(Path(tpath).read_text())
         except (OSError, json.JSONDecodeError):
             termination = None
-    res = LaunchResult(returncode=rc, outcome=_outcome(rc), attempt=attempt, command=cmd,
-                       duration_s=round(time.time() - t0, 2), log_path=str(log_path),
-                       resumed_from=str(last) if last else None, termination=termination, tail=tail[-40:],
-                       raw_returncode=raw_rc, failed_rank=worst)
+    res = LaunchResult(
+        returncode=rc,
+        outcome=_outcome(rc),
+        attempt=attempt,
+        command=cmd,
+        duration_s=round(time.time() - t0, 2),
+        log_path=str(log_path),
+        resumed_from=str(last) if last else None,
+        termination=termination,
+        tail=tail[-40:],
+        raw_returncode=raw_rc,
+        failed_rank=worst,
+    )
     log(f"[launch] attempt {attempt} ended: {res.outcome} (exit {rc}) after {res.duration_s:.0f}s")
     return res

@@ -102,9 +102,11 @@ def shrink(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None
         new["disable_gradient_checkpointing"] = False
     change = {
         "from": {"micro_batch": mb, "grad_accum": accum, "gradient_checkpointing": gc_on},
-        "to": {"micro_batch": int(new["per_device_train_batch_size"]),
-               "grad_accum": int(new["gradient_accumulation_steps"]),
-               "gradient_checkpointing": not bool(new.get("disable_gradient_checkpointing", False))},
+        "to": {
+            "micro_batch": int(new["per_device_train_batch_size"]),
+            "grad_accum": int(new["gradient_accumulation_steps"]),
+            "gradient_checkpointing": not bool(new.get("disable_gradient_checkpointing", False)),
+        },
     }
     return new, change
 
@@ -117,9 +119,15 @@ class OomOutcome:
     exhausted: bool = False
 
 
-def run_with_oom_retry(args: dict[str, Any], launch: Callable[[dict[str, Any], int], Any], *, max_retries: int,
-                       output_dir: str | os.PathLike[str], log: Callable[[str], None] = print,
-                       on_retry: Callable[[dict[str, Any]], None] | None = None) -> OomOutcome:
+def run_with_oom_retry(
+    args: dict[str, Any],
+    launch: Callable[[dict[str, Any], int], Any],
+    *,
+    max_retries: int,
+    output_dir: str | os.PathLike[str],
+    log: Callable[[str], None] = print,
+    on_retry: Callable[[dict[str, Any]], None] | None = None,
+) -> OomOutcome:
     """Run ``launch(args, attempt)`` (returns an object with ``returncode`` and ``resumed_from``) and retry
     after OOM. The result's ``returncode == OOM_EXIT_CODE`` or an OOM marker means out of memory."""
     retries: list[dict[str, Any]] = []
@@ -136,20 +144,32 @@ def run_with_oom_retry(args: dict[str, Any], launch: Callable[[dict[str, Any], i
         message = markers[0].get("message", "CUDA out of memory") if markers else "CUDA out of memory"
         nxt = shrink(current)
         if len(retries) >= max_retries or nxt is None:
-            why = ("maxOomRetries reached" if len(retries) >= max_retries else
-                   "micro-batch is 1 and gradient checkpointing is on: nothing left to shrink")
-            log(f"[oom] out of memory at step {at_step}; giving up ({why}). Suggestion: shorter cutoffLen, "
-                "method qlora, strategy zero3_offload, or bigger GPUs.")
+            why = (
+                "maxOomRetries reached"
+                if len(retries) >= max_retries
+                else "micro-batch is 1 and gradient checkpointing is on: nothing left to shrink"
+            )
+            log(
+                f"[oom] out of memory at step {at_step}; giving up ({why}). Suggestion: shorter cutoffLen, "
+                "method qlora, strategy zero3_offload, or bigger GPUs."
+            )
             retries_out = OomOutcome(result=result, args=current, retries=retries, exhausted=True)
             return retries_out
         current, change = nxt
         attempt += 1
-        record = {"attempt": attempt, "at_step": at_step, **change, "message": str(message)[:300],
-                  "ranks": sorted({m.get("rank", 0) for m in markers})}
+        record = {
+            "attempt": attempt,
+            "at_step": at_step,
+            **change,
+            "message": str(message)[:300],
+            "ranks": sorted({m.get("rank", 0) for m in markers}),
+        }
         retries.append(record)
-        log(f"[oom] CUDA out of memory at step {at_step} (attempt {attempt - 1}); retry {attempt}/{max_retries}: "
+        log(
+            f"[oom] CUDA out of memory at step {at_step} (attempt {attempt - 1}); retry {attempt}/{max_retries}: "
             f"micro-batch {change['from']['micro_batch']} -> {change['to']['micro_batch']}, accumulation "
             f"{change['from']['grad_accum']} -> {change['to']['grad_accum']}, gradient checkpointing "
-            f"{'on' if change['to']['gradient_checkpointing'] else 'off'}; resuming from the last checkpoint.")
+            f"{'on' if change['to']['gradient_checkpointing'] else 'off'}; resuming from the last checkpoint."
+        )
         if on_retry:
             on_retry(record)

@@ -52,22 +52,35 @@ def convergence(train: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dic
         k = max(1, min(3, len(losses) // 3 or 1))
         first = sum(v for _, v in losses[:k]) / k
         last = sum(v for _, v in losses[-k:]) / k
-        out.update({"first_loss": round(first, 5), "last_loss": round(last, 5),
-                    "min_loss": round(min(v for _, v in losses), 5),
-                    "loss_drop": round(first - last, 5),
-                    "loss_drop_ratio": round((first - last) / first, 5) if first else None,
-                    "loss_decreased": last < first})
+        out.update(
+            {
+                "first_loss": round(first, 5),
+                "last_loss": round(last, 5),
+                "min_loss": round(min(v for _, v in losses), 5),
+                "loss_drop": round(first - last, 5),
+                "loss_drop_ratio": round((first - last) / first, 5) if first else None,
+                "loss_decreased": last < first,
+            }
+        )
     if ev:
         best = min(ev, key=lambda x: x[1])
-        out.update({"first_eval_loss": round(ev[0][1], 5), "final_eval_loss": round(ev[-1][1], 5),
-                    "best_eval_loss": round(best[1], 5), "best_eval_step": best[0],
-                    "eval_loss_decreased": ev[-1][1] < ev[0][1] if len(ev) > 1 else None})
+        out.update(
+            {
+                "first_eval_loss": round(ev[0][1], 5),
+                "final_eval_loss": round(ev[-1][1], 5),
+                "best_eval_loss": round(best[1], 5),
+                "best_eval_step": best[0],
+                "eval_loss_decreased": ev[-1][1] < ev[0][1] if len(ev) > 1 else None,
+            }
+        )
     verdict = "unknown"
     if "loss_decreased" in out:
         if not out["loss_decreased"]:
             verdict = "not converging: training loss did not decrease"
         elif len(ev) >= 3 and ev[-1][1] > best[1] * 1.02:
-            verdict = "overfitting: validation loss rose after its best; use the best checkpoint or fewer epochs"
+            verdict = (
+                "overfitting: validation loss rose after its best; use the best checkpoint or fewer epochs"
+            )
         elif out.get("eval_loss_decreased") is False:
             verdict = "training loss fell but validation loss did not"
         else:
@@ -76,8 +89,13 @@ def convergence(train: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dic
     return out
 
 
-def _plot(path: Path, title: str, series: list[tuple[str, list[float], list[float]]], ylabel: str,
-          logy: bool = False) -> str | None:
+def _plot(
+    path: Path,
+    title: str,
+    series: list[tuple[str, list[float], list[float]]],
+    ylabel: str,
+    logy: bool = False,
+) -> str | None:
     series = [(n, xs, ys) for n, xs, ys in series if xs]
     if not series:
         return None
@@ -111,15 +129,25 @@ def make_plots(output_dir: Path, train: list[dict[str, Any]], evals: list[dict[s
         return [p[0] for p in pts], [p[1] for p in pts]
 
     plots: dict[str, str] = {}
-    made = _plot(d / "loss.png", "Loss", [("train loss", *xy(train, "loss")), ("validation loss", *xy(evals, "eval_loss"))],
-                 "loss")
+    made = _plot(
+        d / "loss.png",
+        "Loss",
+        [("train loss", *xy(train, "loss")), ("validation loss", *xy(evals, "eval_loss"))],
+        "loss",
+    )
     if made:
         plots["loss"] = f"plots/{made}"
-    made = _plot(d / "lr.png", "Learning-rate schedule", [("lr", *xy(train, "learning_rate"))], "learning rate")
+    made = _plot(
+        d / "lr.png", "Learning-rate schedule", [("lr", *xy(train, "learning_rate"))], "learning rate"
+    )
     if made:
         plots["lr"] = f"plots/{made}"
-    made = _plot(d / "tokens_per_second.png", "Throughput (all ranks)",
-                 [("tokens/s", *xy(train, "tokens_per_second"))], "tokens / s")
+    made = _plot(
+        d / "tokens_per_second.png",
+        "Throughput (all ranks)",
+        [("tokens/s", *xy(train, "tokens_per_second"))],
+        "tokens / s",
+    )
     if made:
         plots["tokens_per_second"] = f"plots/{made}"
     mem_series = []
@@ -132,26 +160,45 @@ def make_plots(output_dir: Path, train: list[dict[str, Any]], evals: list[dict[s
                     if m.get("rank", 0) == rank and _finite(m.get(key)):
                         xs.append(r["step"])
                         ys.append(m[key] / 2**30)
-            if xs and (key != "rss_bytes" or not any(_finite(m.get("allocated_bytes")) for r in train
-                                                      for m in r.get("memory", []) or [])):
+            if xs and (
+                key != "rss_bytes"
+                or not any(
+                    _finite(m.get("allocated_bytes")) for r in train for m in r.get("memory", []) or []
+                )
+            ):
                 mem_series.append((f"rank {rank} {label}", xs, ys))
     made = _plot(d / "memory.png", "Memory per rank", mem_series, "GiB")
     if made:
         plots["memory"] = f"plots/{made}"
-    made = _plot(d / "term_accuracy.png", "Validation accuracy (teacher-forced)",
-                 [("term accuracy (exact term)", *xy(evals, "term_accuracy")),
-                  ("term token accuracy", *xy(evals, "term_token_accuracy")),
-                  ("Chinese character accuracy", *xy(evals, "char_accuracy"))], "accuracy")
+    made = _plot(
+        d / "term_accuracy.png",
+        "Validation accuracy (teacher-forced)",
+        [
+            ("term accuracy (exact term)", *xy(evals, "term_accuracy")),
+            ("term token accuracy", *xy(evals, "term_token_accuracy")),
+            ("Chinese character accuracy", *xy(evals, "char_accuracy")),
+        ],
+        "accuracy",
+    )
     if made:
         plots["term_accuracy"] = f"plots/{made}"
     return plots
 
 
-def build_report(output_dir: str | os.PathLike[str], *, plan: dict[str, Any] | None = None,
-                 attempts: list[dict[str, Any]] | None = None, oom_retries: list[dict[str, Any]] | None = None,
-                 warnings: list[str] | None = None, outcome: str = "Succeeded", job: str = "local",
-                 namespace: str = "default", adapter_path: str | None = None, extra: dict[str, Any] | None = None,
-                 write: bool = True) -> dict[str, Any]:
+def build_report(
+    output_dir: str | os.PathLike[str],
+    *,
+    plan: dict[str, Any] | None = None,
+    attempts: list[dict[str, Any]] | None = None,
+    oom_retries: list[dict[str, Any]] | None = None,
+    warnings: list[str] | None = None,
+    outcome: str = "Succeeded",
+    job: str = "local",
+    namespace: str = "default",
+    adapter_path: str | None = None,
+    extra: dict[str, Any] | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
     out = Path(output_dir)
     records = read_metrics(out)
     train = _by_step(records, "train")
@@ -160,8 +207,17 @@ def build_report(output_dir: str | os.PathLike[str], *, plan: dict[str, Any] | N
     summary = next((r for r in reversed(records) if r.get("type") == "train_summary"), {})
     conv = convergence(train, evals)
     final_eval = evals[-1] if evals else {}
-    zh = {k: final_eval.get(k) for k in ("char_accuracy", "term_accuracy", "term_token_accuracy", "token_accuracy",
-                                          "cjk_chars", "term_occurrences")}
+    zh = {
+        k: final_eval.get(k)
+        for k in (
+            "char_accuracy",
+            "term_accuracy",
+            "term_token_accuracy",
+            "token_accuracy",
+            "cjk_chars",
+            "term_occurrences",
+        )
+    }
     zh["terms"] = final_eval.get("terms", {})
     if len(evals) > 1:
         first = evals[0]
@@ -170,14 +226,23 @@ def build_report(output_dir: str | os.PathLike[str], *, plan: dict[str, Any] | N
         zh["term_token_accuracy_first"] = first.get("term_token_accuracy")
     plots = make_plots(out, train, evals) if write else {}
     tps = [r["tokens_per_second"] for r in train if _finite(r.get("tokens_per_second"))]
-    peaks = [m.get("peak_bytes") or m.get("rss_bytes") for r in train for m in r.get("memory", []) or []
-             if _finite(m.get("peak_bytes") or m.get("rss_bytes"))]
+    peaks = [
+        m.get("peak_bytes") or m.get("rss_bytes")
+        for r in train
+        for m in r.get("memory", []) or []
+        if _finite(m.get("peak_bytes") or m.get("rss_bytes"))
+    ]
     metrics: dict[str, float] = {}
-    for k, v in (("trainLoss", conv.get("last_loss")), ("evalLoss", conv.get("final_eval_loss")),
-                 ("bestEvalLoss", conv.get("best_eval_loss")), ("charAccuracy", zh.get("char_accuracy")),
-                 ("termAccuracy", zh.get("term_accuracy")), ("termTokenAccuracy", zh.get("term_token_accuracy")),
-                 ("tokenAccuracy", zh.get("token_accuracy")),
-                 ("tokensPerSecond", round(sum(tps) / len(tps), 2) if tps else None)):
+    for k, v in (
+        ("trainLoss", conv.get("last_loss")),
+        ("evalLoss", conv.get("final_eval_loss")),
+        ("bestEvalLoss", conv.get("best_eval_loss")),
+        ("charAccuracy", zh.get("char_accuracy")),
+        ("termAccuracy", zh.get("term_accuracy")),
+        ("termTokenAccuracy", zh.get("term_token_accuracy")),
+        ("tokenAccuracy", zh.get("token_accuracy")),
+        ("tokensPerSecond", round(sum(tps) / len(tps), 2) if tps else None),
+    ):
         if _finite(v):
             metrics[k] = float(v)
     all_warnings = list(warnings or []) + [a["message"] for a in anomalies]
@@ -187,10 +252,14 @@ def build_report(output_dir: str | os.PathLike[str], *, plan: dict[str, Any] | N
     status = {
         "phase": outcome,
         "message": conv.get("verdict"),
-        "progress": {"step": last_step, "totalSteps": total,
-                     "percent": round(100 * last_step / total, 2) if total else None,
-                     "loss": conv.get("last_loss"), "evalLoss": conv.get("final_eval_loss"),
-                     "summary": f"{last_step}/{total} ({100 * last_step / total:.0f}%)" if total else str(last_step)},
+        "progress": {
+            "step": last_step,
+            "totalSteps": total,
+            "percent": round(100 * last_step / total, 2) if total else None,
+            "loss": conv.get("last_loss"),
+            "evalLoss": conv.get("final_eval_loss"),
+            "summary": f"{last_step}/{total} ({100 * last_step / total:.0f}%)" if total else str(last_step),
+        },
         "restarts": {"application": 0, "infrastructure": 0, "oom": len(oom_retries)},
         "plan": _plan_summary(plan),
         "adapterPath": adapter_path,
@@ -209,10 +278,12 @@ def build_report(output_dir: str | os.PathLike[str], *, plan: dict[str, Any] | N
         "convergence": conv,
         "chinese": zh,
         "metrics": metrics,
-        "throughput": {"mean_tokens_per_second": metrics.get("tokensPerSecond"),
-                       "max_tokens_per_second": max(tps) if tps else None,
-                       "peak_memory_gib": round(max(peaks) / 2**30, 3) if peaks else None,
-                       "train_runtime_s": summary.get("train_runtime")},
+        "throughput": {
+            "mean_tokens_per_second": metrics.get("tokensPerSecond"),
+            "max_tokens_per_second": max(tps) if tps else None,
+            "peak_memory_gib": round(max(peaks) / 2**30, 3) if peaks else None,
+            "train_runtime_s": summary.get("train_runtime"),
+        },
         "attempts": attempts or [],
         "oom_retries": oom_retries,
         "warnings": all_warnings,
@@ -231,9 +302,22 @@ def build_report(output_dir: str | os.PathLike[str], *, plan: dict[str, Any] | N
 def _plan_summary(plan: dict[str, Any] | None) -> dict[str, Any] | None:
     if not plan:
         return None
-    keys = ("strategy", "device", "precision", "method", "world_size", "micro_batch_size",
-            "gradient_accumulation_steps", "global_batch_size", "gradient_checkpointing", "liger_kernel",
-            "lora_rank", "lora_alpha", "cutoff_len", "total_steps")
+    keys = (
+        "strategy",
+        "device",
+        "precision",
+        "method",
+        "world_size",
+        "micro_batch_size",
+        "gradient_accumulation_steps",
+        "global_batch_size",
+        "gradient_checkpointing",
+        "liger_kernel",
+        "lora_rank",
+        "lora_alpha",
+        "cutoff_len",
+        "total_steps",
+    )
     return {k: plan.get(k) for k in keys if k in plan}
 
 
@@ -249,26 +333,38 @@ def render_markdown(r: dict[str, Any]) -> str:
     c = r["convergence"]
     zh = r["chinese"]
     plan = r.get("plan") or {}
-    lines = [f"# Training report: {r['job']}", "",
-             f"Outcome: **{r['outcome']}** · output `{r['output_dir']}` · adapter `{r.get('adapter_path') or 'n/a'}`",
-             "", "## Convergence", "",
-             f"- verdict: **{c.get('verdict')}**",
-             f"- training loss: {_fmt(c.get('first_loss'))} → {_fmt(c.get('last_loss'))} "
-             f"(drop {_fmt(c.get('loss_drop'))}, {_fmt((c.get('loss_drop_ratio') or 0) * 100, 1)}%)",
-             f"- validation loss: {_fmt(c.get('first_eval_loss'))} → {_fmt(c.get('final_eval_loss'))}; best "
-             f"{_fmt(c.get('best_eval_loss'))} at step {c.get('best_eval_step', 'n/a')}", ""]
+    lines = [
+        f"# Training report: {r['job']}",
+        "",
+        f"Outcome: **{r['outcome']}** · output `{r['output_dir']}` · adapter `{r.get('adapter_path') or 'n/a'}`",
+        "",
+        "## Convergence",
+        "",
+        f"- verdict: **{c.get('verdict')}**",
+        f"- training loss: {_fmt(c.get('first_loss'))} → {_fmt(c.get('last_loss'))} "
+        f"(drop {_fmt(c.get('loss_drop'))}, {_fmt((c.get('loss_drop_ratio') or 0) * 100, 1)}%)",
+        f"- validation loss: {_fmt(c.get('first_eval_loss'))} → {_fmt(c.get('final_eval_loss'))}; best "
+        f"{_fmt(c.get('best_eval_loss'))} at step {c.get('best_eval_step', 'n/a')}",
+        "",
+    ]
     if "loss" in r["plots"]:
         lines += [f"![loss]({r['plots']['loss']})", ""]
-    lines += ["## Chinese-specific metrics (validation, teacher-forced)", "",
-              "| metric | first eval | final eval |", "|---|---|---|",
-              f"| Chinese character accuracy | {_fmt(zh.get('char_accuracy_first'))} | {_fmt(zh.get('char_accuracy'))} |",
-              f"| glossary term accuracy (whole term right) | {_fmt(zh.get('term_accuracy_first'))} | "
-              f"{_fmt(zh.get('term_accuracy'))} |",
-              f"| glossary term token accuracy | {_fmt(zh.get('term_token_accuracy_first'))} | "
-              f"{_fmt(zh.get('term_token_accuracy'))} |",
-              f"| next-token accuracy | | {_fmt(zh.get('token_accuracy'))} |", "",
-              f"{zh.get('cjk_chars') or 0} Chinese characters and {zh.get('term_occurrences') or 0} term occurrences "
-              "scored.", ""]
+    lines += [
+        "## Chinese-specific metrics (validation, teacher-forced)",
+        "",
+        "| metric | first eval | final eval |",
+        "|---|---|---|",
+        f"| Chinese character accuracy | {_fmt(zh.get('char_accuracy_first'))} | {_fmt(zh.get('char_accuracy'))} |",
+        f"| glossary term accuracy (whole term right) | {_fmt(zh.get('term_accuracy_first'))} | "
+        f"{_fmt(zh.get('term_accuracy'))} |",
+        f"| glossary term token accuracy | {_fmt(zh.get('term_token_accuracy_first'))} | "
+        f"{_fmt(zh.get('term_token_accuracy'))} |",
+        f"| next-token accuracy | | {_fmt(zh.get('token_accuracy'))} |",
+        "",
+        f"{zh.get('cjk_chars') or 0} Chinese characters and {zh.get('term_occurrences') or 0} term occurrences "
+        "scored.",
+        "",
+    ]
     terms = zh.get("terms") or {}
     if terms:
         lines += ["| term | occurrences | accuracy |", "|---|---|---|"]
@@ -277,28 +373,49 @@ def render_markdown(r: dict[str, Any]) -> str:
     if "term_accuracy" in r["plots"]:
         lines += [f"![term accuracy]({r['plots']['term_accuracy']})", ""]
     lines += ["## Plan", ""]
-    for k in ("strategy", "device", "precision", "method", "world_size", "micro_batch_size",
-              "gradient_accumulation_steps", "global_batch_size", "gradient_checkpointing", "liger_kernel",
-              "lora_rank", "lora_alpha", "cutoff_len", "total_steps"):
+    for k in (
+        "strategy",
+        "device",
+        "precision",
+        "method",
+        "world_size",
+        "micro_batch_size",
+        "gradient_accumulation_steps",
+        "global_batch_size",
+        "gradient_checkpointing",
+        "liger_kernel",
+        "lora_rank",
+        "lora_alpha",
+        "cutoff_len",
+        "total_steps",
+    ):
         if k in plan:
             lines.append(f"- {k}: `{plan[k]}`")
     if plan.get("explanations"):
         lines += ["", "Why:", ""] + [f"- {e}" for e in plan["explanations"]]
     lines.append("")
-    lines += ["## Throughput and memory", "",
-              f"- mean tokens/s: {_fmt(r['throughput'].get('mean_tokens_per_second'), 1)}; peak memory: "
-              f"{_fmt(r['throughput'].get('peak_memory_gib'), 2)} GiB", ""]
+    lines += [
+        "## Throughput and memory",
+        "",
+        f"- mean tokens/s: {_fmt(r['throughput'].get('mean_tokens_per_second'), 1)}; peak memory: "
+        f"{_fmt(r['throughput'].get('peak_memory_gib'), 2)} GiB",
+        "",
+    ]
     for key, title in (("lr", "learning rate"), ("tokens_per_second", "tokens/s"), ("memory", "memory")):
         if key in r["plots"]:
             lines += [f"![{title}]({r['plots'][key]})", ""]
     lines += ["## Attempts and retries", ""]
     for a in r.get("attempts", []):
-        lines.append(f"- attempt {a.get('attempt')}: {a.get('outcome')} (exit {a.get('returncode')}, "
-                     f"{_fmt(a.get('duration_s'), 0)} s){', resumed from ' + a['resumed_from'] if a.get('resumed_from') else ''}")
+        lines.append(
+            f"- attempt {a.get('attempt')}: {a.get('outcome')} (exit {a.get('returncode')}, "
+            f"{_fmt(a.get('duration_s'), 0)} s){', resumed from ' + a['resumed_from'] if a.get('resumed_from') else ''}"
+        )
     for o in r.get("oom_retries", []):
-        lines.append(f"- OOM retry {o['attempt']} at step {o.get('at_step')}: micro-batch {o['from']['micro_batch']} → "
-                     f"{o['to']['micro_batch']}, accumulation {o['from']['grad_accum']} → {o['to']['grad_accum']}, "
-                     f"gradient checkpointing {'on' if o['to']['gradient_checkpointing'] else 'off'}")
+        lines.append(
+            f"- OOM retry {o['attempt']} at step {o.get('at_step')}: micro-batch {o['from']['micro_batch']} → "
+            f"{o['to']['micro_batch']}, accumulation {o['from']['grad_accum']} → {o['to']['grad_accum']}, "
+            f"gradient checkpointing {'on' if o['to']['gradient_checkpointing'] else 'off'}"
+        )
     if not r.get("attempts") and not r.get("oom_retries"):
         lines.append("- none")
     lines += ["", "## Warnings", ""]

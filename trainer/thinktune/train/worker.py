@@ -63,14 +63,21 @@ def main(argv: list[str] | None = None) -> int:
 
         mon = cfg.get("monitoring", {})
         callback = ThinktuneCallback(
-            output_dir=output_dir, job=cfg.get("job", "local"), namespace=cfg.get("namespace", "default"),
-            metrics_port=mon.get("metrics_port"), loss_spike_factor=float(mon.get("loss_spike_factor", 3.0)),
-            plateau_evals=int(mon.get("plateau_evals", 5)), terms=cfg.get("terms"),
-            total_steps_hint=cfg.get("total_steps"), progress=bool(cfg.get("progress", True)),
-            attempt=int(cfg.get("attempt", 0)), oom_retries=int(cfg.get("oom_retries", 0)),
+            output_dir=output_dir,
+            job=cfg.get("job", "local"),
+            namespace=cfg.get("namespace", "default"),
+            metrics_port=mon.get("metrics_port"),
+            loss_spike_factor=float(mon.get("loss_spike_factor", 3.0)),
+            plateau_evals=int(mon.get("plateau_evals", 5)),
+            terms=cfg.get("terms"),
+            total_steps_hint=cfg.get("total_steps"),
+            progress=bool(cfg.get("progress", True)),
+            attempt=int(cfg.get("attempt", 0)),
+            oom_retries=int(cfg.get("oom_retries", 0)),
             max_eval_samples=int(cfg.get("max_eval_samples", 32)),
             rank_fingerprint=bool(cfg.get("rank_fingerprint", False)),
-            quality_metrics=bool(cfg.get("quality_metrics", True)))
+            quality_metrics=bool(cfg.get("quality_metrics", True)),
+        )
         run_exp(args=args, callbacks=[callback])
         return 0
     except BaseException as e:  # noqa: BLE001 - the exit code is the contract
@@ -82,16 +89,29 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         if category == "oom":
             step = getattr(callback, "current_step", None)
-            write_marker(output_dir, {"rank": rank, "step": step, "message": str(e)[:500],
-                                      "micro_batch": args.get("per_device_train_batch_size")})
-            print(f"[thinktune] rank {rank}: CUDA out of memory -> exit for OOM retry", file=sys.stderr, flush=True)
+            write_marker(
+                output_dir,
+                {
+                    "rank": rank,
+                    "step": step,
+                    "message": str(e)[:500],
+                    "micro_batch": args.get("per_device_train_batch_size"),
+                },
+            )
+            print(
+                f"[thinktune] rank {rank}: CUDA out of memory -> exit for OOM retry",
+                file=sys.stderr,
+                flush=True,
+            )
         code = handle_fatal(e, termination_log=cfg.get("termination_log"))
         try:
             write_exit_record(output_dir, rank=rank, code=code, category=category, reason=f"{reason}")
         except OSError:
             pass
         if category == "gpu_failure":
-            print(f"[thinktune] rank {rank}: GPU failure ({reason}) -> exit {code}", file=sys.stderr, flush=True)
+            print(
+                f"[thinktune] rank {rank}: GPU failure ({reason}) -> exit {code}", file=sys.stderr, flush=True
+            )
         return code if code else APP_FAILURE_EXIT_CODE
 
 
