@@ -13,6 +13,7 @@ without a driver, the result simply says ``cuda_available=False`` and why.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -107,6 +108,15 @@ class HardwareInfo:
     @property
     def all_bf16(self) -> bool:
         return bool(self.gpus) and all(g.bf16 for g in self.gpus)
+
+    @property
+    def nvlink_everywhere(self) -> bool:
+        """Every GPU pair has an NVLink path (what makes ZeRO-3's per-layer gathers cheap); False when unknown,
+        the cautious answer for the planner."""
+        t = self.topology
+        if t.interconnect in ("nvlink", "pcie", "partial-nvlink"):
+            return t.interconnect == "nvlink"
+        return bool(t.nvlink) or any(v.upper().startswith("NV") for v in t.links.values())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -323,6 +333,18 @@ def _detect_gpus(notes: list[str]) -> tuple[list[GpuInfo], str | None, str | Non
             )
         )
     return gpus, version, cuda
+
+
+def installed_packages() -> dict[str, bool]:
+    """Which optional training packages this environment has (the planner's ``packages``)."""
+
+    def has(mod: str) -> bool:
+        try:
+            return importlib.util.find_spec(mod) is not None
+        except (ImportError, ValueError):
+            return False
+
+    return {name: has(name) for name in ("deepspeed", "liger_kernel", "bitsandbytes", "mcore_adapter")}
 
 
 def detect_hardware(disk_path: str | os.PathLike[str] = ".") -> HardwareInfo:
