@@ -25,8 +25,8 @@ from pathlib import Path
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from thinktune_operator.sandbox import ControlPlane
-from thinktune_operator.testing import Cluster, OperatorProcess, ftj, wait_for
+from thinktune_sandbox import ControlPlane
+from thinktune_sandbox.testing import Cluster, OperatorProcess, ftj, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"

@@ -2,8 +2,8 @@
 
 No API calls here: the planner feeds pod and node dicts (as the API returns them) and acts on the verdicts.
 Signals (see notes/k8s-operator-anchors.md §3.4), strongest first:
-  1. the trainer's own verdict: exit code GPU_FAILURE_EXIT_CODE and/or a JSON termination message
-     {"reason": ..., "gpu": ..., "node": ...}
+  1. the trainer's own verdict: exit code contract.EXIT_GPU_FAILURE and/or a contract.FailureMessage in the
+     termination message (category gpu_failure, with the GPU and node)
   2. pod condition DisruptionTarget=True (eviction, preemption, taint manager, node shutdown), pod.status.reason
      Evicted/NodeLost/..., KEP-4680 allocatedResourcesStatus health Unhealthy
   3. the node: Ready False/Unknown, cordoned (spec.unschedulable), GPU-fault taints, GPU health conditions
@@ -14,17 +14,11 @@ Anything else that makes a worker fail is an application failure (bug, bad data,
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-try:  # the trainer engineer's constant is the source of truth when the module exists
-    from thinktune.train.failures import GPU_FAILURE_EXIT_CODE  # type: ignore[import-not-found]
-except Exception:  # pragma: no cover - module not there yet / needs extras
-    # Planned value of thinktune.train.failures.GPU_FAILURE_EXIT_CODE (EX_TEMPFAIL). Defined ONLY here on the
-    # operator side; everything else imports it from this module.
-    GPU_FAILURE_EXIT_CODE = 75
+from thinktune import contract
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -52,8 +46,6 @@ INFRA_POD_REASONS = {
     "OutOfnvidia.com/gpu",
     "Shutdown",
 }
-# reasons/words in a termination message that the trainer uses for GPU trouble
-_GPU_WORDS = re.compile(r"\b(gpu|xid|ecc|nvlink|nccl|cuda error|device[- ]lost|uncorrectable)\b", re.I)
 # node condition types from NPD / NVSentinel / AKS GPU checks that are bad when True
 _BAD_WHEN_TRUE = re.compile(r"(gpu|xid|nvlink|ecc|infiniband|nvidia)", re.I)
 
@@ -150,33 +142,16 @@ def _gpu_from_text(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def parse_termination_message(msg: str | None) -> dict[str, Any]:
-    """The trainer writes one compact JSON object; anything else (logs via FallbackToLogsOnError) -> {}."""
-    if not msg:
-        return {}
-    msg = msg.strip()
-    try:
-        data = json.loads(msg)
-        return data if isinstance(data, dict) else {}
-    except ValueError:
-        # the last line may be JSON after log lines
-        for line in reversed(msg.splitlines()):
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    data = json.loads(line)
-                    return data if isinstance(data, dict) else {}
-                except ValueError:
-                    continue
-    return {}
+DETAIL_CHARS = 500
 
 
-def _detail(info: dict[str, Any]) -> str:
-    """Human text from a termination message: the specific message beats the generic reason."""
-    parts = [str(info[k]) for k in ("message", "error") if info.get(k)]
-    if not parts and info.get("reason"):
-        parts.append(str(info["reason"]))
-    return "; ".join(parts)[:500]
+def _detail(failure: contract.FailureMessage | None) -> str:
+    """Human text of a failure: the error text beats the short classification. Verdict messages end up in
+    conditions and Events, so a long traceback keeps its end (what broke), marked as cut."""
+    if failure is None:
+        return ""
+    text = failure.message or failure.detail
+    return text if len(text) <= DETAIL_CHARS else "..." + text[-DETAIL_CHARS:]
 
 
 def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -190,6 +165,11 @@ def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
                 return t
             found = found or t
     return found
+
+
+def termination_message(pod: dict[str, Any]) -> contract.TerminationMessage | None:
+    """What the workload wrote to its termination log (contract.write_termination_message), if anything."""
+    return contract.read_termination_message((terminated_state(pod) or {}).get("message"))
 
 
 def pod_condition(pod: dict[str, Any], ctype: str) -> dict[str, Any] | None:
@@ -212,7 +192,7 @@ def unhealthy_devices(pod: dict[str, Any], gpu_resource: str = GPU_RESOURCE) -> 
 
 
 def classify_pod(
-    pod: dict[str, Any], node: NodeHealth | None = None, gpu_exit_code: int = GPU_FAILURE_EXIT_CODE
+    pod: dict[str, Any], node: NodeHealth | None = None, gpu_exit_code: int = contract.EXIT_GPU_FAILURE
 ) -> Verdict | None:
     """Verdict for one worker pod, or None when it is fine (pending/running on a healthy node/succeeded).
 
@@ -247,28 +227,20 @@ def classify_pod(
 
     if phase == "Failed":
         term = terminated_state(pod) or {}
-        info = parse_termination_message(term.get("message"))
+        msg = contract.read_termination_message(term.get("message"))
+        failure = msg if isinstance(msg, contract.FailureMessage) else None
         code = term.get("exitCode")
-        msg_node = info.get("node") or node_name
-        gpu = info.get("gpu")
-        gpu = str(gpu) if gpu is not None else (node.gpu if node else None)
-        if code == gpu_exit_code:
+        msg_node = (failure.node if failure else None) or node_name
+        gpu = (failure.gpu if failure else None) or (node.gpu if node else None)
+        # the exit code alone suffices (a wrapper may lose the message), and so does the message alone (a
+        # wrapper shell may lose the exit code)
+        if code == gpu_exit_code or (failure is not None and failure.category == "gpu_failure"):
             return Verdict(
-                "infrastructure", "GPUFailure", _detail(info) or f"exit code {code}", node=msg_node, gpu=gpu
-            )
-        # thinktune.train.failures writes {"reason": "GPUFailure", "category": "gpu_failure", "gpu", "node", "message"}
-        kind_field = str(info.get("kind") or info.get("category") or "").lower()
-        if (
-            kind_field in ("gpu", "gpu_failure", "infrastructure", "infra", "node")
-            or info.get("reason") == "GPUFailure"
-            or (
-                info.get("reason")
-                and _GPU_WORDS.search(str(info.get("reason")))
-                and info.get("gpu") is not None
-            )
-        ):
-            return Verdict(
-                "infrastructure", "GPUFailure", _detail(info) or kind_field, node=msg_node, gpu=gpu
+                "infrastructure",
+                "GPUFailure",
+                _detail(failure) or f"exit code {code}",
+                node=msg_node,
+                gpu=gpu,
             )
         if status.get("reason") in INFRA_POD_REASONS:
             return Verdict(
@@ -288,7 +260,7 @@ def classify_pod(
         return Verdict(
             "application",
             "ExitCode" if code is not None else reason,
-            _detail(info) or f"exit code {code} ({reason})",
+            _detail(failure) or f"exit code {code} ({reason})",
             node=node_name,
         )
 

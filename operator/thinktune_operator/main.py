@@ -18,8 +18,8 @@ from prometheus_client import start_http_server
 
 from . import handlers  # noqa: F401  (registers the handlers)
 from .config import OperatorConfig
-from .handlers import datasetbuild, finetunejob, modelexport
 from .handlers import runtime as R
+from .handlers.kinds import KINDS, reconcile
 from .kube import Kube, load_client
 from .metrics import get_metrics
 
@@ -63,16 +63,12 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **kwa
                 "metrics port %d unavailable (%s): Prometheus endpoint disabled", cfg.metrics_port, e
             )
     kube = Kube(load_client(pool=cfg.workers * 2))
-    rt = R.Runtime(cfg, kube, metrics)
+    node_kinds = frozenset(k.kind for k in KINDS.values() if k.uses_nodes)
+    rt = R.Runtime(cfg, kube, reconcile, node_kinds, metrics)
     # kopf passes the (pre-populated, live) indexes to startup handlers; keep references for the workers
     for name in ("pods_by_owner", "pods_by_node", "nodes_by_name"):
         if name in kwargs:
             rt.indices[name] = kwargs[name]
-    rt.reconcilers = {
-        "DatasetBuild": datasetbuild.reconcile,
-        "FineTuneJob": finetunejob.reconcile,
-        "ModelExport": modelexport.reconcile,
-    }
     R.RUNTIME = rt
     rt.start()
 

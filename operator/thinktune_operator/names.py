@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from thinktune import contract
+
 GROUP = "thinktune.io"
 MANAGED_BY = "thinktune-operator"
 
@@ -29,7 +31,7 @@ L_COSCHED_POD_GROUP = "scheduling.x-k8s.io/pod-group"
 # annotations
 A_ATTEMPT = f"{GROUP}/attempt"
 A_RESUME = f"{GROUP}/resume-from-checkpoint"
-A_PROGRESS = f"{GROUP}/progress"  # optional JSON progress (the `annotation` progress source; kwok tests)
+A_PROGRESS = contract.PROGRESS_ANNOTATION  # JSON progress (the `annotation` progress source; kwok tests)
 A_SPEC_HASH = f"{GROUP}/spec-hash"
 A_KUEUE_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
 A_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
@@ -37,7 +39,7 @@ A_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 CONFIG_MOUNT = "/etc/thinktune"
 CR_FILE = "cr.yaml"
 WORKSPACE_ROOT = "/workspace"
-TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LOG = contract.DEFAULT_TERMINATION_LOG
 MASTER_PORT = 29500
 
 _DNS_BAD = re.compile(r"[^a-z0-9-]+")

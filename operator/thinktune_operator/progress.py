@@ -1,9 +1,9 @@
 """Training progress for FineTuneJob status, from the rank-0 worker. Pluggable sources:
 
-- `http`: GET http://<podIP>:<metricsPort>/metrics and parse the trainer's `thinktune_train_*` gauges (the real
-  thing; the trainer exporter lives in thinktune.train.callbacks).
-- `annotation`: JSON in the pod annotation `thinktune.io/progress` (kwok pods run no process, so cluster tests and
-  the sandbox demo write progress there).
+- `http`: GET http://<podIP>:<metricsPort>/metrics and read the trainer's gauges, one gauge per progress field
+  (contract.PROGRESS_FROM_METRIC) and the anomaly counter (contract.ANOMALIES_TOTAL).
+- `annotation`: JSON in the pod annotation contract.PROGRESS_ANNOTATION (kwok pods run no process, so cluster
+  tests and the sandbox demo write progress there).
 - `auto`: annotation when present, else http.
 Parsing is pure and tested on its own.
 """
@@ -17,22 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-
-from .names import A_PROGRESS
+from thinktune import contract
 
 log = logging.getLogger(__name__)
-
-# status.progress field -> accepted metric names (first found wins)
-METRIC_MAP: dict[str, tuple[str, ...]] = {
-    "step": ("thinktune_train_step", "thinktune_train_global_step"),
-    "totalSteps": ("thinktune_train_total_steps", "thinktune_train_max_steps"),
-    "epoch": ("thinktune_train_epoch",),
-    "loss": ("thinktune_train_loss",),
-    "evalLoss": ("thinktune_train_eval_loss", "thinktune_train_val_loss"),
-    "learningRate": ("thinktune_train_learning_rate",),
-    "tokensPerSecond": ("thinktune_train_tokens_per_second",),
-    "etaSeconds": ("thinktune_train_eta_seconds",),
-}
 
 
 def parse_metrics_text(text: str, rank: str | None = "0") -> dict[str, float]:
@@ -40,7 +27,7 @@ def parse_metrics_text(text: str, rank: str | None = "0") -> dict[str, float]:
     values: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            if not s.name.startswith("thinktune_train_"):
+            if not s.name.startswith(contract.TRAIN_METRIC_PREFIX):
                 continue
             r = s.labels.get("rank")
             if rank is not None and r is not None and r != rank:
@@ -50,11 +37,11 @@ def parse_metrics_text(text: str, rank: str | None = "0") -> dict[str, float]:
 
 
 def anomalies_from_text(text: str, rank: str | None = "0") -> dict[str, int]:
-    """The trainer's `thinktune_train_anomalies_total{kind=...}` counters -> {kind: count}."""
+    """The trainer's anomaly counter (contract.ANOMALIES_TOTAL, label `kind`) -> {kind: count}."""
     out: dict[str, int] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            if s.name != "thinktune_train_anomalies_total":
+            if s.name != contract.ANOMALIES_TOTAL:
                 continue
             r = s.labels.get("rank")
             if rank is not None and r is not None and r != rank:
@@ -71,12 +58,11 @@ def new_anomalies(old: dict[str, Any] | None, new: dict[str, Any] | None) -> lis
 
 
 def progress_from_values(values: dict[str, float]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for field_name, names in METRIC_MAP.items():
-        for n in names:
-            if n in values and values[n] == values[n]:  # skip NaN
-                out[field_name] = values[n]
-                break
+    out = {
+        field_name: values[metric]
+        for field_name, metric in contract.PROGRESS_FROM_METRIC.items()
+        if metric in values and values[metric] == values[metric]  # NaN: the trainer has no value yet
+    }
     return normalise(out)
 
 
@@ -96,7 +82,7 @@ def normalise(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_annotation(pod: dict[str, Any]) -> dict[str, Any] | None:
-    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(A_PROGRESS)
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(contract.PROGRESS_ANNOTATION)
     if not raw:
         return None
     try:
@@ -105,7 +91,7 @@ def parse_annotation(pod: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict):
         return None
-    allowed = set(METRIC_MAP)
+    allowed = set(contract.PROGRESS_FROM_METRIC)
     out = normalise({k: v for k, v in data.items() if k in allowed and isinstance(v, int | float)})
     anomalies = data.get("anomalies")
     if isinstance(anomalies, dict):

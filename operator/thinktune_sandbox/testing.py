@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,11 +18,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from thinktune import contract
 
 T = TypeVar("T")
 
 POOL_LABEL = "thinktune.io/test-pool"
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def termination_text(msg: contract.TerminationMessage) -> str:
+    """What the kubelet would put in a pod's terminated state: the file that the workload's own writer
+    (contract.write_termination_message) leaves, so tests feed the operator the real writer's output."""
+    with tempfile.TemporaryDirectory() as d:
+        path = contract.write_termination_message(msg, Path(d) / "termination-log")
+        assert path is not None, "the termination message writer wrote nothing"
+        return path.read_text(encoding="utf-8")
 
 
 def free_port() -> int:

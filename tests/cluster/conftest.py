@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from thinktune_operator.sandbox import ControlPlane, default_bin_dir
-from thinktune_operator.sandbox.controlplane import KUBE_BINARIES, KWOK_STAGES
+from thinktune_sandbox import ControlPlane, default_bin_dir
+from thinktune_sandbox.controlplane import KUBE_BINARIES, KWOK_STAGES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build-binaries.sh"

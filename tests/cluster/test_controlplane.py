@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from thinktune_operator.sandbox import (
+from thinktune_sandbox import (
     GPU_RESOURCE,
     KWOK_TOLERATION,
     NODE_NOT_READY_LABEL,
@@ -18,7 +18,7 @@ from thinktune_operator.sandbox import (
     POD_FAILED_LABEL,
     ControlPlane,
 )
-from thinktune_operator.sandbox.cli import app as sandbox_app
+from thinktune_sandbox.cli import app as sandbox_app
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.cluster

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
-from thinktune_operator.testing import Cluster, OperatorProcess, free_port, ftj, wait_for
+from thinktune_sandbox.testing import Cluster, OperatorProcess, free_port, ftj, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from thinktune_operator.testing import Cluster, OperatorProcess, ftj, token_kubeconfig, wait_for
+from thinktune_sandbox.testing import Cluster, OperatorProcess, ftj, token_kubeconfig, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

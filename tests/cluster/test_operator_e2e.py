@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from thinktune_operator.testing import Cluster, OperatorProcess, ftj, wait_for
+from thinktune_sandbox.testing import Cluster, OperatorProcess, ftj, wait_for
 
 pytestmark = pytest.mark.cluster
 

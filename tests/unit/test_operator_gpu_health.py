@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from thinktune_operator.gpu_health import (
-    GPU_FAILURE_EXIT_CODE,
-    classify_pod,
-    node_health,
-    parse_termination_message,
-)
+from thinktune import contract
+from thinktune.contract import EXIT_GPU_FAILURE as GPU_FAILURE_EXIT_CODE
+from thinktune_operator.gpu_health import DETAIL_CHARS, classify_pod, node_health
+from thinktune_sandbox.testing import termination_text
+
+
+def failure(category="gpu_failure", message="uncorrectable ECC error", **kw):
+    reason = contract.FAILURE_REASON[category]
+    code = kw.pop("exit_code", GPU_FAILURE_EXIT_CODE if category == "gpu_failure" else 1)
+    return termination_text(
+        contract.FailureMessage(reason=reason, category=category, message=message, exit_code=code, **kw)
+    )
 
 
 def node(name="gpu-0", ready="True", unschedulable=False, taints=(), cap=8, alloc=8, conditions=()):
@@ -44,10 +48,6 @@ def pod(
     if pod_reason:
         st["reason"] = pod_reason
     return {"metadata": {"name": "j-a0-w0"}, "spec": {"nodeName": node_name}, "status": st}
-
-
-def test_gpu_failure_exit_code_constant():
-    assert GPU_FAILURE_EXIT_CODE == 75
 
 
 def test_healthy_node():
@@ -112,36 +112,35 @@ def test_allocatable_drop_says_how_many():
 
 
 def test_gpu_exit_code_with_termination_message():
-    msg = json.dumps({"reason": "CUDA error: uncorrectable ECC error encountered", "gpu": 3, "node": "gpu-0"})
+    msg = failure(message="CUDA error: uncorrectable ECC error encountered", gpu="3", node="gpu-0")
     v = classify_pod(pod("Failed", GPU_FAILURE_EXIT_CODE, msg), node_health(node()))
     assert v.kind == "infrastructure" and v.reason == "GPUFailure"
     assert v.gpu == "3" and v.node == "gpu-0" and "ECC" in v.message
 
 
-def test_trainer_failures_module_message_format():
-    # exactly what thinktune.train.failures writes
-    msg = json.dumps(
-        {
-            "reason": "GPUFailure",
-            "category": "gpu_failure",
-            "gpu": "1",
-            "node": "gpu-7",
-            "message": "uncorrectable ECC error",
-        }
-    )
+def test_failure_message_from_the_contract_writer():
+    msg = failure(gpu="1", node="gpu-7", detail="uncorrectable ECC error", message="RuntimeError: ECC error")
     v = classify_pod(pod("Failed", GPU_FAILURE_EXIT_CODE, msg), None)
-    assert (
-        v.kind == "infrastructure"
-        and v.gpu == "1"
-        and v.node == "gpu-7"
-        and v.message == "uncorrectable ECC error"
-    )
+    assert v.kind == "infrastructure" and v.gpu == "1" and v.node == "gpu-7"
+    assert v.message == "RuntimeError: ECC error"  # the error text beats the short classification
     # same verdict even if the exit code got lost (e.g. a wrapper shell)
     v = classify_pod(pod("Failed", 1, msg), None)
     assert v.kind == "infrastructure" and v.reason == "GPUFailure"
-    app = json.dumps({"reason": "ApplicationError", "category": "application", "message": "KeyError: 'x'"})
+    app = failure("application", "KeyError: 'x'")
     v = classify_pod(pod("Failed", 1, app), node_health(node()))
     assert v.kind == "application" and "KeyError" in v.message
+    # CUDA OOM that the launcher could not fix is the user's budget too
+    v = classify_pod(pod("Failed", 1, failure("oom", "CUDA out of memory")), node_health(node()))
+    assert v.kind == "application" and "out of memory" in v.message
+
+
+def test_failure_message_after_log_lines_and_long_text():
+    """FallbackToLogsOnError: the kubelet may hand over log lines before the JSON; a long error keeps its end."""
+    text = "x" * 3000 + " device lost"
+    msg = "epoch 1 ...\nTraceback ...\n" + failure(message=text, gpu="0")
+    v = classify_pod(pod("Failed", 1, msg), None)
+    assert v.kind == "infrastructure" and v.gpu == "0"
+    assert v.message.endswith("device lost") and len(v.message) == DETAIL_CHARS + 3
 
 
 def test_gpu_exit_code_without_message():
@@ -149,11 +148,12 @@ def test_gpu_exit_code_without_message():
     assert v.kind == "infrastructure" and v.reason == "GPUFailure"
 
 
-def test_termination_message_kind_gpu_with_other_exit_code():
+def test_hand_written_json_in_another_spelling_is_not_a_verdict():
+    # an old spelling ({"kind": "gpu"}) is not our message: a crash with exit code 1 is an application failure
     v = classify_pod(
-        pod("Failed", 1, json.dumps({"kind": "gpu", "reason": "Xid 48", "gpu": "GPU-abc"})), None
+        pod("Failed", 1, '{"kind": "gpu", "reason": "Xid 48", "gpu": "GPU-abc"}'), node_health(node())
     )
-    assert v.kind == "infrastructure" and v.gpu == "GPU-abc"
+    assert v.kind == "application" and v.reason == "ExitCode"
 
 
 def test_plain_crash_is_application():
@@ -230,11 +230,3 @@ def test_kep4680_unhealthy_device():
         None,
     )
     assert v.kind == "infrastructure" and v.gpu == "GPU-1234"
-
-
-def test_termination_message_parsing():
-    assert parse_termination_message('{"a": 1}') == {"a": 1}
-    assert parse_termination_message('log line\n{"reason": "x"}\n') == {"reason": "x"}
-    assert parse_termination_message("not json") == {}
-    assert parse_termination_message(None) == {}
-    assert parse_termination_message("[1,2]") == {}

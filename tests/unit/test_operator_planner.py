@@ -4,13 +4,16 @@ budgets, waiting for capacity, suspend/resume, deadlines, TTL and crash-safety (
 from __future__ import annotations
 
 import copy
-import json
 from datetime import UTC, datetime, timedelta
 
+from thinktune import contract
+from thinktune.contract import EXIT_GPU_FAILURE as GPU_FAILURE_EXIT_CODE
+from thinktune.spec import DatasetCounts, ExportArtifact
 from thinktune_operator.config import OperatorConfig
-from thinktune_operator.gpu_health import GPU_FAILURE_EXIT_CODE
 from thinktune_operator.planners import finetunejob as P
 from thinktune_operator.planners import single_pod as S
+from thinktune_operator.planners.common import GangCreated, GangScheduled, GpuFailure, Restart
+from thinktune_sandbox.testing import termination_text
 
 CFG = OperatorConfig()
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -150,15 +153,25 @@ def test_waits_for_datasetbuild():
     p, b = run(b, dataset=ds)
     assert cond(b["status"], "DatasetReady")["status"] == "True"
     pod = next(o for o in p.creates if o["kind"] == "Pod")
-    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-    assert env["THINKTUNE_OUTPUT_DIR"] == "/workspace/thinktune-workspace/out"
+    mounts = {m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert "/workspace/thinktune-workspace" in mounts and "/workspace/data" in mounts
     cm = next(o for o in p.creates if o["kind"] == "ConfigMap")
     assert "/workspace/data/datasets/c" in cm["data"]["job.yaml"]
 
 
 def test_gpu_failure_restarts_whole_gang_avoiding_node():
     _, b = run(job(), [wpod(0, 0), wpod(0, 1)])
-    msg = json.dumps({"reason": "Xid 79: GPU has fallen off the bus", "gpu": 5, "node": "n1"})
+    msg = termination_text(
+        contract.FailureMessage(
+            reason="GPUFailure",
+            category="gpu_failure",
+            detail="GPU has fallen off the bus",
+            message="Xid 79: GPU has fallen off the bus",
+            gpu="5",
+            node="n1",
+            exit_code=GPU_FAILURE_EXIT_CODE,
+        )
+    )
     failed = wpod(0, 1, "Failed", exit_code=GPU_FAILURE_EXIT_CODE, message=msg)
     p, b = run(b, [wpod(0, 0), failed], now=T0 + timedelta(seconds=60))
     st = b["status"]
@@ -169,7 +182,10 @@ def test_gpu_failure_restarts_whole_gang_avoiding_node():
     assert cond(st, "Restarting")["status"] == "True" and cond(st, "Running")["status"] == "False"
     assert sorted(d.name for d in p.deletes) == ["j-a0-w0", "j-a0-w1"]  # the whole gang
     assert any(e.reason == "GPUFailure" and "n1" in e.message and "attempt 1" in e.message for e in p.events)
-    assert ("gpu_failure", "n1", "GPUFailure") in p.observations
+    assert (
+        GpuFailure("n1", "GPUFailure") in p.observations
+        and Restart("infrastructure", "GPUFailure") in p.observations
+    )
     # old gang still terminating on healthy nodes: new gang waits (BlockingRecreate)
     terminating = [wpod(0, 0, deleting=T0 + timedelta(seconds=60)), failed]
     p, b = run(b, terminating, now=T0 + timedelta(seconds=61))
@@ -179,13 +195,13 @@ def test_gpu_failure_restarts_whole_gang_avoiding_node():
     pods = [o for o in p.creates if o["kind"] == "Pod"]
     assert [x["metadata"]["name"] for x in pods] == ["j-a1-w0", "j-a1-w1"]
     for x in pods:
-        env = {e["name"]: e.get("value") for e in x["spec"]["containers"][0]["env"]}
-        assert env["THINKTUNE_RESUME"] == "true" and env["THINKTUNE_ATTEMPT"] == "1"
+        assert x["metadata"]["annotations"]["thinktune.io/resume-from-checkpoint"] == "true"
+        assert x["metadata"]["annotations"]["thinktune.io/attempt"] == "1"
         terms = x["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert terms["nodeSelectorTerms"][0]["matchFields"] == [
             {"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}
         ]
-    assert ("gang_created", 1) in p.observations
+    assert GangCreated(1) in p.observations
     # the failed pod of attempt 0 (terminal) was deleted, not waited for
     assert any(d.name == "j-a0-w1" for d in p.deletes)
     # new gang runs on n0 and n2
@@ -277,7 +293,11 @@ def test_no_healthy_capacity_waits_instead_of_failing():
 
 def test_success_reads_termination_message_and_cleans_running_pods():
     _, b = run(job(nodes=1), [wpod(0, 0)])
-    msg = json.dumps({"adapterPath": "/workspace/x/out/adapter", "metrics": {"evalLoss": 1.2, "rougeL": 0.3}})
+    msg = termination_text(
+        contract.TrainResult(
+            adapter_path="/workspace/x/out/adapter", metrics={"evalLoss": 1.2, "rougeL": 0.3}, oom_retries=1
+        )
+    )
     p, b = run(b, [wpod(0, 0, "Succeeded", exit_code=0, message=msg)])
     st = b["status"]
     assert st["phase"] == "Succeeded" and cond(st, "Succeeded")["status"] == "True"
@@ -285,6 +305,7 @@ def test_success_reads_termination_message_and_cleans_running_pods():
         "evalLoss": 1.2,
         "rougeL": 0.3,
     }
+    assert st["restarts"]["oom"] == 1
     assert not p.deletes  # cleanPodPolicy Running: finished pods stay for logs
 
 
@@ -334,7 +355,7 @@ def test_progress_pod_and_gang_scheduled_observation():
     _, b = run(job(), [])
     p, b = run(b, [wpod(0, 0), wpod(0, 1)])
     assert p.progress_pod["metadata"]["name"] == "j-a0-w0" and p.progress_port == 9400
-    assert ("gang_scheduled", 0, 2.0) in p.observations
+    assert GangScheduled(0, 2.0) in p.observations
 
 
 def test_invalid_spec_fails_cleanly():
@@ -380,12 +401,19 @@ def test_datasetbuild_lifecycle():
     p = S.plan_datasetbuild(body, [spod(name, "Running")], NODES, T0, CFG)
     assert p.status["phase"] == "Running"
     body["status"] = p.status
-    msg = json.dumps(
-        {"counts": {"documents": 2, "samples": 10, "train": 7, "val": 2, "test": 1, "rejects": 3}}
+    msg = termination_text(
+        contract.DatasetResult(
+            counts=DatasetCounts(
+                documents=2, samples=10, train=7, val=2, test=1, rejects=3, generated_thinking=4
+            ),
+            output_path="/workspace/thinktune-workspace/datasets/c",
+            report_path="/workspace/thinktune-workspace/datasets/c/report.json",
+        )
     )
     p = S.plan_datasetbuild(body, [spod(name, "Succeeded", 0, msg)], NODES, T0, CFG)
     assert p.status["phase"] == "Succeeded" and p.status["counts"]["samples"] == 10
-    assert p.status["outputPath"] == "datasets/c"
+    assert p.status["outputPath"] == "datasets/c" and p.status["counts"]["generatedThinking"] == 4
+    assert p.status["reportPath"] == "/workspace/thinktune-workspace/datasets/c/report.json"
     body["status"] = p.status
     p = S.plan_datasetbuild(body, [spod(name, "Succeeded", 0, msg)], NODES, T0, CFG)
     assert not p.creates and not p.events  # done stays done
@@ -410,7 +438,19 @@ def test_datasetbuild_infra_retry_then_app_failure():
         body,
         [
             spod(name, "Failed", 1),
-            spod(f"{name}-r1", "Failed", 2, json.dumps({"error": "no markdown found"})),
+            spod(
+                f"{name}-r1",
+                "Failed",
+                contract.EXIT_USAGE,
+                termination_text(
+                    contract.FailureMessage(
+                        reason="InvalidInput",
+                        category="application",
+                        message="no markdown found",
+                        exit_code=contract.EXIT_USAGE,
+                    )
+                ),
+            ),
         ],
         NODES,
         T0,
@@ -443,13 +483,19 @@ def test_modelexport_waits_for_job_then_exports():
     pod = next(o for o in p.creates if o["kind"] == "Pod")
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     body["status"] = p.status
-    msg = json.dumps(
-        {
-            "artifacts": [
-                {"name": "merged", "path": "/w/exp/merged", "verified": True},
-                {"name": "gptq-int4", "path": "/w/exp/gptq", "verified": False, "warnings": ["ppl +7%"]},
+    msg = termination_text(
+        contract.ExportResult(
+            artifacts=[
+                ExportArtifact(name="merged", path="/w/exp/merged", verified=True, size_bytes=5),
+                ExportArtifact(
+                    name="gptq-int4",
+                    path="/w/exp/gptq",
+                    verified=False,
+                    term_accuracy=0.9,
+                    warnings=["ppl +7%"],
+                ),
             ]
-        }
+        )
     )
     p = S.plan_modelexport(
         body, [spod(pod["metadata"]["name"], "Succeeded", 0, msg)], NODES, jobbody, T0, CFG
@@ -458,3 +504,13 @@ def test_modelexport_waits_for_job_then_exports():
         "merged",
         "gptq-int4",
     ]
+    # the typed artifacts reach the status in its camelCase spelling
+    assert p.status["artifacts"][0]["sizeBytes"] == 5 and p.status["artifacts"][1]["termAccuracy"] == 0.9
+    assert p.status["artifacts"][1]["warnings"] == ["ppl +7%"]
+
+
+def test_success_without_result_message_warns():
+    _, b = run(job(nodes=1), [wpod(0, 0)])
+    p, b = run(b, [wpod(0, 0, "Succeeded", exit_code=0, message="some log line, no JSON")])
+    assert b["status"]["phase"] == "Succeeded" and "adapterPath" not in b["status"]
+    assert any(e.reason == "NoResult" for e in p.events)

@@ -275,7 +275,7 @@ def run(
 
 def _mount_optional() -> None:
     try:
-        from thinktune_operator.sandbox.cli import app as sandbox_app
+        from thinktune_sandbox.cli import app as sandbox_app
     except ImportError:
         return
     app.add_typer(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import yaml
+from thinktune import contract
 from thinktune.spec import API_VERSION, Volume
 
 from .. import names as N
@@ -22,6 +24,11 @@ CONTAINER_SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "runAsNonRoot": True,
 }
+
+
+def spec_hash(body: dict[str, Any]) -> str:
+    """Hash of the CR's spec: a single-pod kind names its pod after it, so a changed spec gets a new pod."""
+    return N.short_hash(json.dumps(body.get("spec") or {}, sort_keys=True))
 
 
 def meta(body: dict[str, Any]) -> dict[str, Any]:
@@ -111,11 +118,18 @@ def resolved_cr(body: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def env(name: str, value: str) -> dict[str, Any]:
+    """One of the contract's pod env vars (contract.POD_ENV): the workload reads exactly these."""
+    if name not in contract.POD_ENV:
+        raise KeyError(f"{name!r} is not read by the workload (thinktune.contract.POD_ENV)")
+    return {"name": name, "value": value}
+
+
 def downward_env() -> list[dict[str, Any]]:
+    """Where the pod runs, for failure messages (thinktune.train.failures records pod and node)."""
     return [
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": contract.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": contract.ENV_NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
     ]
 
 
@@ -143,7 +157,7 @@ def base_pod(
         list(c.get("env", []))
         + downward_env()
         + [
-            {"name": "THINKTUNE_TERMINATION_LOG", "value": N.TERMINATION_LOG},
+            env(contract.ENV_TERMINATION_LOG, N.TERMINATION_LOG),
             {"name": "HOME", "value": "/tmp"},
             {"name": "HF_HOME", "value": "/tmp/hf"},
         ]

@@ -1,7 +1,7 @@
 """DatasetBuild children: a ConfigMap with the resolved CR and one CPU pod running `thinktune dataset build`.
 
-The pod reports its counts by writing one compact JSON object to /dev/termination-log (the CLI does so when
-THINKTUNE_TERMINATION_LOG is set), so the operator reads results from the pod status: no exec, no PVC access.
+The pod reports its counts as a contract.DatasetResult in its termination message, so the operator reads
+results from the pod status (planners/single_pod.py): no exec, no PVC access.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from thinktune.spec import DatasetBuildSpec
 
 from .. import names as N
 from ..config import OperatorConfig
+from . import common
 from .common import Mounts, base_pod, cr_configmap, resolved_cr, without_gpu
 
 COMPONENT = "dataset-build"
@@ -21,15 +22,9 @@ def parse_spec(body: dict[str, Any]) -> DatasetBuildSpec:
     return DatasetBuildSpec.model_validate(body.get("spec") or {})
 
 
-def spec_hash(body: dict[str, Any]) -> str:
-    import json
-
-    return N.short_hash(json.dumps(body.get("spec") or {}, sort_keys=True))
-
-
 def pod_name(body: dict[str, Any]) -> str:
     # the spec hash is in the name: a changed spec gets a new build pod, the same spec never a second one
-    return N.dns_label(body["metadata"]["name"], f"-build-{spec_hash(body)}")
+    return N.dns_label(body["metadata"]["name"], f"-build-{common.spec_hash(body)}")
 
 
 def configmap_name(body: dict[str, Any]) -> str:
@@ -58,7 +53,6 @@ def children(body: dict[str, Any], cfg: OperatorConfig) -> tuple[dict[str, Any],
             out,
         ],
         "resources": without_gpu(spec.resources, cfg.gpu_resource),  # CPU work: never hold a GPU
-        "env": [{"name": "THINKTUNE_OUTPUT_DIR", "value": out}],
     }
     pod = base_pod(
         body,
@@ -68,42 +62,7 @@ def children(body: dict[str, Any], cfg: OperatorConfig) -> tuple[dict[str, Any],
         container,
         m,
         configmap_name(body),
-        annotations={N.A_SPEC_HASH: spec_hash(body)},
+        annotations={N.A_SPEC_HASH: common.spec_hash(body)},
         image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None,
     )
     return cm, pod, out
-
-
-COUNT_KEYS = {
-    "documents": "documents",
-    "samples": "samples",
-    "train": "train",
-    "val": "val",
-    "test": "test",
-    "rejects": "rejects",
-    "duplicates": "duplicates",
-    "generated_thinking": "generatedThinking",
-    "generatedThinking": "generatedThinking",
-    "warnings": "warnings",
-}
-
-
-def counts_from_report(report: dict[str, Any]) -> dict[str, int]:
-    """Accepts the compact termination JSON in a few shapes: flat, {"counts": {...}}, {"splits": {...}},
-    warnings as a number or a list."""
-    src: dict[str, Any] = {}
-    for part in (report, report.get("counts") or {}, report.get("splits") or {}):
-        if isinstance(part, dict):
-            src.update(part)
-    out: dict[str, int] = {}
-    for k, v in src.items():
-        key = COUNT_KEYS.get(k)
-        if key is None:
-            continue
-        if isinstance(v, list):
-            v = len(v)
-        if isinstance(v, dict):
-            v = v.get("count", v.get("samples"))
-        if isinstance(v, int | float):
-            out[key] = int(v)
-    return out

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from thinktune.spec import FineTuneJobSpec, Volume
+from thinktune import contract
+from thinktune.spec import FineTuneJobSpec, SchedulingPolicy, Volume
 
 from .. import names as N
 from ..config import OperatorConfig
-from .common import Mounts, base_pod, cr_configmap, gpu_count, object_meta, resolved_cr
+from .common import Mounts, base_pod, cr_configmap, env, gpu_count, object_meta, resolved_cr
 
 COMPONENT = "worker"
 JOB_FILE = "job.yaml"
@@ -109,39 +112,29 @@ def worker_pod(
     dataset: Volume | None,
 ) -> dict[str, Any]:
     name = body["metadata"]["name"]
-    ns = body["metadata"].get("namespace", "default")
     mounts = mounts_for(spec, cfg, dataset)
-    out_dir = mounts.path(spec.output)
     nnodes = spec.num_nodes
     nproc = nproc_per_node(spec, cfg)
     svc = N.rdzv_service_name(name)
-    master = f"{N.worker_pod_name(name, attempt, 0)}.{svc}"
     port = spec.monitoring.metrics_port
-    resume = attempt > 0
-    env = [
-        {"name": "THINKTUNE_JOB", "value": name},
-        {"name": "THINKTUNE_NAMESPACE", "value": ns},
-        {"name": "THINKTUNE_RANK", "value": str(rank)},
-        {"name": "THINKTUNE_ATTEMPT", "value": str(attempt)},
-        # LLaMA Factory resumes from the last checkpoint in output_dir by itself (overwrite_output_dir stays
-        # false); this tells the trainer/report that it is a resume, and the output dir is the same every attempt.
-        {"name": "THINKTUNE_RESUME", "value": "true" if resume else "false"},
-        {"name": "THINKTUNE_OUTPUT_DIR", "value": out_dir},
-        {"name": "THINKTUNE_METRICS_PORT", "value": str(port)},
-        {"name": "NNODES", "value": str(nnodes)},
-        {"name": "NODE_RANK", "value": str(rank)},
-        {"name": "NPROC_PER_NODE", "value": str(nproc)},
-        {"name": "MASTER_ADDR", "value": master},
-        {"name": "MASTER_PORT", "value": str(N.MASTER_PORT)},
+    # LLaMA Factory resumes from the last checkpoint in output_dir by itself (overwrite_output_dir stays false),
+    # and the output dir is the same every attempt: a resume needs no env of its own.
+    worker_env = [
+        env(contract.ENV_METRICS_PORT, str(port)),
+        env(contract.ENV_NNODES, str(nnodes)),
+        env(contract.ENV_NODE_RANK, str(rank)),
+        env(contract.ENV_NPROC_PER_NODE, str(nproc)),
+        env(contract.ENV_MASTER_ADDR, f"{N.worker_pod_name(name, attempt, 0)}.{svc}"),
+        env(contract.ENV_MASTER_PORT, str(N.MASTER_PORT)),
     ]
     if nnodes > 1 or nproc > 1:
-        env.append({"name": "FORCE_TORCHRUN", "value": "1"})
+        worker_env.append(env(contract.ENV_FORCE_TORCHRUN, "1"))
     container = {
         "name": "trainer",
         "command": ["thinktune", "train", "-f", f"{N.CONFIG_MOUNT}/{JOB_FILE}"],
-        "env": env,
+        "env": worker_env,
         "resources": copy.deepcopy(spec.resources_per_node),
-        # the trainer serves metrics on metricsPort + LOCAL_RANK in each process (thinktune.train.callbacks)
+        # the trainer serves metrics on metricsPort + LOCAL_RANK in each process
         "ports": [
             {"name": "metrics", "containerPort": port},
             {"name": "rdzv", "containerPort": N.MASTER_PORT},
@@ -152,20 +145,17 @@ def worker_pod(
     labels = {N.L_JOB: N.label_value(name), N.L_ATTEMPT: str(attempt), N.L_RANK: str(rank)}
     annotations = {
         N.A_ATTEMPT: str(attempt),
-        N.A_RESUME: "true" if resume else "false",
+        N.A_RESUME: "true" if attempt > 0 else "false",
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(port),
         "prometheus.io/path": "/metrics",
     }
     sp = spec.run_policy.scheduling_policy
+    group = N.podgroup_name(name, attempt)
+    scheduler = GANG_SCHEDULERS[sp.gang_scheduler]
     if sp.queue and sp.gang_scheduler != "volcano":
-        labels[N.L_KUEUE_QUEUE] = sp.queue
-        labels[N.L_KUEUE_POD_GROUP] = N.podgroup_name(name, attempt)
-        annotations[N.A_KUEUE_TOTAL] = str(nnodes)
-    if sp.gang_scheduler == "coscheduling":
-        labels[N.L_COSCHED_POD_GROUP] = N.podgroup_name(name, attempt)
-    elif sp.gang_scheduler == "volcano":
-        annotations[N.A_VOLCANO_GROUP] = N.podgroup_name(name, attempt)
+        kueue(labels, annotations, sp, group, nnodes)
+    scheduler_name = scheduler.mark(labels, annotations, group, cfg)
     pod = base_pod(
         body,
         N.worker_pod_name(name, attempt, rank),
@@ -186,10 +176,8 @@ def worker_pod(
     if spec.run_policy.active_deadline_seconds:
         # belt and braces: the kubelet stops a pod even if the operator is down
         ps["activeDeadlineSeconds"] = int(spec.run_policy.active_deadline_seconds)
-    if sp.gang_scheduler == "volcano":
-        ps["schedulerName"] = cfg.volcano_scheduler
-    elif sp.gang_scheduler == "coscheduling" and cfg.coscheduling_scheduler:
-        ps["schedulerName"] = cfg.coscheduling_scheduler
+    if scheduler_name:
+        ps["schedulerName"] = scheduler_name
     if sp.priority_class and not ps.get("priorityClassName"):
         ps["priorityClassName"] = sp.priority_class
     return pod
@@ -207,18 +195,59 @@ def worker_pods(
 
 
 def pod_group(body: dict[str, Any], spec: FineTuneJobSpec, attempt: int) -> dict[str, Any] | None:
+    """The gang's PodGroup for the chosen scheduler (none for plain scheduling)."""
     sp = spec.run_policy.scheduling_policy
-    if sp.gang_scheduler == "none":
+    build = GANG_SCHEDULERS[sp.gang_scheduler].pod_group
+    if build is None:
         return None
-    name = N.podgroup_name(body["metadata"]["name"], attempt)
-    m = object_meta(body, name, "podgroup")
-    if sp.gang_scheduler == "coscheduling":
-        return {
-            "apiVersion": "scheduling.x-k8s.io/v1alpha1",
-            "kind": "PodGroup",
-            "metadata": m,
-            "spec": {"minMember": spec.num_nodes, "scheduleTimeoutSeconds": sp.schedule_timeout_seconds},
-        }
+    m = object_meta(body, N.podgroup_name(body["metadata"]["name"], attempt), "podgroup")
+    return build(m, spec)
+
+
+# ---- scheduler variants: how a worker pod joins its gang, and the gang's PodGroup
+
+
+def kueue(
+    labels: dict[str, str], annotations: dict[str, str], sp: SchedulingPolicy, group: str, n: int
+) -> None:
+    """Kueue admits the gang as one pod group of `n` pods in local queue `sp.queue` (Volcano has its own)."""
+    labels[N.L_KUEUE_QUEUE] = sp.queue or ""
+    labels[N.L_KUEUE_POD_GROUP] = group
+    annotations[N.A_KUEUE_TOTAL] = str(n)
+
+
+def _mark_none(
+    labels: dict[str, str], annotations: dict[str, str], group: str, cfg: OperatorConfig
+) -> str | None:
+    return None
+
+
+def _mark_coscheduling(
+    labels: dict[str, str], annotations: dict[str, str], group: str, cfg: OperatorConfig
+) -> str | None:
+    labels[N.L_COSCHED_POD_GROUP] = group
+    return cfg.coscheduling_scheduler or None
+
+
+def _mark_volcano(
+    labels: dict[str, str], annotations: dict[str, str], group: str, cfg: OperatorConfig
+) -> str | None:
+    annotations[N.A_VOLCANO_GROUP] = group
+    return cfg.volcano_scheduler
+
+
+def _coscheduling_group(m: dict[str, Any], spec: FineTuneJobSpec) -> dict[str, Any]:
+    sp = spec.run_policy.scheduling_policy
+    return {
+        "apiVersion": "scheduling.x-k8s.io/v1alpha1",
+        "kind": "PodGroup",
+        "metadata": m,
+        "spec": {"minMember": spec.num_nodes, "scheduleTimeoutSeconds": sp.schedule_timeout_seconds},
+    }
+
+
+def _volcano_group(m: dict[str, Any], spec: FineTuneJobSpec) -> dict[str, Any]:
+    sp = spec.run_policy.scheduling_policy
     s: dict[str, Any] = {"minMember": spec.num_nodes}
     if sp.queue:
         s["queue"] = sp.queue
@@ -228,6 +257,21 @@ def pod_group(body: dict[str, Any], spec: FineTuneJobSpec, attempt: int) -> dict
     if limits:
         s["minResources"] = {k: _mul(v, spec.num_nodes) for k, v in limits.items()}
     return {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup", "metadata": m, "spec": s}
+
+
+@dataclass(frozen=True)
+class GangScheduler:
+    # labels/annotates a worker pod for its gang; returns the pod's schedulerName (None: the default scheduler)
+    mark: Callable[[dict[str, str], dict[str, str], str, OperatorConfig], str | None]
+    pod_group: Callable[[dict[str, Any], FineTuneJobSpec], dict[str, Any]] | None
+
+
+# spec.runPolicy.schedulingPolicy.gangScheduler -> its variant
+GANG_SCHEDULERS: dict[str, GangScheduler] = {
+    "none": GangScheduler(_mark_none, None),
+    "coscheduling": GangScheduler(_mark_coscheduling, _coscheduling_group),
+    "volcano": GangScheduler(_mark_volcano, _volcano_group),
+}
 
 
 def _mul(v: Any, n: int) -> Any:

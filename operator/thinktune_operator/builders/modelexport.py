@@ -5,13 +5,13 @@ The pod gets a GPU only when a requested format needs one (gptq, bnb); merge + r
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from thinktune.spec import ModelExportSpec, Volume
 
 from .. import names as N
 from ..config import OperatorConfig
+from . import common
 from .common import Mounts, base_pod, cr_configmap, gpu_count, resolved_cr, without_gpu
 
 COMPONENT = "export"
@@ -26,12 +26,8 @@ def needs_gpu(spec: ModelExportSpec) -> bool:
     return any(q.method in GPU_METHODS for q in spec.quantize)
 
 
-def spec_hash(body: dict[str, Any]) -> str:
-    return N.short_hash(json.dumps(body.get("spec") or {}, sort_keys=True))
-
-
 def pod_name(body: dict[str, Any]) -> str:
-    return N.dns_label(body["metadata"]["name"], f"-export-{spec_hash(body)}")
+    return N.dns_label(body["metadata"]["name"], f"-export-{common.spec_hash(body)}")
 
 
 def configmap_name(body: dict[str, Any]) -> str:
@@ -75,7 +71,6 @@ def children(
         "name": "export",
         "command": ["thinktune", "export", "-f", f"{N.CONFIG_MOUNT}/{N.CR_FILE}"],
         "resources": resources_for(spec, cfg),
-        "env": [{"name": "THINKTUNE_OUTPUT_DIR", "value": out}],
     }
     pod = base_pod(
         body,
@@ -85,26 +80,7 @@ def children(
         container,
         m,
         configmap_name(body),
-        annotations={N.A_SPEC_HASH: spec_hash(body)},
+        annotations={N.A_SPEC_HASH: common.spec_hash(body)},
         image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None,
     )
     return cm, pod, out
-
-
-def artifacts_from_report(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Termination JSON {"artifacts": [{name, path, sizeBytes|size_bytes, verified, perplexity, termAccuracy,
-    warnings}]} -> status.artifacts (camelCase)."""
-    keymap = {"size_bytes": "sizeBytes", "term_accuracy": "termAccuracy"}
-    out = []
-    for a in report.get("artifacts") or []:
-        if not isinstance(a, dict) or "name" not in a:
-            continue
-        item = {
-            keymap.get(k, k): v
-            for k, v in a.items()
-            if keymap.get(k, k)
-            in ("name", "path", "sizeBytes", "verified", "perplexity", "termAccuracy", "warnings")
-        }
-        item.setdefault("path", "")
-        out.append(item)
-    return out

@@ -21,11 +21,12 @@ from typing import Any
 from ..config import OperatorConfig
 from ..kube import Kube, NotInstalled
 from ..metrics import OperatorMetrics, get_metrics
-from ..planners.common import Event, Plan
+from ..planners.common import Event, GangCreated, GangScheduled, GpuFailure, Observation, Plan, Restart
 
 log = logging.getLogger("thinktune_operator")
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
+Reconcile = Callable[["Runtime", Key, list[dict], dict[str, dict]], "float | None"]
 
 
 class WorkQueue:
@@ -112,15 +113,26 @@ class WorkQueue:
 class Runtime:
     """Process-wide state, created by the startup handler."""
 
-    def __init__(self, cfg: OperatorConfig, kube: Kube, metrics: OperatorMetrics | None = None) -> None:
+    def __init__(
+        self,
+        cfg: OperatorConfig,
+        kube: Kube,
+        reconcile: Reconcile,
+        node_kinds: frozenset[str],
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.reconcile = reconcile  # handlers/kinds.py: one reconcile for every kind
+        self.node_kinds = node_kinds  # kinds whose planner places pods itself and so reads the nodes
         self.kube = kube
         self.metrics = metrics or get_metrics()
         self.executor = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="reconcile")
         self.queue = WorkQueue(self._reconcile, cfg.workers, self.metrics)
         self.indices: dict[str, Any] = {}
         self.known: dict[Key, int | None] = {}  # key -> last seen generation
-        self.reconcilers: dict[str, Callable[[Runtime, Key, list[dict], dict[str, dict]], float | None]] = {}
+        # (kind, ns, name of a dependency) -> keys waiting for it; last seen phase of each key
+        self.dependants: dict[Key, set[Key]] = {}
+        self.last_phase: dict[Key, str | None] = {}
         self.lock = threading.Lock()
         self.seen_scheduled: set[tuple[Key, int]] = set()
         self.restart_detected: dict[Key, tuple[int, float]] = {}
@@ -152,14 +164,22 @@ class Runtime:
 
     async def _reconcile(self, key: Key) -> float | None:
         pods = self.pods_of(key)
-        nodes = self.nodes() if key[0] == "FineTuneJob" or pods else {}
-        fn = self.reconcilers[key[0]]
+        nodes = self.nodes() if key[0] in self.node_kinds or pods else {}
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         try:
-            return await loop.run_in_executor(self.executor, fn, self, key, pods, nodes)
+            return await loop.run_in_executor(self.executor, self.reconcile, self, key, pods, nodes)
         finally:
             self.metrics.reconcile_seconds.labels(key[0]).observe(time.perf_counter() - t0)
+
+    def forget(self, key: Key) -> None:
+        """A CR was deleted: drop everything kept about it (event-loop thread)."""
+        self.known.pop(key, None)
+        self.queue.forget(key)
+        self.metrics.view.forget(*key)
+        self.last_phase.pop(key, None)
+        for deps in self.dependants.values():
+            deps.discard(key)
 
     def start(self) -> None:
         self.queue.start()
@@ -196,7 +216,6 @@ class Runtime:
 
     def apply(self, key: Key, body: dict[str, Any], plan: Plan) -> float | None:
         kind, ns, name = key
-        m = self.metrics
         if plan.delete_self:
             for ev in plan.events:
                 self.event(body, ev.type, ev.reason, ev.message)
@@ -210,23 +229,7 @@ class Runtime:
             except NotInstalled as e:
                 self.event(body, "Warning", "PodGroupUnavailable", f"{e}; continuing without gang scheduling")
         for obs in plan.observations:
-            if obs[0] == "restart":
-                m.restarts.labels(kind, ns, obs[1], obs[2]).inc()
-                if obs[1] == "infrastructure":
-                    self.restart_detected[key] = (int(plan.status.get("attempt") or 0), time.monotonic())
-            elif obs[0] == "gpu_failure":
-                m.gpu_failures.labels(ns, obs[1], obs[2]).inc()
-            elif obs[0] == "gang_created":
-                rec = self.restart_detected.get(key)
-                if rec is not None and rec[0] == obs[1]:
-                    m.replacement_seconds.observe(time.monotonic() - rec[1])
-                    del self.restart_detected[key]
-            elif obs[0] == "gang_scheduled" and obs[2] is not None:
-                with self.lock:
-                    if (key, obs[1]) in self.seen_scheduled:
-                        continue
-                    self.seen_scheduled.add((key, obs[1]))
-                m.gang_schedule_seconds.observe(obs[2])
+            self.observe(key, obs, int(plan.status.get("attempt") or 0))
         if plan.progress_pod is not None and plan.progress_port:
             from ..progress import make_source, new_anomalies
 
@@ -250,8 +253,31 @@ class Runtime:
             self.kube.patch_status(kind, ns, name, plan.status)
         for ev in plan.events:
             self.event(body, ev.type, ev.reason, ev.message)
-        m.view.update(kind, ns, name, plan.status)
+        self.metrics.view.update(kind, ns, name, plan.status)
         return plan.requeue_after if plan.requeue_after is not None else self.cfg.resync_s
+
+    def observe(self, key: Key, obs: Observation, attempt: int) -> None:
+        """A planner's observation -> operator metrics (restarts, GPU failures, gang timings)."""
+        kind, ns, _ = key
+        m = self.metrics
+        match obs:
+            case Restart(type=type_, reason=reason):
+                m.restarts.labels(kind, ns, type_, reason).inc()
+                if type_ == "infrastructure":
+                    self.restart_detected[key] = (attempt, time.monotonic())
+            case GpuFailure(node=node, reason=reason):
+                m.gpu_failures.labels(ns, node, reason).inc()
+            case GangCreated(attempt=created):
+                rec = self.restart_detected.get(key)
+                if rec is not None and rec[0] == created:
+                    m.replacement_seconds.observe(time.monotonic() - rec[1])
+                    del self.restart_detected[key]
+            case GangScheduled(attempt=scheduled, seconds=seconds) if seconds is not None:
+                with self.lock:
+                    if (key, scheduled) in self.seen_scheduled:
+                        return
+                    self.seen_scheduled.add((key, scheduled))
+                m.gang_schedule_seconds.observe(seconds)
 
     def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self.metrics.events.labels(body.get("kind", ""), type_, reason).inc()

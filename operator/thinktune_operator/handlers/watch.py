@@ -11,9 +11,9 @@ from .. import names as N
 from ..config import DEFAULT_GPU_FAULT_TAINTS
 from ..gpu_health import node_health
 from . import runtime as R
+from .kinds import KINDS
 
 POD_FILTER = {N.L_MANAGED_BY: N.MANAGED_BY}
-OUR_KINDS = {"DatasetBuild", "FineTuneJob", "ModelExport"}
 
 
 def _owner(body: Any) -> tuple[str, str] | None:
@@ -21,7 +21,7 @@ def _owner(body: Any) -> tuple[str, str] | None:
         if (
             ref.get("controller")
             and str(ref.get("apiVersion", "")).startswith(N.GROUP + "/")
-            and ref.get("kind") in OUR_KINDS
+            and ref.get("kind") in KINDS
         ):
             return ref["kind"], ref["name"]
     return None
@@ -114,7 +114,7 @@ async def node_event(name: str, body: kopf.Body, type: str | None, **_: Any) -> 
     if first and h.healthy:
         # a new healthy node: jobs waiting for capacity may proceed
         for key in list(rt.known):
-            if key[0] == "FineTuneJob":
+            if key[0] in rt.node_kinds:
                 rt.queue.add(key)
         return
     for key in rt.owners_on_node(name):
@@ -122,5 +122,5 @@ async def node_event(name: str, body: kopf.Body, type: str | None, **_: Any) -> 
     if h.healthy:
         # capacity came back: wake everything that might be waiting for it
         for key in list(rt.known):
-            if key[0] == "FineTuneJob":
+            if key[0] in rt.node_kinds:
                 rt.queue.add(key, 0.5)

@@ -22,6 +22,37 @@ class Event:
     message: str
 
 
+# Metric observations: facts a planner saw that the runtime turns into operator metrics (handlers/runtime.py).
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A gang restart was decided; ``type`` is the budget it is charged to."""
+
+    type: str  # application | infrastructure
+    reason: str
+
+
+@dataclass(frozen=True)
+class GpuFailure:
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class GangCreated:
+    attempt: int
+
+
+@dataclass(frozen=True)
+class GangScheduled:
+    attempt: int
+    seconds: float | None  # creation -> last PodScheduled; None while a condition is missing
+
+
+Observation = Restart | GpuFailure | GangCreated | GangScheduled
+
+
 @dataclass
 class Plan:
     status: dict[str, Any]
@@ -30,9 +61,7 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
     delete_self: bool = False
-    # metric observations for the handler: ("restart", type, reason) / ("gpu_failure", node, reason) /
-    # ("gang_scheduled", seconds) / ("gang_created", attempt)
-    observations: list[tuple] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
     progress_pod: dict[str, Any] | None = None
     progress_port: int | None = None
 
@@ -96,5 +125,11 @@ def is_scheduled(pod: dict[str, Any]) -> bool:
     )
 
 
-def status_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    return (old or {}) != new
+def invalid_spec(body: dict[str, Any], now: datetime, error: Exception) -> Plan:
+    """The CR does not validate against thinktune.spec: Failed, with the validation error once as an Event."""
+    sb = StatusBuilder(body.get("status"), now, body["metadata"].get("generation"))
+    p = Plan(status=sb.s)
+    if sb.cond("Failed", True, "InvalidSpec", str(error)[:1000]):
+        p.events.append(Event("Warning", "InvalidSpec", str(error)[:1000]))
+    sb.phase("Failed", "invalid spec")
+    return p

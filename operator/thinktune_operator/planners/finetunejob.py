@@ -1,36 +1,79 @@
-"""FineTuneJob state machine (pure).
+"""FineTuneJob state machine (pure), as ordered phases.
 
 Gang semantics: worker pods are named `<job>-a<attempt>-w<rank>`. status.attempt is the commit point: a
 restart first bumps it in status (with counters and failedNodes), then the old gang is deleted and a new gang
 with the new attempt number is created. Whatever the operator was doing when killed, the next reconcile sees
 the same picture and converges: pods of older attempts are deleted, missing pods of the current attempt are
 created (409 AlreadyExists is success), counters never double count because they move together with the attempt.
+
+`plan` runs the phases of PHASES in order; each reads and extends one `Job` (the CR, its pods, the Plan being
+built) and returns True when the Plan is complete.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from thinktune.spec import Volume
+from thinktune import contract
+from thinktune.spec import FineTuneJobSpec, Volume
 
 from .. import names as N
 from ..builders import finetunejob as B
 from ..builders.common import gpu_count
 from ..conditions import parse_time
 from ..config import OperatorConfig
-from ..gpu_health import (
-    NodeHealth,
-    Verdict,
-    classify_pod,
-    node_health,
-    parse_termination_message,
-    terminated_state,
+from ..gpu_health import NodeHealth, Verdict, classify_pod, node_health, termination_message
+from .common import (
+    Delete,
+    Event,
+    GangCreated,
+    GangScheduled,
+    GpuFailure,
+    Plan,
+    Restart,
+    StatusBuilder,
+    invalid_spec,
+    is_scheduled,
+    is_terminating,
+    pod_phase,
 )
-from .common import Delete, Event, Plan, StatusBuilder, is_scheduled, is_terminating, pod_phase
 
 TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass
+class Job:
+    """One reconcile's view of a FineTuneJob: inputs, the status being built, and what earlier phases found."""
+
+    body: dict[str, Any]
+    spec: FineTuneJobSpec
+    nodes: dict[str, dict[str, Any]]
+    dataset: dict[str, Any] | None  # the referenced DatasetBuild CR
+    now: datetime
+    cfg: OperatorConfig
+    sb: StatusBuilder
+    p: Plan
+    attempt: int
+    current: dict[int, dict[str, Any]]  # rank -> pod of the current attempt
+    old: list[dict[str, Any]]  # pods of earlier attempts
+    all_pods: list[dict[str, Any]]
+    dataset_vol: Volume | None = None
+    blocking: list[str] = field(default_factory=list)  # old pods a new gang must wait for
+
+    @property
+    def name(self) -> str:
+        return self.body["metadata"]["name"]
+
+    @property
+    def s(self) -> dict[str, Any]:
+        return self.sb.s
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.p.events.append(Event(type_, reason, message))
 
 
 def _pods_by_attempt(pods: list[dict[str, Any]]) -> dict[int, dict[int, dict[str, Any]]]:
@@ -128,303 +171,339 @@ def plan(
     now: datetime,
     cfg: OperatorConfig,
 ) -> Plan:
-    meta = body["metadata"]
-    name = meta["name"]
-    sb = StatusBuilder(body.get("status"), now, meta.get("generation"))
-    s = sb.s
-    p = Plan(status=s)
     try:
         spec = B.parse_spec(body)
     except ValidationError as e:
-        if sb.cond("Failed", True, "InvalidSpec", str(e)[:1000]):
-            p.events.append(Event("Warning", "InvalidSpec", str(e)[:1000]))
-        sb.phase("Failed", "invalid spec")
-        return p
-    rp = spec.run_policy
+        return invalid_spec(body, now, e)
+    j = _observe(body, spec, pods, nodes, dataset, now, cfg)
+    for phase in PHASES:
+        if phase(j):
+            break
+    return j.p
+
+
+def _observe(
+    body: dict[str, Any],
+    spec: FineTuneJobSpec,
+    pods: list[dict[str, Any]],
+    nodes: dict[str, dict[str, Any]],
+    dataset: dict[str, Any] | None,
+    now: datetime,
+    cfg: OperatorConfig,
+) -> Job:
+    """Status defaults (attempt, restart counters, failedNodes) and the pods grouped by attempt."""
+    sb = StatusBuilder(body.get("status"), now, body["metadata"].get("generation"))
+    s = sb.s
     attempt = int(s.get("attempt") or 0)
-    s.setdefault("attempt", attempt)
-    restarts = dict(s.get("restarts") or {})
-    for k in ("application", "infrastructure", "oom"):
-        restarts.setdefault(k, 0)
-    s["restarts"] = restarts
-    failed_nodes: list[dict[str, Any]] = list(s.get("failedNodes") or [])
-    s["failedNodes"] = failed_nodes
+    s["attempt"] = attempt
+    s["restarts"] = {"application": 0, "infrastructure": 0, "oom": 0, **(s.get("restarts") or {})}
+    s["failedNodes"] = list(s.get("failedNodes") or [])
     by_attempt = _pods_by_attempt(pods)
-    current = by_attempt.get(attempt, {})
-    old = [pod for a, rs in by_attempt.items() if a != attempt for pod in rs.values()]
-    all_pods = [pod for rs in by_attempt.values() for pod in rs.values()]
+    return Job(
+        body=body,
+        spec=spec,
+        nodes=nodes,
+        dataset=dataset,
+        now=now,
+        cfg=cfg,
+        sb=sb,
+        p=Plan(status=s),
+        attempt=attempt,
+        current=by_attempt.get(attempt, {}),
+        old=[pod for a, rs in by_attempt.items() if a != attempt for pod in rs.values()],
+        all_pods=[pod for rs in by_attempt.values() for pod in rs.values()],
+        dataset_vol=spec.dataset,
+    )
 
-    if sb.cond("Created", True, "JobCreated", f"FineTuneJob {name} accepted") and not s.get("phase"):
-        p.events.append(
-            Event(
-                "Normal",
-                "Created",
-                f"accepted: {spec.num_nodes} worker(s), "
-                f"{gpu_count(spec.resources_per_node, cfg.gpu_resource)} GPU(s) each",
-            )
-        )
-    if not s.get("phase"):
-        sb.phase("Pending", "accepted")
 
-    # ---- finished: cleanPodPolicy, TTL
-    if s.get("phase") in TERMINAL:
-        p.deletes += _cleanup(all_pods, rp.clean_pod_policy)
-        if rp.ttl_seconds_after_finished is not None:
-            done = parse_time(s.get("completionTime")) or now
-            left = rp.ttl_seconds_after_finished - (now - done).total_seconds()
-            if left <= 0:
-                p.delete_self = True
-                p.events.append(
-                    Event("Normal", "TTLExpired", "ttlSecondsAfterFinished passed: deleting the job")
-                )
-            else:
-                p.requeue(left)
-        return p
+def _accept(j: Job) -> bool:
+    spec = j.spec
+    if j.sb.cond("Created", True, "JobCreated", f"FineTuneJob {j.name} accepted") and not j.s.get("phase"):
+        gpus = gpu_count(spec.resources_per_node, j.cfg.gpu_resource)
+        j.event("Normal", "Created", f"accepted: {spec.num_nodes} worker(s), {gpus} GPU(s) each")
+    if not j.s.get("phase"):
+        j.sb.phase("Pending", "accepted")
+    return False
 
-    # ---- suspend / resume
-    if rp.suspend:
-        deletes, _ = _stop(all_pods, nodes, cfg, now)
-        p.deletes += deletes
-        if sb.cond(
-            "Suspended", True, "Suspended", "runPolicy.suspend is true: workers deleted, checkpoints kept"
-        ):
-            p.events.append(Event("Normal", "Suspended", "job suspended; workers deleted, output kept"))
-        sb.cond_off("Running", "Suspended")
-        sb.phase("Suspended", "suspended")
-        return p
-    if s.get("phase") == "Suspended" or sb.is_true("Suspended"):
-        sb.cond("Suspended", False, "Resumed", "runPolicy.suspend set to false")
-        attempt += 1
-        s["attempt"] = attempt
-        s["startTime"] = None  # activeDeadlineSeconds restarts on resume (as in Kubeflow Trainer)
-        sb.phase("Pending", f"resumed as attempt {attempt}")
-        p.events.append(Event("Normal", "Resumed", f"resuming as attempt {attempt} from the last checkpoint"))
-        current, old = {}, all_pods
 
-    # ---- deadline
-    started = parse_time(s.get("startTime"))
-    if rp.active_deadline_seconds and started is not None:
-        left = rp.active_deadline_seconds - (now - started).total_seconds()
+def _finished(j: Job) -> bool:
+    """A finished job only applies cleanPodPolicy and its TTL."""
+    if j.s.get("phase") not in TERMINAL:
+        return False
+    rp = j.spec.run_policy
+    j.p.deletes += _cleanup(j.all_pods, rp.clean_pod_policy)
+    if rp.ttl_seconds_after_finished is not None:
+        done = parse_time(j.s.get("completionTime")) or j.now
+        left = rp.ttl_seconds_after_finished - (j.now - done).total_seconds()
         if left <= 0:
-            return _fail(
-                p,
-                sb,
-                "DeadlineExceeded",
-                f"activeDeadlineSeconds={rp.active_deadline_seconds} exceeded",
-                all_pods,
-                nodes,
-                cfg,
-                now,
-            )
-        p.requeue(left)
+            j.p.delete_self = True
+            j.event("Normal", "TTLExpired", "ttlSecondsAfterFinished passed: deleting the job")
+        else:
+            j.p.requeue(left)
+    return True
 
-    # ---- dataset
-    dataset_vol: Volume | None = spec.dataset
-    if spec.dataset_ref is not None:
-        ref = spec.dataset_ref.name
-        if dataset is None:
-            if sb.cond("DatasetReady", False, "DatasetNotFound", f"DatasetBuild {ref} not found"):
-                p.events.append(
-                    Event("Normal", "WaitingForDataset", f"waiting for DatasetBuild {ref} to exist")
-                )
-            sb.phase("Pending", f"waiting for DatasetBuild {ref}")
-            p.requeue(10)
-            return p
-        dphase = (dataset.get("status") or {}).get("phase")
-        if dphase != "Succeeded":
-            reason = "DatasetFailed" if dphase == "Failed" else "WaitingForDataset"
-            if sb.cond("DatasetReady", False, reason, f"DatasetBuild {ref} is {dphase or 'Pending'}"):
-                p.events.append(
-                    Event(
-                        "Warning" if dphase == "Failed" else "Normal",
-                        reason,
-                        f"DatasetBuild {ref} is {dphase or 'Pending'}; the job waits for it",
-                    )
-                )
-            sb.phase("Pending", f"waiting for DatasetBuild {ref} ({dphase or 'Pending'})")
-            p.requeue(10)
-            return p
-        dspec = dataset.get("spec") or {}
-        out = dspec.get("output") or {}
-        dataset_vol = Volume(path=out.get("path", ""), pvc=out.get("pvc"))
-        if sb.cond("DatasetReady", True, "DatasetSucceeded", f"DatasetBuild {ref} succeeded"):
-            p.events.append(Event("Normal", "DatasetReady", f"DatasetBuild {ref} succeeded"))
 
-    # ---- old gangs: stop them first (BlockingRecreate)
-    deletes, blocking = _stop(old, nodes, cfg, now)
-    p.deletes += deletes
-
-    # ---- judge the current gang
-    verdicts: list[tuple[int, Verdict]] = []
-    for rank, pod in sorted(current.items()):
-        if is_terminating(pod) and pod_phase(pod) not in TERMINAL:
-            verdicts.append(
-                (
-                    rank,
-                    Verdict(
-                        "infrastructure", "PodDeleted", "worker deleted from outside", node=_node_of(pod)
-                    ),
-                )
-            )
-            continue
-        v = classify_pod(pod, _health(nodes, _node_of(pod), cfg))
-        if v is not None:
-            verdicts.append((rank, v))
-    created = [parse_time(pod["metadata"].get("creationTimestamp")) for pod in current.values()]
-    created = [c for c in created if c is not None]
-    if (
-        current
-        and len(current) < spec.num_nodes
-        and created
-        and not verdicts
-        and (now - min(created)).total_seconds() > cfg.gang_lost_after_s
-        and sb.is_true("Running")
+def _suspend(j: Job) -> bool:
+    if not j.spec.run_policy.suspend:
+        return False
+    deletes, _ = _stop(j.all_pods, j.nodes, j.cfg, j.now)
+    j.p.deletes += deletes
+    if j.sb.cond(
+        "Suspended", True, "Suspended", "runPolicy.suspend is true: workers deleted, checkpoints kept"
     ):
-        missing = sorted(set(range(spec.num_nodes)) - set(current))
-        verdicts.append(
-            (missing[0], Verdict("infrastructure", "PodLost", f"worker(s) {missing} disappeared"))
-        )
+        j.event("Normal", "Suspended", "job suspended; workers deleted, output kept")
+    j.sb.cond_off("Running", "Suspended")
+    j.sb.phase("Suspended", "suspended")
+    return True
 
+
+def _resume(j: Job) -> bool:
+    """Resuming is a new attempt: the suspended gang's pods are all old now."""
+    if j.s.get("phase") != "Suspended" and not j.sb.is_true("Suspended"):
+        return False
+    j.sb.cond("Suspended", False, "Resumed", "runPolicy.suspend set to false")
+    j.attempt += 1
+    j.s["attempt"] = j.attempt
+    j.s["startTime"] = None  # activeDeadlineSeconds restarts on resume (as in Kubeflow Trainer)
+    j.sb.phase("Pending", f"resumed as attempt {j.attempt}")
+    j.event("Normal", "Resumed", f"resuming as attempt {j.attempt} from the last checkpoint")
+    j.current, j.old = {}, j.all_pods
+    return False
+
+
+def _deadline(j: Job) -> bool:
+    limit = j.spec.run_policy.active_deadline_seconds
+    started = parse_time(j.s.get("startTime"))
+    if not limit or started is None:
+        return False
+    left = limit - (j.now - started).total_seconds()
+    if left <= 0:
+        _fail(j, "DeadlineExceeded", f"activeDeadlineSeconds={limit} exceeded")
+        return True
+    j.p.requeue(left)
+    return False
+
+
+def _dataset(j: Job) -> bool:
+    """With datasetRef the job waits for the DatasetBuild to succeed and trains on its output."""
+    if j.spec.dataset_ref is None:
+        return False
+    ref = j.spec.dataset_ref.name
+    if j.dataset is None:
+        if j.sb.cond("DatasetReady", False, "DatasetNotFound", f"DatasetBuild {ref} not found"):
+            j.event("Normal", "WaitingForDataset", f"waiting for DatasetBuild {ref} to exist")
+        j.sb.phase("Pending", f"waiting for DatasetBuild {ref}")
+        j.p.requeue(10)
+        return True
+    dphase = (j.dataset.get("status") or {}).get("phase")
+    if dphase != "Succeeded":
+        shown = dphase or "Pending"
+        reason = "DatasetFailed" if dphase == "Failed" else "WaitingForDataset"
+        if j.sb.cond("DatasetReady", False, reason, f"DatasetBuild {ref} is {shown}"):
+            level = "Warning" if dphase == "Failed" else "Normal"
+            j.event(level, reason, f"DatasetBuild {ref} is {shown}; the job waits for it")
+        j.sb.phase("Pending", f"waiting for DatasetBuild {ref} ({shown})")
+        j.p.requeue(10)
+        return True
+    out = (j.dataset.get("spec") or {}).get("output") or {}
+    j.dataset_vol = Volume(path=out.get("path", ""), pvc=out.get("pvc"))
+    if j.sb.cond("DatasetReady", True, "DatasetSucceeded", f"DatasetBuild {ref} succeeded"):
+        j.event("Normal", "DatasetReady", f"DatasetBuild {ref} succeeded")
+    return False
+
+
+def _stop_old_gangs(j: Job) -> bool:
+    """BlockingRecreate: old attempts are deleted first; a new gang waits for `blocking`."""
+    deletes, j.blocking = _stop(j.old, j.nodes, j.cfg, j.now)
+    j.p.deletes += deletes
+    return False
+
+
+def _judge(j: Job) -> bool:
+    """Any failed, deleted or lost worker restarts the whole gang; an infrastructure verdict wins."""
+    verdicts = _verdicts(j)
     infra = next(((r, v) for r, v in verdicts if v.kind == "infrastructure"), None)
     app = next(((r, v) for r, v in verdicts if v.kind == "application"), None)
-    if infra is not None or app is not None:
-        rank, v = infra if infra is not None else app  # type: ignore[misc]
-        return _restart(
-            p, sb, spec, name, attempt, rank, v, list(current.values()), nodes, cfg, now, all_pods
-        )
+    chosen = infra or app
+    if chosen is None:
+        return False
+    _restart(j, *chosen)
+    return True
 
-    # ---- success
+
+def _verdicts(j: Job) -> list[tuple[int, Verdict]]:
+    out: list[tuple[int, Verdict]] = []
+    for rank, pod in sorted(j.current.items()):
+        if is_terminating(pod) and pod_phase(pod) not in TERMINAL:
+            out.append(
+                (rank, Verdict("infrastructure", "PodDeleted", "worker deleted from outside", _node_of(pod)))
+            )
+            continue
+        v = classify_pod(pod, _health(j.nodes, _node_of(pod), j.cfg))
+        if v is not None:
+            out.append((rank, v))
+    created = [
+        c for c in (parse_time(x["metadata"].get("creationTimestamp")) for x in j.current.values()) if c
+    ]
+    n = j.spec.num_nodes
     if (
-        current
-        and len(current) == spec.num_nodes
-        and all(pod_phase(x) == "Succeeded" for x in current.values())
+        j.current
+        and len(j.current) < n
+        and created
+        and not out
+        and (j.now - min(created)).total_seconds() > j.cfg.gang_lost_after_s
+        and j.sb.is_true("Running")
     ):
-        s["completionTime"] = sb.ts()
-        rank0 = current.get(0) or next(iter(current.values()))
-        info = parse_termination_message((terminated_state(rank0) or {}).get("message"))
-        if info.get("adapterPath") or info.get("adapter_path"):
-            s["adapterPath"] = info.get("adapterPath") or info.get("adapter_path")
-        metrics = info.get("metrics")
-        if isinstance(metrics, dict):
-            s["metrics"] = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-        if isinstance(info.get("oomRetries"), int):
-            restarts["oom"] = info["oomRetries"]
-        if isinstance(info.get("plan"), dict):
-            s["plan"] = info["plan"]
-        prog = dict(s.get("progress") or {})
-        if prog.get("totalSteps"):
-            prog.update(
-                step=prog["totalSteps"],
-                percent=100.0,
-                etaSeconds=0,
-                summary=f"{prog['totalSteps']}/{prog['totalSteps']} (100%)",
-            )
-            s["progress"] = prog
-        sb.cond("Succeeded", True, "AllWorkersSucceeded", "training finished")
-        sb.cond_off("Running", "Succeeded", "training finished")
-        sb.cond_off("Restarting", "Succeeded")
-        sb.phase("Succeeded", "training finished")
-        p.events.append(
-            Event("Normal", "Succeeded", f"all {spec.num_nodes} worker(s) succeeded (attempt {attempt})")
-        )
-        p.deletes += _cleanup(all_pods, rp.clean_pod_policy)
-        if rp.ttl_seconds_after_finished is not None:
-            p.requeue(rp.ttl_seconds_after_finished)
-        return p
+        missing = sorted(set(range(n)) - set(j.current))
+        out.append((missing[0], Verdict("infrastructure", "PodLost", f"worker(s) {missing} disappeared")))
+    return out
 
-    avoid = sorted({f["node"] for f in failed_nodes if f.get("node")})
-    gpus = gpu_count(spec.resources_per_node, cfg.gpu_resource)
 
-    # ---- (re)create the gang
-    if len(current) < spec.num_nodes:
-        if blocking:
-            sb.phase(
-                "Restarting" if attempt else "Pending",
-                f"waiting for {len(blocking)} worker(s) of the previous attempt to terminate",
-            )
-            p.requeue(1)
-            return p
-        if not current and nodes:
-            ok = eligible_nodes(nodes, set(avoid), gpus, spec.pod.node_selector, cfg)
-            if len(ok) < spec.num_nodes:
-                msg = (
-                    f"needs {spec.num_nodes} healthy node(s) with {gpus} allocatable GPU(s); {len(ok)} available"
-                    + (f"; avoiding failed node(s) {', '.join(avoid)}" if avoid else "")
-                )
-                if sb.cond("Waiting", True, "NoHealthyCapacity", msg):
-                    p.events.append(
-                        Event("Warning", "NoHealthyCapacity", msg + "; waiting instead of failing")
-                    )
-                sb.phase("Waiting", msg)
-                p.requeue(10)
-                return p
-        if sb.cond_off("Waiting", "CapacityAvailable", "healthy capacity available"):
-            p.events.append(Event("Normal", "CapacityAvailable", "healthy capacity available again"))
-        resolved = B.resolved_job(body, spec, cfg, dataset_vol)
-        p.creates.append(B.job_configmap(body, resolved))
-        p.creates.append(B.rdzv_service(body))
-        pg = B.pod_group(body, spec, attempt)
-        if pg is not None:
-            p.creates.append(pg)
-        for pod in B.worker_pods(body, spec, cfg, attempt, avoid, dataset_vol):
-            rank = int(pod["metadata"]["labels"][N.L_RANK])
-            if rank not in current:
-                p.creates.append(pod)
-        if not current:
-            resume = " resuming from the last checkpoint" if attempt else ""
-            p.events.append(
-                Event(
-                    "Normal",
-                    "GangCreated",
-                    f"created {spec.num_nodes} worker(s) for attempt {attempt}{resume}"
-                    + (f" avoiding {', '.join(avoid)}" if avoid else ""),
-                )
-            )
-            p.observations.append(("gang_created", attempt))
-        if s.get("startTime") is None:
-            s["startTime"] = sb.ts()
-        if s.get("phase") not in ("Restarting",):
-            sb.phase("Pending", f"attempt {attempt}: {spec.num_nodes} worker(s) created")
-        p.requeue(5)
-        return p
-
-    # ---- gang exists: running / scheduling
-    running = [x for x in current.values() if pod_phase(x) == "Running"]
-    scheduled = [x for x in current.values() if is_scheduled(x)]
-    if len(scheduled) == spec.num_nodes:
-        p.observations.append(("gang_scheduled", attempt, _schedule_seconds(list(current.values()))))
-    if (
-        len(running) + sum(1 for x in current.values() if pod_phase(x) == "Succeeded") == spec.num_nodes
-        and running
+def _succeeded(j: Job) -> bool:
+    """All workers exited 0: rank 0's TrainResult fills the status."""
+    n = j.spec.num_nodes
+    if not (
+        j.current and len(j.current) == n and all(pod_phase(x) == "Succeeded" for x in j.current.values())
     ):
-        if sb.cond(
-            "Running", True, "AllWorkersRunning", f"attempt {attempt}: {spec.num_nodes} worker(s) running"
-        ):
-            p.events.append(
-                Event(
-                    "Normal",
-                    "Running",
-                    f"attempt {attempt}: all {spec.num_nodes} worker(s) running"
-                    + (" (resumed from checkpoint)" if attempt else ""),
-                )
-            )
-        if sb.cond_off("Restarting", "Recovered", f"attempt {attempt} running"):
-            pass
-        sb.phase("Running", f"attempt {attempt} running")
-        rank0 = current.get(0)
-        if rank0 is not None and pod_phase(rank0) == "Running":
-            p.progress_pod = rank0
-            p.progress_port = spec.monitoring.metrics_port
+        return False
+    s = j.s
+    s["completionTime"] = j.sb.ts()
+    rank0 = j.current.get(0) or next(iter(j.current.values()))
+    result = termination_message(rank0)
+    if isinstance(result, contract.TrainResult):
+        _record_result(s, result)
     else:
-        unsched = [x["metadata"]["name"] for x in current.values() if not is_scheduled(x)]
-        msg = f"attempt {attempt}: {len(scheduled)}/{spec.num_nodes} worker(s) scheduled, {len(running)} running"
-        if s.get("phase") not in ("Restarting",):
-            sb.phase("Pending", msg)
-        else:
-            s["message"] = msg
-        if unsched:
-            p.requeue(10)
-    return p
+        j.event("Warning", "NoResult", "rank 0 exited 0 without a TrainResult termination message")
+    prog = dict(s.get("progress") or {})
+    if prog.get("totalSteps"):
+        total = prog["totalSteps"]
+        prog.update(step=total, percent=100.0, etaSeconds=0, summary=f"{total}/{total} (100%)")
+        s["progress"] = prog
+    j.sb.cond("Succeeded", True, "AllWorkersSucceeded", "training finished")
+    j.sb.cond_off("Running", "Succeeded", "training finished")
+    j.sb.cond_off("Restarting", "Succeeded")
+    j.sb.phase("Succeeded", "training finished")
+    j.event("Normal", "Succeeded", f"all {n} worker(s) succeeded (attempt {j.attempt})")
+    rp = j.spec.run_policy
+    j.p.deletes += _cleanup(j.all_pods, rp.clean_pod_policy)
+    if rp.ttl_seconds_after_finished is not None:
+        j.p.requeue(rp.ttl_seconds_after_finished)
+    return True
+
+
+def _record_result(s: dict[str, Any], result: contract.TrainResult) -> None:
+    if result.adapter_path:
+        s["adapterPath"] = result.adapter_path
+    if result.metrics:
+        s["metrics"] = dict(result.metrics)
+    s["restarts"]["oom"] = result.oom_retries
+    if result.plan is not None:
+        s["plan"] = result.plan.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if result.report_path:
+        s["reportPath"] = result.report_path
+
+
+def _create_gang(j: Job) -> bool:
+    """Create whatever of the current gang is missing, once old ranks are gone and healthy nodes suffice."""
+    spec, s = j.spec, j.s
+    if len(j.current) >= spec.num_nodes:
+        return False
+    if j.blocking:
+        j.sb.phase(
+            "Restarting" if j.attempt else "Pending",
+            f"waiting for {len(j.blocking)} worker(s) of the previous attempt to terminate",
+        )
+        j.p.requeue(1)
+        return True
+    avoid = sorted({f["node"] for f in s["failedNodes"] if f.get("node")})
+    if not j.current and j.nodes and _wait_for_capacity(j, avoid):
+        return True
+    if j.sb.cond_off("Waiting", "CapacityAvailable", "healthy capacity available"):
+        j.event("Normal", "CapacityAvailable", "healthy capacity available again")
+    j.p.creates.append(B.job_configmap(j.body, B.resolved_job(j.body, spec, j.cfg, j.dataset_vol)))
+    j.p.creates.append(B.rdzv_service(j.body))
+    pg = B.pod_group(j.body, spec, j.attempt)
+    if pg is not None:
+        j.p.creates.append(pg)
+    for pod in B.worker_pods(j.body, spec, j.cfg, j.attempt, avoid, j.dataset_vol):
+        if int(pod["metadata"]["labels"][N.L_RANK]) not in j.current:
+            j.p.creates.append(pod)
+    if not j.current:
+        resume = " resuming from the last checkpoint" if j.attempt else ""
+        avoiding = f" avoiding {', '.join(avoid)}" if avoid else ""
+        j.event(
+            "Normal",
+            "GangCreated",
+            f"created {spec.num_nodes} worker(s) for attempt {j.attempt}{resume}{avoiding}",
+        )
+        j.p.observations.append(GangCreated(j.attempt))
+    if s.get("startTime") is None:
+        s["startTime"] = j.sb.ts()
+    if s.get("phase") != "Restarting":
+        j.sb.phase("Pending", f"attempt {j.attempt}: {spec.num_nodes} worker(s) created")
+    j.p.requeue(5)
+    return True
+
+
+def _wait_for_capacity(j: Job, avoid: list[str]) -> bool:
+    """Too few healthy nodes (failed ones excluded) is a wait, not a failure: capacity may come back."""
+    n = j.spec.num_nodes
+    gpus = gpu_count(j.spec.resources_per_node, j.cfg.gpu_resource)
+    ok = eligible_nodes(j.nodes, set(avoid), gpus, j.spec.pod.node_selector, j.cfg)
+    if len(ok) >= n:
+        return False
+    msg = f"needs {n} healthy node(s) with {gpus} allocatable GPU(s); {len(ok)} available" + (
+        f"; avoiding failed node(s) {', '.join(avoid)}" if avoid else ""
+    )
+    if j.sb.cond("Waiting", True, "NoHealthyCapacity", msg):
+        j.event("Warning", "NoHealthyCapacity", msg + "; waiting instead of failing")
+    j.sb.phase("Waiting", msg)
+    j.p.requeue(10)
+    return True
+
+
+def _track_gang(j: Job) -> bool:
+    """The gang exists: Running once every worker runs (or is done), else how far scheduling got."""
+    n, a, pods = j.spec.num_nodes, j.attempt, list(j.current.values())
+    running = [x for x in pods if pod_phase(x) == "Running"]
+    scheduled = [x for x in pods if is_scheduled(x)]
+    if len(scheduled) == n:
+        j.p.observations.append(GangScheduled(a, _schedule_seconds(pods)))
+    done = sum(1 for x in pods if pod_phase(x) == "Succeeded")
+    if running and len(running) + done == n:
+        if j.sb.cond("Running", True, "AllWorkersRunning", f"attempt {a}: {n} worker(s) running"):
+            resumed = " (resumed from checkpoint)" if a else ""
+            j.event("Normal", "Running", f"attempt {a}: all {n} worker(s) running{resumed}")
+        j.sb.cond_off("Restarting", "Recovered", f"attempt {a} running")
+        j.sb.phase("Running", f"attempt {a} running")
+        rank0 = j.current.get(0)
+        if rank0 is not None and pod_phase(rank0) == "Running":
+            j.p.progress_pod = rank0
+            j.p.progress_port = j.spec.monitoring.metrics_port
+        return True
+    msg = f"attempt {a}: {len(scheduled)}/{n} worker(s) scheduled, {len(running)} running"
+    if j.s.get("phase") != "Restarting":
+        j.sb.phase("Pending", msg)
+    else:
+        j.s["message"] = msg
+    if len(scheduled) < len(pods):
+        j.p.requeue(10)
+    return True
+
+
+PHASES: tuple[Callable[[Job], bool], ...] = (
+    _accept,
+    _finished,
+    _suspend,
+    _resume,
+    _deadline,
+    _dataset,
+    _stop_old_gangs,
+    _judge,
+    _succeeded,
+    _create_gang,
+    _track_gang,
+)
 
 
 def _schedule_seconds(pods: list[dict[str, Any]]) -> float | None:
@@ -441,96 +520,59 @@ def _schedule_seconds(pods: list[dict[str, Any]]) -> float | None:
     return max(0.0, (max(sched) - min(created)).total_seconds())
 
 
-def _fail(
-    p: Plan,
-    sb: StatusBuilder,
-    reason: str,
-    message: str,
-    pods: list[dict[str, Any]],
-    nodes: dict[str, dict[str, Any]],
-    cfg: OperatorConfig,
-    now: datetime,
-) -> Plan:
-    deletes, _ = _stop([x for x in pods if pod_phase(x) not in TERMINAL], nodes, cfg, now)
-    p.deletes += deletes
-    sb.cond("Failed", True, reason, message)
-    sb.cond_off("Running", reason)
-    sb.cond_off("Restarting", reason)
-    sb.s["completionTime"] = sb.ts()
-    sb.phase("Failed", message)
-    p.events.append(Event("Warning", reason, message))
-    return p
+def _fail(j: Job, reason: str, message: str) -> None:
+    deletes, _ = _stop([x for x in j.all_pods if pod_phase(x) not in TERMINAL], j.nodes, j.cfg, j.now)
+    j.p.deletes += deletes
+    j.sb.cond("Failed", True, reason, message)
+    j.sb.cond_off("Running", reason)
+    j.sb.cond_off("Restarting", reason)
+    j.s["completionTime"] = j.sb.ts()
+    j.sb.phase("Failed", message)
+    j.event("Warning", reason, message)
 
 
-def _restart(
-    p: Plan,
-    sb: StatusBuilder,
-    spec: Any,
-    name: str,
-    attempt: int,
-    rank: int,
-    v: Verdict,
-    gang: list[dict[str, Any]],
-    nodes: dict[str, dict[str, Any]],
-    cfg: OperatorConfig,
-    now: datetime,
-    all_pods: list[dict[str, Any]],
-) -> Plan:
-    s = sb.s
-    rp = spec.run_policy
+def _restart(j: Job, rank: int, v: Verdict) -> None:
+    """Charge the verdict to its budget (infrastructure or application); over budget fails the job, otherwise
+    the gang is stopped and the next attempt resumes from the last checkpoint."""
+    s, rp = j.s, j.spec.run_policy
     restarts = s["restarts"]
     where = f" on node {v.node}" if v.node else ""
     gpu = f" (GPU {v.gpu})" if v.gpu else ""
-    if v.kind == "infrastructure":
-        restarts["infrastructure"] += 1
-        p.observations.append(("gpu_failure", v.node or "", v.reason))
-        p.observations.append(("restart", "infrastructure", v.reason))
+    infra = v.kind == "infrastructure"
+    budget_key, limit_name, limit = (
+        ("infrastructure", "infraFailureLimit", rp.infra_failure_limit)
+        if infra
+        else ("application", "backoffLimit", rp.backoff_limit)
+    )
+    restarts[budget_key] += 1
+    if infra:
+        j.p.observations.append(GpuFailure(v.node or "", v.reason))
         if v.node:
-            rec = {"node": v.node, "gpu": v.gpu, "reason": v.reason, "time": sb.ts()}
+            rec = {"node": v.node, "gpu": v.gpu, "reason": v.reason, "time": j.sb.ts()}
             s["failedNodes"] = [f for f in s["failedNodes"] if f.get("node") != v.node] + [rec]
-        if restarts["infrastructure"] > rp.infra_failure_limit:
-            return _fail(
-                p,
-                sb,
-                "InfraFailureLimitExceeded",
-                f"worker {rank}{where}{gpu}: {v.reason} {v.message}; infrastructure failures "
-                f"{restarts['infrastructure']} > infraFailureLimit {rp.infra_failure_limit}",
-                all_pods,
-                nodes,
-                cfg,
-                now,
-            )
-        budget = f"infrastructure failure {restarts['infrastructure']}/{rp.infra_failure_limit}"
-    else:
-        restarts["application"] += 1
-        p.observations.append(("restart", "application", v.reason))
-        if restarts["application"] > rp.backoff_limit:
-            return _fail(
-                p,
-                sb,
-                "BackoffLimitExceeded",
-                f"worker {rank}{where}: {v.reason} {v.message}; application failures "
-                f"{restarts['application']} > backoffLimit {rp.backoff_limit}",
-                all_pods,
-                nodes,
-                cfg,
-                now,
-            )
-        budget = f"application failure {restarts['application']}/{rp.backoff_limit}"
-    new_attempt = attempt + 1
-    s["attempt"] = new_attempt
+    j.p.observations.append(Restart(budget_key, v.reason))
+    if restarts[budget_key] > limit:
+        _fail(
+            j,
+            "InfraFailureLimitExceeded" if infra else "BackoffLimitExceeded",
+            f"worker {rank}{where}{gpu if infra else ''}: {v.reason} {v.message}; {budget_key} failures "
+            f"{restarts[budget_key]} > {limit_name} {limit}",
+        )
+        return
+    budget = f"{budget_key} failure {restarts[budget_key]}/{limit}"
+    j.attempt += 1
+    s["attempt"] = j.attempt
     avoid = sorted({f["node"] for f in s["failedNodes"] if f.get("node")})
-    detail = f"{v.reason}" + (f" ({v.message})" if v.message else "")
+    detail = v.reason + (f" ({v.message})" if v.message else "")
     msg = (
         f"worker {rank}{where}{gpu}: {detail}; {budget}; stopping the gang "
-        f"and restarting as attempt {new_attempt} from the last checkpoint"
-        + (f", avoiding {', '.join(avoid)}" if v.kind == "infrastructure" and avoid else "")
+        f"and restarting as attempt {j.attempt} from the last checkpoint"
+        + (f", avoiding {', '.join(avoid)}" if infra and avoid else "")
     )
-    sb.cond("Restarting", True, v.reason if v.kind == "infrastructure" else "ApplicationFailure", msg)
-    sb.cond_off("Running", "Restarting", msg)
-    sb.phase("Restarting", msg)
-    p.events.append(Event("Warning", "GPUFailure" if v.kind == "infrastructure" else "WorkerFailed", msg))
-    deletes, _ = _stop(gang, nodes, cfg, now)
-    p.deletes += deletes
-    p.requeue(0.2)
-    return p
+    j.sb.cond("Restarting", True, v.reason if infra else "ApplicationFailure", msg)
+    j.sb.cond_off("Running", "Restarting", msg)
+    j.sb.phase("Restarting", msg)
+    j.event("Warning", "GPUFailure" if infra else "WorkerFailed", msg)
+    deletes, _ = _stop(list(j.current.values()), j.nodes, j.cfg, j.now)
+    j.p.deletes += deletes
+    j.p.requeue(0.2)

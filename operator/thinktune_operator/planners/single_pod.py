@@ -6,13 +6,15 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
+from thinktune import contract
 from thinktune.spec import Volume
 
 from ..builders import datasetbuild as DB
 from ..builders import modelexport as ME
+from ..builders.common import spec_hash
 from ..config import OperatorConfig
-from ..gpu_health import classify_pod, node_health, parse_termination_message, terminated_state
-from .common import Delete, Event, Plan, StatusBuilder, is_terminating, pod_phase
+from ..gpu_health import classify_pod, node_health, terminated_state, termination_message
+from .common import Delete, Event, Plan, StatusBuilder, invalid_spec, is_terminating, pod_phase
 
 TERMINAL = ("Succeeded", "Failed")
 MAX_INFRA_RETRIES = 3
@@ -35,6 +37,7 @@ def _common(
     base: str,
     what: str,
     build: Any,
+    result_type: type[contract.DatasetResult] | type[contract.ExportResult],
     on_success: Any,
 ) -> Plan:
     """`base` is the pod name for this spec version (it carries the spec hash); infrastructure retries get
@@ -90,8 +93,13 @@ def _common(
             p.events.append(Event("Normal", "Running", f"{what} pod running"))
         sb.phase("Running", f"{what} running")
     elif ph == "Succeeded":
-        info = parse_termination_message((terminated_state(pod) or {}).get("message"))
-        on_success(s, info)
+        result = termination_message(pod)
+        if isinstance(result, result_type):
+            on_success(s, result)
+        else:
+            p.events.append(
+                Event("Warning", "NoResult", f"{what} pod exited 0 without a {result_type.__name__} message")
+            )
         s["completionTime"] = sb.ts()
         sb.cond_off("Running", "Completed")
         sb.cond("Succeeded", True, "Completed", f"{what} finished")
@@ -118,14 +126,7 @@ def _common(
             sb.phase("Pending", f"retrying after {v.reason}")
             p.requeue(1)
             return p
-        term = terminated_state(pod) or {}
-        info = parse_termination_message(term.get("message"))
-        msg = str(
-            info.get("error")
-            or info.get("reason")
-            or (v.message if v else "")
-            or f"exit code {term.get('exitCode')}"
-        )
+        msg = (v.message if v else "") or f"exit code {(terminated_state(pod) or {}).get('exitCode')}"
         s["completionTime"] = sb.ts()
         sb.cond_off("Running", "Failed")
         sb.cond("Failed", True, v.reason if v else "PodFailed", msg)
@@ -144,21 +145,31 @@ def plan_datasetbuild(
     try:
         spec = DB.parse_spec(body)
     except ValidationError as e:
-        return _invalid(body, now, e)
-    h = DB.spec_hash(body)
+        return invalid_spec(body, now, e)
+    h = spec_hash(body)
 
     def build():
         cm, pod, _out = DB.children(body, cfg)
         return cm, pod
 
-    def on_success(s: dict[str, Any], info: dict[str, Any]) -> None:
-        s["counts"] = DB.counts_from_report(info)
+    def on_success(s: dict[str, Any], result: contract.DatasetResult) -> None:
+        s["counts"] = result.counts.model_dump(mode="json", by_alias=True)
         s["outputPath"] = spec.output.path
-        s["contentHash"] = info.get("contentHash") or info.get("content_hash") or h
-        if info.get("reportPath") or info.get("report_path"):
-            s["reportPath"] = info.get("reportPath") or info.get("report_path")
+        s["contentHash"] = h
+        s["reportPath"] = result.report_path
 
-    return _common(body, pods, nodes, now, cfg, DB.pod_name(body), "dataset build", build, on_success)
+    return _common(
+        body,
+        pods,
+        nodes,
+        now,
+        cfg,
+        DB.pod_name(body),
+        "dataset build",
+        build,
+        contract.DatasetResult,
+        on_success,
+    )
 
 
 def plan_modelexport(
@@ -172,7 +183,7 @@ def plan_modelexport(
     try:
         spec = ME.parse_spec(body)
     except ValidationError as e:
-        return _invalid(body, now, e)
+        return invalid_spec(body, now, e)
 
     def build():
         adapter, base = None, None
@@ -204,18 +215,13 @@ def plan_modelexport(
             base = jspec.get("model") or None
         return ME.children(body, cfg, adapter, base)[:2]
 
-    def on_success(s: dict[str, Any], info: dict[str, Any]) -> None:
-        s["artifacts"] = ME.artifacts_from_report(info)
-        if info.get("reportPath") or info.get("report_path"):
-            s["reportPath"] = info.get("reportPath") or info.get("report_path")
+    def on_success(s: dict[str, Any], result: contract.ExportResult) -> None:
+        s["artifacts"] = [
+            a.model_dump(mode="json", by_alias=True, exclude_none=True) for a in result.artifacts
+        ]
+        if result.report_path:
+            s["reportPath"] = result.report_path
 
-    return _common(body, pods, nodes, now, cfg, ME.pod_name(body), "export", build, on_success)
-
-
-def _invalid(body: dict[str, Any], now: datetime, e: Exception) -> Plan:
-    sb = StatusBuilder(body.get("status"), now, body["metadata"].get("generation"))
-    p = Plan(status=sb.s)
-    if sb.cond("Failed", True, "InvalidSpec", str(e)[:1000]):
-        p.events.append(Event("Warning", "InvalidSpec", str(e)[:1000]))
-    sb.phase("Failed", "invalid spec")
-    return p
+    return _common(
+        body, pods, nodes, now, cfg, ME.pod_name(body), "export", build, contract.ExportResult, on_success
+    )
