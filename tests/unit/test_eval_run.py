@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from thinktune.evaluate.run import find_adapter, find_split, job_dataset_dir, recommendations
+from thinktune.evaluate.run import recommendations
+from thinktune.resolve import ResolvedDataset, find_adapter
 
 
 def _metrics(rouge=0.1, term=0.3, compliance=0.5):
@@ -55,31 +56,28 @@ def test_find_adapter_and_split(tmp_path):
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
     assert find_adapter(tmp_path).name == "checkpoint-20"
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    assert find_adapter(tmp_path) == tmp_path / "adapter"
     (tmp_path / "adapter_config.json").write_text("{}")
     assert find_adapter(tmp_path) == tmp_path
     ds = tmp_path / "ds"
     ds.mkdir()
     (ds / "crypto_test.json").write_text("[]")
-    (ds / "dataset_info.json").write_text(json.dumps({"crypto_test": {"file_name": "crypto_test.json"}}))
-    assert find_split(ds, "test").name == "crypto_test.json"
+    (ds / "crypto_train.json").write_text("[]")
+    (ds / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                "crypto_train": {"file_name": "crypto_train.json"},
+                "crypto_test": {"file_name": "crypto_test.json"},
+            }
+        )
+    )
+    d = ResolvedDataset.inspect(ds)
+    assert d.split("test").name == "crypto_test.json"
     (ds / "test.json").write_text("[]")
-    assert find_split(ds, "test").name == "test.json"
-    assert find_split(ds, "train") is None
-
-
-def test_job_dataset_dir_follows_dataset_ref(tmp_path):
-    from thinktune.resources import load_path
-
-    (tmp_path / "dsb.yaml").write_text(
-        "apiVersion: thinktune.io/v1alpha1\nkind: DatasetBuild\nmetadata: {name: d1}\n"
-        "spec: {source: {path: corpus}, output: {path: out/ds}}\n"
-    )
-    (tmp_path / "ftj.yaml").write_text(
-        "apiVersion: thinktune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: j1}\n"
-        "spec: {datasetRef: {name: d1}, output: {path: out/lora}}\n"
-    )
-    job = next(r for r in load_path(tmp_path / "ftj.yaml"))
-    assert job_dataset_dir(job) == (tmp_path / "out" / "ds").resolve()
+    assert d.split("test").name == "test.json"
+    assert d.split("val") is None
 
 
 def test_modules_import_without_torch():

@@ -1,54 +1,67 @@
-"""Local runner pieces that the operator relies on: termination messages and exit codes."""
+"""The local runner: how CRs are resolved into one job, and exit codes the operator relies on.
+(Its termination messages are round-tripped in tests/unit/test_contract.py.)"""
 
 from __future__ import annotations
 
 import json
 
-from thinktune import runner
+from thinktune import contract, runner
+from thinktune.errors import TrainingFailed
 
 
-def test_termination_message_is_compact_json_under_4k(tmp_path, monkeypatch):
-    log = tmp_path / "termination-log"
-    monkeypatch.setenv(runner.TERMINATION_LOG_ENV, str(log))
-    runner.write_termination_message(
-        {
-            "adapterPath": "/out/lora",
-            "metrics": {"evalLoss": 1.5},
-            "plan": {"notes": "x" * 10_000},
-            "oomRetries": 0,
-            "skip": None,
-        }
-    )
-    data = json.loads(log.read_text())
-    assert data["adapterPath"] == "/out/lora" and data["metrics"] == {"evalLoss": 1.5}
-    assert "plan" not in data, "the largest field is dropped to fit Kubernetes' 4 KiB"
-    assert "skip" not in data and len(log.read_bytes()) <= 4096
-
-
-def test_termination_message_without_env_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.delenv(runner.TERMINATION_LOG_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
-    runner.write_termination_message({"a": 1})
-    assert list(tmp_path.iterdir()) == []
+def _dataset(d):
+    d.mkdir(parents=True)
+    (d / "train.json").write_text(json.dumps([{"messages": []}] * 3))
+    (d / "dataset_info.json").write_text(json.dumps({"x_train": {"file_name": "train.json"}}))
+    return d
 
 
 def test_stage_exit_code_reaches_the_process(tmp_path, monkeypatch):
-    """A training failure with exit code 75 (GPU) must become the command's exit status. The failure is
+    """A training failure with the GPU-failure code must become the command's exit status. The failure is
     simulated: a physical GPU cannot fail on this machine (the classifier itself is tested on real messages)."""
     import thinktune.train.job as job
 
-    class Boom(RuntimeError):
-        exit_code = 75
-
     def fail(*a, **k):
-        raise Boom("GPU lost")
+        raise TrainingFailed("GPU lost", exit_code=contract.EXIT_GPU_FAILURE, report={})
 
     monkeypatch.setattr(job, "train_job", fail)
-    ds = tmp_path / "ds"
-    ds.mkdir()
+    ds = _dataset(tmp_path / "ds")
     f = tmp_path / "ftj.yaml"
     f.write_text(
         "apiVersion: thinktune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: j}\n"
         f"spec:\n  dataset: {{path: {ds}}}\n  output: {{path: out}}\n"
     )
-    assert runner.run_path(f, only_kind="FineTuneJob", force=True, progress=False) == 75
+    assert (
+        runner.run_path(f, only_kind="FineTuneJob", force=True, progress=False) == contract.EXIT_GPU_FAILURE
+    )
+
+
+def test_dataset_ref_resolves_among_the_crs_beside_the_file(tmp_path):
+    _dataset(tmp_path / "out" / "ds")
+    (tmp_path / "dsb.yaml").write_text(
+        "apiVersion: thinktune.io/v1alpha1\nkind: DatasetBuild\nmetadata: {name: d1}\n"
+        "spec: {source: {path: corpus}, output: {path: out/ds}}\n"
+    )
+    (tmp_path / "ftj.yaml").write_text(
+        "apiVersion: thinktune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: j1}\n"
+        "spec: {datasetRef: {name: d1}, model: {nameOrPath: Org/model}, output: {path: out/lora}}\n"
+    )
+    loaded = runner.load_path(tmp_path / "ftj.yaml")
+    job = runner._Pool(
+        tmp_path / "ftj.yaml", loaded, only_kind="FineTuneJob", model_override=None, dataset_dir=None
+    ).job("j1")
+    assert job.dataset.dir == (tmp_path / "out" / "ds").resolve()
+    assert (job.dataset.name, job.dataset.train_samples, job.dataset.has_val) == ("x", 3, False)
+    assert job.model == "Org/model" and job.output_dir == (tmp_path / "out" / "lora").resolve()
+
+
+def test_missing_dataset_ref_is_one_clear_line(tmp_path, capsys):
+    (tmp_path / "ftj.yaml").write_text(
+        "apiVersion: thinktune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: j1}\n"
+        "spec: {datasetRef: {name: nope}, output: {path: out/lora}}\n"
+    )
+    assert (
+        runner.run_path(tmp_path / "ftj.yaml", only_kind="FineTuneJob", progress=False) == contract.EXIT_USAGE
+    )
+    err = capsys.readouterr().err
+    assert "datasetRef.name='nope'" in err and "Traceback" not in err

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from thinktune import contract
 from thinktune.train import failures as f
 
 # Real messages (PyTorch / CUDA runtime / NCCL / NVML / kernel Xid log lines) that mean broken hardware.
@@ -49,7 +48,7 @@ OOM_ERRORS = [
 def test_gpu_errors(text):
     cat, reason = f.classify(text)
     assert cat == "gpu_failure", (text, reason)
-    assert f.exit_code_for(cat) == f.GPU_FAILURE_EXIT_CODE == 75
+    assert f.exit_code_for(cat) == contract.EXIT_GPU_FAILURE
 
 
 @pytest.mark.parametrize("text", APP_ERRORS)
@@ -84,60 +83,19 @@ def test_gpu_index():
     assert f.gpu_index("unspecified launch failure", env={}) is None
 
 
-def test_termination_message_written(tmp_path):
-    log = tmp_path / "termination-log"
+def test_failure_message_fields():
     env = {"NODE_NAME": "gpu-node-7", "LOCAL_RANK": "0", "RANK": "3"}
-    msg = f.termination_message(RuntimeError("CUDA error: unspecified launch failure"), env=env)
-    assert msg["reason"] == "GPUFailure" and msg["category"] == "gpu_failure"
-    assert msg["node"] == "gpu-node-7" and msg["gpu"] == "0" and msg["exitCode"] == 75
-    assert f.write_termination_message(msg, log) == log
-    back = json.loads(log.read_text())
-    assert back["reason"] == "GPUFailure" and back["node"] == "gpu-node-7"
-    # huge messages are cut to the Kubernetes limit
-    big = f.termination_message("x" * 100_000, env=env)
-    f.write_termination_message(big, log)
-    assert len(log.read_bytes()) <= f.TERMINATION_MESSAGE_LIMIT
-
-
-def test_handle_fatal(tmp_path, monkeypatch):
-    log = tmp_path / "term"
-    monkeypatch.setenv("NODE_NAME", "n1")
-    assert (
-        f.handle_fatal(RuntimeError("CUDA error: uncorrectable ECC error encountered"), termination_log=log)
-        == 75
+    msg = f.failure_message(RuntimeError("CUDA error: unspecified launch failure"), env=env)
+    assert (msg.reason, msg.category, msg.node, msg.gpu, msg.rank) == (
+        "GPUFailure",
+        "gpu_failure",
+        "gpu-node-7",
+        "0",
+        3,
     )
-    assert json.loads(log.read_text())["reason"] == "GPUFailure"
-    app_log = tmp_path / "term-app"
-    assert f.handle_fatal(ValueError("bad data"), termination_log=app_log) == f.APP_FAILURE_EXIT_CODE == 1
-    assert json.loads(app_log.read_text())["reason"] == "ApplicationError"
-    log.unlink()
-    assert (
-        f.handle_fatal(torch.OutOfMemoryError("CUDA out of memory"), termination_log=log) == f.OOM_EXIT_CODE
-    )
-    assert not log.exists()  # OOM is retried inside the trainer, not reported to Kubernetes
-
-
-def test_default_termination_log_path(monkeypatch, tmp_path):
-    monkeypatch.delenv(f.TERMINATION_LOG_ENV, raising=False)
-    p = f.termination_log_path()
-    assert p is None or str(p) == "/dev/termination-log"
-    monkeypatch.setenv(f.TERMINATION_LOG_ENV, str(tmp_path / "t"))
-    assert f.termination_log_path() == tmp_path / "t"
-
-
-def test_operator_agrees_on_exit_code():
-    try:
-        from thinktune_operator import gpu_health
-    except Exception:  # operator extra not installed
-        pytest.skip("thinktune_operator not importable")
-    assert gpu_health.GPU_FAILURE_EXIT_CODE == f.GPU_FAILURE_EXIT_CODE
-
-
-def test_less_severe_message_does_not_hide_gpu_failure(tmp_path):
-    log = tmp_path / "t"
-    f.write_termination_message(f.termination_message("CUDA error: unspecified launch failure", env={}), log)
-    f.write_termination_message(f.termination_message("RuntimeError: Connection closed by peer", env={}), log)
-    assert json.loads(log.read_text())["category"] == "gpu_failure"
+    assert msg.exit_code == contract.EXIT_GPU_FAILURE
+    app = f.failure_message(ValueError("bad data"), env={})
+    assert (app.reason, app.gpu, app.exit_code) == ("ApplicationError", None, contract.EXIT_APP_FAILURE)
 
 
 def test_exit_records_pick_most_severe(tmp_path):

@@ -1,12 +1,14 @@
-"""train_job's resolution steps (no training here; tests/e2e/test_train_e2e.py trains)."""
+"""Job resolution (thinktune/resolve.py) and train_job's steps (no training here; tests/e2e/test_train_e2e.py trains)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from thinktune.errors import InputError
+from thinktune.resolve import ResolvedDataset, ResolvedJob, resolve_model
 from thinktune.spec import FineTuneJob, ModelSource
-from thinktune.train.job import detect_packages, inspect_dataset, resolve_model, train_job
+from thinktune.train.job import train_job
 from thinktune.train.launcher import build_command, find_last_checkpoint
 from thinktune.train.planner import WorldInfo
 
@@ -18,12 +20,14 @@ def test_inspect_dataset(tmp_path):
             {"crypto_zh_train": {"file_name": "train.json"}, "crypto_zh_val": {"file_name": "val.json"}}
         )
     )
-    assert inspect_dataset(tmp_path) == ("crypto_zh", True, 5)
+    ds = ResolvedDataset.inspect(tmp_path)
+    assert (ds.name, ds.has_val, ds.train_samples, ds.dir) == ("crypto_zh", True, 5, tmp_path.resolve())
+    assert ds.split("train") == tmp_path / "train.json" and ds.split("test") is None
     (tmp_path / "dataset_info.json").write_text(json.dumps({"x_test": {"file_name": "t.json"}}))
-    with pytest.raises(ValueError, match="NAME_train"):
-        inspect_dataset(tmp_path)
-    with pytest.raises(FileNotFoundError):
-        inspect_dataset(tmp_path / "missing")
+    with pytest.raises(InputError, match="NAME_train"):
+        ResolvedDataset.inspect(tmp_path)
+    with pytest.raises(InputError, match="DatasetBuild"):
+        ResolvedDataset.inspect(tmp_path / "missing")
 
 
 def test_resolve_model(tmp_path):
@@ -34,8 +38,13 @@ def test_resolve_model(tmp_path):
         resolve_model(ModelSource(name_or_path="Qwen/Qwen3-4B-Thinking-2507"), tmp_path)
         == "Qwen/Qwen3-4B-Thinking-2507"
     )
-    with pytest.raises(FileNotFoundError, match="makeTiny"):
+    with pytest.raises(InputError, match="makeTiny"):
         resolve_model(ModelSource(name_or_path=str(tmp_path / "nope")), tmp_path)
+    # --model: a hub id stays one, an existing path becomes absolute
+    assert resolve_model(ModelSource(), tmp_path, override="Org/x") == "Org/x"
+    assert resolve_model(ModelSource(), tmp_path, override=str(tmp_path / "m")) == str(
+        (tmp_path / "m").resolve()
+    )
 
 
 def test_launcher_command_and_checkpoints(tmp_path):
@@ -65,7 +74,9 @@ def test_finished_adapter_without_checkpoints_is_kept(tmp_path):
     out.mkdir()
     (out / "adapter_model.safetensors").write_bytes(b"x")
     (out / "report.json").write_text(json.dumps({"outcome": "Succeeded", "adapter_path": str(out)}))
-    job = FineTuneJob.model_validate(
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "dataset_info.json").write_text(json.dumps({"x_train": {"file_name": "train.json"}}))
+    resource = FineTuneJob.model_validate(
         {
             "apiVersion": "thinktune.io/v1alpha1",
             "kind": "FineTuneJob",
@@ -73,16 +84,13 @@ def test_finished_adapter_without_checkpoints_is_kept(tmp_path):
             "spec": {"dataset": {"path": "ds"}, "output": {"path": "out"}},
         }
     )
-    assert train_job(job, base_dir=tmp_path, log=lambda s: None)["adapter_path"] == str(out)
+    job = ResolvedJob(
+        resource=resource, model="m", dataset=ResolvedDataset.inspect(tmp_path / "ds"), output_dir=out
+    )
+    assert train_job(job, log=lambda s: None)["adapter_path"] == str(out)
     (out / "report.json").unlink()
     with pytest.raises(FileExistsError):
-        train_job(job, base_dir=tmp_path, log=lambda s: None)
-
-
-def test_detect_packages_shape():
-    pk = detect_packages()
-    assert set(pk) == {"deepspeed", "liger_kernel", "bitsandbytes", "mcore_adapter"}
-    assert all(isinstance(v, bool) for v in pk.values())
+        train_job(job, log=lambda s: None)
 
 
 def test_sharded_strategies_always_use_torchrun():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from thinktune.contract import EXIT_OOM
 from thinktune.train import oom
-from thinktune.train.failures import OOM_EXIT_CODE
 
 
 def test_shrink_keeps_global_batch_and_turns_on_checkpointing():
@@ -73,7 +73,7 @@ def test_run_with_oom_retry_recovers(tmp_path):
         seen.append((attempt, args["per_device_train_batch_size"], args["gradient_accumulation_steps"]))
         if args["per_device_train_batch_size"] > 2:
             oom.write_marker(tmp_path, {"rank": 0, "step": 7, "message": "CUDA out of memory"})
-            return FakeResult(OOM_EXIT_CODE)
+            return FakeResult(EXIT_OOM)
         return FakeResult(0)
 
     logs: list[str] = []
@@ -100,7 +100,7 @@ def test_run_with_oom_retry_recovers(tmp_path):
 
 def test_run_with_oom_retry_gives_up(tmp_path):
     def launch(args, attempt):
-        return FakeResult(OOM_EXIT_CODE)
+        return FakeResult(EXIT_OOM)
 
     out = oom.run_with_oom_retry(
         {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
@@ -109,7 +109,7 @@ def test_run_with_oom_retry_gives_up(tmp_path):
         output_dir=tmp_path,
         log=lambda s: None,
     )
-    assert out.exhausted and len(out.retries) == 2 and out.result.returncode == OOM_EXIT_CODE
+    assert out.exhausted and len(out.retries) == 2 and out.result.returncode == EXIT_OOM
 
 
 def test_non_oom_failure_is_not_retried(tmp_path):

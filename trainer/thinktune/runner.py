@@ -1,17 +1,18 @@
 """The embedded (local) runtime: run CRs in-process, in dependency order, the way the operator would on a cluster.
 
 `thinktune run -f examples/crypto/` resolves references between the CRs (a FineTuneJob's datasetRef names a
-DatasetBuild in the same set; a ModelExport's fineTuneJobRef names a FineTuneJob), skips stages whose inputs
-have not changed since their last successful run (a fingerprint of spec + inputs is stored next to the
-outputs), and writes each stage's status — the same shape the operator writes to `.status` — to
-`<output>/status.local.json`.
+DatasetBuild in the same set; a ModelExport's fineTuneJobRef names a FineTuneJob) into a ``ResolvedJob`` /
+``ResolvedExport`` (thinktune/resolve.py) that the stage gets, skips stages whose inputs have not changed since
+their last successful run (a fingerprint of spec + inputs is stored next to the outputs), writes each stage's
+result to the termination log through thinktune/contract.py (what the operator reads on a cluster, where every
+pod runs this same code) and, for the user, each stage's status — the shape the operator writes to `.status` —
+to `<output>/status.local.json` (nothing of ours reads it back).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,36 +20,15 @@ from typing import Any
 
 from rich.console import Console
 
+from thinktune import contract
+from thinktune.errors import InputError, StageError
+from thinktune.resolve import ResolvedJob, resolve_export, resolve_job
 from thinktune.resources import LoadedResource, ResourceError, load_path
-from thinktune.spec import DatasetBuildSpec, DatasetBuildStatus, DatasetCounts, ModelSource
+from thinktune.spec import DatasetBuildSpec, DatasetBuildStatus, DatasetCounts
 
 console = Console(stderr=True, soft_wrap=True)
 STATE_FILE = ".thinktune-state.json"
-
-
-class StageError(Exception):
-    """A stage failed in a way the user can act on; the message says how."""
-
-
-TERMINATION_LOG_ENV = "THINKTUNE_TERMINATION_LOG"
-TERMINATION_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
-
-
-def write_termination_message(payload: dict[str, Any]) -> None:
-    """On a cluster the operator reads a stage's results from the pod's termination message (no exec, no PVC
-    access): one compact JSON object, trimmed of its largest fields until it fits Kubernetes' 4 KiB."""
-    path = os.environ.get(TERMINATION_LOG_ENV)
-    if not path:
-        return
-    data = {k: v for k, v in payload.items() if v is not None}
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
-    while len(text.encode()) > TERMINATION_LIMIT and data:
-        data.pop(max(data, key=lambda k: len(json.dumps(data[k], default=str))))
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as e:  # a read-only or missing path must not fail a finished stage
-        console.print(f"[yellow]warning:[/] cannot write termination message to {path}: {e.strerror}")
+STATUS_FILE = "status.local.json"
 
 
 def _now() -> str:
@@ -56,7 +36,7 @@ def _now() -> str:
 
 
 # Outputs that later stages write inside an earlier stage's directory must not make it look changed.
-_NOT_INPUTS = (STATE_FILE, "status.local.json")
+_NOT_INPUTS = (STATE_FILE, STATUS_FILE)
 _NOT_INPUT_DIRS = ("eval",)
 
 
@@ -92,7 +72,7 @@ def _up_to_date(output: Path, fingerprint: str) -> bool:
 def _mark_done(output: Path, fingerprint: str, status: dict[str, Any]) -> None:
     output.mkdir(parents=True, exist_ok=True)
     (output / STATE_FILE).write_text(json.dumps({"fingerprint": fingerprint, "finished": _now()}))
-    (output / "status.local.json").write_text(json.dumps(status, indent=2, default=str))
+    (output / STATUS_FILE).write_text(json.dumps(status, indent=2, default=str))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -118,20 +98,16 @@ def run_dataset_build(spec: DatasetBuildSpec, src: Path, dst: Path, *, progress:
         console.print(
             f"[bold red]error:[/] source directory {src} does not exist (DatasetBuild spec.source.path)"
         )
-        return 2
+        return contract.EXIT_USAGE
     try:
         report = build_dataset(spec, src, dst, progress=progress)
     except DatasetBuildError as e:
         console.print(f"[bold red]error:[/] {e}")
-        return 1
+        return contract.EXIT_APP_FAILURE
     status = dataset_status_from_report(report, dst)
     c = status.counts
-    write_termination_message(
-        {
-            "counts": c.model_dump(by_alias=True),
-            "reportPath": str(dst / "report.json"),
-            "outputPath": str(dst),
-        }
+    contract.write_termination_message(
+        contract.DatasetResult(counts=c, output_path=status.output_path, report_path=status.report_path)
     )
     console.print(
         f"[green]dataset[/] {dst}: {c.samples} samples — train {c.train} / val {c.val} / test {c.test}; "
@@ -160,76 +136,56 @@ def _stage_dataset(r: LoadedResource, *, progress: bool, force: bool) -> Path:
 # FineTuneJob
 
 
-def _job_model(r: LoadedResource, model_override: str | None) -> ModelSource:
-    """The FineTuneJob's base model, with `--model` (a hub id or path) replacing it when given."""
-    model = r.resource.spec.model.model_copy()
-    if model_override:
-        model.name_or_path, model.make_tiny = model_override, False
-    return model
-
-
-def _stage_finetune(
-    r: LoadedResource,
-    *,
-    datasets: dict[str, Path],
-    model_override: str | None,
-    dataset_dir: Path | None,
-    progress: bool,
-    force: bool,
-) -> Path:
+def _stage_finetune(job: ResolvedJob, *, progress: bool, force: bool) -> None:
     from thinktune.train.job import train_job
 
-    res = r.resource
-    if model_override:
-        res = res.model_copy(deep=True)
-        res.spec.model = _job_model(r, model_override)
-    if dataset_dir is None:
-        if res.spec.dataset is not None:
-            dataset_dir = r.resolve(res.spec.dataset.path)
-        else:
-            ref = res.spec.dataset_ref.name
-            if ref not in datasets:
-                raise StageError(
-                    f"{r.file}:{r.line}: FineTuneJob/{r.name} spec.datasetRef.name={ref!r}, but no "
-                    f"DatasetBuild named {ref!r} is in the files given; pass its YAML too (a "
-                    f"directory with all CRs), or use spec.dataset.path / --dataset DIR"
-                )
-            dataset_dir = datasets[ref]
-    out = r.resolve(res.spec.output.path)
-    model_path = r.resolve(res.spec.model.name_or_path)
-    inputs = [dataset_dir] + ([model_path] if model_path.exists() else [])
-    fp = _fingerprint(res.spec.model_dump_json(), inputs)
+    out, spec = job.output_dir, job.resource.spec
+    model_path = Path(job.model)
+    inputs = [job.dataset.dir] + ([model_path] if model_path.exists() else [])
+    fp = _fingerprint(spec.model_dump_json() + job.model, inputs)
     if not force and _up_to_date(out, fp):
-        console.print(f"[dim]FineTuneJob/{r.name}: up to date ({out})[/]")
-        return out
-    console.rule(f"FineTuneJob/{r.name}")
-    report = train_job(res, base_dir=r.base_dir, dataset_dir=dataset_dir, progress=progress)
-    status = report.get("status", {"phase": "Succeeded"})
-    _mark_done(out, fp, status)  # evaluation reads the plan from status.local.json
-    if res.spec.evaluation.enabled:
-        status.setdefault("metrics", {}).update(_evaluate_after_training(r, model_override))
-        _mark_done(out, fp, status)
-    write_termination_message(
-        {
-            "adapterPath": report.get("adapter_path"),
-            "metrics": status.get("metrics"),
-            "oomRetries": (status.get("restarts") or {}).get("oom"),
-            "plan": status.get("plan"),
-        }
+        console.print(f"[dim]FineTuneJob/{job.name}: up to date ({out})[/]")
+        return
+    console.rule(f"FineTuneJob/{job.name}" + (f" (node rank {job.node_rank})" if job.node_rank else ""))
+    report = train_job(job, progress=progress)
+    if not job.writes_job_results:
+        console.print(
+            f"[green]training finished[/] on node rank {job.node_rank}; node rank 0 writes the results"
+        )
+        return
+    status = report["status"]
+    plan = contract.PlanSummary.model_validate(status["plan"])
+    if job.evaluation.enabled:
+        status.setdefault("metrics", {}).update(_evaluate_after_training(job, plan))
+    _mark_done(out, fp, status)
+    finished_training(job, report, plan)
+
+
+def finished_training(job: ResolvedJob, report: dict[str, Any], plan: contract.PlanSummary) -> None:
+    """The job-level result of a finished training (node rank 0): the termination message and one line."""
+    status = report["status"]
+    contract.write_termination_message(
+        contract.TrainResult(
+            adapter_path=report.get("adapter_path"),
+            metrics=status.get("metrics") or {},
+            oom_retries=(status.get("restarts") or {}).get("oom") or 0,
+            plan=plan,
+            report_path=str(job.output_dir / "report.json"),
+        )
     )
     console.print(
-        f"[green]training finished[/]: adapter {report.get('adapter_path', out)}; report: {out / 'report.md'}"
+        f"[green]training finished[/]: adapter {report.get('adapter_path', job.output_dir)}; "
+        f"report: {job.output_dir / 'report.md'}"
     )
-    return out
 
 
-def _evaluate_after_training(r: LoadedResource, model_override: str | None) -> dict[str, float]:
+def _evaluate_after_training(job: ResolvedJob, plan: contract.PlanSummary) -> dict[str, float]:
     """spec.evaluation: score the new adapter on the held-out test split. A failed evaluation is reported but
     does not undo a finished training run."""
     from thinktune.evaluate.run import evaluate_job, headline
 
     try:
-        report = evaluate_job(r, model_override=model_override)
+        report = evaluate_job(job, plan=plan)
     except StageError as e:
         console.print(f"[yellow]warning:[/] evaluation after training failed: {e}")
         return {}
@@ -240,45 +196,72 @@ def _evaluate_after_training(r: LoadedResource, model_override: str | None) -> d
 # ModelExport
 
 
-def _stage_export(
-    r: LoadedResource, *, jobs: dict[str, tuple[Path, Any]], progress: bool, force: bool
-) -> Path:
-    try:
-        from thinktune.export.pipeline import export_model
-    except ImportError as e:
-        raise StageError(
-            f"ModelExport/{r.name}: the export stage is not available in this build ({e})"
-        ) from None
-    res = r.resource
-    out = r.resolve(res.spec.output.path)
-    if res.spec.adapter is not None:
-        adapter = r.resolve(res.spec.adapter.path)
-        base = res.spec.base_model
-    else:
-        ref = res.spec.fine_tune_job_ref.name
-        if ref not in jobs:
-            raise StageError(
-                f"{r.file}:{r.line}: ModelExport/{r.name} spec.fineTuneJobRef.name={ref!r}, but no "
-                f"FineTuneJob named {ref!r} is in the files given"
-            )
-        adapter, base = jobs[ref]
-        base = res.spec.base_model or base
-    fp = _fingerprint(res.spec.model_dump_json(), [adapter])
+def _stage_export(r: LoadedResource, *, jobs: dict[str, ResolvedJob], progress: bool, force: bool) -> None:
+    from thinktune.export.pipeline import export_model
+
+    export = resolve_export(r, jobs=jobs)
+    out = export.output_dir
+    fp = _fingerprint(r.resource.spec.model_dump_json(), [export.adapter_dir])
     if not force and _up_to_date(out, fp):
         console.print(f"[dim]ModelExport/{r.name}: up to date ({out})[/]")
-        return out
+        return
     console.rule(f"ModelExport/{r.name}")
-    report = export_model(
-        res, adapter_dir=adapter, base_model=base, output_dir=out, base_dir=r.base_dir, progress=progress
-    )
-    status = report.get("status", {"phase": "Succeeded"})
+    report = export_model(export, progress=progress)
+    status = report["status"]
     _mark_done(out, fp, status)
-    write_termination_message({"artifacts": status.get("artifacts")})
+    contract.write_termination_message(
+        contract.ExportResult(artifacts=status.get("artifacts") or [], report_path=status.get("reportPath"))
+    )
     console.print(f"[green]export finished[/]: {out}; model card: {out / 'README.md'}")
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
+
+
+class _Pool:
+    """The CRs a run can refer to: everything in the directory (or the file's directory for a single file),
+    with each FineTuneJob resolved once, when first needed (its dataset may be built earlier in the run)."""
+
+    def __init__(
+        self,
+        path: Path,
+        loaded: list[LoadedResource],
+        *,
+        only_kind: str | None,
+        model_override,
+        dataset_dir: Path | None,
+    ):
+        pool = loaded
+        if only_kind is not None and Path(path).is_file():
+            try:
+                pool = load_path(Path(path).parent)
+            except ResourceError:
+                pool = loaded
+        self.datasets = {
+            r.name: r.resolve(r.resource.spec.output.path) for r in pool if r.kind == "DatasetBuild"
+        }
+        self.job_crs = {r.name: r for r in pool if r.kind == "FineTuneJob"}
+        self.model_override, self.dataset_dir = model_override, dataset_dir
+        self._jobs: dict[str, ResolvedJob] = {}
+
+    def job(self, name: str) -> ResolvedJob:
+        if name not in self._jobs:
+            self._jobs[name] = resolve_job(
+                self.job_crs[name],
+                datasets=self.datasets,
+                model_override=self.model_override,
+                dataset_dir=self.dataset_dir,
+            )
+        return self._jobs[name]
+
+    def jobs_for(self, r: LoadedResource) -> dict[str, ResolvedJob]:
+        ref = r.resource.spec.fine_tune_job_ref
+        return {ref.name: self.job(ref.name)} if ref is not None and ref.name in self.job_crs else {}
+
+
+def _error(e: Exception) -> int:
+    console.print(f"[bold red]error:[/] {e}")
+    return e.exit_code if isinstance(e, StageError) else contract.EXIT_USAGE
 
 
 def run_path(
@@ -293,25 +276,8 @@ def run_path(
     try:
         loaded = load_path(path)
     except ResourceError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        return 2
-    # references resolve against everything in the directory (or the file's directory for a single file)
-    pool = loaded
-    if only_kind is not None and Path(path).is_file():
-        try:
-            pool = load_path(Path(path).parent)
-        except ResourceError:
-            pool = loaded
-    datasets = {r.name: r.resolve(r.resource.spec.output.path) for r in pool if r.kind == "DatasetBuild"}
-    jobs = {}
-    for r in pool:
-        if r.kind == "FineTuneJob":
-            adapter = r.resolve(r.resource.spec.output.path)
-            model = _job_model(r, model_override)
-            # a local model (or the tiny one the job makes) is handed on as an absolute path; a hub id as is
-            if not model_override and (model.make_tiny or r.resolve(model.name_or_path).exists()):
-                model.name_or_path = str(r.resolve(model.name_or_path))
-            jobs[r.name] = (adapter, model)
+        return _error(e)
+    pool = _Pool(path, loaded, only_kind=only_kind, model_override=model_override, dataset_dir=dataset_dir)
     started = time.monotonic()
     try:
         for r in loaded:
@@ -320,46 +286,27 @@ def run_path(
             if r.kind == "DatasetBuild":
                 _stage_dataset(r, progress=progress, force=force)
             elif r.kind == "FineTuneJob":
-                _stage_finetune(
-                    r,
-                    datasets=datasets,
-                    model_override=model_override,
-                    dataset_dir=dataset_dir,
-                    progress=progress,
-                    force=force,
-                )
+                _stage_finetune(pool.job(r.name), progress=progress, force=force)
             elif r.kind == "ModelExport":
-                _stage_export(r, jobs=jobs, progress=progress, force=force)
+                _stage_export(r, jobs=pool.jobs_for(r), progress=progress, force=force)
     except StageError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        return 1
-    except Exception as e:
-        # the trainer's TrainingFailed carries the worker's exit code (75 = GPU failure): the operator tells
-        # infrastructure from application failures by it, so it must reach the pod's exit status unchanged
-        code = getattr(e, "exit_code", None)
-        if code is None:
-            raise
-        console.print(f"[bold red]error:[/] {e}")
-        return int(code)
+        # a TrainingFailed carries the worker's exit code (75 = GPU failure): the operator tells infrastructure
+        # from application failures by it, so it reaches the pod's exit status unchanged
+        return _error(e)
     console.print(f"[bold green]done[/] in {time.monotonic() - started:.0f}s")
-    return 0
+    return contract.EXIT_OK
 
 
 def run_evaluate(path: Path, *, model_override: str | None = None) -> int:
-    try:
-        from thinktune.evaluate.run import evaluate_job
-    except ImportError as e:
-        console.print(f"[bold red]error:[/] evaluation is not available in this build ({e})")
-        return 2
+    from thinktune.evaluate.run import evaluate_job
+
     try:
         loaded = [r for r in load_path(path) if r.kind == "FineTuneJob"]
-    except ResourceError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        return 2
-    try:
+        if not loaded:
+            raise InputError(f"{path}: no FineTuneJob to evaluate")
+        pool = _Pool(path, loaded, only_kind="FineTuneJob", model_override=model_override, dataset_dir=None)
         for r in loaded:
-            evaluate_job(r, model_override=model_override)
-    except StageError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        return 1
-    return 0
+            evaluate_job(pool.job(r.name))
+    except (ResourceError, StageError) as e:
+        return _error(e)
+    return contract.EXIT_OK

@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from thinktune.runner import StageError
+from thinktune.contract import PlanSummary
+from thinktune.errors import StageError
+from thinktune.resolve import ResolvedJob
 from thinktune.spec import EvaluationSpec
 
 REPORT_JSON = "eval_report.json"
@@ -312,21 +314,25 @@ def evaluate_loaded(
     progress=True,
 ) -> dict[str, Any]:
     """Metrics of an already loaded model (used by evaluate_model and by export verification)."""
+    from thinktune.data.glossary import term_aliases
+    from thinktune.evaluate import inference
     from thinktune.evaluate import metrics as M
 
-    matcher = M.TermMatcher(terms if terms is not None else M.load_glossary())
+    matcher = M.TermMatcher(terms if terms is not None else term_aliases())
     device = next(model.parameters()).device
     bs = batch_size or (8 if device.type == "cuda" else 2)
     with _progress(progress, len(samples) * 2, "evaluating") as tick:
-        scores = M.score_responses(model, tokenizer, samples, max_length=max_length, progress=lambda: tick(1))
-        gens = M.generate(
+        scores = inference.score_responses(
+            model, tokenizer, samples, max_length=max_length, progress=lambda: tick(1)
+        )
+        gens = inference.generate(
             model, tokenizer, samples, max_new_tokens=spec.max_new_tokens, batch_size=bs, progress=tick
         )
     preds = [g["text"] for g in gens]
     per = [M.score_prediction(p, s.reference, matcher) for p, s in zip(preds, samples, strict=True)]
     metrics = M.aggregate_scores(per, preds, [s.reference for s in samples])
-    metrics["perplexity"] = M.perplexity(scores)
-    _, prefill = M.generation_prompt(tokenizer, samples[0].messages) if samples else ("", "")
+    metrics["perplexity"] = inference.perplexity(scores)
+    _, prefill = inference.generation_prompt(tokenizer, samples[0].messages) if samples else ("", "")
     generation = {
         "maxNewTokens": spec.max_new_tokens,
         "samples": len(samples),
@@ -469,113 +475,49 @@ def headline(report: dict[str, Any]) -> dict[str, float]:
 # `thinktune evaluate -f ftj.yaml`
 
 
-def find_adapter(output_dir: Path) -> Path | None:
-    """The adapter in a FineTuneJob output dir: status.local.json's adapterPath, the dir itself, ``adapter/``,
-    or the newest ``checkpoint-*``."""
-    output_dir = Path(output_dir)
-    try:
-        st = json.loads((output_dir / "status.local.json").read_text())
-        p = st.get("adapterPath") or st.get("adapter_path")
-        if p and (Path(p) / "adapter_config.json").is_file():
-            return Path(p)
-    except (OSError, ValueError):
-        pass
-    for cand in (output_dir, output_dir / "adapter", output_dir / "final"):
-        if (cand / "adapter_config.json").is_file():
-            return cand
-    ckpts = sorted(
-        (p for p in output_dir.glob("checkpoint-*") if (p / "adapter_config.json").is_file()),
-        key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1,
-    )
-    return ckpts[-1] if ckpts else None
-
-
-def find_split(dataset_dir: Path, split: str) -> Path | None:
-    """``<split>.json`` (or .jsonl) in a dataset dir, or the file dataset_info.json names ``*_<split>``."""
-    dataset_dir = Path(dataset_dir)
-    for name in (f"{split}.json", f"{split}.jsonl"):
-        if (dataset_dir / name).is_file():
-            return dataset_dir / name
-    try:
-        info = json.loads((dataset_dir / "dataset_info.json").read_text())
-        for key, val in info.items():
-            if key.endswith(f"_{split}") and (dataset_dir / val.get("file_name", "")).is_file():
-                return dataset_dir / val["file_name"]
-    except (OSError, ValueError, AttributeError):
-        pass
-    return None
-
-
-def job_dataset_dir(loaded) -> Path:
-    """The dataset dir of a FineTuneJob: spec.dataset.path, or the output of the DatasetBuild that
-    spec.datasetRef names (looked up among the CRs next to the job's file)."""
-    from thinktune.resources import load_path
-
-    spec = loaded.resource.spec
-    if spec.dataset is not None:
-        return loaded.resolve(spec.dataset.path)
-    ref = spec.dataset_ref.name
-    for r in load_path(loaded.file.parent):
-        if r.kind == "DatasetBuild" and r.name == ref:
-            return r.resolve(r.resource.spec.output.path)
-    raise EvaluationError(
-        f"{loaded.file}:{loaded.line}: FineTuneJob/{loaded.name} spec.datasetRef.name={ref!r}, but "
-        f"no DatasetBuild named {ref!r} is in {loaded.file.parent}; put its YAML next to the job or "
-        "use spec.dataset.path"
-    )
-
-
-def evaluate_job(loaded, model_override: str | None = None, *, progress: bool = True) -> dict[str, Any]:
-    """``thinktune evaluate -f ftj.yaml``: evaluate the job's adapter on its dataset's test split; reports go to
-    ``<job output>/eval/``. Prints a summary; returns the report."""
+def evaluate_job(
+    job: ResolvedJob, *, plan: PlanSummary | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """``thinktune evaluate -f ftj.yaml`` and evaluation after training: the job's adapter on its dataset's test
+    split; reports go to ``<job output>/eval/``. ``plan``: the planner's decisions when training just ran (the
+    LoRA rank it chose makes the advice concrete). Prints a summary; returns the report."""
     from rich.console import Console
 
     console = Console(stderr=True)
-    spec = loaded.resource.spec
-    out = loaded.resolve(spec.output.path)
-    adapter = find_adapter(out)
+    spec = job.resource.spec
+    adapter = job.adapter_path
     if adapter is None:
         raise EvaluationError(
-            f"FineTuneJob/{loaded.name}: no adapter (adapter_config.json) under {out}; train it "
-            f"first (thinktune train -f {loaded.file})"
+            f"FineTuneJob/{job.name}: no adapter (adapter_config.json) under {job.output_dir}; train it first "
+            "(thinktune train -f FILE)"
         )
-    if model_override:
-        base = model_override
-    else:
-        p = loaded.resolve(spec.model.name_or_path)
-        base = str(p) if p.exists() else spec.model.name_or_path
-    dataset_dir = job_dataset_dir(loaded)
-    test = find_split(dataset_dir, "test")
+    test = job.dataset.split("test")
     if test is None:
         raise EvaluationError(
-            f"no test split (test.json) in {dataset_dir}; build the dataset first "
+            f"no test split (test.json) in {job.dataset.dir}; build the dataset first "
             "(thinktune dataset build / thinktune run)"
         )
-    job = {
+    training = {
         "epochs": spec.training.num_train_epochs,
-        "loraRank": spec.finetuning.lora.rank,
+        "loraRank": spec.finetuning.lora.rank or (plan.lora_rank if plan else None),
         "learningRate": spec.training.learning_rate,
     }
-    try:  # the planner's rank if the trainer recorded it
-        plan = json.loads((out / "status.local.json").read_text()).get("plan") or {}
-        job["loraRank"] = job["loraRank"] or plan.get("loraRank") or plan.get("lora_rank")
-    except (OSError, ValueError):
-        pass
+    out = job.output_dir / "eval"
     report = evaluate_model(
-        base,
+        job.model,
         adapter_path=str(adapter),
         test_file=test,
-        spec=spec.evaluation,
-        output_dir=out / "eval",
+        spec=job.evaluation,
+        output_dir=out,
         progress=progress,
-        job=job,
+        job=training,
         max_length=spec.training.cutoff_len,
     )
     h = headline(report)
     console.print(
-        f"[green]evaluation[/] FineTuneJob/{loaded.name}: "
+        f"[green]evaluation[/] FineTuneJob/{job.name}: "
         + ", ".join(f"{k} {v:.3f}" for k, v in h.items())
-        + f"; report: {out / 'eval' / REPORT_MD}"
+        + f"; report: {out / REPORT_MD}"
     )
     for r in report["recommendations"]:
         console.print(f"[yellow]recommendation:[/] {r}")

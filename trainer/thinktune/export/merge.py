@@ -23,8 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from thinktune.errors import StageError
 
-class MergeError(RuntimeError):
+
+class MergeError(StageError):
     """Merging failed; the message says why and what to do."""
 
 
@@ -66,23 +68,6 @@ def base_dtype(model_path: str | Path) -> str:
         return "bfloat16"
     dt = cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"
     return dt if dt in ("float32", "bfloat16", "float16") else "bfloat16"
-
-
-def find_adapter_dir(path: str | Path) -> Path:
-    """The peft adapter in ``path``: itself, ``adapter/``, ``final/`` or the newest ``checkpoint-N``."""
-    path = Path(path)
-    for cand in (path, path / "adapter", path / "final"):
-        if (cand / "adapter_config.json").is_file():
-            return cand
-    ckpts = [p for p in path.glob("checkpoint-*") if (p / "adapter_config.json").is_file()]
-    if ckpts:
-        return max(
-            ckpts, key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1
-        )
-    raise MergeError(
-        f"no LoRA adapter (adapter_config.json) in {path} or its adapter/, final/, checkpoint-* "
-        "subdirectories; train the FineTuneJob first or point spec.adapter.path at the adapter"
-    )
 
 
 def _lf_merge(base: str, adapter: Path, out: Path, *, template: str, dtype: str) -> None:
@@ -156,7 +141,9 @@ def merge_adapter(
     if backend not in ("auto", "llamafactory", "peft"):
         raise MergeError(f"unknown merge backend {backend!r} (auto, llamafactory or peft)")
     base = str(base_model)
-    adapter = find_adapter_dir(adapter_dir)
+    adapter = Path(adapter_dir)
+    if not (adapter / "adapter_config.json").is_file():
+        raise MergeError(f"{adapter} is not a LoRA adapter directory (no adapter_config.json)")
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)

@@ -1,7 +1,8 @@
 """The ModelExport stage: merge -> quantize -> verify -> model card -> report.
 
-``export_model(res, adapter_dir=..., base_model=..., output_dir=..., base_dir=...)`` is what the local runner and
-the export pod call. Layout of ``output_dir``::
+``export_model(export)`` takes a ``ResolvedExport`` (thinktune/resolve.py: the adapter, the base model, the
+dataset and the output dir, resolved once by the runner, which is also what the export pod runs). Layout of
+``output_dir``::
 
     merged/            merged model (safetensors + tokenizer + chat template + generation config + Modelfile)
     adapter/           only with merge: false (a copy of the adapter)
@@ -10,21 +11,12 @@ the export pod call. Layout of ``output_dir``::
     report.json        {"status": ModelExportStatus (camelCase), "merge", "variants", "verification", ...}
     report.md          human report
 
-Where the dataset comes from (calibration text for gptq = train split, verification samples = test split), first
-hit wins:
-
-1. the ``dataset_dir`` argument;
-2. ``<adapter_dir>/thinktune_job.json`` key ``dataset_dir`` / ``datasetDir`` (if a trainer writes one);
-3. ``<adapter_dir>/report.json`` (the FineTuneJob report): ``dataset.dir`` (also under ``extra``), or
-   ``plan.dataset_dir``;
-4. the FineTuneJob named by ``spec.fineTuneJobRef`` among the CRs in ``base_dir``: its ``spec.dataset.path``, or
-   the output of the DatasetBuild its ``spec.datasetRef`` names.
-
-Without a dataset, gptq fails (it needs calibration text) and verification is skipped with a warning.
+The dataset gives calibration text for gptq (train split) and verification samples (test split); without one,
+gptq fails and verification is skipped with a note in the report.
 
 A requested variant that cannot be produced (e.g. gptq without a GPU) does not stop the others; the export then
 ends ``Failed`` with a message naming the cause, after writing everything it could, and raises
-``thinktune.runner.StageError`` so ``thinktune run`` reports it and does not mark the stage up to date.
+``thinktune.errors.StageError`` so ``thinktune run`` reports it and does not mark the stage up to date.
 """
 
 from __future__ import annotations
@@ -36,7 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from thinktune.spec import Condition, ExportArtifact, ModelExport, ModelExportStatus, ModelSource
+from thinktune.errors import StageError
+from thinktune.resolve import ResolvedExport
+from thinktune.spec import Condition, ExportArtifact, ModelExportStatus
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -55,61 +49,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def resolve_base_model(base_model: ModelSource, base_dir: Path) -> str:
-    """Local path (relative to the CR's directory) when it exists or is to be made tiny; else the hub id."""
-    p = Path(base_model.name_or_path).expanduser()
-    local = p if p.is_absolute() else (Path(base_dir) / p).resolve()
-    if local.exists():
-        return str(local)
-    if base_model.make_tiny:
-        from thinktune.tiny_model import make_tiny_model
-
-        return str(make_tiny_model(local))
-    if p.is_absolute() or base_model.name_or_path.startswith((".", "~")):
-        raise FileNotFoundError(f"base model {base_model.name_or_path} does not exist (resolved to {local})")
-    return base_model.name_or_path
-
-
-def find_dataset_dir(
-    adapter_dir: Path, *, res: ModelExport | None = None, base_dir: Path | None = None
-) -> tuple[Path | None, str]:
-    """(dataset dir, how it was found) following the order in the module docstring (2-4)."""
-
-    def ok(p: Any) -> Path | None:
-        if not p:
-            return None
-        q = Path(str(p))
-        if not q.is_absolute() and base_dir is not None:
-            q = (Path(base_dir) / q).resolve()
-        return q if q.is_dir() else None
-
-    job = _read_json(adapter_dir / "thinktune_job.json") or {}
-    if d := ok(job.get("dataset_dir") or job.get("datasetDir")):
-        return d, "thinktune_job.json"
-    rep = _read_json(adapter_dir / "report.json") or {}
-    for cand in (
-        (rep.get("dataset") or {}).get("dir") if isinstance(rep.get("dataset"), dict) else None,
-        ((rep.get("extra") or {}).get("dataset") or {}).get("dir")
-        if isinstance(rep.get("extra"), dict)
-        else None,
-        (rep.get("plan") or {}).get("dataset_dir") if isinstance(rep.get("plan"), dict) else None,
-    ):
-        if d := ok(cand):
-            return d, "training report.json"
-    if res is not None and res.spec.fine_tune_job_ref is not None and base_dir is not None:
-        try:
-            from thinktune.evaluate.run import job_dataset_dir
-            from thinktune.resources import load_path
-
-            for r in load_path(Path(base_dir)):
-                if r.kind == "FineTuneJob" and r.name == res.spec.fine_tune_job_ref.name:
-                    if d := ok(job_dataset_dir(r)):
-                        return d, f"FineTuneJob/{r.name}"
-        except Exception:  # noqa: BLE001 - best effort; the caller reports "no dataset"
-            pass
-    return None, "not found"
-
-
 def _log(progress: bool):
     from rich.console import Console
 
@@ -118,23 +57,17 @@ def _log(progress: bool):
 
 
 def export_model(
-    res: ModelExport,
+    export: ResolvedExport,
     *,
-    adapter_dir: Path,
-    base_model: ModelSource | None,
-    output_dir: Path,
-    base_dir: Path,
     progress: bool = True,
-    dataset_dir: Path | None = None,
     merge_backend: str = "auto",
     verify_max_new_tokens: int = VERIFY_MAX_NEW_TOKENS,
     raise_on_failure: bool = True,
 ) -> dict[str, Any]:
     """Run the ModelExport; return the report (``report["status"]`` is a ModelExportStatus dict, camelCase)."""
     from thinktune.evaluate import metrics as M
-    from thinktune.evaluate.run import find_split
     from thinktune.export.card import write_model_card
-    from thinktune.export.merge import find_adapter_dir, merge_adapter
+    from thinktune.export.merge import merge_adapter
     from thinktune.export.quantize import (
         QuantizationError,
         QuantizationUnavailable,
@@ -145,26 +78,23 @@ def export_model(
     from thinktune.export.verify import verify_variants
     from thinktune.tiny_model import read_tiny_marker
 
-    spec = res.spec
+    res, spec = export.resource, export.resource.spec
     log = _log(progress)
     started_at = datetime.now(UTC)
     t0 = time.monotonic()
-    output_dir, base_dir = Path(output_dir), Path(base_dir)
+    output_dir, adapter, base = export.output_dir, export.adapter_dir, export.base_model
     output_dir.mkdir(parents=True, exist_ok=True)
-    adapter = find_adapter_dir(Path(adapter_dir))
-    base = resolve_base_model(base_model or ModelSource(), base_dir)
     errors: list[str] = []
     notes: list[str] = []
 
-    if dataset_dir is not None:
-        ds_dir, ds_how = Path(dataset_dir), "argument"
-    else:
-        ds_dir, ds_how = find_dataset_dir(Path(adapter_dir), res=res, base_dir=base_dir)
-    train_file = find_split(ds_dir, "train") if ds_dir else None
-    test_file = find_split(ds_dir, "test") if ds_dir else None
-    if ds_dir is None:
+    ds = export.dataset
+    ds_dir, ds_how = (ds.dir if ds else None), export.dataset_source
+    train_file = ds.split("train") if ds else None
+    test_file = ds.split("test") if ds else None
+    if ds is None:
         notes.append(
-            "no dataset found (see thinktune.export.pipeline docs): verification skipped, gptq impossible"
+            f"no dataset found next to the adapter (no {adapter / 'report.json'} naming one): verification "
+            "skipped, gptq impossible"
         )
 
     artifacts: list[dict[str, Any]] = []
@@ -262,8 +192,8 @@ def export_model(
                 a["warnings"] += v.get("warnings", [])
 
     # card
-    train_report = _read_json(Path(adapter_dir) / "report.json")
-    eval_report = _read_json(Path(adapter_dir) / "eval" / "eval_report.json")
+    train_report = _read_json(adapter / "report.json")
+    eval_report = _read_json(adapter / "eval" / "eval_report.json")
     ds_report = _read_json(ds_dir / "report.json") if ds_dir else None
     card_path = None
     if spec.model_card:
@@ -361,8 +291,6 @@ def export_model(
     _write_markdown(report, output_dir / REPORT_MD)
     log(message)
     if failed and raise_on_failure:
-        from thinktune.runner import StageError
-
         raise StageError(f"ModelExport/{res.metadata.name}: {message} (report: {output_dir / REPORT_MD})")
     return report
 

@@ -1,18 +1,18 @@
-"""Tell a failing GPU from a bug: exit codes and the Kubernetes termination message.
-
-The worker classifies any exception that ends training:
+"""Tell a failing GPU from a bug: classify the exception that ends training.
 
 - ``gpu_failure``: the device or its link is broken (ECC/Xid errors, "GPU has fallen off the bus", device
   lost, "unspecified launch failure", NCCL "unhandled cuda error", CUDA "unknown error", ...). The process
-  exits with ``GPU_FAILURE_EXIT_CODE`` (75, EX_TEMPFAIL) after writing a JSON termination message
-  ``{"reason": "GPUFailure", "category": "gpu_failure", "gpu": "<index>", "node": "$NODE_NAME", "message": ...}``
-  to ``/dev/termination-log`` (or ``$THINKTUNE_TERMINATION_LOG``). The operator counts it against
-  ``infraFailureLimit``, avoids the node/GPU and restarts the gang from the last checkpoint.
-- ``oom``: CUDA out of memory. Handled inside the trainer (``thinktune.train.oom``): exit ``OOM_EXIT_CODE`` (76)
+  exits with ``contract.EXIT_GPU_FAILURE`` after writing a ``contract.FailureMessage`` (reason GPUFailure, the
+  GPU index, $NODE_NAME) to the termination log. The operator counts it against ``infraFailureLimit``, avoids
+  the node/GPU and restarts the gang from the last checkpoint.
+- ``oom``: CUDA out of memory. Handled inside the trainer (``thinktune.train.oom``): exit ``contract.EXIT_OOM``
   with a marker file, and the launcher retries with a smaller micro-batch. If retries are exhausted the job
-  exits ``APP_FAILURE_EXIT_CODE``.
-- ``application``: everything else (bad data, bugs, config errors): exit ``APP_FAILURE_EXIT_CODE`` (1),
-  termination message with reason ``ApplicationError``; counted against ``backoffLimit``.
+  exits ``contract.EXIT_APP_FAILURE``.
+- ``application``: everything else (bad data, bugs, config errors): exit ``contract.EXIT_APP_FAILURE``,
+  failure message with reason ApplicationError; counted against ``backoffLimit``.
+
+The message format, its size limit and the rule that a GPU failure is never overwritten by a later, less severe
+failure live in thinktune/contract.py; this module only decides what the failure was.
 """
 
 from __future__ import annotations
@@ -20,18 +20,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-GPU_FAILURE_EXIT_CODE = 75
-OOM_EXIT_CODE = 76
-APP_FAILURE_EXIT_CODE = 1
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-TERMINATION_LOG_ENV = "THINKTUNE_TERMINATION_LOG"
-TERMINATION_MESSAGE_LIMIT = 4096  # Kubernetes keeps at most 4096 bytes of the termination message
+from thinktune import contract
+from thinktune.contract import SEVERITY, FailureCategory
 
-Category = Literal["gpu_failure", "oom", "application"]
+Category = FailureCategory
 
 # Substrings (lower-cased) of errors that mean the hardware, its driver state or its interconnect is broken.
 # Real messages: CUDA runtime (cudaErrorECCUncorrectable, cudaErrorLaunchFailure, cudaErrorDevicesUnavailable,
@@ -137,69 +132,36 @@ def gpu_index(error: BaseException | str, env: dict[str, str] | None = None) -> 
 
 
 def exit_code_for(category: Category) -> int:
-    return {"gpu_failure": GPU_FAILURE_EXIT_CODE, "oom": OOM_EXIT_CODE}.get(category, APP_FAILURE_EXIT_CODE)
+    return {"gpu_failure": contract.EXIT_GPU_FAILURE, "oom": contract.EXIT_OOM}.get(
+        category, contract.EXIT_APP_FAILURE
+    )
 
 
-def termination_message(error: BaseException | str, *, env: dict[str, str] | None = None) -> dict[str, Any]:
+def failure_message(
+    error: BaseException | str, *, env: dict[str, str] | None = None
+) -> contract.FailureMessage:
+    """The termination message of a failure (the text keeps its end: that says what broke)."""
     env = dict(os.environ) if env is None else env
     category, reason = classify(error)
-    return {
-        "reason": {"gpu_failure": "GPUFailure", "oom": "OutOfMemory"}.get(category, "ApplicationError"),
-        "category": category,
-        "detail": reason,
-        "gpu": gpu_index(error, env) if category != "application" else None,
-        "node": env.get("NODE_NAME"),
-        "pod": env.get("POD_NAME") or env.get("HOSTNAME"),
-        "rank": env.get("RANK"),
-        "exitCode": exit_code_for(category),
-        "time": datetime.now(UTC).isoformat(),
-        "message": _text(error)[-1500:],
-    }
-
-
-def termination_log_path(path: str | os.PathLike[str] | None = None) -> Path | None:
-    """Where to write: ``path``, else $THINKTUNE_TERMINATION_LOG, else /dev/termination-log if it exists."""
-    if path is not None:
-        return Path(path)
-    if os.environ.get(TERMINATION_LOG_ENV):
-        return Path(os.environ[TERMINATION_LOG_ENV])
-    p = Path(DEFAULT_TERMINATION_LOG)
-    return p if p.exists() else None
-
-
-SEVERITY = {"gpu_failure": 2, "oom": 1, "application": 0}
-
-
-def write_termination_message(msg: dict[str, Any], path: str | os.PathLike[str] | None = None) -> Path | None:
-    """Write ``msg`` unless the file already holds a more severe verdict of this attempt (when one rank hits a
-    GPU failure, the others often die next with a collective error: that must not hide the GPU failure)."""
-    target = termination_log_path(path)
-    if target is None:
-        return None
-    try:
-        old = json.loads(target.read_text() or "{}") if target.is_file() else {}
-    except (OSError, ValueError):
-        old = {}
-    if SEVERITY.get(old.get("category", ""), -1) > SEVERITY.get(msg.get("category", ""), 0):
-        return target
-    data = json.dumps(msg, ensure_ascii=False)
-    if len(data.encode()) > TERMINATION_MESSAGE_LIMIT:
-        msg = {**msg, "message": msg.get("message", "")[-800:]}
-        data = json.dumps(msg, ensure_ascii=False)[:TERMINATION_MESSAGE_LIMIT]
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(data)
-    except OSError:
-        return None
-    return target
+    return contract.FailureMessage(
+        reason=contract.FAILURE_REASON[category],
+        category=category,
+        detail=reason,
+        gpu=gpu_index(error, env) if category != "application" else None,
+        node=env.get(contract.ENV_NODE_NAME),
+        pod=env.get(contract.ENV_POD_NAME) or env.get("HOSTNAME"),
+        rank=int(env["RANK"]) if env.get("RANK", "").isdigit() else None,  # torchrun's global rank
+        exit_code=exit_code_for(category),
+        message=_text(error),
+    )
 
 
 def handle_fatal(error: BaseException, *, termination_log: str | os.PathLike[str] | None = None) -> int:
     """Classify, write the termination message (not for OOM: the launcher retries) and return the exit code."""
-    msg = termination_message(error)
-    if msg["category"] != "oom":
-        write_termination_message(msg, termination_log)
-    return int(msg["exitCode"])
+    msg = failure_message(error)
+    if msg.category != "oom":
+        contract.write_termination_message(msg, termination_log)
+    return msg.exit_code
 
 
 # ---------------------------------------------------------------------------------------------------------

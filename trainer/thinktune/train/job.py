@@ -1,157 +1,46 @@
 """``train_job``: one FineTuneJob end to end on this machine (or this pod of a gang).
 
-model (makes the tiny model when ``spec.model.makeTiny`` and the path is missing) -> dataset dir
-(dataset_info.json with ``NAME_train`` / ``NAME_val``) -> hardware -> world (NNODES, NPROC_PER_NODE, ... from the
-environment) -> plan (written to ``output_dir/plan/``) -> launcher with OOM retry -> report (``report.json``,
-``report.md``, ``plots/``). Returns the report dict; ``report["status"]`` is ``FineTuneJobStatus``-shaped
-(camelCase) and ``report["adapter_path"]`` the adapter directory. A failed run raises ``TrainingFailed`` (its
-``exit_code`` is the worker's: 75 = GPU failure, 1 = application error) after writing the report.
+A ``ResolvedJob`` (model, dataset, output dir: thinktune/resolve.py) -> hardware -> world (NNODES,
+NPROC_PER_NODE, ... from the environment) -> plan (written to ``output_dir/plan/``) -> launcher with OOM retry ->
+report (``report.json``, ``report.md``, ``plots/``, written by node rank 0 only: the pods of a gang share the
+output dir). Returns the report dict; ``report["status"]`` is ``FineTuneJobStatus``-shaped (camelCase, its
+``plan`` a ``contract.PlanSummary``) and ``report["adapter_path"]`` the adapter directory. A failed run raises
+``TrainingFailed`` (its ``exit_code`` is the worker's: contract.EXIT_GPU_FAILURE or EXIT_APP_FAILURE) after
+writing the report.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-from pathlib import Path
 from typing import Any
 
-from thinktune.spec import FineTuneJob, FineTuneJobStatus
-from thinktune.train.failures import APP_FAILURE_EXIT_CODE, GPU_FAILURE_EXIT_CODE
-from thinktune.train.planner import ModelInfo, Plan, WorldInfo, plan, write_plan_files
+from thinktune import contract
+from thinktune.errors import TrainingFailed
+from thinktune.hardware import detect_hardware, installed_packages
+from thinktune.resolve import ResolvedJob
+from thinktune.spec import FineTuneJobStatus
+from thinktune.train.memory import ModelShape
+from thinktune.train.planner import DatasetFacts, Plan, WorldInfo, plan, write_plan_files
 
-METRICS_PORT_ENV = "THINKTUNE_METRICS_PORT"  # override spec.monitoring.metricsPort; "off" disables
-
-
-class TrainingFailed(RuntimeError):
-    def __init__(self, message: str, *, exit_code: int, report: dict[str, Any]):
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.report = report
-
-
-def _resolve(base_dir: Path, p: str) -> Path:
-    path = Path(p).expanduser()
-    return path if path.is_absolute() else (base_dir / path)
-
-
-def resolve_model(spec_model: Any, base_dir: Path, log=print) -> str:
-    name = spec_model.name_or_path
-    local = _resolve(base_dir, name)
-    if (local / "config.json").is_file():
-        return str(local.resolve())
-    if spec_model.make_tiny:
-        from thinktune.tiny_model import make_tiny_model
-
-        log(f"[job] making the tiny random Qwen3 (real tokenizer) at {local}")
-        return str(Path(make_tiny_model(local)).resolve())
-    if Path(name).is_absolute() or name.startswith("."):
-        raise FileNotFoundError(
-            f"model path {local} has no config.json (set model.makeTiny: true for a tiny model)"
-        )
-    return name  # hub id: needs the hub or a warm HF cache
-
-
-def inspect_dataset(dataset_dir: Path) -> tuple[str, bool, int | None]:
-    """(dataset name prefix, has a _val split, number of training samples) from dataset_info.json."""
-    info_path = dataset_dir / "dataset_info.json"
-    if not info_path.is_file():
-        raise FileNotFoundError(
-            f"{info_path} not found: not a LLaMA Factory dataset directory (build it with a "
-            "DatasetBuild / `thinktune dataset build`)"
-        )
-    info = json.loads(info_path.read_text())
-    trains = sorted(k for k in info if k.endswith("_train"))
-    if not trains:
-        raise ValueError(f"{info_path} has no NAME_train entry (entries: {', '.join(info) or 'none'})")
-    name = trains[0][: -len("_train")]
-    has_val = f"{name}_val" in info
-    size = None
-    fn = info[trains[0]].get("file_name")
-    if fn:
-        f = dataset_dir / fn
-        try:
-            if f.suffix == ".jsonl":
-                size = sum(1 for line in f.read_text(encoding="utf-8").splitlines() if line.strip())
-            elif f.suffix == ".json":
-                size = len(json.loads(f.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            size = None
-    return name, has_val, size
-
-
-def detect_hw() -> Any:
-    try:
-        from thinktune.hardware import detect_hardware
-
-        return detect_hardware()
-    except ImportError:
-        import torch
-
-        gpus = []
-        if torch.cuda.is_available():
-            for i in range(torch.cuda.device_count()):
-                p = torch.cuda.get_device_properties(i)
-                gpus.append(
-                    {
-                        "name": p.name,
-                        "memory_bytes": p.total_memory,
-                        "capability": [p.major, p.minor],
-                        "bf16": p.major >= 8,
-                    }
-                )
-        try:
-            import psutil
-
-            ram = psutil.virtual_memory().total
-        except Exception:
-            ram = 0
-        return {"gpus": gpus, "cpu_count": os.cpu_count() or 1, "ram_bytes": ram}
-
-
-def detect_packages() -> dict[str, bool]:
-    def has(mod: str) -> bool:
-        try:
-            return importlib.util.find_spec(mod) is not None
-        except (ImportError, ValueError):
-            return False
-
-    return {
-        "deepspeed": has("deepspeed"),
-        "liger_kernel": has("liger_kernel"),
-        "bitsandbytes": has("bitsandbytes"),
-        "mcore_adapter": has("mcore_adapter"),
-    }
-
-
-def _hw_dict(hw: Any) -> dict[str, Any]:
-    from thinktune.train.planner import _to_dict
-
-    try:
-        return hw if isinstance(hw, dict) else _to_dict(hw)
-    except Exception:
-        return {"repr": repr(hw)}
+__all__ = ["TrainingFailed", "train_job"]
 
 
 def train_job(
-    resource: FineTuneJob,
+    job: ResolvedJob,
     *,
-    base_dir: Path,
-    dataset_dir: Path | None = None,
     progress: bool = True,
     env: dict[str, str] | None = None,
     log=print,
 ) -> dict[str, Any]:
-    from thinktune.train.callbacks import load_terms
+    from thinktune.data.glossary import surface_forms_longest_first
     from thinktune.train.launcher import launch
     from thinktune.train.oom import run_with_oom_retry
     from thinktune.train.report import build_report
 
-    spec = resource.spec
-    base_dir = Path(base_dir)
-    job_name = resource.metadata.name
-    namespace = resource.metadata.namespace or "default"
-    output_dir = _resolve(base_dir, spec.output.path).resolve()
+    spec = job.resource.spec
+    job_name, namespace = job.name, job.namespace
+    output_dir = job.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
 
     from thinktune.train.launcher import find_last_checkpoint
@@ -169,36 +58,23 @@ def train_job(
             f"{output_dir} holds an adapter but no checkpoint-N to resume from; choose a new "
             "output.path or remove the directory"
         )
-    if dataset_dir is None:
-        if spec.dataset is None:
-            raise ValueError(
-                f"FineTuneJob/{job_name} uses datasetRef {spec.dataset_ref.name!r}: pass dataset_dir "
-                "(the DatasetBuild's output directory)"
-            )
-        dataset_dir = _resolve(base_dir, spec.dataset.path)
-    dataset_dir = Path(dataset_dir).resolve()
-    ds_name, has_val, ds_size = inspect_dataset(dataset_dir)
-    model_path = resolve_model(spec.model, base_dir, log)
-    model_info = ModelInfo.guess(model_path)
-    hw = detect_hw()
-    from thinktune.train.planner import HwView
-
-    hv = HwView.from_any(hw)
+    ds = job.dataset
+    dataset_dir, ds_name, has_val, ds_size = ds.dir, ds.name, ds.has_val, ds.train_samples
+    model_path = job.model
+    model_info = ModelShape.guess(model_path)
+    hw = detect_hardware(output_dir)
     run_env = dict(os.environ)
     run_env.update(env or {})
-    world = WorldInfo.from_env(spec, gpus_per_node=len(hv.gpus), env=run_env)
+    world = WorldInfo.from_env(spec, gpus_per_node=hw.gpu_count, env=run_env)
     p: Plan = plan(
         spec,
         hw,
-        model_info=model_info,
-        dataset_size=ds_size,
+        model=model_info,
         world=world,
+        dataset=DatasetFacts(dir=str(dataset_dir), name=ds_name, size=ds_size, has_val=has_val),
         model_path=model_path,
-        dataset_dir=str(dataset_dir),
-        dataset_name=ds_name,
-        has_val=has_val,
         output_dir=str(output_dir),
-        packages=detect_packages(),
+        packages=installed_packages(),
     )
     write_plan_files(p, output_dir)
     log(
@@ -209,11 +85,11 @@ def train_job(
     for w in p.warnings:
         log(f"[plan] warning: {w}")
 
-    port_env = run_env.get(METRICS_PORT_ENV)
+    port_env = run_env.get(contract.ENV_METRICS_PORT)
     metrics_port: int | None = spec.monitoring.metrics_port
     if port_env is not None:
         metrics_port = None if port_env.lower() in ("off", "none", "") else int(port_env)
-    terms = load_terms()
+    terms = surface_forms_longest_first()
     retries_so_far: list[dict[str, Any]] = []
     attempts: list[dict[str, Any]] = []
 
@@ -238,7 +114,7 @@ def train_job(
                 run_env.get("THINKTUNE_QUALITY_SAMPLES", 32 if p.device == "cuda" else 8)
             ),
             "rank_fingerprint": run_env.get("THINKTUNE_RANK_FINGERPRINT", "") == "1",
-            "termination_log": run_env.get("THINKTUNE_TERMINATION_LOG"),
+            "termination_log": run_env.get(contract.ENV_TERMINATION_LOG),
         }
         res = launch(cfg, world=world, attempt=attempt, env=env, stream=progress, log=log)
         attempts.append({k: v for k, v in res.to_dict().items() if k != "tail"})
@@ -261,7 +137,7 @@ def train_job(
     )
     plan_dict = p.model_dump()
     plan_dict["final_args"] = outcome.args
-    plan_dict["hardware"] = _hw_dict(hw)
+    plan_dict["hardware"] = hw.to_dict()
     extra = {
         "exit_code": res.returncode,
         "world": world.model_dump(),
@@ -283,16 +159,16 @@ def train_job(
         write=world.node_rank == 0,
     )
     st = report["status"]
-    st["plan"] = p.summary()
+    st["plan"] = contract.PlanSummary.model_validate(p.summary()).model_dump(by_alias=True, exclude_none=True)
     if res.outcome == "gpu_failure":
         st["restarts"]["infrastructure"] = 1
-        term = res.termination or {}
+        term = res.termination if isinstance(res.termination, contract.FailureMessage) else None
         rank_rec = res.failed_rank or {}
         st["failedNodes"] = [
             {
-                "node": term.get("node") or rank_rec.get("node") or run_env.get("NODE_NAME"),
-                "gpu": term.get("gpu") or rank_rec.get("gpu"),
-                "reason": term.get("detail") or rank_rec.get("reason") or "GPU failure",
+                "node": (term and term.node) or rank_rec.get("node") or run_env.get(contract.ENV_NODE_NAME),
+                "gpu": (term and term.gpu) or rank_rec.get("gpu"),
+                "reason": (term and term.detail) or rank_rec.get("reason") or "GPU failure",
             }
         ]
     # the contract: must parse as FineTuneJobStatus
@@ -303,7 +179,7 @@ def train_job(
         (output_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str))
     log(f"[job] {phase}: report {output_dir / 'report.md'}")
     if not ok:
-        code = res.returncode if res.returncode in (GPU_FAILURE_EXIT_CODE,) else APP_FAILURE_EXIT_CODE
+        code = res.returncode if res.returncode == contract.EXIT_GPU_FAILURE else contract.EXIT_APP_FAILURE
         why = (
             "OOM retries exhausted" if outcome.exhausted else f"worker exit {res.returncode} ({res.outcome})"
         )

@@ -24,14 +24,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from thinktune.train.failures import (
-    GPU_FAILURE_EXIT_CODE,
-    OOM_EXIT_CODE,
-    clear_exit_records,
-    most_severe,
-    read_exit_records,
+from thinktune.contract import (
+    ENV_FORCE_TORCHRUN,
+    EXIT_GPU_FAILURE,
+    EXIT_OOM,
+    TerminationMessage,
+    read_termination_message,
     termination_log_path,
+    truthy,
 )
+from thinktune.train.failures import clear_exit_records, most_severe, read_exit_records
 from thinktune.train.planner import WorldInfo
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -68,7 +70,7 @@ def build_command(
 ) -> list[str]:
     worker = ["-m", "thinktune.train.worker", str(config_path)]
     if force_torchrun is None:
-        force_torchrun = os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y", "yes")
+        force_torchrun = truthy(os.environ.get(ENV_FORCE_TORCHRUN))
     if world.world_size == 1 and not force_torchrun:
         return [python, *worker]
     port = world.master_port or master_port or 29500
@@ -94,21 +96,25 @@ class LaunchResult:
     duration_s: float
     log_path: str
     resumed_from: str | None = None
-    termination: dict[str, Any] | None = None
+    termination: TerminationMessage | None = None  # what the ranks of this pod left in the termination log
     raw_returncode: int | None = None
     failed_rank: dict[str, Any] | None = None
     tail: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["termination"] = (
+            self.termination.model_dump(mode="json", by_alias=True) if self.termination else None
+        )
+        return d
 
 
 def _outcome(rc: int) -> str:
     if rc == 0:
         return "succeeded"
-    if rc == OOM_EXIT_CODE:
+    if rc == EXIT_OOM:
         return "oom"
-    if rc == GPU_FAILURE_EXIT_CODE:
+    if rc == EXIT_GPU_FAILURE:
         return "gpu_failure"
     return "failed"
 
@@ -157,9 +163,10 @@ def launch(
     logs = output_dir / "logs"
     meta.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    cfg_path = meta / f"attempt-{attempt}.json"
+    # the pods of a gang share output_dir: each node keeps its own launch config and log
+    node = f"-node{world.node_rank}" if world.nnodes > 1 else ""
+    cfg_path = meta / f"attempt-{attempt}{node}.json"
     cfg_path.write_text(json.dumps(config, ensure_ascii=False, indent=1))
-    (meta / "resolved.json").write_text(json.dumps(config, ensure_ascii=False, indent=1))
 
     clear_exit_records(output_dir)
     tpath_start = termination_log_path(config.get("termination_log"))
@@ -181,12 +188,7 @@ def launch(
     # dataset_info / tokenizer come from disk; never let a test or pod reach for a hub implicitly
     child_env.setdefault("TOKENIZERS_PARALLELISM", "false")
     master_port = None
-    force = needs_torchrun(config["args"]) or child_env.get("FORCE_TORCHRUN", "").lower() in (
-        "1",
-        "true",
-        "y",
-        "yes",
-    )
+    force = needs_torchrun(config["args"]) or truthy(child_env.get(ENV_FORCE_TORCHRUN))
     if world.world_size > 1 or force:
         if world.master_port is None and world.nnodes == 1:
             master_port = free_port()
@@ -196,7 +198,7 @@ def launch(
             child_env.setdefault("OMP_NUM_THREADS", str(max(1, cores // max(1, world.nproc_per_node))))
     cmd = build_command(cfg_path, world, master_port=master_port, force_torchrun=force)
     log(f"[launch] attempt {attempt}: {' '.join(cmd)}")
-    log_path = logs / f"attempt-{attempt}.log"
+    log_path = logs / f"attempt-{attempt}{node}.log"
     t0 = time.time()
     tail: list[str] = []
     with open(log_path, "w", encoding="utf-8") as lf:
@@ -236,15 +238,12 @@ def launch(
                     view.console.print(line.replace("[", "\\["), highlight=False)
     raw_rc = rc
     worst = most_severe(read_exit_records(output_dir)) if rc != 0 else None
-    if worst is not None and int(worst.get("code", 0)) in (GPU_FAILURE_EXIT_CODE, OOM_EXIT_CODE):
+    if worst is not None and int(worst.get("code", 0)) in (EXIT_GPU_FAILURE, EXIT_OOM):
         rc = int(worst["code"])  # torchrun reports 1 for any failed child: use the ranks' own verdict
-    termination = None
-    tpath = config.get("termination_log")
-    if tpath and Path(tpath).is_file():
-        try:
-            termination = json.loads(Path(tpath).read_text())
-        except (OSError, json.JSONDecodeError):
-            termination = None
+    tpath = termination_log_path(config.get("termination_log"))
+    termination = (
+        read_termination_message(tpath.read_text(errors="replace")) if tpath and tpath.is_file() else None
+    )
     res = LaunchResult(
         returncode=rc,
         outcome=_outcome(rc),

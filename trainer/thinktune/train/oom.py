@@ -1,7 +1,7 @@
 """CUDA out-of-memory recovery.
 
 When a worker hits CUDA OOM it writes ``oom.json`` (``{"rank", "step", "message", "micro_batch"}``) into
-``output_dir/.thinktune/`` and exits with ``OOM_EXIT_CODE``. ``run_with_oom_retry`` then
+``output_dir/.thinktune/`` and exits with ``contract.EXIT_OOM``. ``run_with_oom_retry`` then
 
 1. halves the micro-batch and multiplies gradient accumulation so the global batch stays the same
    (micro-batch 3 -> 1 with accumulation x3; the product micro x accum is preserved exactly),
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thinktune.train.failures import OOM_EXIT_CODE
+from thinktune.contract import EXIT_OOM
 
 INJECT_STEP_ENV = "THINKTUNE_INJECT_OOM_AT_STEP"
 INJECT_ABOVE_ENV = "THINKTUNE_INJECT_OOM_ABOVE_MICRO_BATCH"
@@ -129,7 +129,7 @@ def run_with_oom_retry(
     on_retry: Callable[[dict[str, Any]], None] | None = None,
 ) -> OomOutcome:
     """Run ``launch(args, attempt)`` (returns an object with ``returncode`` and ``resumed_from``) and retry
-    after OOM. The result's ``returncode == OOM_EXIT_CODE`` or an OOM marker means out of memory."""
+    after OOM. The result's ``returncode == EXIT_OOM`` or an OOM marker means out of memory."""
     retries: list[dict[str, Any]] = []
     attempt = 0
     current = dict(args)
@@ -137,7 +137,7 @@ def run_with_oom_retry(
         clear_markers(output_dir)
         result = launch(current, attempt)
         markers = read_markers(output_dir)
-        oom = result.returncode == OOM_EXIT_CODE or (result.returncode != 0 and bool(markers))
+        oom = result.returncode == EXIT_OOM or (result.returncode != 0 and bool(markers))
         if not oom:
             return OomOutcome(result=result, args=current, retries=retries)
         at_step = min((m.get("step", 0) for m in markers), default=None)

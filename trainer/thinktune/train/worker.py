@@ -8,8 +8,8 @@ Run directly for one process, or under ``torchrun`` (one per rank). ``RESOLVED.j
      "terms": [...glossary surface forms...], "progress": true, "total_steps": 120,
      "rank_fingerprint": false, "termination_log": null}
 
-Exit codes: 0 done; ``OOM_EXIT_CODE`` (76) CUDA OOM (marker in output_dir/.thinktune/); ``GPU_FAILURE_EXIT_CODE``
-(75) failing GPU (termination message written); 1 anything else.
+Exit codes (thinktune/contract.py): EXIT_OK done; EXIT_OOM CUDA OOM (marker in output_dir/.thinktune/);
+EXIT_GPU_FAILURE failing GPU (termination message written); EXIT_APP_FAILURE anything else.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", 0))
 
-    from thinktune.train.failures import APP_FAILURE_EXIT_CODE, classify, handle_fatal, write_exit_record
+    from thinktune.contract import EXIT_APP_FAILURE
+    from thinktune.train.failures import classify, handle_fatal, write_exit_record
     from thinktune.train.oom import write_marker
 
     callback = None
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"[thinktune] rank {rank}: GPU failure ({reason}) -> exit {code}", file=sys.stderr, flush=True
             )
-        return code if code else APP_FAILURE_EXIT_CODE
+        return code if code else EXIT_APP_FAILURE
 
 
 if __name__ == "__main__":
