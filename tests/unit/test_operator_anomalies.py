@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from prometheus_client import generate_latest
-from thinktune.train.callbacks import PromMetrics
+from thinktune.train.exporter import PromMetrics
 from thinktune_operator.progress import anomalies_from_text, new_anomalies, parse_annotation
 
 
