@@ -1,8 +1,7 @@
 """Every panel of helm/thinktune/dashboards/thinktune.json returns data from a REAL Prometheus (Debian package)
 that scrapes (1) the real operator's metrics endpoint while it runs jobs on the sandbox (a dataset build, a
 training job through a GPU failure and gang restart to success, and a running job) and (2) a trainer-style
-exporter. The trainer exporter is thinktune.train.callbacks' when it exposes one, else a prometheus_client
-registry serving the documented thinktune_train_* names. DCGM panels: dcgm-exporter needs real GPUs, so the
+exporter: the trainer's real one (thinktune.train.exporter, which needs only prometheus_client). DCGM panels: dcgm-exporter needs real GPUs, so the
 test exporter also serves DCGM_FI_DEV_FB_USED / DCGM_FI_DEV_GPU_UTIL with dcgm-exporter's labels (pod,
 namespace, gpu, UUID) for the worker pods."""
 
@@ -21,7 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
-from thinktune_sandbox.testing import Cluster, OperatorProcess, free_port, ftj, wait_for
+from thinktune import contract
+from thinktune.spec import DatasetCounts
+from thinktune.train.exporter import PromMetrics
+from thinktune_sandbox.testing import Cluster, OperatorProcess, free_port, ftj, termination_text, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -37,57 +39,14 @@ def prometheus_bin() -> str | None:
     )
 
 
-TRAIN_NAMES = (
-    "step",
-    "total_steps",
-    "epoch",
-    "loss",
-    "eval_loss",
-    "learning_rate",
-    "grad_norm",
-    "tokens_per_second",
-    "eta_seconds",
-    "gpu_memory_allocated_bytes",
-    "gpu_utilization_ratio",
-    "char_accuracy",
-    "term_accuracy",
-)
-
-
-class _FallbackPromMetrics:
-    """Same names/labels as thinktune.train.callbacks.PromMetrics, for when that module cannot be imported."""
-
-    def __init__(self, *, job: str, namespace: str, rank: int, port: int) -> None:
-        self.registry = CollectorRegistry()
-        self.labels = {"job": job, "namespace": namespace, "rank": str(rank)}
-        self.gauges = {
-            n: Gauge(f"thinktune_train_{n}", n, list(self.labels), registry=self.registry)
-            for n in TRAIN_NAMES
-        }
-        self.port = free_port()
-        start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
-
-    def set(self, name: str, value: float) -> None:
-        self.gauges[name].labels(**self.labels).set(value)
-
-
-def trainer_metrics_class():
-    try:  # the real exporter of the trainer pods
-        from thinktune.train.callbacks import PromMetrics
-
-        return PromMetrics, "thinktune.train.callbacks.PromMetrics"
-    except Exception:  # noqa: BLE001 - trainer extras (transformers) not installed
-        return _FallbackPromMetrics, "prometheus_client fallback with the documented names"
-
-
 class TrainerExporter:
     """One trainer exporter per (job, rank), as on the pods, fed with values that move over time; plus a
     dcgm-exporter stand-in (DCGM needs real GPUs) with dcgm-exporter's names and k8s labels."""
 
     def __init__(self, jobs: list[str]) -> None:
-        cls, self.source = trainer_metrics_class()
+        self.source = "thinktune.train.exporter.PromMetrics"
         # port 0: each exporter picks a free port (on the pods it is metricsPort + LOCAL_RANK)
-        self.ranks = {(j, r): cls(job=j, namespace=NS, rank=r, port=0) for j in jobs for r in (0, 1)}
+        self.ranks = {(j, r): PromMetrics(job=j, namespace=NS, rank=r, port=0) for j in jobs for r in (0, 1)}
         self.dcgm_reg = CollectorRegistry()
         dcgm = ["gpu", "UUID", "device", "modelName", "Hostname", "namespace", "pod", "container"]
         self.fb = Gauge(
@@ -124,8 +83,8 @@ class TrainerExporter:
                 m.set("eta_seconds", max(0, 3600 - 10 * t))
                 m.set("gpu_memory_allocated_bytes", 30e9 + 1e8 * (t % 7) + rank)
                 m.set("gpu_utilization_ratio", 0.9 + 0.01 * (t % 10))
-                m.set("char_accuracy", min(0.99, 0.5 + t / 200))
-                m.set("term_accuracy", min(0.99, 0.4 + t / 200))
+                m.set("teacher_forced_char_accuracy", min(0.99, 0.5 + t / 200))
+                m.set("teacher_forced_term_accuracy", min(0.99, 0.4 + t / 200))
             for j in self.jobs:
                 for gpu in range(2):
                     d = (
@@ -160,7 +119,8 @@ def substitute(expr: str) -> str:
     )
 
 
-def complete(cluster: Cluster, name: str, message: dict) -> None:
+def complete(cluster: Cluster, name: str, message: contract.TerminationMessage) -> None:
+    """The pod exits 0 with the termination message the workload's writer leaves (kwok runs no process)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     pod = cluster.get("pod", name, NS)
     cs = [
@@ -174,7 +134,7 @@ def complete(cluster: Cluster, name: str, message: dict) -> None:
                 "terminated": {
                     "exitCode": 0,
                     "reason": "Completed",
-                    "message": json.dumps(message),
+                    "message": termination_text(message),
                     "startedAt": now,
                     "finishedAt": now,
                 }
@@ -218,10 +178,11 @@ def test_every_dashboard_panel_returns_data(control_plane, tmp_path):
         complete(
             cluster,
             build["metadata"]["name"],
-            {
-                "counts": {"documents": 3, "samples": 120, "rejects": 5},
-                "splits": {"train": 84, "val": 18, "test": 18},
-            },
+            contract.DatasetResult(
+                counts=DatasetCounts(documents=3, samples=120, rejects=5, train=84, val=18, test=18),
+                output_path="/workspace/thinktune-workspace/ds",
+                report_path="/workspace/thinktune-workspace/ds/report.json",
+            ),
         )
         cluster.create(ftj("train", NS, NS, nodes=1), ftj("live", NS, NS, nodes=1))
 
@@ -258,7 +219,7 @@ def test_every_dashboard_panel_returns_data(control_plane, tmp_path):
         complete(
             cluster,
             p1["metadata"]["name"],
-            {"metrics": {"evalLoss": 1.05, "rougeL": 0.33, "termAccuracy": 0.7}},
+            contract.TrainResult(metrics={"eval_loss": 1.05, "rouge_l": 0.33, "term_accuracy": 0.7}),
         )
         wait_for(
             "train Succeeded",

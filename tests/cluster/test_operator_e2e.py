@@ -13,7 +13,9 @@ import time
 import uuid
 
 import pytest
-from thinktune_sandbox.testing import Cluster, OperatorProcess, ftj, wait_for
+from thinktune import contract
+from thinktune.spec import DatasetCounts, ExportArtifact
+from thinktune_sandbox.testing import Cluster, OperatorProcess, ftj, termination_text, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -21,7 +23,7 @@ NOT_READY_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
 POD_FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
 POD_FAIL_EXIT = "pod-container-running-failed.stage.kwok.x-k8s.io/exit-code"
 POD_FAIL_DELAY = "pod-container-running-failed.stage.kwok.x-k8s.io/delay"
-GPU_EXIT = "75"  # thinktune.train.failures.GPU_FAILURE_EXIT_CODE
+GPU_EXIT = str(contract.EXIT_GPU_FAILURE)  # the exit code kwok fakes for a GPU failure
 # "within seconds": failure injected -> replacement gang Running
 REPLACEMENT_BUDGET_S = 20
 
@@ -384,7 +386,8 @@ def test_suspend_and_resume(cluster, env, op):
     assert cond(st, "Suspended")["reason"] == "Resumed" and st["restarts"]["infrastructure"] == 0
 
 
-def _complete_pod(cluster, ns, name, message: dict):
+def _complete_pod(cluster, ns, name, message: contract.TerminationMessage):
+    """The pod exits 0 with what the workload's writer leaves in the termination log (kwok runs no process)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     pod = cluster.get("pod", name, ns)
     statuses = [
@@ -399,7 +402,7 @@ def _complete_pod(cluster, ns, name, message: dict):
                 "terminated": {
                     "exitCode": 0,
                     "reason": "Completed",
-                    "message": json.dumps(message),
+                    "message": termination_text(message),
                     "startedAt": now,
                     "finishedAt": now,
                 }
@@ -451,11 +454,22 @@ def test_dataset_finetune_export_chain(cluster, env, op):
     assert c["command"][:3] == ["thinktune", "dataset", "build"] and "nvidia.com/gpu" not in json.dumps(
         c["resources"]
     )
-    report = {
-        "counts": {"documents": 3, "samples": 120, "rejects": 5, "duplicates": 2, "generatedThinking": 40},
-        "splits": {"train": 84, "val": 18, "test": 18},
-        "warnings": 1,
-    }
+    counts = DatasetCounts(
+        documents=3,
+        samples=120,
+        rejects=5,
+        duplicates=2,
+        generated_thinking=40,
+        train=84,
+        val=18,
+        test=18,
+        warnings=1,
+    )
+    report = contract.DatasetResult(
+        counts=counts,
+        output_path="/workspace/thinktune-workspace/datasets/crypto",
+        report_path="/workspace/thinktune-workspace/datasets/crypto/report.json",
+    )
     _complete_pod(cluster, ns, build["metadata"]["name"], report)
     st = wait_for(
         "dataset done",
@@ -473,6 +487,7 @@ def test_dataset_finetune_export_chain(cluster, env, op):
         "test": 18,
         "warnings": 1,
     }
+    assert st["reportPath"] == "/workspace/thinktune-workspace/datasets/crypto/report.json"
     (pod,) = wait_for("training starts", lambda: running_pods(cluster, ns, "train", 0), 30)
     assert "datasets/crypto" in cluster.get("configmap", "train-job", ns)["data"]["job.yaml"]
     cluster.create(
@@ -501,15 +516,16 @@ def test_dataset_finetune_export_chain(cluster, env, op):
         cluster,
         ns,
         pod["metadata"]["name"],
-        {
-            "adapterPath": "/workspace/thinktune-workspace/runs/train",
-            "metrics": {"evalLoss": 1.1, "rougeL": 0.31},
-        },
+        contract.TrainResult(
+            adapter_path="/workspace/thinktune-workspace/runs/train",
+            metrics={"eval_loss": 1.1, "rouge_l": 0.31},
+        ),
     )
     st = wait_for(
         "train done", lambda: (s := status(cluster, ns, "train")).get("phase") == "Succeeded" and s, 20
     )
-    assert st["metrics"] == {"evalLoss": 1.1, "rougeL": 0.31} and cond(st, "Succeeded")["status"] == "True"
+    assert st["metrics"] == {"eval_loss": 1.1, "rouge_l": 0.31} and cond(st, "Succeeded")["status"] == "True"
+    assert st["adapterPath"] == "/workspace/thinktune-workspace/runs/train"
     exp = wait_for(
         "export pod",
         lambda: [
@@ -524,18 +540,18 @@ def test_dataset_finetune_export_chain(cluster, env, op):
         cluster,
         ns,
         exp["metadata"]["name"],
-        {
-            "artifacts": [
-                {"name": "merged", "path": "/w/exports/crypto/merged", "verified": True},
-                {
-                    "name": "rtn-int8",
-                    "path": "/w/exports/crypto/rtn-int8",
-                    "verified": True,
-                    "perplexity": 12.5,
-                    "termAccuracy": 0.8,
-                },
+        contract.ExportResult(
+            artifacts=[
+                ExportArtifact(name="merged", path="/w/exports/crypto/merged", verified=True),
+                ExportArtifact(
+                    name="rtn-int8",
+                    path="/w/exports/crypto/rtn-int8",
+                    verified=True,
+                    perplexity=12.5,
+                    term_accuracy=0.8,
+                ),
             ]
-        },
+        ),
     )
     st = wait_for(
         "export done",
@@ -565,7 +581,7 @@ def test_deadline_ttl_and_clean_pod_policy(cluster, env, op):
     (pod,) = start_gang(
         cluster, ns, "ttl", 1, runPolicy={"cleanPodPolicy": "All", "ttlSecondsAfterFinished": 3}
     )
-    _complete_pod(cluster, ns, pod["metadata"]["name"], {"adapterPath": "/w/runs/ttl"})
+    _complete_pod(cluster, ns, pod["metadata"]["name"], contract.TrainResult(adapter_path="/w/runs/ttl"))
     wait_for("job deleted after TTL", lambda: cluster.get("finetunejob", "ttl", ns) is None, 30)
     wait_for("pods cleaned", lambda: not cluster.worker_pods(ns, "ttl"), 30)
 
