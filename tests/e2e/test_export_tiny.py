@@ -250,14 +250,15 @@ def test_evaluate_job_from_cr(work, tmp_path):
 
 def test_response_nll_matches_full_forward(work, merged):
     """score_responses keeps only the response logits; the numbers equal a full forward pass."""
+    from thinktune.evaluate import inference
     from thinktune.evaluate import metrics as M
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(merged["path"])
     model = AutoModelForCausalLM.from_pretrained(merged["path"]).eval()
     samples = M.load_samples(work["ds"] / "test.json")[:2]
-    for score, s in zip(M.score_responses(model, tok, samples), samples, strict=True):
-        ids, start, boundary, _ = M.encode_sample(tok, s, 4096)
+    for score, s in zip(inference.score_responses(model, tok, samples), samples, strict=True):
+        ids, start, boundary, _ = inference.encode_sample(tok, s, 4096)
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0, :-1]
         nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")[start - 1 :]

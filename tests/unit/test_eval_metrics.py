@@ -1,4 +1,4 @@
-"""Evaluation metrics on known strings (no model)."""
+"""Evaluation's text metrics on known strings (no model; thinktune.evaluate.metrics)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("sacrebleu")
 pytest.importorskip("rouge_chinese")
 
+from thinktune.data.glossary import term_aliases  # noqa: E402
 from thinktune.evaluate import metrics as M  # noqa: E402
 
 REF = "<think>\n用户问SM2。SM2基于椭圆曲线。\n</think>\n\nSM2是国密非对称算法，基于椭圆曲线，用于数字签名。因此SM2可替代RSA。"
@@ -54,7 +55,7 @@ def test_term_matching_counts():
 
 
 def test_glossary_loads_real_terms():
-    g = M.load_glossary()
+    g = term_aliases()
     assert len(g) > 100 and "SM2" in g
     assert "SM4" in M.TermMatcher(g).find("SMS4 分组密码")  # alias
 
@@ -70,7 +71,7 @@ def test_concept_accuracy_uses_conclusion():
 
 
 def test_score_and_aggregate_separate_parts():
-    m = M.TermMatcher(M.load_glossary())
+    m = M.TermMatcher(term_aliases())
     pred_good = "用户问SM2。SM2基于椭圆曲线。\n</think>\n\nSM2是国密非对称算法，基于椭圆曲线，用于数字签名。因此SM2可替代RSA。"
     pred_bad_answer = "用户问SM2。SM2基于椭圆曲线。\n</think>\n\n不知道。"
     s1 = M.score_prediction(pred_good, REF, m)
@@ -113,46 +114,15 @@ def test_load_samples_formats(tmp_path):
     assert c.question == "Q\nx"
 
 
-def test_lf_prompt_and_response_parts():
-    p = M.render_prompt_lf([{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}])
-    assert p == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
-    t, a = M.response_parts("<think>\nT\n</think>\n\nA")
-    assert (t, a) == ("<think>\nT\n</think>\n\n", "A<|im_end|>\n")
-    assert M.response_parts("A")[0] == "<think>\n\n</think>\n\n"  # LF adds an empty think block
+def test_text_metrics_import_without_torch():
+    """The pure side stays pure: scoring generated text needs no torch (the model side is evaluate.inference)."""
+    import subprocess
+    import sys
 
-
-def test_encode_sample_truncates_response_tail():
-    class Tok:  # one id per character
-        def encode(self, text, add_special_tokens=False):
-            return [ord(c) for c in text]
-
-    s = M.Sample(
-        messages=[{"role": "user", "content": "Q"}], reference="<think>\n" + "想" * 50 + "\n</think>\n\n答"
+    code = (
+        "import sys\n"
+        "import thinktune.evaluate.metrics\n"
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not bad, bad\n"
     )
-    ids, start, boundary, truncated = M.encode_sample(Tok(), s, 10_000)
-    assert not truncated and "".join(map(chr, ids[start:boundary])).startswith("<think>\n想")
-    assert "".join(map(chr, ids[boundary:])) == "答<|im_end|>\n"
-    ids, start, boundary, truncated = M.encode_sample(Tok(), s, start + 20)
-    assert truncated and len(ids) == start + 20 and boundary > len(ids)
-
-
-def test_generation_prompt_prefill_both_ways():
-    class Official:  # Thinking-2507: the template pre-fills <think>
-        chat_template = "x"
-
-        def apply_chat_template(self, messages, **kw):
-            assert kw["add_generation_prompt"] and kw["enable_thinking"]
-            return M.render_prompt_lf(messages) + "<think>\n"
-
-    class NoTemplate:
-        chat_template = None
-
-    msgs = [{"role": "user", "content": "Q"}]
-    prompt, prefill = M.generation_prompt(Official(), msgs)
-    assert prompt.endswith("assistant\n<think>\n") and prefill == "<think>\n"
-    prompt, prefill = M.generation_prompt(NoTemplate(), msgs)
-    assert prompt == M.render_prompt_lf(msgs) and prefill == ""
-    # either way the parsed prediction is the same
-    assert M.split_thinking("<think>\n" + "想\n</think>\n\n答") == M.split_thinking(
-        "<think>\n想\n</think>\n\n答"
-    )
+    subprocess.run([sys.executable, "-c", code], check=True)

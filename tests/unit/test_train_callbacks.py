@@ -1,26 +1,19 @@
-"""Monitoring pieces: Chinese character / term accuracy with the real Qwen3 tokenizer, anomaly detection,
-the Prometheus exporter, status.json, and the report built from a metrics file."""
+"""Monitoring pieces: teacher-forced Chinese character / term accuracy with the real Qwen3 tokenizer
+(thinktune.train.scoring), the TrainerCallback glue writing metrics.jsonl and console events, and the report and
+console view reading what the callback wrote. The anomaly detector and the exporter have their own test files."""
 
 from __future__ import annotations
 
+import io
 import json
-import math
-import urllib.request
 from types import SimpleNamespace
 
 import pytest
-from thinktune.train.callbacks import (
-    BUILTIN_TERMS,
-    AnomalyDetector,
-    PromMetrics,
-    ThinktuneCallback,
-    TokenBytes,
-    is_cjk,
-    load_terms,
-    new_counts,
-    score_batch,
-    summarize_counts,
-)
+from thinktune.cjk import is_ideograph
+from thinktune.data.glossary import load_glossary, surface_forms_longest_first
+from thinktune.train.callbacks import ThinktuneCallback
+from thinktune.train.console import CONSOLE_EVENTS, ConsoleView, decode_event, encode_event
+from thinktune.train.scoring import TokenBytes, new_counts, score_batch, summarize_counts
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +45,15 @@ def test_perfect_and_wrong_predictions(tok):
     c = new_counts()
     score_batch([perfect], [labels], tb, terms, c)
     s = summarize_counts(c)
-    n_cjk = sum(is_cjk(ch) for ch in "对称加密使用同一个密钥例如")
-    assert s["char_accuracy"] == 1.0 and s["token_accuracy"] == 1.0 and c["cjk_chars"] == n_cjk
-    assert s["term_accuracy"] == 1.0 and c["term_occurrences"] == 3
+    n_cjk = sum(is_ideograph(ch) for ch in "对称加密使用同一个密钥例如")
+    assert s["teacher_forced_char_accuracy"] == 1.0 and s["token_accuracy"] == 1.0 and c["cjk_chars"] == n_cjk
+    assert s["teacher_forced_term_accuracy"] == 1.0 and c["term_occurrences"] == 3
     assert s["terms"]["对称加密"] == {"occurrences": 1, "accuracy": 1.0}
     # all wrong
     c = new_counts()
     score_batch([[1] * len(ids)], [labels], tb, terms, c)
     s = summarize_counts(c)
-    assert s["char_accuracy"] == 0.0 and s["term_accuracy"] == 0.0
+    assert s["teacher_forced_char_accuracy"] == 0.0 and s["teacher_forced_term_accuracy"] == 0.0
 
 
 def test_one_wrong_token_breaks_exactly_its_characters_and_term(tok):
@@ -77,7 +70,7 @@ def test_one_wrong_token_breaks_exactly_its_characters_and_term(tok):
     first_chars = len(tb(first_tok).decode("utf-8", errors="ignore")) or 1
     assert c["cjk_correct"] == c["cjk_chars"] - first_chars
     assert s["terms"]["哈希函数"]["accuracy"] == 0.0 and s["terms"]["数字签名"]["accuracy"] == 1.0
-    assert s["term_accuracy"] == 0.5
+    assert s["teacher_forced_term_accuracy"] == 0.5
 
 
 def test_prompt_tokens_are_not_scored(tok):
@@ -88,90 +81,14 @@ def test_prompt_tokens_are_not_scored(tok):
     assert c["term_occurrences"] == 0 and c["cjk_chars"] == 1
 
 
-def test_terms_loaded():
-    terms = load_terms()
-    assert len(terms) >= len(BUILTIN_TERMS) // 2
-    assert terms == sorted(terms, key=lambda s: (-len(s), s))  # longest first
-
-
-# ------------------------------------------------------------------------------------------------- anomalies
-
-
-def test_nan_and_spike():
-    d = AnomalyDetector(spike_factor=3.0)
-    for i, v in enumerate([2.0, 2.1, 1.9, 2.0], start=1):
-        assert d.on_train_log(i, v) == []
-    kinds = [a["kind"] for a in d.on_train_log(5, 9.0)]
-    assert kinds == ["loss_spike"]
-    assert [a["kind"] for a in d.on_train_log(6, math.nan)] == ["nan"]
-    assert [a["kind"] for a in d.on_train_log(7, 2.0, grad_norm=math.inf)] == ["nan"]
-
-
-def test_divergence():
-    d = AnomalyDetector(spike_factor=100.0)
-    found = []
-    for i, v in enumerate([2.0, 1.5, 1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], start=1):
-        found += d.on_train_log(i, v)
-    assert "divergence" in [a["kind"] for a in found]
-
-
-def test_no_false_alarms_on_a_healthy_run():
-    d = AnomalyDetector()
-    found = []
-    for i in range(1, 200):
-        found += d.on_train_log(
-            i,
-            3.0 * math.exp(-i / 50) + 0.5 + 0.05 * math.sin(i),
-            grad_norm=1.0,
-            memory_bytes=10 * 2**30 + (i % 3) * 2**20,
-        )
-    for j, v in enumerate([2.0, 1.8, 1.7, 1.65, 1.6]):
-        found += d.on_eval(j * 10, v)
-    assert found == []
-
-
-def test_plateau():
-    d = AnomalyDetector(plateau_evals=3)
-    out = []
-    for i, v in enumerate([2.0, 1.5, 1.6, 1.55, 1.7]):
-        out += d.on_eval(i, v)
-    assert [a["kind"] for a in out] == ["plateau"]
-
-
-def test_memory_growth():
-    d = AnomalyDetector()
-    out = []
-    for i in range(1, 15):
-        out += d.on_train_log(i, 1.0, memory_bytes=(4 + i) * 2**30)
-    assert "memory_growth" in [a["kind"] for a in out]
-
-
-# ------------------------------------------------------------------------------------------------ prometheus
-
-
-def test_prometheus_endpoint_serves_documented_names():
-    p = PromMetrics(job="ftj-a", namespace="team", rank=1, port=0)
-    try:
-        assert p.port
-        p.set("loss", 1.25)
-        p.set("tokens_per_second", 1234.0)
-        p.set("gpu_memory_allocated_bytes", 5e9)
-        p.set("eval_loss", float("nan"))  # ignored, not exported as NaN
-        p.anomaly("loss_spike")
-        body = urllib.request.urlopen(f"http://127.0.0.1:{p.port}/metrics", timeout=5).read().decode()
-    finally:
-        p.close()
-    assert 'thinktune_train_loss{job="ftj-a",namespace="team",rank="1"} 1.25' in body
-    assert 'thinktune_train_tokens_per_second{job="ftj-a",namespace="team",rank="1"} 1234.0' in body
+def test_training_scores_the_one_glossary_longest_first():
+    terms = surface_forms_longest_first()
     assert (
-        'thinktune_train_anomalies_total{job="ftj-a",kind="loss_spike",namespace="team",rank="1"} 1.0' in body
-    )
-    assert "thinktune_train_gpu_memory_allocated_bytes" in body
-    # every name the operator/dashboard query is documented in the module docstring
-    import thinktune.train.callbacks as cb
-
-    for name in PromMetrics.NAMES:
-        assert f"thinktune_train_{name}" in cb.__doc__
+        set(terms) == load_glossary().surface_forms and len(terms) > 500
+    )  # the shipped glossary, aliases too
+    assert terms == sorted(terms, key=lambda s: (-len(s), s))
+    cb = ThinktuneCallback(output_dir="unused", metrics_port=None, progress=False)
+    assert cb.terms == terms
 
 
 # ------------------------------------------------------------------------------------ callback without trainer
@@ -181,11 +98,8 @@ def _state(step, max_steps=10, epoch=0.5, tokens=0):
     return SimpleNamespace(global_step=step, max_steps=max_steps, epoch=epoch, num_input_tokens_seen=tokens)
 
 
-def test_callback_writes_metrics_and_status(tmp_path, monkeypatch):
-    from thinktune.spec import TrainingProgress
-
-    monkeypatch.delenv("THINKTUNE_INJECT_OOM_AT_STEP", raising=False)
-    cb = ThinktuneCallback(output_dir=tmp_path, job="j", metrics_port=None, progress=False, terms=["密钥"])
+def _run_callback(cb: ThinktuneCallback, tmp_path) -> None:
+    """Five logged steps, a NaN loss, an evaluation and the end, as the Trainer calls them."""
     args = SimpleNamespace(
         per_device_train_batch_size=2,
         gradient_accumulation_steps=2,
@@ -196,27 +110,62 @@ def test_callback_writes_metrics_and_status(tmp_path, monkeypatch):
     for s in range(1, 6):
         cb.on_step_begin(args, _state(s - 1), None)
         cb.on_step_end(args, _state(s), None)
-        cb.on_log(
-            args,
-            _state(s, tokens=100 * s),
-            None,
-            logs={
-                "loss": 3.0 - 0.1 * s,
-                "learning_rate": 1e-4,
-                "grad_norm": 0.5,
-                "num_input_tokens_seen": 100 * s,
-            },
-        )
+        logs = {
+            "loss": 3.0 - 0.1 * s,
+            "learning_rate": 1e-4,
+            "grad_norm": 0.5,
+            "num_input_tokens_seen": 100 * s,
+        }
+        cb.on_log(args, _state(s, tokens=100 * s), None, logs=logs)
     cb.on_log(args, _state(5), None, logs={"loss": float("nan"), "learning_rate": 1e-4})
     cb.on_evaluate(args, _state(5), None, metrics={"eval_loss": 2.5})
+    cb.on_save(args, _state(5), None)
     cb.on_train_end(args, _state(5), None)
+
+
+def test_callback_writes_metrics_jsonl_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.delenv("THINKTUNE_INJECT_OOM_AT_STEP", raising=False)
+    cb = ThinktuneCallback(output_dir=tmp_path, job="j", metrics_port=None, progress=False, terms=["密钥"])
+    _run_callback(cb, tmp_path)
     recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["type"] for r in recs][:2] == ["begin", "train"]
-    assert any(r["type"] == "warning" and r["kind"] == "nan" for r in recs)
-    st = json.loads((tmp_path / "status.json").read_text())
-    prog = TrainingProgress.model_validate(st)
-    assert prog.step == 5 and prog.total_steps == 10 and prog.percent == 50 and prog.eval_loss == 2.5
-    assert st["phase"] == "Finished" and st["summary"] == "5/10 (50%)" and st["warnings"]
+    types = [r["type"] for r in recs]
+    assert types[:2] == ["begin", "train"] and types[-2:] == ["checkpoint", "end"]
+    assert types.count("train") == 6 and types.count("eval") == 1
+    train = [r for r in recs if r["type"] == "train"]
+    assert train[-2]["tokens_seen"] == 500 and train[-2]["eta_seconds"] is not None
+    assert train[0]["memory"][0]["rank"] == 0 and train[0]["memory"][0]["rss_bytes"] > 0
+    (warning,) = [r for r in recs if r["type"] == "warning"]
+    assert warning["kind"] == "nan" and warning["step"] == 5 and "loss is nan" in warning["message"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]  # no status.json: nothing reads it
+
+
+def test_callback_console_events_round_trip_to_the_view(tmp_path, monkeypatch, capsys):
+    """The callback's real stdout, fed line by line to the launcher's real ConsoleView."""
+    monkeypatch.delenv("THINKTUNE_INJECT_OOM_AT_STEP", raising=False)
+    cb = ThinktuneCallback(output_dir=tmp_path, metrics_port=None, progress=True, terms=[])
+    _run_callback(cb, tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    events = [decode_event(line) for line in lines]
+    assert all(events), lines  # every line the callback prints is an event
+    assert [e["type"] for e in events] == ["begin"] + ["train"] * 5 + ["warning", "train", "eval", "end"]
+    for e in events:
+        assert set(e) == {"type", *CONSOLE_EVENTS[e["type"]]}
+    buf = io.StringIO()
+    view = ConsoleView(buf, live=False)
+    for line in lines:
+        view.feed(line + "\n")
+    out = buf.getvalue()
+    assert "step 5/10 (50%)" in out and "val loss 2.5000" in out and "loss is nan at step 5" in out
+    assert "training done at step 5" in out
+
+
+def test_console_protocol_rejects_what_is_not_an_event():
+    assert decode_event("[INFO] plain log line") is None
+    assert decode_event(encode_event("end", {"step": 3})) == {"type": "end", "step": 3}
+    assert decode_event('@@thinktune {"type": "unknown"}') is None
+    assert decode_event("@@thinktune {not json") is None
+    with pytest.raises(KeyError):
+        encode_event("unknown", {})
 
 
 def test_callback_injects_oom(tmp_path, monkeypatch):
@@ -258,8 +207,8 @@ def test_report_from_metrics(tmp_path):
                     "type": "eval",
                     "step": s,
                     "eval_loss": 2.9 - 0.08 * s,
-                    "char_accuracy": 0.1 + 0.02 * s,
-                    "term_accuracy": 0.01 * s,
+                    "teacher_forced_char_accuracy": 0.1 + 0.02 * s,
+                    "teacher_forced_term_accuracy": 0.01 * s,
                     "term_token_accuracy": 0.02 * s,
                     "token_accuracy": 0.3,
                     "cjk_chars": 100,
@@ -297,10 +246,10 @@ def test_report_from_metrics(tmp_path):
     )
     c = r["convergence"]
     assert c["loss_decreased"] and c["last_loss"] < c["first_loss"] and c["verdict"] == "converging"
-    assert r["chinese"]["char_accuracy"] == pytest.approx(0.5) and r["chinese"][
-        "char_accuracy_first"
-    ] == pytest.approx(0.2)
-    assert set(r["plots"]) == {"loss", "lr", "tokens_per_second", "memory", "term_accuracy"}
+    zh = r["chinese"]
+    assert zh["teacher_forced_char_accuracy"] == pytest.approx(0.5)
+    assert zh["teacher_forced_char_accuracy_first"] == pytest.approx(0.2)
+    assert set(r["plots"]) == {"loss", "lr", "tokens_per_second", "memory", "teacher_forced_accuracy"}
     for rel in r["plots"].values():
         assert (tmp_path / rel).stat().st_size > 1000
     md = (tmp_path / "report.md").read_text()
@@ -318,7 +267,8 @@ def test_report_from_metrics(tmp_path):
     from thinktune.spec import FineTuneJobStatus
 
     st = FineTuneJobStatus.model_validate(r["status"])
-    assert st.restarts.oom == 1 and st.metrics["charAccuracy"] == pytest.approx(0.5)
+    assert st.restarts.oom == 1 and st.metrics["teacherForcedCharAccuracy"] == pytest.approx(0.5)
+    assert "charAccuracy" not in st.metrics  # that name is evaluation's (generated text)
     assert json.loads((tmp_path / "report.json").read_text())["outcome"] == "Succeeded"
     assert convergence([], [])["verdict"] == "unknown"
     bad = convergence([{"step": 1, "loss": 1.0}, {"step": 2, "loss": 2.0}, {"step": 3, "loss": 3.0}], [])
@@ -326,44 +276,64 @@ def test_report_from_metrics(tmp_path):
 
 
 def test_console_view_renders_events_and_hides_noise():
-    import io
-
-    from thinktune.train.callbacks import CONSOLE_PREFIX
-    from thinktune.train.console import ConsoleView
-
     buf = io.StringIO()
     v = ConsoleView(buf, live=False)
     v.feed("[INFO|trainer.py:1] noisy library log line\n")
+    v.feed(encode_event("begin", {"step": 0, "total_steps": 10, "world_size": 2}) + "\n")
+    train = {
+        "step": 5,
+        "total_steps": 10,
+        "loss": 1.5,
+        "learning_rate": 1e-4,
+        "tokens_per_second": 1234.5,
+        "eta_seconds": 65,
+    }
+    # tqdm's \r-updated bar has no newline: the event follows it on the same line
+    v.feed(" 50%|█████     | 5/10 [00:01<00:01,  2.81it/s]" + encode_event("train", train) + "\n")
+    quality = {"teacher_forced_char_accuracy": 0.5, "teacher_forced_term_accuracy": None}
+    v.feed(encode_event("eval", {"step": 5, "eval_loss": 1.4, **quality}) + "\n")
     v.feed(
-        CONSOLE_PREFIX + json.dumps({"type": "begin", "step": 0, "total_steps": 10, "world_size": 2}) + "\n"
+        encode_event("warning", {"kind": "loss_spike", "step": 5, "message": "loss spike at step 5"}) + "\n"
     )
-    v.feed(
-        " 50%|█████     | 5/10 [00:01<00:01,  2.81it/s]"
-        + CONSOLE_PREFIX
-        + json.dumps(
-            {
-                "type": "train",
-                "step": 5,
-                "total_steps": 10,
-                "loss": 1.5,
-                "learning_rate": 1e-4,
-                "tokens_per_second": 1234.5,
-                "eta_seconds": 65,
-            }
-        )
-        + "\n"
-    )
-    v.feed(
-        CONSOLE_PREFIX
-        + json.dumps(
-            {"type": "eval", "step": 5, "eval_loss": 1.4, "char_accuracy": 0.5, "term_accuracy": None}
-        )
-        + "\n"
-    )
-    v.feed(CONSOLE_PREFIX + json.dumps({"type": "warning", "message": "loss spike at step 5"}) + "\n")
     v.feed("Traceback (most recent call last):\n")
     out = buf.getvalue()
     assert "noisy library" not in out
     assert "step 5/10 (50%)" in out and "1,234 tok/s" in out and "ETA 1m05s" in out
     assert "val loss 1.4000" in out and "char acc 0.500" in out and "term acc n/a" in out
     assert "loss spike at step 5" in out and "Traceback" in out and "2 process(es)" in out
+
+
+def test_eval_quality_of_a_real_model_reaches_the_report(tmp_path):
+    """The callback scores a (tiny, random) Qwen3 on a validation batch; build_report reads what it wrote."""
+    torch = pytest.importorskip("torch")
+    from thinktune.tiny_model import make_tiny_model
+    from thinktune.train.report import build_report
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = make_tiny_model(tmp_path / "model")
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids, labels = _labels(tokenizer, "问：什么是对称加密？答：", "对称加密使用同一个密钥，例如 SM4。")
+    batch = {"input_ids": torch.tensor([ids, ids]), "labels": torch.tensor([labels, labels])}
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    out = tmp_path / "out"
+    cb = ThinktuneCallback(output_dir=out, metrics_port=None, progress=False, max_eval_samples=1)
+    args = SimpleNamespace(per_device_train_batch_size=1, gradient_accumulation_steps=1, output_dir=str(out))
+    cb.on_train_begin(args, _state(0), None)
+    cb.on_evaluate(
+        args,
+        _state(2),
+        None,
+        metrics={"eval_loss": 11.9},
+        model=model,
+        eval_dataloader=[batch],
+        processing_class=tokenizer,
+    )
+    (ev,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert "quality_error" not in ev and ev["eval_samples_scored"] == 1
+    assert ev["cjk_chars"] == sum(map(is_ideograph, "对称加密使用同一个密钥例如"))
+    assert ev["term_occurrences"] >= 3  # 对称加密, 密钥, SM4 from the shipped glossary
+    assert 0 <= ev["teacher_forced_char_accuracy"] <= 1 and 0 <= ev["teacher_forced_term_accuracy"] <= 1
+    r = build_report(out, write=False)
+    assert r["chinese"]["teacher_forced_char_accuracy"] == ev["teacher_forced_char_accuracy"]
+    assert r["chinese"]["cjk_chars"] == ev["cjk_chars"]

@@ -12,10 +12,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from thinktune.cjk import IDEOGRAPH_CLASS
 from thinktune.data.glossary import Glossary, load_glossary
 
 # Ideographs + CJK punctuation + full-width forms: what counts as a "CJK character" for punctuation rules.
-_CJK_IDEO = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK_IDEO = IDEOGRAPH_CLASS
 _CJK = _CJK_IDEO + "\u3000-\u303f\uff00-\uffef\u2018-\u201d\u2026"
 _HAS_CJK = re.compile(f"[{_CJK_IDEO}]")
 

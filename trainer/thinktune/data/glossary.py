@@ -84,3 +84,20 @@ def _load(extra: str | None) -> Glossary:
 def load_glossary(extra: str | Path | None = None) -> Glossary:
     """The shipped glossary, merged with ``extra`` (spec.chinese.glossary) when given. Cached per path."""
     return _load(str(extra) if extra else None)
+
+
+def term_aliases(extra: str | Path | None = None) -> dict[str, list[str]]:
+    """Canonical term -> its other spellings (lower-cased): what evaluation's ``TermMatcher`` matches, so a
+    reference saying ``SMS4`` and a prediction saying ``SM4`` count as the same term."""
+    g = load_glossary(extra)
+    out: dict[str, list[str]] = {t: [] for t in g.terms}
+    for form, canonical in g.lookup.items():
+        if form != canonical.lower():
+            out[canonical].append(form)
+    return out
+
+
+def surface_forms_longest_first(extra: str | Path | None = None) -> list[str]:
+    """Every spelling (terms and aliases), longest first: the teacher-forced term accuracy of training matches
+    them in this order so a term inside a longer one (``加密`` in ``对称加密``) is not counted twice."""
+    return sorted(load_glossary(extra).surface_forms, key=lambda s: (-len(s), s))

@@ -291,7 +291,7 @@ def load_rtn_model(path: str | Path, *, dtype: str | None = None, device: str = 
 
 def calibration_texts(samples: Sequence[Any], n: int) -> list[str]:
     """Chat-rendered training samples (LLaMA Factory qwen3 rendering: prompt + response) as calibration text."""
-    from thinktune.evaluate.metrics import render_prompt_lf
+    from thinktune.evaluate.inference import render_prompt_lf
 
     texts = [render_prompt_lf(s.messages) + s.reference + "<|im_end|>\n" for s in samples]
     if not texts:

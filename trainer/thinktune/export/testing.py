@@ -103,7 +103,8 @@ def make_tiny_adapter(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from thinktune.evaluate.metrics import load_samples, render_prompt_lf
+    from thinktune.evaluate.inference import render_prompt_lf
+    from thinktune.evaluate.metrics import load_samples
 
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(str(base_dir))

@@ -39,12 +39,13 @@ def _release(model) -> None:
 
 def measure(model, tokenizer, samples, matcher, *, max_new_tokens: int, max_length: int) -> dict[str, Any]:
     """Response scores + generations + term accuracy of one model."""
+    from thinktune.evaluate import inference
     from thinktune.evaluate import metrics as M
 
     device = next(model.parameters()).device
-    scores = M.score_responses(model, tokenizer, samples, max_length=max_length)
+    scores = inference.score_responses(model, tokenizer, samples, max_length=max_length)
     gens = (
-        M.generate(
+        inference.generate(
             model,
             tokenizer,
             samples,
@@ -63,7 +64,7 @@ def measure(model, tokenizer, samples, matcher, *, max_new_tokens: int, max_leng
     return {
         "scores": scores,
         "texts": texts,
-        "perplexity": M.perplexity(scores),
+        "perplexity": inference.perplexity(scores),
         "termAccuracy": n_hit / n_ref if n_ref else None,
         "compliance": (sum(1 for t in texts if M.thinking_compliant(t)) / len(texts)) if texts else None,
     }
@@ -71,6 +72,7 @@ def measure(model, tokenizer, samples, matcher, *, max_new_tokens: int, max_leng
 
 def compare(ref: dict[str, Any], var: dict[str, Any], spec: VerifySpec) -> dict[str, Any]:
     """Numbers + warnings of a variant against the merged model's measurement."""
+    from thinktune.evaluate import inference
     from thinktune.evaluate import metrics as M
 
     p0, p1 = ref["perplexity"]["full"], var["perplexity"]["full"]
@@ -85,7 +87,7 @@ def compare(ref: dict[str, Any], var: dict[str, Any], spec: VerifySpec) -> dict[
     )
     t0, t1 = ref["termAccuracy"], var["termAccuracy"]
     drop = (t0 - t1) if t0 is not None and t1 is not None else None
-    top1 = M.top1_agreement(ref["scores"], var["scores"])
+    top1 = inference.top1_agreement(ref["scores"], var["scores"])
     warnings = []
     if inc is not None and inc > spec.max_perplexity_increase:
         warnings.append(
@@ -133,12 +135,13 @@ def verify_variants(
     (default: :func:`thinktune.export.quantize.load_quantized`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from thinktune.data.glossary import term_aliases
     from thinktune.evaluate import metrics as M
     from thinktune.evaluate.run import pick_device
     from thinktune.export.quantize import load_quantized
 
     samples = list(samples)[: spec.samples]
-    matcher = M.TermMatcher(terms if terms is not None else M.load_glossary())
+    matcher = M.TermMatcher(terms if terms is not None else term_aliases())
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     device = pick_device()
     log = log or (lambda _m: None)

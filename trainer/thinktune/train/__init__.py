@@ -6,7 +6,10 @@ Modules (none imports torch at module top level, so ``import thinktune.train.pla
 - ``launcher``  runs ``python -m thinktune.train.worker resolved.json`` (under torchrun for several processes)
 - ``worker``    the subprocess entry: ``llamafactory.train.tuner.run_exp(args, callbacks=[...])``
 - ``oom``       CUDA OOM recovery (halve micro-batch, double accumulation, gradient checkpointing on, resume)
-- ``callbacks`` the monitoring TrainerCallback (Prometheus, metrics.jsonl, status.json, rich console)
+- ``callbacks`` the monitoring TrainerCallback (glue: metrics.jsonl, Prometheus, console events), built from
+  ``scoring`` (teacher-forced Chinese char / term accuracy), ``anomalies`` (loss spike, NaN, divergence,
+  plateau, memory growth), ``exporter`` (the contract's Prometheus gauges) and ``console`` (event protocol
+  and the launcher's view)
 - ``failures``  GPU-failure vs application-error classification, exit codes and termination message
 - ``report``    report.json + report.md + PNG plots
 - ``job``       ``train_job(resource, base_dir=..., dataset_dir=..., progress=...) -> dict``

@@ -1,11 +1,13 @@
-"""The local console view of a training run, in the launcher (the process that owns the terminal).
+"""The console event protocol of a training run and its local view, in the launcher (the process that owns
+the terminal).
 
-The worker's rank 0 prints ``@@thinktune {json}`` events (begin/train/eval/warning/end; see
-``thinktune.train.callbacks``). ``ConsoleView.feed(line)`` renders them: on a terminal a rich progress bar
-(step/total, loss, lr, tokens/s, ETA) with validation and warning lines printed above it; elsewhere (CI, pod
-logs, pipes) one plain line per event. Every other line of the worker (LLaMA Factory / transformers logs,
-tqdm bars) goes only to ``output_dir/logs/attempt-N.log``, except tracebacks and error lines, which are shown.
-``verbose=True`` echoes everything.
+The worker's rank 0 (``thinktune.train.callbacks``) prints one line per event, ``@@thinktune {json}``, made by
+:func:`encode_event`; the launcher reads them back with :func:`decode_event`. :data:`CONSOLE_EVENTS` is the
+shape of each event (its type and fields), for both sides. ``ConsoleView.feed(line)`` renders them: on a
+terminal a rich progress bar (step/total, loss, lr, tokens/s, ETA) with validation and warning lines printed
+above it; elsewhere (CI, pod logs, pipes) one plain line per event. Every other line of the worker (LLaMA
+Factory / transformers logs, tqdm bars) goes only to ``output_dir/logs/attempt-N.log``, except tracebacks and
+error lines, which are shown. ``verbose=True`` echoes everything.
 """
 
 from __future__ import annotations
@@ -15,9 +17,37 @@ import math
 import sys
 from typing import Any, TextIO
 
-from thinktune.train.callbacks import CONSOLE_PREFIX
+CONSOLE_PREFIX = "@@thinktune "
+# event type -> the fields it carries (besides "type"); the emitter sends exactly these, missing ones as null
+CONSOLE_EVENTS: dict[str, tuple[str, ...]] = {
+    "begin": ("step", "total_steps", "attempt", "world_size"),
+    "train": ("step", "total_steps", "loss", "learning_rate", "tokens_per_second", "eta_seconds"),
+    "eval": ("step", "eval_loss", "teacher_forced_char_accuracy", "teacher_forced_term_accuracy"),
+    "warning": ("kind", "step", "message"),
+    "end": ("step",),
+}
 
 _SHOW = ("Traceback", "Error", "error:", "[thinktune]", "CUDA out of memory", "Killed", "ChildFailedError")
+
+
+def encode_event(kind: str, record: dict[str, Any]) -> str:
+    """One console line for event ``kind``, the fields of CONSOLE_EVENTS[kind] taken from ``record``."""
+    fields = CONSOLE_EVENTS[kind]  # an unknown kind is a programming error
+    event = {"type": kind, **{f: record.get(f) for f in fields}}
+    return CONSOLE_PREFIX + json.dumps(event, ensure_ascii=False, default=str)
+
+
+def decode_event(line: str) -> dict[str, Any] | None:
+    """The event on ``line``, or None when the line carries none. tqdm's \r-updated bar (no newline) may
+    precede the prefix on the same line."""
+    i = line.find(CONSOLE_PREFIX)
+    if i < 0:
+        return None
+    try:
+        ev = json.loads(line[i + len(CONSOLE_PREFIX) :])
+    except json.JSONDecodeError:
+        return None
+    return ev if isinstance(ev, dict) and ev.get("type") in CONSOLE_EVENTS else None
 
 
 def _num(v: Any, fmt: str) -> str:
@@ -45,8 +75,8 @@ def describe(ev: dict[str, Any]) -> str | None:
     if t == "eval":
         return (
             f"[bold magenta]eval @ step {ev['step']}[/]  val loss {_num(ev.get('eval_loss'), '.4f')}  "
-            f"Chinese char acc {_num(ev.get('char_accuracy'), '.3f')}  term acc "
-            f"{_num(ev.get('term_accuracy'), '.3f')}"
+            f"Chinese char acc {_num(ev.get('teacher_forced_char_accuracy'), '.3f')}  term acc "
+            f"{_num(ev.get('teacher_forced_term_accuracy'), '.3f')} (teacher-forced)"
         )
     if t == "warning":
         return f"[yellow]warning[/] {ev.get('message')}"
@@ -94,13 +124,10 @@ class ConsoleView:
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\n")
-        i = line.find(CONSOLE_PREFIX)  # tqdm's \r-updated bar (no newline) may precede the event on the line
-        if i >= 0:
-            try:
-                ev = json.loads(line[i + len(CONSOLE_PREFIX) :])
-            except json.JSONDecodeError:
-                return
-            self.event(ev)
+        if CONSOLE_PREFIX in line:
+            ev = decode_event(line)
+            if ev is not None:
+                self.event(ev)
         elif self.verbose or any(s in line for s in _SHOW):
             self._print(line.replace("[", "\\["))
 

@@ -4,7 +4,10 @@ Built from ``metrics.jsonl`` (written by the monitoring callback; it spans every
 de-duplicated by step keeping the latest: a resumed attempt overwrites the steps it repeated), the plan and
 the launcher's attempts/OOM retries. Plots: ``loss.png`` (train + validation loss), ``lr.png``,
 ``tokens_per_second.png``, ``memory.png`` (per rank: GPU allocated/peak, or process RSS on CPU),
-``term_accuracy.png`` (term and Chinese character accuracy on validation).
+``teacher_forced_accuracy.png`` (term and Chinese character accuracy on validation).
+
+The accuracies here are the teacher-forced ones of ``thinktune.train.scoring`` (``teacher_forced_char_accuracy``,
+``teacher_forced_term_accuracy``), not evaluation's ``char_accuracy`` / ``term_accuracy`` of generated text.
 """
 
 from __future__ import annotations
@@ -171,17 +174,17 @@ def make_plots(output_dir: Path, train: list[dict[str, Any]], evals: list[dict[s
     if made:
         plots["memory"] = f"plots/{made}"
     made = _plot(
-        d / "term_accuracy.png",
+        d / "teacher_forced_accuracy.png",
         "Validation accuracy (teacher-forced)",
         [
-            ("term accuracy (exact term)", *xy(evals, "term_accuracy")),
+            ("term accuracy (exact term)", *xy(evals, "teacher_forced_term_accuracy")),
             ("term token accuracy", *xy(evals, "term_token_accuracy")),
-            ("Chinese character accuracy", *xy(evals, "char_accuracy")),
+            ("Chinese character accuracy", *xy(evals, "teacher_forced_char_accuracy")),
         ],
         "accuracy",
     )
     if made:
-        plots["term_accuracy"] = f"plots/{made}"
+        plots["teacher_forced_accuracy"] = f"plots/{made}"
     return plots
 
 
@@ -210,8 +213,8 @@ def build_report(
     zh = {
         k: final_eval.get(k)
         for k in (
-            "char_accuracy",
-            "term_accuracy",
+            "teacher_forced_char_accuracy",
+            "teacher_forced_term_accuracy",
             "term_token_accuracy",
             "token_accuracy",
             "cjk_chars",
@@ -221,8 +224,8 @@ def build_report(
     zh["terms"] = final_eval.get("terms", {})
     if len(evals) > 1:
         first = evals[0]
-        zh["char_accuracy_first"] = first.get("char_accuracy")
-        zh["term_accuracy_first"] = first.get("term_accuracy")
+        zh["teacher_forced_char_accuracy_first"] = first.get("teacher_forced_char_accuracy")
+        zh["teacher_forced_term_accuracy_first"] = first.get("teacher_forced_term_accuracy")
         zh["term_token_accuracy_first"] = first.get("term_token_accuracy")
     plots = make_plots(out, train, evals) if write else {}
     tps = [r["tokens_per_second"] for r in train if _finite(r.get("tokens_per_second"))]
@@ -237,8 +240,8 @@ def build_report(
         ("trainLoss", conv.get("last_loss")),
         ("evalLoss", conv.get("final_eval_loss")),
         ("bestEvalLoss", conv.get("best_eval_loss")),
-        ("charAccuracy", zh.get("char_accuracy")),
-        ("termAccuracy", zh.get("term_accuracy")),
+        ("teacherForcedCharAccuracy", zh.get("teacher_forced_char_accuracy")),
+        ("teacherForcedTermAccuracy", zh.get("teacher_forced_term_accuracy")),
         ("termTokenAccuracy", zh.get("term_token_accuracy")),
         ("tokenAccuracy", zh.get("token_accuracy")),
         ("tokensPerSecond", round(sum(tps) / len(tps), 2) if tps else None),
@@ -354,9 +357,10 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "| metric | first eval | final eval |",
         "|---|---|---|",
-        f"| Chinese character accuracy | {_fmt(zh.get('char_accuracy_first'))} | {_fmt(zh.get('char_accuracy'))} |",
-        f"| glossary term accuracy (whole term right) | {_fmt(zh.get('term_accuracy_first'))} | "
-        f"{_fmt(zh.get('term_accuracy'))} |",
+        f"| Chinese character accuracy | {_fmt(zh.get('teacher_forced_char_accuracy_first'))} | "
+        f"{_fmt(zh.get('teacher_forced_char_accuracy'))} |",
+        f"| glossary term accuracy (whole term right) | {_fmt(zh.get('teacher_forced_term_accuracy_first'))} | "
+        f"{_fmt(zh.get('teacher_forced_term_accuracy'))} |",
         f"| glossary term token accuracy | {_fmt(zh.get('term_token_accuracy_first'))} | "
         f"{_fmt(zh.get('term_token_accuracy'))} |",
         f"| next-token accuracy | | {_fmt(zh.get('token_accuracy'))} |",
@@ -370,8 +374,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += ["| term | occurrences | accuracy |", "|---|---|---|"]
         lines += [f"| {t} | {v['occurrences']} | {v['accuracy']:.2f} |" for t, v in list(terms.items())[:15]]
         lines.append("")
-    if "term_accuracy" in r["plots"]:
-        lines += [f"![term accuracy]({r['plots']['term_accuracy']})", ""]
+    if "teacher_forced_accuracy" in r["plots"]:
+        lines += [f"![teacher-forced accuracy]({r['plots']['teacher_forced_accuracy']})", ""]
     lines += ["## Plan", ""]
     for k in (
         "strategy",
