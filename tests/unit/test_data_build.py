@@ -204,7 +204,6 @@ def test_malformed_corpus_everything_traced(tmp_path, tok):
         "misplaced-close.md": (8, "misplaced"),
         "crossing-heading.md": (11, "across the heading"),
         "nested-unclosed.md": (5, "never closed"),
-        "broken-fence.md": (5, "code fence"),
         "empty-answer.md": (3, "no answer"),
         "empty-thinking.md": (5, "empty <thinking>"),
         "faq-missing-answers.md": (5, "no nested answer"),
@@ -230,6 +229,15 @@ def test_malformed_corpus_everything_traced(tmp_path, tok):
     assert not any(r["source_file"] == "over-long.md" for r in data)
     # the valid parts of partly-bad files survive; errors listed in the report with file:line:col
     assert any(r["source_file"] == "empty-answer.md" for r in data)
+    # an unclosed fence is closed before the next heading with a warning; the rest of the document is kept
+    assert "broken-fence.md" not in by_file
+    assert any(
+        w.startswith("broken-fence.md:5:1: code fence ``` opened here is never closed")
+        for w in rep["warnings"]
+    )
+    assert any(
+        r["source_file"] == "broken-fence.md" and "后面的章节" in r["messages"][1]["content"] for r in data
+    )
     assert any(e.startswith("unclosed-thinking.md:5:1: ") for e in rep["errors"])
     assert "unclosed-thinking.md" in rep["documents_with_errors"]
     assert rep["counts"]["rejects"] == len(rej)

@@ -182,6 +182,8 @@ def build_dataset(
         generate=spec.thinking.generate,
         min_quality=spec.thinking.min_quality,
         system_prompt=spec.system_prompt,
+        # ~1 token per Chinese character at most: half the cutoff leaves room for question and thinking
+        max_answer_chars=max(256, spec.validation.cutoff_len // 2),
     )
     workers = spec.workers or os.cpu_count() or 1
     results = process_documents(docs, input_dir, opts, workers, progress)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thinktune.data.chinese import NormalizeOptions, Normalizer, term_recognizer
+from thinktune.data.chunk import chunk_pairs
 from thinktune.data.markdown_parse import (
     block_tokens,
     code_line_ranges,
@@ -21,7 +22,7 @@ from thinktune.data.markdown_parse import (
     parse_markdown,
     unclosed_fences,
 )
-from thinktune.data.qa import Pair, detect_pairs
+from thinktune.data.qa import Pair, context_path, detect_pairs
 from thinktune.data.samples import Reject, Sample
 from thinktune.data.thinking import (
     ThinkingNode,
@@ -33,6 +34,8 @@ from thinktune.data.thinking import (
     template_reasoning,
 )
 
+QA_STYLES = ("marker", "faq_list", "question_heading", "bold_question")
+
 
 @dataclass(frozen=True)
 class DocOptions:
@@ -43,6 +46,7 @@ class DocOptions:
     generate: str = "template"
     min_quality: float = 0.5
     system_prompt: str | None = None
+    max_answer_chars: int = 2048  # longer sections are split into chunks (build: cutoffLen / 2)
 
 
 @dataclass
@@ -75,13 +79,13 @@ def _norm_part(normalizer: Normalizer, text: str) -> str:
 
 
 def _system(opts: DocOptions, doc_title: str, pair: Pair) -> str:
+    """The configured system prompt, or a generic one naming the topic around the sample (document title and
+    enclosing topic headings; never the question itself, which is the user turn)."""
     if opts.system_prompt:
         return opts.system_prompt
-    path = " › ".join(pair.section.path) or doc_title
-    if path and doc_title and not path.startswith(doc_title):
-        path = f"{doc_title} › {path}"
     base = "你是一名精通密码学的助手，请先思考再作答。"
-    path = path.rstrip("。？！?!.：:")
+    own = pair.style not in ("section", "question_heading")  # else the heading is the question itself
+    path = " › ".join(h.rstrip("。？！?!.：:") for h in context_path(pair.section, doc_title, own))
     return f"{base}当前主题：{path}。" if path else base
 
 
@@ -90,7 +94,7 @@ def _sample_type(pair: Pair, has_source_thinking: bool, answer: str) -> str:
         return "thinking"
     if pair.style == "code" or "```" in answer or "~~~" in answer:
         return "code"
-    if pair.style in ("marker", "faq_list", "question_heading"):
+    if pair.style in QA_STYLES:
         return "qa"
     return "section"
 
@@ -109,31 +113,30 @@ def _terms(rec, text: str) -> tuple[str, ...]:
 def attach_thinking(
     pairs: list[Pair], roots: list[ThinkingNode]
 ) -> tuple[dict[int, list[ThinkingNode]], list[ThinkingNode]]:
-    """Map each thinking tree to the pair it belongs to (by position inside its section)."""
+    """Map each thinking tree to the pair it belongs to: among the pairs whose region (section, plus answer
+    sub-sections of a question heading) holds it, the question asked last before it; else the section text
+    (the chunk it sits in); else the next question; else the code block before it."""
     attached: dict[int, list[ThinkingNode]] = {}
     orphans: list[ThinkingNode] = []
-    qa_styles = ("marker", "faq_list", "question_heading")
     for r in roots:
         L = r.line
-        in_sec = [
-            (i, p)
-            for i, p in enumerate(pairs)
-            if p.section.line <= L <= max(p.section.end_line, p.section.line)
-        ]
+        in_reg = [(i, p) for i, p in enumerate(pairs) if p.region[0] <= L <= p.region[1]]
+        qa = [(i, p) for i, p in in_reg if p.style in QA_STYLES and p.start <= L]
+        sec = [(i, p) for i, p in in_reg if p.style == "section"]
+        sec_before = [(i, p) for i, p in sec if p.start <= L]
+        later_qa = [(i, p) for i, p in in_reg if p.style in QA_STYLES]
+        code = [(i, p) for i, p in in_reg if p.style == "code" and p.start <= L]
         choice = None
-        qa = [(i, p) for i, p in in_sec if p.style in qa_styles and p.start <= L]
         if qa:
             choice = max(qa, key=lambda ip: (ip[1].start, ip[0]))[0]
-        else:
-            sec = [i for i, p in in_sec if p.style == "section"]
-            code = [(i, p) for i, p in in_sec if p.style == "code" and p.start <= L]
-            later_qa = [(i, p) for i, p in in_sec if p.style in qa_styles]
-            if sec:
-                choice = sec[0]
-            elif later_qa:
-                choice = min(later_qa, key=lambda ip: ip[1].start)[0]
-            elif code:
-                choice = max(code, key=lambda ip: ip[1].start)[0]
+        elif sec_before:
+            choice = max(sec_before, key=lambda ip: (ip[1].start, ip[0]))[0]
+        elif sec:
+            choice = sec[0][0]
+        elif later_qa:
+            choice = min(later_qa, key=lambda ip: ip[1].start)[0]
+        elif code:
+            choice = max(code, key=lambda ip: ip[1].start)[0]
         if choice is None:
             orphans.append(r)
         else:
@@ -141,27 +144,68 @@ def attach_thinking(
     return attached, orphans
 
 
+_FRONT_MATTER = re.compile(r"\A(---|\+\+\+)[ \t]*\n(?:.*\n)*?\1[ \t]*(?:\n|\Z)")
+_ATX_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]|$)")
+
+
+def blank_front_matter(text: str) -> tuple[str, str]:
+    """YAML/TOML front matter (``---`` … ``---`` at the top) blanked to empty lines (line numbers kept), and
+    its ``title:`` value ('' when none). Left in, markdown would read it as a setext heading."""
+    m = _FRONT_MATTER.match(text)
+    if not m:
+        return text, ""
+    block = m.group(0)
+    title = next(
+        (
+            ln.split(":", 1)[1].strip().strip("\"'")
+            for ln in block.split("\n")
+            if re.match(r"^title\s*[:=]", ln, re.I) and ":" in ln
+        ),
+        "",
+    )
+    return "\n" * block.count("\n") + text[m.end() :], title
+
+
+def close_unclosed_fences(text: str, tokens) -> tuple[str, list[tuple[int, str, int]]]:
+    """Close every code fence that is never closed before the next heading: the last blank line before that
+    heading becomes the closing fence (a line is inserted when there is none, or appended at the end of the
+    document). Returns the text and (opening line, markup, closing line) per repair."""
+    lines = text.split("\n")
+    fixes: list[tuple[int, str, int]] = []
+    for open_line, markup in unclosed_fences(tokens, lines):
+        heading = next((i for i in range(open_line, len(lines)) if _ATX_HEADING.match(lines[i])), None)
+        fence = markup[0] * max(3, len(markup))
+        if heading is None:
+            lines.append(fence)
+            fixes.append((open_line, markup, len(lines)))
+            continue
+        blank = next((i for i in range(heading - 1, open_line - 1, -1) if not lines[i].strip()), None)
+        if blank is not None and blank > open_line - 1:
+            lines[blank] = fence
+            fixes.append((open_line, markup, blank + 1))
+        else:
+            lines.insert(heading, fence)
+            fixes.append((open_line, markup, heading + 1))
+        break  # one repair at a time: later fences are re-detected on the repaired text
+    return "\n".join(lines), fixes
+
+
 def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
     res = DocResult(file=rel, n_bytes=len(text.encode("utf-8")))
     text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
+    text, fm_title = blank_front_matter(text)
     tokens = block_tokens(text)
-    for line, markup in unclosed_fences(tokens, lines):
-        # everything after an unclosed fence would silently become code
-        res.errors.append(
-            f"{rel}:{line}:1: code fence {markup} opened here is never closed; add a line "
-            f"'{markup}' after the last line of the code (before the next text or heading)"
-        )
-        res.rejects.append(
-            Reject(
-                rel,
-                line,
-                f"code fence {markup} opened here is never closed",
-                col=1,
-                fix=f"add a closing '{markup}' line after the code",
-                kind="document",
+    for _ in range(100):  # each pass repairs the first unclosed fence; a document has few
+        text, fixes = close_unclosed_fences(text, tokens)
+        if not fixes:
+            break
+        tokens = block_tokens(text)
+        for line, markup, closed in fixes:
+            # everything after an unclosed fence would silently become code: close it, keep the rest
+            res.warnings.append(
+                f"{rel}:{line}:1: code fence {markup} opened here is never closed; closed it at line {closed} "
+                f"(before the next heading). Add a line '{markup}' after the last line of the code"
             )
-        )
     code = code_line_ranges(tokens)
     roots, terrs = parse_thinking(text, code, heading_lines(tokens))
     for e in terrs:
@@ -186,8 +230,9 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
     parsed = parse_markdown(norm, tokens, inline=normalizer.inline)
     for r in roots:
         r.map_text(lambda s: _norm_part(normalizer, s))
-    doc_title = parsed.title or Path(rel).stem
+    doc_title = parsed.title or fm_title or Path(rel).stem
     pairs, warns = detect_pairs(parsed, doc_title)
+    pairs = chunk_pairs(pairs, opts.max_answer_chars)
     for line, msg in warns:
         res.warnings.append(f"{rel}:{line}: {msg}")
     attached, orphans = attach_thinking(pairs, roots)
@@ -212,8 +257,10 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
                         rel,
                         pair.line,
                         prob,
-                        kind="sample",
-                        fix="write the answer below the question (e.g. a '答：' paragraph)",
+                        kind=pair.kind,
+                        fix="write the answer below the question (e.g. a '答：' paragraph)"
+                        if pair.kind == "sample"
+                        else "nothing to fix: reference lists are not training text",
                         sample={"question": pair.question[:200]},
                     )
                 )

@@ -19,14 +19,32 @@ from dataclasses import dataclass, field
 from thinktune.data.markdown_parse import Component, ParsedMarkdown, Section
 
 _EMPH = r"(?:\*\*|__|\*|_)?"
-Q_MARK = re.compile(rf"^\s*{_EMPH}\s*(?:问|Q|Question)\s*{_EMPH}\s*[:：]\s*{_EMPH}\s*", re.I)
-A_MARK = re.compile(rf"^\s*{_EMPH}\s*(?:答|A|Answer)\s*{_EMPH}\s*[:：]\s*{_EMPH}\s*", re.I)
+# '问：', '问题 1：', 'Q2:', '**问：**' (numbering and emphasis around the marker are part of it)
+Q_MARK = re.compile(rf"^\s*{_EMPH}\s*(?:问题?|Q|Question)\s*\d*\s*{_EMPH}\s*[:：]\s*{_EMPH}\s*", re.I)
+A_MARK = re.compile(rf"^\s*{_EMPH}\s*(?:答|A|Answer)\s*\d*\s*{_EMPH}\s*[:：]\s*{_EMPH}\s*", re.I)
 Q_WORDS = re.compile(
     r"^(?:什么|如何|为什么|为何|怎样|怎么|是否|能否|可否|哪些|哪种|哪个|何时|何谓|有何|是不是|要不要|"
     r"how\b|what\b|why\b|when\b|which\b|should\b|can\b|is\b|does\b|do\b)",
     re.I,
 )
 Q_END = re.compile(r"[？?]\s*$")
+# a paragraph that is nothing but an emphasised question: '**什么是 IV？**'
+BOLD_QUESTION = re.compile(r"^\s*(?:\*\*|__)(?P<q>[^\n*_]+?[？?])\s*(?:\*\*|__)\s*$")
+# sub-headings below a question heading that hold its answer ('### 回答', '#### 参考答案：')
+ANSWER_HEADINGS = frozenset(
+    "回答 答案 解答 答 参考答案 标准答案 答复 解 解析 answer answers solution".split()
+)
+# headings that name a part of a text, not a topic: their sample's question names the enclosing topic
+STRUCTURAL_HEADINGS = frozenset(
+    (
+        "原理 工作原理 基本原理 工具 总结 小结 结论 结语 概述 简介 介绍 背景 背景知识 前言 引言 导言 "
+        "概念 基本概念 定义 整体结构 结构 实现 代码 代码实现 示例 例子 实例 演示 步骤 操作步骤 用法 "
+        "使用 使用方法 方法 注意 注意事项 说明 备注 附录 参考 参考资料 参考文献 延伸阅读 相关链接 链接 "
+        "资源 相关资源 回答 答案 解答 参考答案 解析 分析 思路 解题思路 问题 常见问题 faq 练习 习题 "
+        "优点 缺点 优缺点 局限 局限性 应用 应用场景 安全性 性能 细节 补充 其他 更新日志 todo "
+        "overview introduction summary conclusion background usage example examples tools references"
+    ).split()
+)
 MIN_SECTION_CHARS = 12
 MIN_CODE_EXPLANATION = 20
 _CODE_INTRO = re.compile(r"下面|如下|以下|这段|代码|示例|例如|命令|写法")
@@ -43,12 +61,27 @@ def _introduces_code(text: str) -> bool:
 
 
 def clean_question(text: str) -> str:
-    """Strip list/emphasis decoration around a question: '**什么是 SM3？**' -> '什么是 SM3？'."""
-    t = text.strip()
+    """Strip marker/emphasis decoration around a question: '**什么是 SM3？**' -> '什么是 SM3？',
+    '问题 1：什么是 SM3？' -> '什么是 SM3？'."""
+    t = Q_MARK.sub("", text.strip(), count=1).strip()
     for m in ("**", "__"):
         if t.startswith(m) and t.endswith(m) and len(t) > 2 * len(m):
             t = t[len(m) : -len(m)].strip()
     return t
+
+
+def heading_key(title: str) -> str:
+    """A heading reduced for stop-list lookups: '**参考答案：**' -> '参考答案', '1. 原理' -> '原理'."""
+    t = re.sub(r"^[\s#*_>`\d.、)）(（]+|[\s*_`:：。.]+$", "", title.strip())
+    return t.lower()
+
+
+def is_structural(title: str) -> bool:
+    return heading_key(title) in STRUCTURAL_HEADINGS
+
+
+def is_answer_heading(title: str) -> bool:
+    return heading_key(title) in ANSWER_HEADINGS
 
 
 def is_question(text: str) -> bool:
@@ -81,10 +114,17 @@ class Pair:
     line: int  # line of the question (heading line for question_heading/section)
     section: Section
     problems: list[str] = field(default_factory=list)
+    region_end: int = 0  # last line of the text this pair owns (answer sub-sections included); 0: its section
+    kind: str = "sample"  # reject kind when ``problems`` is set
 
     @property
     def start(self) -> int:
         return self.line
+
+    @property
+    def region(self) -> tuple[int, int]:
+        """Lines (1-based, inclusive) whose <thinking> blocks may belong to this pair."""
+        return self.section.line, max(self.region_end, self.section.end_line, self.section.line)
 
     @property
     def end_line(self) -> int:
@@ -150,99 +190,236 @@ def _faq_pairs(comp: Component, section: Section) -> tuple[list[Pair], bool, lis
     return pairs, True, others
 
 
+def _strip_answer_marker(units: list[Unit]) -> list[Unit]:
+    """'答：…' at the start of an answer is a marker, not answer text."""
+    if units and units[0].kind == "paragraph":
+        m = A_MARK.match(units[0].text)
+        if m:
+            u = units[0]
+            rest = u.text[m.end() :].strip()
+            return ([Unit("paragraph", rest, u.line, u.end_line, comp=u.comp)] if rest else []) + units[1:]
+    return units
+
+
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)|<https?://[^>]*>|https?://\S+")
+
+
+def is_link_list(units: list[Unit]) -> bool:
+    """Text that is (almost) only links: a reference list is no explanation to train on."""
+    text = "\n".join(u.text for u in units if u.kind != "code")
+    if not _LINK.search(text):
+        return False
+    rest = _LINK.sub("", text)
+    rest = re.sub(r"(?m)^\s*(?:[-*+]|\d+[.)])\s*", "", rest)
+    return len(re.sub(r"[\s:：,，;；。.\-—()（）]+", "", rest)) < MIN_SECTION_CHARS
+
+
+def topic_of(section: Section, doc_title: str) -> str:
+    """The nearest heading of the section's path that names a topic (not a structural or answer heading, not a
+    question); the document title when there is none."""
+    for h in reversed(section.path):
+        if not is_structural(h) and not is_question(h):
+            return h
+    return doc_title
+
+
+def context_path(section: Section, doc_title: str, own_heading: bool = True) -> list[str]:
+    """Topic headings around a section, for the system prompt: the document title and the headings that name
+    a topic, the section's own one only with ``own_heading`` (not when it is the sample's question).
+    Never a question heading."""
+    path = [doc_title] if doc_title else []
+    for h in section.path if own_heading else section.path[:-1]:
+        if not is_question(h) and not is_structural(h) and h not in path:
+            path.append(h)
+    return path
+
+
+def _answer_sections(sections: list[Section], i: int) -> list[int]:
+    """Indices of the sub-sections right below the question heading sections[i] that hold its answer."""
+    out: list[int] = []
+    level = sections[i].level
+    for j in range(i + 1, len(sections)):
+        if sections[j].level < level:
+            break
+        if sections[j].level == level:
+            # '### 问题：…' then '### 回答' at the same level: the answer heading right after the question
+            if j == i + 1 and is_answer_heading(sections[j].title):
+                out.append(j)
+                continue
+            break
+        if is_answer_heading(sections[j].title):
+            out.append(j)
+    return out
+
+
+def _section_units(sec: Section, sec_pairs: list[Pair], warnings: list[tuple[int, str]]) -> list[Unit]:
+    """Marker, bold-question and FAQ pairs of a section go to sec_pairs; the units that belong to none of
+    them are returned (the section's own text)."""
+    leftover: list[Unit] = []
+    current: Pair | None = None
+    answering = False
+    for comp in sec.components:
+        if comp.kind == "list" and comp.items:
+            faq, is_faq, others = _faq_pairs(comp, sec)
+            if is_faq:
+                current, answering = None, False
+                sec_pairs.extend(faq)
+                leftover.extend(others)
+                continue
+        for u in _units(comp):
+            qm = Q_MARK.match(u.text) if u.kind == "paragraph" else None
+            am = A_MARK.match(u.text) if u.kind == "paragraph" else None
+            bq = BOLD_QUESTION.match(u.text) if u.kind == "paragraph" and not qm else None
+            if qm:
+                current = Pair("marker", clean_question(u.text[qm.end() :]), [], u.line, sec)
+                sec_pairs.append(current)
+                answering = False
+            elif bq:
+                # a bold question paragraph is answered by the blocks below it, no marker needed
+                current = Pair("bold_question", bq.group("q").strip(), [], u.line, sec)
+                sec_pairs.append(current)
+                answering = True
+            elif am and current is not None and not (answering and current.answer):
+                answering = True
+                rest = u.text[am.end() :].strip()
+                if rest:
+                    current.answer.append(Unit("paragraph", rest, u.line, u.end_line, comp=u.comp))
+            elif am:
+                warnings.append((u.line, "answer marker without a preceding question (kept as section text)"))
+                leftover.append(u)
+            elif current is not None and answering:
+                current.answer.append(u)
+            elif current is not None:  # question continues over several blocks before 答：
+                current.question = (current.question + "\n\n" + u.markdown()).strip()
+            else:
+                leftover.append(u)
+    for p in sec_pairs:
+        if p.style in ("marker", "bold_question") and not p.answer:
+            p.problems.append("question has no answer (missing or empty '答：'/'A:')")
+        if not p.question.strip():
+            p.problems.append("empty question")
+    return leftover
+
+
 def detect_pairs(parsed: ParsedMarkdown, doc_title: str) -> tuple[list[Pair], list[tuple[int, str]]]:
     """All pairs of a document, plus warnings (line, message) such as an answer marker with no question."""
     pairs: list[Pair] = []
     warnings: list[tuple[int, str]] = []
-    for sec in parsed.sections:
+    sections = parsed.sections
+    consumed: set[int] = set()
+    for si, sec in enumerate(sections):
+        if si in consumed:
+            continue
         sec_pairs: list[Pair] = []
-        leftover: list[Unit] = []
-        current: Pair | None = None
-        answering = False
-        for comp in sec.components:
-            if comp.kind == "list" and comp.items:
-                faq, is_faq, others = _faq_pairs(comp, sec)
-                if is_faq:
-                    current, answering = None, False
-                    sec_pairs.extend(faq)
-                    leftover.extend(others)
-                    continue
-            for u in _units(comp):
-                qm = Q_MARK.match(u.text) if u.kind == "paragraph" else None
-                am = A_MARK.match(u.text) if u.kind == "paragraph" else None
-                if qm:
-                    current = Pair("marker", u.text[qm.end() :].strip(), [], u.line, sec)
-                    sec_pairs.append(current)
-                    answering = False
-                elif am and current is not None and not answering:
-                    answering = True
-                    rest = u.text[am.end() :].strip()
-                    if rest:
-                        current.answer.append(Unit("paragraph", rest, u.line, u.end_line, comp=u.comp))
-                elif am:
-                    warnings.append(
-                        (u.line, "answer marker without a preceding question (kept as section text)")
-                    )
-                    leftover.append(u)
-                elif current is not None and answering:
-                    current.answer.append(u)
-                elif current is not None:  # question continues over several blocks before 答：
-                    current.question = (current.question + "\n\n" + u.markdown()).strip()
-                else:
-                    leftover.append(u)
-        for p in sec_pairs:
-            if p.style == "marker" and not p.answer:
-                p.problems.append("question has no answer (missing or empty '答：'/'A:')")
-            if not p.question.strip():
-                p.problems.append("empty question")
+        leftover = _section_units(sec, sec_pairs, warnings)
         pairs.extend(sec_pairs)
-        text_units = [u for u in leftover if u.kind != "code"]
         title = sec.title or doc_title
         if sec.level > 0 and is_question(sec.title):
-            q = Pair("question_heading", clean_question(sec.title), leftover, sec.line, sec)
-            if not any(u.text.strip() for u in leftover):
+            # '### 问题：…' answered by its own text and/or by '### 回答' / '#### 答案' sub-sections
+            region_end = sec.end_line
+            answer = list(leftover)
+            for j in _answer_sections(sections, si):
+                consumed.add(j)
+                sub_pairs: list[Pair] = []
+                answer.extend(_section_units(sections[j], sub_pairs, warnings))
+                pairs.extend(sub_pairs)
+                region_end = max(region_end, sections[j].end_line)
+            q = Pair(
+                "question_heading",
+                clean_question(sec.title),
+                _strip_answer_marker(answer),
+                sec.line,
+                sec,
+                region_end=region_end,
+            )
+            if not any(u.text.strip() for u in q.answer):
                 if not sec_pairs:
                     q.problems.append("question heading has no answer text below it")
                     pairs.append(q)
             else:
                 pairs.append(q)
-        elif sum(len(u.text.strip()) for u in text_units) >= MIN_SECTION_CHARS:
-            context = " › ".join(sec.path) if sec.path else doc_title
-            pairs.append(
-                Pair("section", section_instruction(title, context, doc_title), leftover, sec.line, sec)
-            )
-        # explain-this-code: code blocks with an adjacent explanatory paragraph
-        for i, u in enumerate(leftover):
-            if u.kind != "code" or not u.text.strip():
-                continue
-            expl: list[Unit] = []
-            prev = leftover[i - 1] if i > 0 else None
-            if (
-                prev is not None
-                and prev.kind in ("paragraph", "list", "blockquote")
-                and _introduces_code(prev.text)
-            ):
-                expl.append(prev)
-            nxt = leftover[i + 1] if i + 1 < len(leftover) else None
-            if nxt is not None and nxt.kind in ("paragraph", "list", "blockquote"):
-                after = leftover[i + 2] if i + 2 < len(leftover) else None
-                intro_of_next = _ends_with_colon(nxt.text) and after is not None and after.kind == "code"
-                if not intro_of_next:
-                    expl.append(nxt)
-            if sum(len(e.text.strip().rstrip("：:")) for e in expl) >= MIN_CODE_EXPLANATION:
-                lang = u.lang.split()[0] if u.lang else ""
-                q = code_instruction(lang, title) + "\n\n" + u.markdown()
-                pairs.append(Pair("code", q, expl, u.line, sec))
+            leftover = answer
+        elif sum(len(u.text.strip()) for u in leftover if u.kind != "code") >= MIN_SECTION_CHARS:
+            if is_link_list(leftover):
+                pairs.append(
+                    Pair(
+                        "section",
+                        title,
+                        leftover,
+                        sec.line,
+                        sec,
+                        problems=["section is a list of links, not explanatory text (no sample made)"],
+                        kind="skipped",
+                    )
+                )
+            else:
+                pairs.append(Pair("section", section_question(sec, doc_title), leftover, sec.line, sec))
+        pairs.extend(_code_pairs(leftover, sec, topic_of(sec, doc_title)))
     pairs.sort(key=lambda p: (p.line, p.style))
     return pairs, warnings
 
 
+def _code_pairs(leftover: list[Unit], sec: Section, title: str) -> list[Pair]:
+    """explain-this-code: code blocks with an adjacent explanatory paragraph (before: one that leads into the
+    code; after: one that is not the lead-in of the next code block)."""
+    out: list[Pair] = []
+    for i, u in enumerate(leftover):
+        if u.kind != "code" or not u.text.strip():
+            continue
+        expl: list[Unit] = []
+        prev = leftover[i - 1] if i > 0 else None
+        if (
+            prev is not None
+            and prev.kind in ("paragraph", "list", "blockquote")
+            and _introduces_code(prev.text)
+        ):
+            expl.append(prev)
+        nxt = leftover[i + 1] if i + 1 < len(leftover) else None
+        if nxt is not None and nxt.kind in ("paragraph", "list", "blockquote"):
+            after = leftover[i + 2] if i + 2 < len(leftover) else None
+            intro_of_next = _ends_with_colon(nxt.text) and after is not None and after.kind == "code"
+            if not intro_of_next:
+                expl.append(nxt)
+        if sum(len(e.text.strip().rstrip("：:")) for e in expl) >= MIN_CODE_EXPLANATION:
+            lang = u.lang.split()[0] if u.lang else ""
+            q = code_instruction(lang, title) + "\n\n" + u.markdown()
+            out.append(Pair("code", q, expl, u.line, sec))
+    return out
+
+
 _SECTION_TEMPLATES = (
-    "请解释「{title}」这一部分的内容。",
-    "请结合《{doc}》的上下文，说明「{title}」讲了什么。",
+    "请解释「{title}」。",
+    "请结合《{doc}》的上下文，讲解「{title}」。",
     "关于「{title}」，请给出清晰的讲解。",
-    "请概括并解释「{context}」中的要点。",
 )
+# a structural heading's sample asks about the enclosing topic: '原理' under 'CBC 填充预言攻击' ->
+# '「CBC 填充预言攻击」的原理是什么？'
+_STRUCTURAL_TEMPLATES = {
+    "原理": "「{topic}」的原理是什么？",
+    "工作原理": "「{topic}」的工作原理是什么？",
+    "基本原理": "「{topic}」的基本原理是什么？",
+    "总结": "请总结「{topic}」的要点。",
+    "小结": "请小结「{topic}」的要点。",
+    "结论": "关于「{topic}」，结论是什么？",
+    "工具": "「{topic}」可以借助哪些工具？",
+    "优缺点": "「{topic}」有哪些优缺点？",
+    "应用场景": "「{topic}」有哪些应用场景？",
+    "注意事项": "使用「{topic}」时有哪些注意事项？",
+}
+
+
+def section_question(sec: Section, doc_title: str) -> str:
+    """The question of a section sample: the heading when it names a topic; for a structural heading
+    (原理, 工具, 总结, …) the enclosing topic with that aspect."""
+    title = sec.title or doc_title
+    if is_structural(title):
+        topic = topic_of(sec, doc_title)
+        key = heading_key(title)
+        tpl = _STRUCTURAL_TEMPLATES.get(key, "请说明「{topic}」的{aspect}。")
+        return tpl.format(topic=topic, aspect=title.strip())
+    return _pick(_SECTION_TEMPLATES, title).format(title=title, doc=doc_title)
+
+
 _CODE_TEMPLATES = (
     "请解释下面这段{lang}代码（出自「{title}」）的作用和要点：",
     "下面的{lang}代码出自「{title}」，它做了什么？有哪些需要注意的地方？",
@@ -254,11 +431,5 @@ def _pick(options: tuple[str, ...], key: str) -> str:
     return options[sum(key.encode("utf-8")) % len(options)]
 
 
-def section_instruction(title: str, context: str, doc: str) -> str:
-    return _pick(_SECTION_TEMPLATES, title + context).format(title=title, context=context, doc=doc)
-
-
 def code_instruction(lang: str, title: str) -> str:
-    return (
-        _pick(_CODE_TEMPLATES, title + lang).format(lang=lang or "", title=title).replace("段代码", "段代码")
-    )
+    return _pick(_CODE_TEMPLATES, title + lang).format(lang=lang or "", title=title)
