@@ -24,6 +24,7 @@ from train_planner_h200 import make_dataset, make_qwen3_4b_random  # noqa: E402
 
 
 def run_one(root: Path, strategy: str, steps: int) -> dict:
+    from thinktune.resolve import resolve_resource
     from thinktune.spec import FineTuneJob
     from thinktune.train.job import train_job
 
@@ -54,7 +55,7 @@ def run_one(root: Path, strategy: str, steps: int) -> dict:
     )
     t0 = time.time()
     try:
-        r = train_job(job, base_dir=root, progress=False)
+        r = train_job(resolve_resource(job, root), progress=False)
     except Exception as e:  # record and go on: one broken strategy must not hide the others
         return {"strategy": strategy, "error": f"{type(e).__name__}: {e}"[:2000]}
     wall = time.time() - t0

@@ -110,6 +110,7 @@ def main() -> int:
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("THINKTUNE_METRICS_PORT", "0")
+    from thinktune.resolve import resolve_resource
     from thinktune.spec import FineTuneJob
     from thinktune.train.job import train_job
 
@@ -141,7 +142,7 @@ def main() -> int:
         }
     )
     t1 = time.time()
-    r = train_job(job, base_dir=root, progress=False)
+    r = train_job(resolve_resource(job, root), progress=False)
     wall = time.time() - t1
     recs = [json.loads(x) for x in (root / name / "metrics.jsonl").read_text().splitlines()]
     train = [x for x in recs if x["type"] == "train"]

@@ -167,27 +167,26 @@ def test_export_pipeline_rtn_via_runner(work, merged):
 
 
 def test_export_gptq_on_cpu_fails_clearly_but_keeps_the_rest(work, monkeypatch):
+    from thinktune.errors import StageError
     from thinktune.export import quantize as Q
     from thinktune.export.pipeline import export_model
-    from thinktune.runner import StageError
+    from thinktune.resolve import ResolvedDataset, ResolvedExport
+    from thinktune.resources import load_path
 
     monkeypatch.setattr(Q, "_cuda_available", lambda: False)
     cr = _export_cr(work["root"] / "cr2", work["adapter"], work["base"], [{"method": "gptq", "bits": 4}])
-    from thinktune.resources import load_path
-
     loaded = load_path(cr)[0]
     out = loaded.resolve(loaded.resource.spec.output.path)
+    export = ResolvedExport(
+        resource=loaded.resource,
+        adapter_dir=work["adapter"],
+        base_model=str(work["base"]),
+        dataset=ResolvedDataset.inspect(work["ds"]),
+        dataset_source="test",
+        output_dir=out,
+    )
     with pytest.raises(StageError, match=r"gptq-int4: gptq quantization needs"):
-        export_model(
-            loaded.resource,
-            adapter_dir=work["adapter"],
-            base_model=loaded.resource.spec.base_model,
-            output_dir=out,
-            base_dir=loaded.base_dir,
-            progress=False,
-            dataset_dir=work["ds"],
-            merge_backend="peft",
-        )
+        export_model(export, progress=False, merge_backend="peft")
     report = json.loads((out / "report.json").read_text())
     assert report["status"]["phase"] == "Failed"
     assert (out / "merged" / "model.safetensors").is_file()
@@ -227,8 +226,7 @@ def test_evaluate_job_from_cr(work, tmp_path):
     import shutil
 
     import yaml
-    from thinktune.evaluate.run import evaluate_job
-    from thinktune.resources import load_path
+    from thinktune.runner import run_evaluate
 
     lora = tmp_path / "out" / "lora"
     shutil.copytree(work["adapter"], lora)
@@ -244,8 +242,9 @@ def test_evaluate_job_from_cr(work, tmp_path):
         },
     }
     (tmp_path / "ftj.yaml").write_text(yaml.safe_dump(doc))
-    report = evaluate_job(load_path(tmp_path / "ftj.yaml")[0], progress=False)
-    assert report["samples"] == 2 and (lora / "eval" / "eval_report.json").is_file()
+    assert run_evaluate(tmp_path / "ftj.yaml") == 0  # `thinktune evaluate -f ftj.yaml`
+    report = json.loads((lora / "eval" / "eval_report.json").read_text())
+    assert report["samples"] == 2 and report["adapter"] == str(lora) and report["model"] == str(work["base"])
 
 
 def test_response_nll_matches_full_forward(work, merged):

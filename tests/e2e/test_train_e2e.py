@@ -1,6 +1,6 @@
 """Real LLaMA Factory training on the tiny Qwen3 (hidden 64, 2 layers, real Qwen3 tokenizer), on CPU.
 
-Everything goes through ``thinktune.train.job.train_job`` -> planner -> launcher subprocess (torchrun + gloo
+Everything goes through ``thinktune.train.job.train_job`` (given a ``thinktune.resolve.ResolvedJob``) -> planner -> launcher subprocess (torchrun + gloo
 for 2 processes) -> ``llamafactory.train.tuner.run_exp`` with the monitoring callback -> report.
 
 No GPU here, so CUDA OOM and GPU failures are INJECTED through environment variables the callback reads
@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 
 import pytest
+from thinktune import contract
+from thinktune.resolve import resolve_resource
 from thinktune.spec import FineTuneJob, FineTuneJobStatus, TrainingProgress
 
 pytestmark = pytest.mark.e2e
@@ -160,7 +162,9 @@ def single_run(root) -> dict:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["THINKTUNE_METRICS_PORT"] = "0"
     report = train_job(
-        make_job(root, "single"), base_dir=root, progress=True, env={"THINKTUNE_RANK_FINGERPRINT": "1"}
+        resolve_resource(make_job(root, "single"), root),
+        progress=True,
+        env={"THINKTUNE_RANK_FINGERPRINT": "1"},
     )
     return report
 
@@ -213,6 +217,7 @@ def test_single_process_trains_and_loss_goes_down(root, single_run):
     assert prog.step == MAX_STEPS and prog.total_steps == MAX_STEPS and prog.percent == 100
     status = FineTuneJobStatus.model_validate(r["status"])
     assert status.phase == "Succeeded" and status.restarts.oom == 0 and status.plan["strategy"] == "single"
+    assert contract.PlanSummary.model_validate(status.plan).world_size == 1
     assert status.metrics["evalLoss"] == pytest.approx(conv["final_eval_loss"])
 
 
@@ -221,7 +226,7 @@ def test_rerun_resumes_from_last_checkpoint(root, single_run):
     checkpoint and does no new steps."""
     from thinktune.train.job import train_job
 
-    report = train_job(make_job(root, "single"), base_dir=root, progress=False)
+    report = train_job(resolve_resource(make_job(root, "single"), root), progress=False)
     att = report["attempts"][-1]
     assert att["resumed_from"].endswith(f"checkpoint-{MAX_STEPS}")
     begins = [
@@ -238,8 +243,7 @@ def test_two_processes_gloo_match_single(root, single_run):
     from thinktune.train.job import train_job
 
     report = train_job(
-        make_job(root, "ddp"),
-        base_dir=root,
+        resolve_resource(make_job(root, "ddp"), root),
         progress=False,
         env={"NPROC_PER_NODE": "2", "THINKTUNE_RANK_FINGERPRINT": "1"},
     )
@@ -283,7 +287,7 @@ def test_injected_oom_is_retried_with_smaller_micro_batch(root, tiny_model, monk
 
     monkeypatch.setenv("THINKTUNE_INJECT_OOM_AT_STEP", "6")
     report = train_job(
-        make_job(root, "oom", max_steps=8, save_steps=4, eval_steps=4), base_dir=root, progress=False
+        resolve_resource(make_job(root, "oom", max_steps=8, save_steps=4, eval_steps=4), root), progress=False
     )
     assert report["outcome"] == "Succeeded"
     assert [a["outcome"] for a in report["attempts"]] == ["oom", "succeeded"]
@@ -309,7 +313,6 @@ def test_injected_oom_is_retried_with_smaller_micro_batch(root, tiny_model, monk
 def test_injected_gpu_failure_exits_75_with_termination_message(root, tiny_model, monkeypatch, tmp_path):
     """INJECTED GPU failure (no GPU here): the real CUDA error text at step 2 -> exit 75 through torchrun and
     a JSON termination message for the operator."""
-    from thinktune.train.failures import GPU_FAILURE_EXIT_CODE
     from thinktune.train.job import TrainingFailed, train_job
 
     term = tmp_path / "termination-log"
@@ -320,13 +323,15 @@ def test_injected_gpu_failure_exits_75_with_termination_message(root, tiny_model
     monkeypatch.setenv("NODE_NAME", "gpu-node-3")
     with pytest.raises(TrainingFailed) as ei:
         train_job(
-            make_job(root, "gpufail", max_steps=4), base_dir=root, progress=False, env={"NPROC_PER_NODE": "2"}
+            resolve_resource(make_job(root, "gpufail", max_steps=4), root),
+            progress=False,
+            env={"NPROC_PER_NODE": "2"},
         )
-    assert ei.value.exit_code == GPU_FAILURE_EXIT_CODE
-    assert ei.value.report["attempts"][0]["returncode"] == GPU_FAILURE_EXIT_CODE
-    msg = json.loads(term.read_text())
-    assert msg["reason"] == "GPUFailure" and msg["node"] == "gpu-node-3"
-    assert msg["detail"] == "uncorrectable ECC error"
+    assert ei.value.exit_code == contract.EXIT_GPU_FAILURE
+    assert ei.value.report["attempts"][0]["returncode"] == contract.EXIT_GPU_FAILURE
+    msg = contract.read_termination_message(term.read_text())
+    assert isinstance(msg, contract.FailureMessage)
+    assert (msg.reason, msg.node, msg.detail) == ("GPUFailure", "gpu-node-3", "uncorrectable ECC error")
     st = FineTuneJobStatus.model_validate(ei.value.report["status"])
     assert (
         st.phase == "Failed" and st.restarts.infrastructure == 1 and st.failed_nodes[0].node == "gpu-node-3"
@@ -339,22 +344,23 @@ def test_losing_one_rank_exits_75_and_resumes_on_the_remaining_process(
     """INJECTED GPU failure on ONE rank of two (no GPU here; the error text is a real CUDA one): torchrun tears
     the gang down, the launcher exits with the GPU-failure code; started again with one process (the GPU that
     is left), the job resumes from the last checkpoint, keeps the global batch and finishes."""
-    from thinktune.train.failures import GPU_FAILURE_EXIT_CODE
     from thinktune.train.job import TrainingFailed, train_job
 
     monkeypatch.setenv("THINKTUNE_INJECT_FAILURE", "5:CUDA error: unspecified launch failure (INJECTED)")
     monkeypatch.setenv("THINKTUNE_INJECT_FAILURE_RANK", "1")
     monkeypatch.setenv("THINKTUNE_TERMINATION_LOG", str(tmp_path / "termination-log"))
-    job = make_job(root, "lose-rank", max_steps=8, save_steps=2, eval_steps=100)
+    job = resolve_resource(make_job(root, "lose-rank", max_steps=8, save_steps=2, eval_steps=100), root)
     with pytest.raises(TrainingFailed) as ei:
-        train_job(job, base_dir=root, progress=False, env={"NPROC_PER_NODE": "2"})
-    assert ei.value.exit_code == GPU_FAILURE_EXIT_CODE
-    assert json.loads((tmp_path / "termination-log").read_text())["reason"] == "GPUFailure"
+        train_job(job, progress=False, env={"NPROC_PER_NODE": "2"})
+    assert ei.value.exit_code == contract.EXIT_GPU_FAILURE
+    assert (
+        contract.read_termination_message((tmp_path / "termination-log").read_text()).reason == "GPUFailure"
+    )
     saved = sorted(int(p.name.split("-")[1]) for p in (root / "lose-rank").glob("checkpoint-*"))
     assert saved and saved[-1] >= 4, saved
 
     monkeypatch.delenv("THINKTUNE_INJECT_FAILURE")
-    report = train_job(job, base_dir=root, progress=False, env={"NPROC_PER_NODE": "1"})
+    report = train_job(job, progress=False, env={"NPROC_PER_NODE": "1"})
     att = report["attempts"][-1]
     assert att["resumed_from"].endswith(f"checkpoint-{saved[-1]}")
     plan = report["plan"]
@@ -366,3 +372,69 @@ def test_losing_one_rank_exits_75_and_resumes_on_the_remaining_process(
     ]
     assert begins[-1]["resumed"] is True and begins[-1]["world_size"] == 1 and begins[-1]["step"] == saved[-1]
     assert FineTuneJobStatus.model_validate(report["status"]).phase == "Succeeded"
+
+
+def test_two_node_gang_only_node_rank_0_writes_job_results(root, tiny_model, tmp_path):
+    """Two pods of a gang (NNODES=2, NODE_RANK=0/1, one CPU process each, gloo) run what a worker pod runs,
+    `thinktune train -f`, into ONE output directory (the shared PVC): both train; only node rank 0 writes
+    report.json and the status, evaluates, and leaves a TrainResult in its termination log."""
+    import subprocess
+    import sys
+
+    import yaml
+    from thinktune.train.launcher import free_port
+
+    doc = make_job(root, "gang", max_steps=2, save_steps=100, eval_steps=100).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    doc["spec"].update(
+        model={"nameOrPath": str(tiny_model)},
+        dataset={"path": str(root / "ds")},
+        output={"path": str(root / "gang")},
+        numNodes=2,
+        evaluation={"enabled": True, "maxSamples": 1, "maxNewTokens": 4},
+    )
+    (tmp_path / "ftj.yaml").write_text(yaml.safe_dump(doc))
+    port, logs = free_port(), [tmp_path / f"termination-node{r}" for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "thinktune.cli",
+                "train",
+                "-f",
+                str(tmp_path / "ftj.yaml"),
+                "--no-progress",
+            ],
+            env={
+                **os.environ,
+                "NNODES": "2",
+                "NODE_RANK": str(r),
+                "NPROC_PER_NODE": "1",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "OMP_NUM_THREADS": "1",
+                contract.ENV_TERMINATION_LOG: str(logs[r]),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    out = root / "gang"
+    assert (out / "adapter_model.safetensors").is_file()
+    assert (out / "logs" / "attempt-0-node0.log").is_file() and (
+        out / "logs" / "attempt-0-node1.log"
+    ).is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["world"]["node_rank"] == 0 and report["world"]["nnodes"] == 2
+    msg = contract.read_termination_message(logs[0].read_text())
+    assert isinstance(msg, contract.TrainResult) and msg.adapter_path == str(out)
+    assert (msg.plan.nnodes, msg.plan.world_size) == (2, 2) and "perplexity" in msg.metrics
+    assert not logs[1].exists() or contract.read_termination_message(logs[1].read_text()) is None
+    assert (out / "eval" / "eval_report.json").is_file() and "evaluation FineTuneJob" in outs[0]
+    assert "node rank 0 writes the results" in outs[1] and "evaluation FineTuneJob" not in outs[1]

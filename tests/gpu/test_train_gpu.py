@@ -59,6 +59,14 @@ def _dataset(d: Path, *, n_train: int, text_repeat: int) -> Path:
     return d
 
 
+def train_job(resource, *, base_dir, **kw):
+    """thinktune.train.job.train_job on the CR resolved as the runner would (relative paths from base_dir)."""
+    from thinktune.resolve import resolve_resource
+    from thinktune.train.job import train_job as run
+
+    return run(resolve_resource(resource, base_dir), **kw)
+
+
 def _job(name: str, training: dict, **spec):
     from thinktune.spec import FineTuneJob
 
@@ -86,8 +94,6 @@ def _env(monkeypatch):
 
 
 def test_tiny_model_bf16_on_gpu(tmp_path):
-    from thinktune.train.job import train_job
-
     _dataset(tmp_path / "ds", n_train=64, text_repeat=3)
     r = train_job(
         _job(
@@ -118,8 +124,6 @@ def test_tiny_model_bf16_on_gpu(tmp_path):
 
 
 def test_real_cuda_oom_is_recovered(tmp_path):
-    from thinktune.train.job import train_job
-
     _dataset(tmp_path / "ds", n_train=64, text_repeat=300)  # ~7k tokens per sample
     r = train_job(
         _job(
@@ -155,8 +159,6 @@ def test_forced_sharded_strategy_runs(tmp_path, strategy):
     there is nothing to shard, but the strategy wins)."""
     if strategy.startswith("zero"):
         pytest.importorskip("deepspeed")
-    from thinktune.train.job import train_job
-
     _dataset(tmp_path / "ds", n_train=32, text_repeat=3)
     r = train_job(
         _job(

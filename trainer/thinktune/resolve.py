@@ -182,6 +182,13 @@ def resolve_job(
     )
 
 
+def resolve_resource(resource: FineTuneJob, base_dir: Path, **kw) -> ResolvedJob:
+    """``resolve_job`` for a CR built in code (tests, benchmarks): its relative paths are relative to
+    ``base_dir``, as if its file were there."""
+    file = Path(base_dir).resolve() / f"{resource.metadata.name}.yaml"
+    return resolve_job(LoadedResource(resource, file, 1), datasets={}, **kw)
+
+
 class ResolvedExport(Resolved):
     """One ModelExport: the adapter, its base model, the dataset (gptq calibration, verification) and the output."""
 
