@@ -60,7 +60,7 @@ NODE_MONITOR_GRACE = "10s"
 NODE_MONITOR_PERIOD = "1s"
 
 SERVICE_CIDR = "10.96.0.0/12"
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ControlPlaneError(RuntimeError):
