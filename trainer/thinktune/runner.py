@@ -125,8 +125,10 @@ def _stage_dataset(r: LoadedResource, *, progress: bool, force: bool) -> Path:
         return dst
     console.rule(f"DatasetBuild/{r.name}")
     rc = run_dataset_build(spec, src, dst, progress=progress)
-    if rc != 0:
-        raise StageError(f"DatasetBuild/{r.name} failed (exit {rc})")
+    if rc != contract.EXIT_OK:
+        raise (InputError if rc == contract.EXIT_USAGE else StageError)(
+            f"DatasetBuild/{r.name} failed (exit {rc})"
+        )
     report = json.loads((dst / "report.json").read_text())
     _mark_done(dst, fp, dataset_status_from_report(report, dst).model_dump(mode="json", by_alias=True))
     return dst

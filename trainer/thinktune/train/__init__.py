@@ -10,7 +10,7 @@ Modules (none imports torch at module top level, so ``import thinktune.train.pla
   ``scoring`` (teacher-forced Chinese char / term accuracy), ``anomalies`` (loss spike, NaN, divergence,
   plateau, memory growth), ``exporter`` (the contract's Prometheus gauges) and ``console`` (event protocol
   and the launcher's view)
-- ``failures``  GPU-failure vs application-error classification, exit codes and termination message
+- ``failures``  GPU-failure vs application-error classification (exit codes and messages: thinktune.contract)
 - ``report``    report.json + report.md + PNG plots
-- ``job``       ``train_job(resource, base_dir=..., dataset_dir=..., progress=...) -> dict``
+- ``job``       ``train_job(resolved_job, progress=...) -> dict`` (a ``thinktune.resolve.ResolvedJob``)
 """
