@@ -9,6 +9,7 @@ import pytest
 from thinktune.data.document import DocOptions, process_file, process_text
 from thinktune.data.markdown_parse import block_tokens, code_line_ranges, heading_lines
 from thinktune.data.thinking import (
+    MAX_RESTATEMENT,
     assess_quality,
     check_format,
     clean_generated,
@@ -16,8 +17,8 @@ from thinktune.data.thinking import (
     render_assistant,
     render_reasoning,
     split_assistant,
-    template_reasoning,
 )
+from thinktune.data.trace import evidence_reasoning
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = ROOT / "examples" / "crypto" / "corpus-bad"
@@ -195,13 +196,25 @@ def test_low_quality_source_thinking_is_a_warning_not_a_reject():
     assert s.warnings and "minQuality" in s.warnings[0]
 
 
-def test_template_generation_is_deterministic_structured_and_passes_quality():
-    q, a = "为什么要加盐？", "盐让相同口令得到不同杂凑值，彩虹表因此失效。盐不需要保密。"
-    r1 = template_reasoning(q, a, ["盐", "彩虹表"])
-    assert r1 == template_reasoning(q, a, ["盐", "彩虹表"])
-    assert r1.startswith("分析：") and "推理步骤：" in r1 and "\n验证：" in r1
-    assert "彩虹表因此失效" in r1
-    assert assess_quality(r1, a, ("盐", "彩虹表"), ("盐", "彩虹表")).score >= 0.8
+def test_rule_based_thinking_reasons_from_evidence_not_a_restatement():
+    q, a = (
+        "为什么要加盐？",
+        "如果不加盐，相同口令得到相同杂凑值，所以彩虹表可以一次查出所有用户。盐需要 16 字节。",
+    )
+    r1 = evidence_reasoning(q, a, ["盐", "彩虹表"])
+    assert r1 == evidence_reasoning(q, a, ["盐", "彩虹表"])
+    assert r1.startswith("分析：这是一个原因类的问题") and "推理步骤：" in r1 and "\n验证：" in r1
+    assert "“不加盐”" in r1 and "16 字节" in r1 and "因果" in r1  # the chunk's condition, figure, causality
+    assert "彩虹表可以一次查出所有用户" not in r1  # no sentence of the answer is copied
+    qa = assess_quality(r1, a, ("盐", "彩虹表"), ("盐", "彩虹表"), source=q + a)
+    assert qa.score >= 0.8 and qa.restatement < 0.2 and qa.grounding == 1.0
+    # the old template (the answer's sentences as steps) is caught as a restatement
+    parrot = "分析：问题是为什么要加盐。\n推理步骤：\n1. " + a + "\n验证：结论回应了问题。"
+    assert assess_quality(parrot, a).restatement > MAX_RESTATEMENT
+    # code: what the code defines and calls, and the author's comments, are the evidence
+    code_a = "```python\ndef encrypt(key, m):\n    nonce = os.urandom(12)  # 96 位 nonce，绝不能重复\n```\n\n说明。"
+    rc = evidence_reasoning("这段代码做什么？", code_a, [])
+    assert "`encrypt`" in rc and "`os.urandom`" in rc and "“96 位 nonce，绝不能重复”" in rc
     res = process_text("# 盐\n\n问：为什么要加盐？\n答：" + a + "\n", "s.md", DocOptions())
     s = res.samples[0]
     assert s.generated_thinking and s.thinking_method == "template" and s.row()["generated_thinking"] is True
@@ -329,7 +342,8 @@ def test_teacher_generated_thinking_is_marked_and_validated(tmp_path, monkeypatc
     rep = b.build_dataset(spec, src, tmp_path / "o", progress=False, tokenizer=CharTok())
     data = sum((json.loads((tmp_path / "o" / f"{s}.json").read_text()) for s in ("train", "val", "test")), [])
     assert {d["thinking_method"] for d in data} == {"model"} and all(d["generated_thinking"] for d in data)
-    assert rep["counts"]["generated_thinking"] == 2 and rep["thinking"]["model"] == 2
-    low = [d for d in data if d["thinking_quality"] < 0.5]
-    assert len(low) == 1 and low[0]["warnings"] and "minQuality" in low[0]["warnings"][0]
-    assert any("minQuality" in w for w in rep["warnings"])
+    assert rep["counts"]["generated_thinking"] == 1 and rep["thinking"]["model"] == 1
+    # the quality gate rejects the teacher's useless output ('嗯'), traced with its scores
+    rej = [json.loads(x) for x in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in rej if r["kind"] == "thinking_quality"] == ["a.md:6"]
+    assert "minQuality" in rej[0]["reason"] and rep["thinking"]["rejected_by_quality_gate"] == 1

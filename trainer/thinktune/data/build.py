@@ -22,7 +22,7 @@ from typing import Any
 
 from thinktune.data.chinese import term_recognizer
 from thinktune.data.dedup import deduplicate
-from thinktune.data.document import DocOptions, DocResult, process_file
+from thinktune.data.document import DocOptions, DocResult, process_file, quality_gate
 from thinktune.data.samples import SAMPLE_TYPES, Reject, Sample
 from thinktune.data.split import SPLITS, stratified_split
 from thinktune.data.thinking import TeacherModel, assess_quality, strip_code
@@ -252,13 +252,23 @@ def build_dataset(
                 a_terms = rec.terms(strip_code(s.answer))
                 r_terms = rec.terms(strip_code(s.reasoning))
                 s.terms = list(dict.fromkeys(list(s.terms) + list(r_terms)))
-                q = assess_quality(s.reasoning, s.answer, a_terms, r_terms)
+                q = assess_quality(
+                    s.reasoning, s.answer, a_terms, r_terms, source=f"{s.question}\n\n{s.answer}"
+                )
                 s.quality = q.as_dict()
-                if q.score < spec.thinking.min_quality:
-                    s.warnings.append(
-                        f"thinking quality {q.score:.2f} < minQuality {spec.thinking.min_quality}: "
-                        + "; ".join(q.problems)
+                gate = quality_gate(q, spec.thinking.min_quality)
+                if gate:
+                    rejects.append(
+                        Reject(
+                            s.source_file,
+                            s.source_line,
+                            f"generated thinking rejected by the quality gate: {gate}",
+                            kind="thinking_quality",
+                            fix="use a stronger teacher model, or write the reasoning in a <thinking> block",
+                            sample={"question": s.question[:200], "reasoning": s.reasoning[:300]},
+                        )
                     )
+                    continue
             kept.append(s)
         samples = kept
 
@@ -449,6 +459,12 @@ def _report(
             "quality_mean": round(sum(qs) / len(qs), 3) if qs else None,
             "quality_min": round(min(qs), 3) if qs else None,
             "below_min_quality": sum(1 for q in qs if q < spec.thinking.min_quality),
+            # proxies of the gold-set figures (tests/unit/test_data_gold.py) for this build
+            "author_share": round(len(src) / len(final), 4) if final else 0.0,
+            "generated_share": round(len(gen) / len(final), 4) if final else 0.0,
+            "restatement_mean": _mean(s.quality.get("restatement") for s in gen),
+            "grounding_mean": _mean(s.quality.get("grounding") for s in gen),
+            "rejected_by_quality_gate": sum(1 for r in rejects if r.kind == "thinking_quality"),
         },
         "generated_thinking": len(gen),
         "token_lengths": {
@@ -471,7 +487,14 @@ def _report(
     }
 
 
+def _mean(values) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return round(sum(vals) / len(vals), 3) if vals else None
+
+
 def _reason_key(reason: str) -> str:
+    if reason.startswith("generated thinking rejected by the quality gate"):
+        return "generated thinking rejected by the quality gate"
     if reason.startswith("too long"):
         return "too long for cutoffLen"
     if "duplicate of" in reason:

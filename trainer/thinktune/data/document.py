@@ -25,14 +25,15 @@ from thinktune.data.markdown_parse import (
 from thinktune.data.qa import Pair, context_path, detect_pairs
 from thinktune.data.samples import Reject, Sample
 from thinktune.data.thinking import (
+    MAX_RESTATEMENT,
     ThinkingNode,
     assess_quality,
     blank_out,
     parse_thinking,
     render_reasoning,
     strip_code,
-    template_reasoning,
 )
+from thinktune.data.trace import evidence_reasoning
 
 QA_STYLES = ("marker", "faq_list", "question_heading", "bold_question")
 
@@ -190,6 +191,16 @@ def close_unclosed_fences(text: str, tokens) -> tuple[str, list[tuple[int, str, 
     return "\n".join(lines), fixes
 
 
+def quality_gate(q, min_quality: float) -> str | None:
+    """Why a thinking text fails the gate (score below minQuality, or a restatement of the answer); None
+    when it passes. Generated thinking that fails is rejected; the author's thinking is only reported."""
+    if q.score < min_quality:
+        return f"thinking quality {q.score:.2f} < minQuality {min_quality}: " + "; ".join(q.problems)
+    if q.restatement > MAX_RESTATEMENT:
+        return f"thinking restates the answer ({q.restatement:.0%} copied)"
+    return None
+
+
 def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
     res = DocResult(file=rel, n_bytes=len(text.encode("utf-8")))
     text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
@@ -311,7 +322,7 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
                 )
                 continue
         elif opts.generate == "template":
-            s.reasoning = template_reasoning(question, answer, list(dict.fromkeys(q_terms + a_terms)))
+            s.reasoning = evidence_reasoning(question, answer, list(dict.fromkeys(q_terms + a_terms)))
             s.thinking_method = "template"
             s.generated_thinking = True
         elif opts.generate == "model":
@@ -333,13 +344,23 @@ def process_text(text: str, rel: str, opts: DocOptions) -> DocResult:
         r_terms = _terms(rec, s.reasoning) if s.thinking_method == "source" else ()
         s.terms = list(dict.fromkeys(q_terms + a_terms + r_terms))
         if s.reasoning:
-            q = assess_quality(s.reasoning, answer, a_terms, r_terms)
+            q = assess_quality(s.reasoning, answer, a_terms, r_terms, source=f"{question}\n\n{answer}")
             s.quality = q.as_dict()
-            if q.score < opts.min_quality:
-                s.warnings.append(
-                    f"thinking quality {q.score:.2f} < minQuality {opts.min_quality}: "
-                    + "; ".join(q.problems)
+            gate = quality_gate(q, opts.min_quality)
+            if gate and s.generated_thinking:
+                res.rejects.append(
+                    Reject(
+                        rel,
+                        pair.line,
+                        f"generated thinking rejected by the quality gate: {gate}",
+                        kind="thinking_quality",
+                        fix="write the reasoning in a <thinking> block, or use a teacher model",
+                        sample={"question": question[:200], "quality": s.quality},
+                    )
                 )
+                continue
+            if gate:  # the author's own thinking is never dropped: reported instead
+                s.warnings.append(gate)
         res.samples.append(s)
     if not pairs and not roots:
         res.warnings.append(

@@ -394,16 +394,21 @@ def strip_code(markdown: str) -> str:
     return _CODE_FENCE.sub(" ", markdown)
 
 
+MAX_RESTATEMENT = 0.5  # generated thinking that copies more of the answer than this is a restatement
+
+
 @dataclass
 class Quality:
     score: float
     analysis: bool
     steps: bool
     verification: bool
-    term_overlap: float
+    term_overlap: float  # share of the answer's key terms the thinking uses (term consistency)
     conclusion_overlap: float
     code_analysed: bool | None
     problems: list[str]
+    restatement: float = 0.0  # share of the thinking's character 8-grams copied from the answer
+    grounding: float = 1.0  # share of the thinking's terms/identifiers/bigrams found in the source chunk
 
     def as_dict(self) -> dict:
         return {
@@ -413,9 +418,39 @@ class Quality:
             "verification": self.verification,
             "term_overlap": round(self.term_overlap, 3),
             "conclusion_overlap": round(self.conclusion_overlap, 3),
+            "restatement": round(self.restatement, 3),
+            "grounding": round(self.grounding, 3),
             "code_analysed": self.code_analysed,
             "problems": self.problems,
         }
+
+
+_TEXT_CHARS = re.compile(r"[^\u4e00-\u9fffA-Za-z0-9]+")
+_LATIN_WORD = re.compile(r"`([^`\n]+)`|\b[A-Za-z][A-Za-z0-9_+\-]{2,}\b")
+
+
+def restatement(reasoning: str, answer: str, n: int = 8) -> float:
+    """Share of the reasoning's character n-grams (letters, digits, ideographs only) that occur in the
+    answer: 1.0 is a copy of the answer, a real derivation stays low."""
+    r, a = _TEXT_CHARS.sub("", strip_code(reasoning)), _TEXT_CHARS.sub("", strip_code(answer))
+    grams = {r[i : i + n] for i in range(len(r) - n + 1)}
+    if not grams:
+        return 0.0
+    return sum(1 for g in grams if g in a) / len(grams)
+
+
+def grounding(reasoning: str, source: str, reasoning_terms: tuple[str, ...] | list[str] = ()) -> float:
+    """Share of what the reasoning names (glossary terms, code identifiers, Latin words) that the source chunk
+    contains; with nothing named, the share of its character bigrams found in the source."""
+    low = source.lower()
+    named = {t for t in reasoning_terms} | {
+        (m.group(1) or m.group(0)).strip() for m in _LATIN_WORD.finditer(reasoning)
+    }
+    named = {t for t in named if t}
+    if named:
+        return sum(1 for t in named if t.lower() in low) / len(named)
+    rb, sb = _bigrams(_TEXT_CHARS.sub("", reasoning)), _bigrams(_TEXT_CHARS.sub("", source))
+    return len(rb & sb) / len(rb) if rb else 0.0
 
 
 def assess_quality(
@@ -423,14 +458,16 @@ def assess_quality(
     answer: str,
     answer_terms: tuple[str, ...] | list[str] = (),
     reasoning_terms: tuple[str, ...] | list[str] = (),
+    source: str | None = None,
 ) -> Quality:
-    """Score a reasoning text against its answer, in [0, 1]:
+    """Score a reasoning text against its answer and source chunk (question + answer by default), in [0, 1]:
 
-    0.2 analysis present, 0.2 reasoning steps, 0.2 verification/conclusion, 0.2 shared key terms with the
-    answer, 0.1 conclusion agrees with the answer (character-bigram overlap), 0.1 code in the answer is
-    discussed (its identifiers or the word 代码/函数 appear) — full marks when the answer has no code.
+    0.15 each for analysis, reasoning steps and verification (structure); 0.2 grounding (what it names is in
+    the source); 0.15 term consistency (it uses the answer's key terms); 0.1 not a restatement (few 8-grams
+    copied from the answer); 0.1 code in the answer is discussed (full marks without code).
     """
     problems: list[str] = []
+    source = answer if source is None else source
     head = reasoning[: max(80, len(reasoning) // 3)]
     analysis = bool(_ANALYSIS.search(head))
     n_steps = len(_STEP_LINE.findall(reasoning)) + len(_CONNECTIVE.findall(reasoning))
@@ -442,7 +479,6 @@ def assess_quality(
         problems.append("no reasoning steps")
     if not verification:
         problems.append("no verification or conclusion")
-    # key terms shared with the answer
     ans_terms = set(answer_terms)
     if ans_terms:
         r_low = reasoning.lower()
@@ -453,29 +489,32 @@ def assess_quality(
         term_overlap = min(1.0, 4 * len(ab & rb) / len(ab)) if ab else 1.0
     if term_overlap < 0.3:
         problems.append("reasoning shares few key terms with the answer")
-    # conclusion: last sentences of the reasoning vs the answer
     sents = sentences(strip_code(reasoning))
     tail = "".join(sents[-2:]) if sents else ""
     tb, ab = _bigrams(tail), _bigrams(strip_code(answer))
     conclusion_overlap = len(tb & ab) / len(tb) if tb else 0.0
-    if conclusion_overlap < 0.15:
-        problems.append("reasoning's conclusion does not match the answer")
-    # code analysed
+    restated = restatement(reasoning, answer)
+    if restated > MAX_RESTATEMENT:
+        problems.append(f"reasoning restates the answer ({restated:.0%} of it copied)")
+    grounded = grounding(reasoning, source, reasoning_terms)
+    if grounded < 0.5:
+        problems.append(f"reasoning is not grounded in the source ({grounded:.0%} of what it names is there)")
     blocks = code_blocks(answer)
     code_analysed: bool | None = None
     if blocks:
         idents = {w for b in blocks for w in _IDENT.findall(b.split("\n", 1)[-1])} - _CODE_KEYWORDS
-        code_analysed = bool(re.search(r"代码|函数|实现|程序|调用", reasoning)) or any(
+        code_analysed = bool(re.search(r"代码|函数|实现|程序|调用|命令", reasoning)) or any(
             w in reasoning for w in idents
         )
         if not code_analysed:
             problems.append("code in the answer is not analysed in the reasoning")
     score = (
-        0.2 * analysis
-        + 0.2 * steps
-        + 0.2 * verification
-        + 0.2 * min(1.0, term_overlap / 0.6)
-        + 0.1 * min(1.0, conclusion_overlap / 0.3)
+        0.15 * analysis
+        + 0.15 * steps
+        + 0.15 * verification
+        + 0.2 * min(1.0, grounded / 0.8)
+        + 0.15 * min(1.0, term_overlap / 0.6)
+        + 0.1 * (1.0 - min(1.0, max(0.0, restated - 0.3) / 0.5))
         + 0.1 * (1.0 if code_analysed in (None, True) else 0.0)
     )
     return Quality(
@@ -487,70 +526,13 @@ def assess_quality(
         conclusion_overlap=conclusion_overlap,
         code_analysed=code_analysed,
         problems=problems,
+        restatement=restated,
+        grounding=grounded,
     )
 
 
 # ---------------------------------------------------------------------------------------------------------
 # generation
-
-
-def _short(s: str, n: int = 60) -> str:
-    s = re.sub(r"\s+", " ", s).strip()
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def _clean_md(s: str) -> str:
-    s = re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", s)
-    s = re.sub(r"^#+\s*", "", s)
-    return s.replace("**", "").replace("__", "").strip()
-
-
-def _code_identifiers(blocks: list[str]) -> list[str]:
-    idents: list[str] = []
-    for b in blocks:
-        for w in _IDENT.findall(b.split("\n", 1)[-1]):
-            if w not in _CODE_KEYWORDS and w not in idents:
-                idents.append(w)
-    return idents
-
-
-def template_reasoning(question: str, answer: str, terms: list[str] | tuple[str, ...] = ()) -> str:
-    """Deterministic analysis → steps → verification scaffold built from the sample's own content.
-
-    The steps are the answer's own sentences (so the reasoning reaches the answer's conclusion), the analysis
-    names the sample's glossary terms, and code in the question or answer gets a step naming its identifiers.
-    """
-    q = _short(_clean_md(strip_code(question).strip()) or "这个问题", 60)
-    body_lines = strip_code(answer).split("\n")
-    table = [ln for ln in body_lines if ln.lstrip().startswith("|")]
-    body = "\n".join(ln for ln in body_lines if not ln.lstrip().startswith(("|", "<", "#")))
-    sents = [_clean_md(s) for s in sentences(body)]
-    sents = [s for s in sents if len(s) >= 4][:5] or [_short(_clean_md(body), 120) or "按原文要点作答"]
-    key = "、".join(terms[:4]) if terms else "其中的关键概念"
-    lines = [
-        f"分析：问题是“{q}”，涉及{key}。需要先弄清相关概念的作用和前提，再按要点组织回答。",
-        "",
-        "推理步骤：",
-    ]
-    for i, s in enumerate(sents, 1):
-        lines.append(f"{i}. {s}")
-    if table:
-        cells = [c.strip() for c in table[0].strip().strip("|").split("|") if c.strip()]
-        rows = [ln for ln in table[1:] if not set(ln.strip()) <= set("|-: ")]
-        lines.append(f"{len(lines) - 2}. 对照表格：按{'、'.join(cells[:5])}逐项比较，共{len(rows)}行。")
-    blocks = code_blocks(question) + code_blocks(answer)
-    if blocks:
-        idents = _code_identifiers(blocks)
-        lang = blocks[0].split("\n", 1)[0].strip("`~ ") or "示例"
-        names = "、".join(f"`{w}`" for w in idents[:4]) or "其中的关键调用"
-        lines.append(f"{len(lines) - 2}. 再看{lang}代码：重点检查 {names} 的用法，确认它与上面的要点一致。")
-    concl = _short(sents[-1], 60)
-    lines += [
-        "",
-        f"验证：回顾上述步骤，结论“{concl}”回应了问题，"
-        f"{('术语' + key + '的用法前后一致') if terms else '前后表述一致'}，可以据此作答。",
-    ]
-    return "\n".join(lines)
 
 
 TEACHER_SYSTEM = (

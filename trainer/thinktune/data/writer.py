@@ -158,6 +158,11 @@ def report_markdown(report: dict, images: list[str]) -> str:
         f"{th['max_depth']}); generated: {th['generated']} (template {th['template']}, model {th['model']}). "
         f"Mean quality {th['quality_mean']}, {th['below_min_quality']} below minQuality {th['min_quality']}.",
         "",
+        f"Share of samples with the author's thinking: {th.get('author_share', 0):.1%}; generated: "
+        f"{th.get('generated_share', 0):.1%} (mean restatement of the answer {th.get('restatement_mean')}, "
+        f"mean grounding in the source {th.get('grounding_mean')}); generated thinking rejected by the "
+        f"quality gate: {th.get('rejected_by_quality_gate', 0)}. Rejects by reason below.",
+        "",
     ]
     if report["rejects_by_reason"]:
         lines += ["## Rejects", "", "| reason | count |", "|---|---|"]
