@@ -1,217 +1,64 @@
 """``thinktune doctor``: can this machine fine-tune the chosen model, and how?
 
-It answers from what is on disk, never from a hub: the hardware (``thinktune.hardware``), the model's
-``config.json`` (a local directory, the local Hugging Face cache, or a built-in table of known Qwen3
-configs), a memory estimate per training method, and whether the tokenizer and chat template keep the
-``<think>`` reasoning intact. Exit code 0 means "you can train this model here", 1 means "you cannot",
-with every failing check naming what is missing and the fix.
+detect hardware (``thinktune.hardware``) -> ``plan()`` (``thinktune.train.planner``, the same planner and memory
+model ``thinktune train`` uses, so the two cannot disagree) -> tokenizer / chat template / disk checks -> render.
+It answers from what is on disk, never from a hub: the model's ``config.json`` comes from a local directory, the
+local Hugging Face cache, or the built-in table of known configs (``thinktune.train.memory.KNOWN_CONFIGS``).
 
-Memory model (per GPU, one model replica, bf16 compute, AdamW; GiB = 2**30 bytes)
------------------------------------------------------------------------------------
-Parameters from config.json, per decoder layer::
-
-    attn = h*(H*d) + 2*h*(K*d) + (H*d)*h        q, k, v, o   (H heads, K kv heads, head_dim d)
-    mlp  = 3*h*I                                gate, up, down
-    N    = L*(attn + mlp + norms) + V*h*(1 if tied else 2) + h
-
-LoRA trainable parameters (all 7 linear layers, rank r)::  P = L * r * sum(in + out)
-
-Bytes::
-
-    LoRA   weights = 2*N (bf16)                          + 16*P (fp32 weight, grad, Adam m and v)
-    QLoRA  weights = 0.516*N_linear + 2*(N - N_linear)   + 16*P
-           (NF4 = 4 bits + double-quantised block scales ~0.13 bits; embeddings and norms stay bf16)
-    Full   weights = 18*N  (LLaMA Factory's own rule for bf16 AMP: fp32 master weights, fp32 grads,
-           Adam m and v = 16 bytes, plus ~2 bytes of bf16 working copies)
-
-Activations for ``T = micro_batch * seq_len`` tokens, bf16 (2 bytes per element)::
-
-    per layer and token     a   = 2*(12*h + 4*I)   projections, attention output, norms, residuals (~12h)
-                                                   and the MLP's gate/up/activation products (~4I)
-    with grad checkpointing act = T * (2*L*h + a)  only each layer's input is kept, one layer recomputed
-    without                 act = T * L * a
-    logits (unfused CE)     T * 12*V               bf16 logits + fp32 upcast + fp32 and bf16 gradients
-                                                   (0 with a fused linear cross-entropy such as Liger's)
-    total = weights + optimizer state + 1.1 * (act + logits) + 1 GiB (CUDA context, cuBLAS workspace)
-
-The 1.1 covers allocator fragmentation. Checked against notes/measured-anchors.md (Qwen3-4B, one H200,
-LoRA r=16; measured torch peak vs this estimate, which also counts the CUDA context): S=2048 micro-batch 4,
-checkpointing, unfused CE 25.7 vs 27.0; micro-batch 8 + Liger 14.0 vs 14.4; S=8192 micro-batch 2 unfused
-43.4 vs 45.0; without checkpointing + Liger, micro-batch 4 46.5 vs 51.1 and 8 84.9 vs 93.1. So it errs
-high by 3-10%, the safe side for a "does it fit" answer. Attention scores are not counted: SDPA and
-FlashAttention never materialise the S x S matrix.
+The verdict is the plan for this machine with every GPU in use (``thinktune train``'s defaults: LoRA, automatic
+strategy, micro-batch, checkpointing and Liger); the table shows LoRA, QLoRA and full fine-tuning each planned the
+same way. When the model does not fit, the doctor plans the same card 2, 4, 8, ... times over and says how many
+GPUs of this size, with which strategy, would. Exit code 0 means "you can train this model here", 1 means "you
+cannot", with every failing check naming what is missing and the fix.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from thinktune.hardware import GIB, HardwareInfo, detect_hardware
+from thinktune.hardware import GIB, HardwareInfo, detect_hardware, installed_packages
+from thinktune.spec import FineTuneJobSpec
+from thinktune.train.memory import ModelShape, estimate, max_micro_batch
+from thinktune.train.planner import Plan, WorldInfo, plan, train_shape
 
 DEFAULT_MODEL = "Qwen/Qwen3-4B-Thinking-2507"
 METHODS = ("lora", "qlora", "full")
-# Leave this fraction of device memory unplanned: NCCL buffers, fragmentation spikes, eval batches.
-USABLE_FRACTION = 0.95
 # Models at most this large may "train" on CPU, as a smoke test of the pipeline (not to learn anything).
 CPU_SMOKE_MAX_PARAMS = 100_000_000
-
-
-# ------------------------------------------------------------------------------------------ model shape
-
-
-@dataclass
-class ModelDims:
-    """The numbers of a decoder-only transformer that set its memory footprint."""
-
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    vocab: int
-    tied: bool
-    model_type: str = "qwen3"
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any], *, source: str = "config.json") -> ModelDims:
-        """Read a Hugging Face config.json dict. Raises ValueError naming the missing field."""
-        if "text_config" in cfg and "hidden_size" not in cfg:  # multimodal wrappers keep the LM inside
-            cfg = {**cfg["text_config"], "model_type": cfg.get("model_type", "")}
-
-        def need(*names: str) -> int:
-            for n in names:
-                if cfg.get(n) is not None:
-                    return int(cfg[n])
-            raise ValueError(
-                f"{source}: field {names[0]!r} is missing, so the model size cannot be estimated; "
-                "is this a decoder-only causal LM config?"
-            )
-
-        hidden = need("hidden_size", "n_embd", "d_model")
-        heads = need("num_attention_heads", "n_head")
-        kv = cfg.get("num_key_value_heads") or heads
-        head_dim = cfg.get("head_dim") or hidden // heads
-        return cls(
-            hidden=hidden,
-            layers=need("num_hidden_layers", "n_layer"),
-            heads=heads,
-            kv_heads=int(kv),
-            head_dim=int(head_dim),
-            intermediate=need("intermediate_size", "n_inner", "ffn_dim"),
-            vocab=need("vocab_size"),
-            tied=bool(cfg.get("tie_word_embeddings", False)),
-            model_type=str(cfg.get("model_type", "unknown")),
-        )
-
-    def linear_shapes(self) -> list[tuple[int, int]]:
-        """(in, out) of the 7 linear layers of one decoder layer."""
-        q, kv, h, i = (
-            self.heads * self.head_dim,
-            self.kv_heads * self.head_dim,
-            self.hidden,
-            self.intermediate,
-        )
-        return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
-
-    @property
-    def linear_params(self) -> int:
-        return self.layers * sum(a * b for a, b in self.linear_shapes())
-
-    @property
-    def params(self) -> int:
-        # RMSNorms: 2 per layer (h) + Qwen3's q/k norms (head_dim each) + the final norm.
-        norms = self.layers * (2 * self.hidden + 2 * self.head_dim) + self.hidden
-        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
-        return self.linear_params + norms + embeddings
-
-    def lora_params(self, rank: int) -> int:
-        return self.layers * rank * sum(a + b for a, b in self.linear_shapes())
-
-
-# Known configs for hub ids the doctor may be asked about offline (values from each model's config.json).
-_QWEN3_4B = ModelDims(2560, 36, 32, 8, 128, 9728, 151936, True)
-KNOWN_CONFIGS: dict[str, ModelDims] = {
-    "qwen/qwen3-4b-thinking-2507": _QWEN3_4B,
-    "qwen/qwen3-4b-instruct-2507": _QWEN3_4B,
-    "qwen/qwen3-4b": _QWEN3_4B,
-    "qwen/qwen3-4b-base": _QWEN3_4B,
-    "qwen/qwen3-0.6b": ModelDims(1024, 28, 16, 8, 128, 3072, 151936, True),
-    "qwen/qwen3-1.7b": ModelDims(2048, 28, 16, 8, 128, 6144, 151936, True),
-    "qwen/qwen3-8b": ModelDims(4096, 36, 32, 8, 128, 12288, 151936, False),
-}
-
-
-# ------------------------------------------------------------------------------------------ estimates
+GPUS_PER_NODE = 8  # beyond one node's worth the guidance counts nodes of 8
+MAX_GUIDED_GPUS = 64
 
 
 @dataclass
-class TrainSetting:
-    """The training shape the memory estimate is for (LLaMA Factory's defaults, LoRA rank 16)."""
+class DoctorSetting:
+    """The training shape to check; ``None`` / ``auto`` = the planner's choice, as ``thinktune train`` would."""
 
     seq_len: int = 2048
-    micro_batch: int = 1
-    gradient_checkpointing: bool = True
-    fused_cross_entropy: bool = False  # Liger's fused linear cross-entropy (enable_liger_kernel)
-    lora_rank: int = 16
+    micro_batch: int | None = None
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    liger_kernel: Literal["auto", "on", "off"] = "auto"
 
-
-@dataclass
-class MemoryEstimate:
-    method: str  # lora | qlora | full
-    trainable_params: int
-    weights_gib: float
-    optimizer_gib: float  # trainable weights in fp32 + grads + Adam moments (full: included in weights)
-    activations_gib: float
-    logits_gib: float
-    overhead_gib: float
-    total_gib: float
-    per_sample_gib: float  # what one more sequence in the micro-batch adds
-
-
-def estimate_memory(dims: ModelDims, method: str, setting: TrainSetting | None = None) -> MemoryEstimate:
-    """Peak GPU memory of one training replica; see the module docstring for every term."""
-    s = setting or TrainSetting()
-    if method not in METHODS:
-        raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
-    n = dims.params
-    lora = dims.lora_params(s.lora_rank)
-    if method == "lora":
-        weights, trainable = 2.0 * n, lora
-    elif method == "qlora":
-        weights, trainable = 0.516 * dims.linear_params + 2.0 * (n - dims.linear_params), lora
-    else:
-        weights, trainable = 18.0 * n, n
-    optimizer = 16.0 * trainable if method != "full" else 0.0
-
-    per_layer = 2.0 * (12 * dims.hidden + 4 * dims.intermediate)
-    if s.gradient_checkpointing:
-        act_tok = 2.0 * dims.layers * dims.hidden + per_layer
-    else:
-        act_tok = dims.layers * per_layer
-    logits_tok = 0.0 if s.fused_cross_entropy else 12.0 * dims.vocab
-    tokens = s.micro_batch * s.seq_len
-    activations = 1.1 * tokens * act_tok
-    logits = 1.1 * tokens * logits_tok
-    overhead = 1.0 * GIB
-    total = weights + optimizer + activations + logits + overhead
-    return MemoryEstimate(
-        method=method,
-        trainable_params=int(trainable),
-        weights_gib=round(weights / GIB, 2),
-        optimizer_gib=round(optimizer / GIB, 2),
-        activations_gib=round(activations / GIB, 2),
-        logits_gib=round(logits / GIB, 2),
-        overhead_gib=round(overhead / GIB, 2),
-        total_gib=round(total / GIB, 2),
-        per_sample_gib=round(1.1 * s.seq_len * (act_tok + logits_tok) / GIB, 3),
-    )
+    def spec(self, method: str) -> FineTuneJobSpec:
+        training: dict[str, Any] = {
+            "cutoffLen": self.seq_len,
+            "gradientCheckpointing": self.gradient_checkpointing,
+            "ligerKernel": self.liger_kernel,
+        }
+        if self.micro_batch:
+            training["microBatchSize"] = self.micro_batch
+        return FineTuneJobSpec.model_validate(
+            {
+                "output": {"path": "doctor"},
+                "dataset": {"path": "dataset"},
+                "finetuning": {"method": method},
+                "training": training,
+            }
+        )
 
 
 # ------------------------------------------------------------------------------------------ the report
@@ -230,13 +77,15 @@ class DoctorReport:
     model: str
     model_source: str  # local | hf-cache | builtin-table | missing
     is_tiny: bool
-    dims: dict[str, Any] | None
+    shape: dict[str, Any] | None
     params: int | None
     setting: dict[str, Any]
-    estimates: dict[str, dict[str, Any]]
-    fits: dict[str, bool]  # per method, on this machine's GPUs
-    max_micro_batch: dict[str, int]  # per method, at setting.seq_len (0 = does not fit)
+    plan: dict[str, Any] | None  # the verdict's plan: decisions, explanations, warnings
+    estimates: dict[str, dict[str, float]]  # per method: weights, trainable_state, activations, total (GiB)
+    fits: dict[str, bool]  # per method, planned on this machine's GPUs
+    max_micro_batch: dict[str, int]  # per method, at the planned setting (0 = does not fit)
     hardware: dict[str, Any]
+    multi_gpu: str = ""  # how many GPUs of this size would fit, when these do not
     checks: list[Check] = field(default_factory=list)
     recommendation: str = ""
     can_train: bool = False
@@ -254,7 +103,7 @@ class DoctorReport:
 @dataclass
 class _Resolved:
     source: str
-    dims: ModelDims | None
+    dims: ModelShape | None
     local_dir: Path | None  # where config/tokenizer files live, if anywhere
     tokenizer: str | None  # what to hand to load_tokenizer
     weights_present: bool
@@ -335,7 +184,7 @@ def _resolve(model: str, checks: list[Check]) -> _Resolved:
             )
         return _Resolved("hf-cache", _dims_from_file(cached / "config.json", checks), cached, model, weights)
 
-    known = KNOWN_CONFIGS.get(model.lower())
+    known = ModelShape.known(model)
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     if known is None:
         checks.append(
@@ -366,7 +215,7 @@ def _resolve(model: str, checks: list[Check]) -> _Resolved:
             Check(
                 "model",
                 "warn",
-                f"{model} is not downloaded yet; training will fetch ~{2 * known.params / GIB:.1f} GiB "
+                f"{model} is not downloaded yet; training will fetch ~{2 * known.num_params / GIB:.1f} GiB "
                 "from the hub (size estimated from the built-in config table)",
                 "make sure the machine has hub access, or pre-download with `hf download " + model + "`",
             )
@@ -374,10 +223,10 @@ def _resolve(model: str, checks: list[Check]) -> _Resolved:
     return _Resolved("builtin-table", known, None, tokenizer, False)
 
 
-def _dims_from_file(cfg_file: Path, checks: list[Check]) -> ModelDims | None:
+def _dims_from_file(cfg_file: Path, checks: list[Check]) -> ModelShape | None:
     try:
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        return ModelDims.from_config(cfg, source=str(cfg_file))
+        return ModelShape.from_config(cfg, name=str(cfg_file.parent), source=str(cfg_file))
     except (OSError, json.JSONDecodeError, ValueError, TypeError) as exc:
         checks.append(
             Check("model config", "fail", f"cannot read {cfg_file}: {exc}", "fix or replace config.json")
@@ -393,7 +242,7 @@ def _builtin_tokenizer() -> Any:
     return load_qwen3_tokenizer()
 
 
-def _check_tokenizer(tokenizer_ref: str | None, dims: ModelDims | None, checks: list[Check]) -> bool:
+def _check_tokenizer(tokenizer_ref: str | None, dims: ModelShape | None, checks: list[Check]) -> bool:
     """<think>/</think> are single tokens (at Qwen3's ids for Qwen3) and the template keeps reasoning."""
     from thinktune.chat_template import GENERATION_PROMPT
     from thinktune.qwen_tokenizer import BUILTIN_QWEN3, END_THINK_ID, THINK_ID, load_tokenizer
@@ -447,12 +296,12 @@ def _check_tokenizer(tokenizer_ref: str | None, dims: ModelDims | None, checks: 
             )
         )
 
-    if dims is not None and len(tok) > dims.vocab:
+    if dims is not None and len(tok) > dims.vocab_size:
         checks.append(
             Check(
                 "vocab",
                 "fail",
-                f"tokenizer has {len(tok)} tokens but the model's embedding has {dims.vocab} rows",
+                f"tokenizer has {len(tok)} tokens but the model's embedding has {dims.vocab_size} rows",
                 "use the model's own tokenizer",
             )
         )
@@ -506,18 +355,157 @@ def _check_tokenizer(tokenizer_ref: str | None, dims: ModelDims | None, checks: 
     return ok
 
 
-def _max_micro_batch(dims: ModelDims, method: str, setting: TrainSetting, budget_gib: float) -> int:
-    base = estimate_memory(dims, method, TrainSetting(**{**asdict(setting), "micro_batch": 0}))
-    per = base.per_sample_gib
-    if per <= 0 or base.total_gib > budget_gib:
-        return 0
-    return int((budget_gib - base.total_gib) // per)
+# ------------------------------------------------------------------------------------------ planning
 
 
-def _disk_needed_gib(dims: ModelDims, weights_present: bool) -> float:
+def _plan(
+    shape: ModelShape,
+    hw: HardwareInfo,
+    setting: DoctorSetting,
+    method: str,
+    packages: dict[str, bool],
+    nnodes: int = 1,
+) -> Plan:
+    world = WorldInfo(nnodes=nnodes, nproc_per_node=max(1, hw.gpu_count))
+    return plan(setting.spec(method), hw, model=shape, world=world, model_path=shape.name, packages=packages)
+
+
+def _method_row(p: Plan, method: str, shape: ModelShape) -> tuple[dict[str, float], bool, int]:
+    """(estimate, fits, max micro-batch) of ``method`` as planned in ``p``. When the planner switched LoRA to
+    QLoRA for memory, the LoRA row is the setting it rejected: micro-batch 1 with checkpointing."""
+    if p.method == method:
+        t = train_shape(p)
+        est, fits = estimate(shape, t), p.fits
+    else:
+        t = train_shape(p, method=method, micro_batch=1, gradient_checkpointing=True)
+        est = estimate(shape, t)
+        fits = False
+    on_gpu = p.device == "cuda"
+    mb = max_micro_batch(shape, t, p.memory_budget_gib) if on_gpu and fits else 0
+    return est.as_dict(), fits, mb
+
+
+def _same_gpus(hw: HardwareInfo, n: int) -> HardwareInfo:
+    """This machine with ``n`` copies of its smallest GPU on one node (NVLink as it has now)."""
+    gpu = min(hw.gpus, key=lambda g: g.total_gib)
+    d = hw.to_dict()
+    d["gpus"] = [{**asdict(gpu), "index": i, "free_gib": gpu.total_gib} for i in range(n)]
+    interconnect = "nvlink" if hw.nvlink_everywhere else "pcie"
+    d["topology"] = {"interconnect": interconnect if n > 1 else "single", "nvlink": hw.nvlink_everywhere}
+    return HardwareInfo.from_dict(d)
+
+
+def multi_gpu_guidance(
+    shape: ModelShape, hw: HardwareInfo, setting: DoctorSetting, packages: dict[str, bool]
+) -> tuple[int, Plan] | None:
+    """The fewest GPUs of this machine's size (powers of two up to 64; nodes of 8 beyond one node) whose plan
+    fits without falling back to a quantized base, or None."""
+    n = 2
+    while n <= MAX_GUIDED_GPUS:
+        per_node = min(n, GPUS_PER_NODE)
+        p = _plan(shape, _same_gpus(hw, per_node), setting, "lora", packages, nnodes=n // per_node)
+        if p.fits:
+            return n, p
+        n *= 2
+    return None
+
+
+def _gpu_words(hw: HardwareInfo, n: int | None = None) -> str:
+    n = hw.gpu_count if n is None else n
+    return f"{n}x {hw.gpus[0].name} {hw.min_gpu_total_gib:.0f} GiB"
+
+
+def _describe(p: Plan) -> str:
+    mem = p.memory_estimate_gib.get("total")
+    return (
+        f"{p.method} {p.precision}, strategy {p.strategy}, micro-batch {p.micro_batch_size} x {p.cutoff_len} "
+        f"tokens, gradient checkpointing {'on' if p.gradient_checkpointing else 'off'}, Liger "
+        f"{'on' if p.liger_kernel else 'off'}"
+        + (f" (~{_fmt_gib(mem)} of {_fmt_gib(p.memory_budget_gib)} usable)" if mem else "")
+    )
+
+
+def _verdict(
+    model: str,
+    hw: HardwareInfo,
+    shape: ModelShape,
+    is_tiny: bool,
+    plans: dict[str, Plan],
+    fits: dict[str, bool],
+    guidance: tuple[int, Plan] | None,
+    packages: dict[str, bool],
+) -> tuple[bool, str, str]:
+    """(can this machine train it, the recommendation, the multi-GPU guidance)."""
+    lead = plans["lora"]
+    if not hw.cuda_available:
+        if not is_tiny:
+            lora = estimate(
+                shape, train_shape(lead, precision="bf16", gradient_checkpointing=True, micro_batch=1)
+            )
+            return (
+                False,
+                (
+                    f"no GPU: CPU can only run the tiny model for smoke tests. {model} needs a GPU with "
+                    f"~{_fmt_gib(lora.total + 1.5)} for LoRA bf16 at micro-batch 1 with checkpointing; run on a GPU "
+                    "machine, or create a tiny model (`thinktune make-tiny-model DIR`) and pass `--model DIR` for a "
+                    "CPU smoke test"
+                ),
+                "",
+            )
+        if not lead.fits:
+            return (
+                False,
+                (
+                    f"no GPU and {_fmt_gib(hw.ram_total_gib)} RAM; even this tiny model is planned at "
+                    f"~{_fmt_gib(estimate(shape, train_shape(lead)).total)} at seq_len {lead.cutoff_len}: lower seq_len"
+                ),
+                "",
+            )
+        return (
+            True,
+            (
+                "no GPU: CPU can only run the tiny model for smoke tests -- this is a tiny model, so a CPU smoke "
+                "run works (its outputs are meaningless). For real training use --model on a GPU machine"
+            ),
+            "",
+        )
+    what = _gpu_words(hw) + (f", {hw.topology.interconnect}" if hw.gpu_count > 1 else "")
+    if fits["lora"]:
+        roomy = lead.memory_estimate_gib["total"] <= 0.5 * lead.memory_budget_gib
+        rec = (
+            f"{what}: LoRA {lead.precision} fits"
+            + (" with room; no QLoRA needed" if roomy else "")
+            + f": {_describe(lead)}"
+        )
+        if fits["full"]:
+            rec += f"; full fine-tuning also fits (strategy {plans['full'].strategy})"
+        return True, rec, ""
+    more = ""
+    if guidance is not None:
+        n, gp = guidance
+        nodes = f" ({n // GPUS_PER_NODE} nodes of {GPUS_PER_NODE})" if n > GPUS_PER_NODE else ""
+        more = f"LoRA {gp.precision} fits on {_gpu_words(hw, n)}{nodes} with strategy {gp.strategy}: {_describe(gp)}"
+    if fits["qlora"]:
+        rec = f"{what}: LoRA bf16 does not fit; the planner uses QLoRA 4-bit: {_describe(plans['qlora'])}" + (
+            f". Without quantization: {more}" if more else ""
+        )
+        if not packages["bitsandbytes"]:
+            return (
+                False,
+                rec + "; QLoRA needs bitsandbytes, which is not installed: pip install 'bitsandbytes>=0.43'",
+                more,
+            )
+        return True, rec, more
+    qlora_total = plans["qlora"].memory_estimate_gib.get("total", 0.0)
+    rec = f"{what}: {model} does not fit even with QLoRA 4-bit (~{_fmt_gib(qlora_total)} needed per GPU)"
+    rec += f"; {more}" if more else ": lower seq_len or use a smaller model"
+    return False, rec, more
+
+
+def _disk_needed_gib(shape: ModelShape, weights_present: bool) -> float:
     """Download (if needed) + a merged bf16 export + 3 LoRA checkpoints with optimizer state."""
-    bf16 = 2 * dims.params / GIB
-    checkpoints = 3 * 12 * dims.lora_params(16) / GIB
+    bf16 = 2 * shape.num_params / GIB
+    checkpoints = 3 * 12 * shape.lora_params(16) / GIB
     return (0 if weights_present else bf16) + bf16 + checkpoints
 
 
@@ -529,88 +517,8 @@ def _fmt_gib(x: float) -> str:
     return f"{x:.1f} GiB" if x >= 1 else f"{x:.2f} GiB"
 
 
-def _hardware_verdict(
-    model: str,
-    hw: HardwareInfo,
-    dims: ModelDims,
-    is_tiny: bool,
-    setting: TrainSetting,
-    estimates: dict[str, MemoryEstimate],
-    fits: dict[str, bool],
-    max_mb: dict[str, int],
-    budget: float,
-) -> tuple[bool, str]:
-    """(fits on this hardware?, the recommendation sentence)."""
-    lora, qlora, full = estimates["lora"], estimates["qlora"], estimates["full"]
-    if not hw.cuda_available:
-        if not is_tiny:
-            return False, (
-                f"no GPU: CPU can only run the tiny model for smoke tests. {model} needs a GPU with "
-                f"~{_fmt_gib(lora.total_gib)} for LoRA bf16 (~{_fmt_gib(qlora.total_gib)} for QLoRA 4-bit); "
-                "run on a GPU machine, or create a tiny model (`thinktune make-tiny-model DIR`) and pass "
-                "`--model DIR` for a CPU smoke test"
-            )
-        # On CPU everything is fp32 and fully trainable at worst: the full estimate bounds RAM use.
-        cpu_need = full.total_gib - full.overhead_gib
-        if hw.ram_available_gib < cpu_need:
-            return False, (
-                f"no GPU and only {_fmt_gib(hw.ram_available_gib)} RAM free; even this tiny model needs "
-                f"~{_fmt_gib(cpu_need)} at seq_len {setting.seq_len}: lower seq_len"
-            )
-        return True, (
-            "no GPU: CPU can only run the tiny model for smoke tests -- this is a tiny model, so a CPU smoke "
-            "run works (its outputs are meaningless). For real training use --model on a GPU machine"
-        )
-    what = f"{hw.gpus[0].name} {hw.min_gpu_total_gib:.0f} GiB ({_fmt_gib(budget)} usable)"
-    if hw.gpu_count > 1:
-        what = f"{hw.gpu_count}x {what}, {hw.topology.interconnect}"
-    if fits["lora"]:
-        roomy = lora.total_gib <= 0.5 * budget
-        rec = (
-            f"{what}: LoRA bf16 fits"
-            + (" with room; no QLoRA needed" if roomy else " but tightly: keep micro-batch small")
-            + f" (~{_fmt_gib(lora.total_gib)} at micro-batch {setting.micro_batch} x {setting.seq_len} tokens "
-            f"with gradient checkpointing; up to micro-batch {max_mb['lora']} fits)"
-        )
-        if fits["full"]:
-            rec += f"; full fine-tuning also fits (~{_fmt_gib(full.total_gib)})"
-        return True, rec
-    if fits["qlora"]:
-        rec = (
-            f"{what}: LoRA bf16 needs ~{_fmt_gib(lora.total_gib)} and does not fit; use QLoRA 4-bit + "
-            f"gradient checkpointing (~{_fmt_gib(qlora.total_gib)})"
-        )
-        if importlib.util.find_spec("bitsandbytes") is None:
-            return (
-                False,
-                rec + "; QLoRA needs bitsandbytes, which is not installed: pip install 'bitsandbytes>=0.43'",
-            )
-        return True, rec
-    return False, (
-        f"{what}: {model} does not fit even with QLoRA 4-bit (~{_fmt_gib(qlora.total_gib)} needed): lower "
-        "seq_len, use a smaller model or a larger GPU"
-    )
-
-
-def run_doctor(
-    model: str | None = None,
-    output_dir: Path | str | None = None,
-    *,
-    setting: TrainSetting | None = None,
-    hardware: HardwareInfo | None = None,
-) -> DoctorReport:
-    """Inspect hardware + model + tokenizer and decide whether (and how) this machine can train.
-
-    ``hardware`` may be injected (``HardwareInfo.from_dict``) to ask about another machine.
-    """
-    from thinktune.tiny_model import read_tiny_marker
-
-    model = model or DEFAULT_MODEL
-    setting = setting or TrainSetting()
-    hw = hardware or detect_hardware(output_dir or ".")
+def _hardware_checks(hw: HardwareInfo) -> list[Check]:
     checks: list[Check] = []
-
-    # -- hardware
     if hw.cuda_available:
         gpu_desc = ", ".join(f"{g.name} ({g.total_gib:.0f} GiB, {g.free_gib:.0f} free)" for g in hw.gpus)
         checks.append(Check("CUDA", "ok", f"{hw.gpu_count} GPU(s): {gpu_desc}"))
@@ -624,7 +532,7 @@ def run_doctor(
                     "bf16",
                     "warn",
                     "not every GPU supports bfloat16 (compute capability < 8.0)",
-                    "train in fp16 (LLaMA Factory: fp16: true, bf16: false)",
+                    "the planner trains in fp16 (LLaMA Factory: fp16: true, bf16: false)",
                 )
             )
     else:
@@ -644,38 +552,63 @@ def run_doctor(
             f"{hw.cpu_count} CPUs, {hw.ram_total_gib:.1f} GiB RAM ({hw.ram_available_gib:.1f} free)",
         )
     )
+    return checks
+
+
+def run_doctor(
+    model: str | None = None,
+    output_dir: Path | str | None = None,
+    *,
+    setting: DoctorSetting | None = None,
+    hardware: HardwareInfo | None = None,
+    packages: dict[str, bool] | None = None,
+) -> DoctorReport:
+    """Inspect hardware + model + tokenizer and decide whether (and how) this machine can train.
+
+    ``hardware`` may be injected (``HardwareInfo.from_dict``) to ask about another machine; ``packages`` (the
+    planner's) defaults to what is installed here.
+    """
+    from thinktune.tiny_model import read_tiny_marker
+
+    model = model or DEFAULT_MODEL
+    setting = setting or DoctorSetting()
+    hw = hardware or detect_hardware(output_dir or ".")
+    pk = installed_packages() if packages is None else packages
+    checks = _hardware_checks(hw)
 
     # -- model
     resolved = _resolve(model, checks)
-    dims = resolved.dims
+    shape = resolved.dims
     marker = read_tiny_marker(resolved.local_dir) if resolved.local_dir else None
-    is_tiny = marker is not None or (dims is not None and dims.params <= CPU_SMOKE_MAX_PARAMS)
-    if dims is not None:
+    is_tiny = marker is not None or (shape is not None and shape.num_params <= CPU_SMOKE_MAX_PARAMS)
+    if shape is not None:
         checks.append(
             Check(
                 "model size",
                 "ok" if resolved.source in ("local", "hf-cache") and resolved.weights_present else "info",
-                f"{model}: {dims.model_type}, {_fmt_params(dims.params)} parameters "
-                f"(hidden {dims.hidden}, {dims.layers} layers, {dims.heads}/{dims.kv_heads} heads, "
-                f"vocab {dims.vocab}{', tied' if dims.tied else ''}){' [thinktune tiny model]' if marker else ''}",
+                f"{model}: {shape.model_type}, {_fmt_params(shape.num_params)} parameters "
+                f"(hidden {shape.hidden_size}, {shape.num_layers} layers, {shape.num_heads}/{shape.num_kv_heads} "
+                f"heads, vocab {shape.vocab_size}{', tied' if shape.tie_word_embeddings else ''})"
+                f"{' [thinktune tiny model]' if marker else ''}",
             )
         )
-
     if resolved.source != "missing":
-        _check_tokenizer(resolved.tokenizer, dims, checks)  # failures become blockers below
+        _check_tokenizer(resolved.tokenizer, shape, checks)  # failures become blockers below
 
-    # -- memory
-    estimates: dict[str, MemoryEstimate] = {}
+    # -- plan: the same planner and memory model as `thinktune train`
+    plans: dict[str, Plan] = {}
+    estimates: dict[str, dict[str, float]] = {}
     fits: dict[str, bool] = {}
     max_mb: dict[str, int] = {}
-    budget = min(hw.min_gpu_free_gib, USABLE_FRACTION * hw.min_gpu_total_gib) if hw.cuda_available else 0.0
-    if dims is not None:
+    guidance: tuple[int, Plan] | None = None
+    disk_ok = True
+    if shape is not None:
         for m in METHODS:
-            est = estimate_memory(dims, m, setting)
-            estimates[m] = est
-            fits[m] = hw.cuda_available and est.total_gib <= budget
-            max_mb[m] = _max_micro_batch(dims, m, setting, budget) if hw.cuda_available else 0
-        need = _disk_needed_gib(dims, resolved.weights_present)
+            plans[m] = _plan(shape, hw, setting, m, pk)
+            estimates[m], fits[m], max_mb[m] = _method_row(plans[m], m, shape)
+        if hw.cuda_available and not fits["lora"]:
+            guidance = multi_gpu_guidance(shape, hw, setting, pk)
+        need = _disk_needed_gib(shape, resolved.weights_present)
         disk_ok = hw.disk_free_gib >= need
         checks.append(
             Check(
@@ -686,35 +619,38 @@ def run_doctor(
                 "" if disk_ok else "free disk space or choose an output directory on a larger volume",
             )
         )
-    else:
-        disk_ok = True
+        for w in plans["lora"].warnings:
+            checks.append(Check("plan", "warn", w))
 
     # -- decision: the hardware verdict first (it is what people run the doctor for), then blockers
     blockers = [f"{c.name}: {c.detail}" for c in checks if c.status == "fail" and c.name != "disk"]
-    if dims is None:
-        hw_ok, rec = False, "cannot estimate memory without the model's config"
+    if shape is None:
+        hw_ok, rec, more = False, "cannot estimate memory without the model's config", ""
     else:
-        hw_ok, rec = _hardware_verdict(model, hw, dims, is_tiny, setting, estimates, fits, max_mb, budget)
+        hw_ok, rec, more = _verdict(model, hw, shape, is_tiny, plans, fits, guidance, pk)
     if not disk_ok:
         blockers.append("not enough free disk (see the 'disk' check)")
     if blockers:
         rec += ". Blocked by: " + "; ".join(blockers)
-    can_train = hw_ok and not blockers
-
+    lead = plans.get("qlora" if fits.get("qlora") and not fits.get("lora") else "lora")
     return DoctorReport(
         model=model,
         model_source=resolved.source,
         is_tiny=is_tiny,
-        dims=asdict(dims) if dims else None,
-        params=dims.params if dims else None,
+        shape=shape.model_dump() if shape else None,
+        params=shape.num_params if shape else None,
         setting=asdict(setting),
-        estimates={k: asdict(v) for k, v in estimates.items()},
+        plan=None
+        if lead is None
+        else {**lead.summary().model_dump(), "explanations": lead.explanations, "warnings": lead.warnings},
+        estimates=estimates,
         fits=fits,
         max_micro_batch=max_mb,
         hardware=hw.to_dict(),
+        multi_gpu=more,
         checks=checks,
         recommendation=rec,
-        can_train=can_train,
+        can_train=hw_ok and not blockers,
     )
 
 
@@ -740,25 +676,17 @@ def render_report(report: DoctorReport, console: Any = None) -> None:
     console.print(checks)
 
     if report.estimates:
-        s = report.setting
-        mem = Table(
-            title=(
-                f"estimated peak GPU memory per replica (GiB): seq_len {s['seq_len']}, micro-batch "
-                f"{s['micro_batch']}, grad checkpointing {'on' if s['gradient_checkpointing'] else 'off'}, "
-                f"LoRA r={s['lora_rank']}"
-            )
-        )
-        for col in ("method", "weights", "optim", "activ", "logits", "total", "fits", "max mb"):
+        mem = Table(title=f"planned peak memory per GPU (GiB) at seq_len {report.setting['seq_len']}")
+        for col in ("method", "weights", "trainable", "activations", "total", "fits", "max mb"):
             mem.add_column(col, justify="right" if col not in ("method", "fits") else "left")
-        labels = {"lora": "LoRA bf16", "qlora": "QLoRA 4bit", "full": "full AMP"}
+        labels = {"lora": "LoRA", "qlora": "QLoRA 4bit", "full": "full"}
         for m, e in report.estimates.items():
             mem.add_row(
                 labels.get(m, m),
-                f"{e['weights_gib']:.2f}",
-                f"{e['optimizer_gib']:.2f}",
-                f"{e['activations_gib']:.2f}",
-                f"{e['logits_gib']:.2f}",
-                f"{e['total_gib']:.2f}",
+                f"{e['weights']:.2f}",
+                f"{e['trainable_state']:.2f}",
+                f"{e['activations']:.2f}",
+                f"{e['total']:.2f}",
                 "[green]yes[/]" if report.fits.get(m) else "[red]no[/]",
                 str(report.max_micro_batch.get(m, 0)),
             )
@@ -773,10 +701,10 @@ def doctor_command(
     *,
     output_dir: Path | str | None = None,
     seq_len: int = 2048,
-    micro_batch: int = 1,
+    micro_batch: int | None = None,
 ) -> int:
-    """Entry point for ``thinktune doctor [--model M] [--json] [--output-dir D]``; returns the exit code."""
-    report = run_doctor(model, output_dir, setting=TrainSetting(seq_len=seq_len, micro_batch=micro_batch))
+    """Entry point for ``thinktune doctor [--model M] [--json]``; returns the exit code."""
+    report = run_doctor(model, output_dir, setting=DoctorSetting(seq_len=seq_len, micro_batch=micro_batch))
     if json_out:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:

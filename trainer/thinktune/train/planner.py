@@ -979,6 +979,26 @@ def _check_offload_ram(c: Planning) -> None:
         )
 
 
+def train_shape(p: Plan, **override: Any) -> TrainShape:
+    """The memory model's view of a plan (what ``p.memory_estimate_gib`` was computed from), with overrides:
+    how the doctor asks "and with another method / micro-batch?" without a second memory model."""
+    a = p.args
+    fields: dict[str, Any] = {
+        "method": p.method,
+        "precision": p.precision,
+        "quant_bit": a.get("quantization_bit"),
+        "strategy": p.strategy,
+        "world": p.world_size,
+        "lora_rank": p.lora_rank or 16,
+        "lora_target": a.get("lora_target", "all"),
+        "micro_batch": p.micro_batch_size,
+        "seq": p.cutoff_len,
+        "gradient_checkpointing": p.gradient_checkpointing,
+        "liger": p.liger_kernel,
+    }
+    return TrainShape(**{**fields, **override})
+
+
 def write_plan_files(p: Plan, output_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``p.files`` into ``output_dir/plan/`` and ``plan.json``; return name -> path."""
     d = Path(output_dir) / "plan"
