@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 from thinktune.doctor import DEFAULT_MODEL, DoctorSetting, run_doctor
 from thinktune.hardware import HardwareInfo
+from thinktune.spec import FineTuneJobSpec
 from thinktune.train.memory import ModelShape
 from thinktune.train.planner import TRAINER_IMAGE_PACKAGES, Plan, WorldInfo, plan, write_plan_files
 from thinktune.train.strategies import DEEPSPEED_FILES
@@ -180,13 +181,8 @@ def test_plan_args_parse_with_llamafactory(name, tmp_path):
     from llamafactory.hparams import get_train_args
 
     hw, over, shape = PLANS[name]
-    spec = DoctorSetting().spec("lora").model_copy(deep=True)
-    spec = type(spec).model_validate(
-        {
-            **spec.model_dump(by_alias=True, exclude_none=True),
-            "output": {"path": str(tmp_path)},
-            **{k: {**spec.model_dump(by_alias=True, exclude_none=True)[k], **v} for k, v in over.items()},
-        }
+    spec = FineTuneJobSpec.model_validate(
+        {"output": {"path": str(tmp_path)}, "dataset": {"path": str(tmp_path / "ds")}, **over}
     )
     p = plan(spec, hw, model=shape, world=WorldInfo(nproc_per_node=max(1, hw.gpu_count)), packages=PK)
     files = write_plan_files(p, tmp_path)
@@ -222,16 +218,8 @@ def test_plan_args_parse_with_llamafactory(name, tmp_path):
 def test_megatron_plans_are_not_llamafactory_standard_args():
     """Megatron plans go through mcore_adapter's parser (USE_MCA=1), which is not installed here; the keys it adds
     are exactly the ones the standard schema lacks, so nothing else can hide among them."""
-    p = plan(
-        DoctorSetting().spec("full").model_copy(update={}),
-        card(80.0, 8),
-        model=QWEN3_4B,
-        world=WorldInfo(nproc_per_node=8),
-        packages=PK,
-    )
+    p = plan(DoctorSetting().spec("full"), card(80.0, 8), model=QWEN3_4B, world=WorldInfo(nproc_per_node=8))
     assert p.strategy != "megatron"  # auto never picks it
-    from thinktune.spec import FineTuneJobSpec
-
     spec = FineTuneJobSpec.model_validate(
         {
             "output": {"path": "o"},
