@@ -273,18 +273,18 @@ def test_teacher_model_generation(tmp_path):
             "validation": {"cutoffLen": 100000},
         }
     )
-    import thinktune.data.thinking as th
+    import thinktune.data.teacher as th
     from thinktune.data.build import DatasetBuildError
 
-    orig = th.TeacherModel.__init__
-    th.TeacherModel.__init__ = lambda self, p, max_new_tokens=24: orig(self, p, max_new_tokens)
+    orig = th.LocalTeacher.__init__
+    th.LocalTeacher.__init__ = lambda self, p, max_new_tokens=24: orig(self, p, max_new_tokens)
     try:
         rep = build_dataset(spec, src, tmp_path / "o", progress=False, tokenizer=CharTok())
     except DatasetBuildError as e:  # random weights may write nothing usable: that must be traced
         assert "teacher model produced no reasoning" in str(e)
         rep = None
     finally:
-        th.TeacherModel.__init__ = orig
+        th.LocalTeacher.__init__ = orig
     rows = [json.loads(x) for x in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
     data = (
         []
@@ -312,14 +312,14 @@ def test_teacher_generated_thinking_is_marked_and_validated(tmp_path, monkeypatc
         def __init__(self, path):
             assert path == "some/teacher"
 
-        def reasoning(self, question, answer):
+        def reasoning(self, question, answer, source=None):
             return (
                 "嗯"
                 if "B" in question
                 else "分析：问题问盐。首先盐让杂凑不同；然后彩虹表失效。结论：盐让相同口令得到不同杂凑值。"
             )
 
-    monkeypatch.setattr(b, "TeacherModel", FakeTeacher)
+    monkeypatch.setattr(b, "make_teacher", lambda path, name=None: FakeTeacher(path))
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.md").write_text(

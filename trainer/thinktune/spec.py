@@ -188,13 +188,19 @@ class ChineseSpec(SpecModel):
 class ThinkingSpec(SpecModel):
     generate: Literal["template", "model", "none"] = Field(
         default="template",
-        description="How samples without a <thinking> block get one: 'template' builds an "
-        "analysis → steps → verification scaffold from the sample itself; 'model' asks teacherModel; 'none' "
+        description="How samples without a <thinking> block get one: 'template' builds a rule-based "
+        "analysis → steps → verification trace from the chunk's evidence; 'model' asks teacherModel; 'none' "
         "rejects such samples (a thinking model must not be trained on empty <think> blocks).",
     )
     teacher_model: str | None = Field(
         default=None,
-        description="Local path or hub id of a causal LM that writes reasoning when generate=model.",
+        description="Teacher that writes reasoning when generate=model: an OpenAI-compatible endpoint "
+        "('http(s)://host:port/v1', e.g. vLLM or Ollama; bearer token from env THINKTUNE_TEACHER_API_KEY) "
+        "or a local path / hub id of a transformers causal LM.",
+    )
+    teacher_model_name: str | None = Field(
+        default=None,
+        description="The 'model' field sent to an endpoint teacher (default 'default').",
     )
     nested: Literal["keep", "flatten"] = Field(
         default="keep",

@@ -25,7 +25,8 @@ from thinktune.data.dedup import deduplicate
 from thinktune.data.document import DocOptions, DocResult, process_file, quality_gate
 from thinktune.data.samples import SAMPLE_TYPES, Reject, Sample
 from thinktune.data.split import SPLITS, stratified_split
-from thinktune.data.thinking import TeacherModel, assess_quality, strip_code
+from thinktune.data.teacher import TeacherError, make_teacher
+from thinktune.data.thinking import assess_quality, strip_code
 from thinktune.data.validate import load_length_tokenizer, render_chat, structural_problems, token_lengths
 from thinktune.data.writer import dataset_info, plots, report_markdown, write_json, write_jsonl
 from thinktune.spec import DatasetBuildSpec, DatasetBuildStatus, DatasetCounts
@@ -232,12 +233,15 @@ def build_dataset(
     if spec.thinking.generate == "model" and any(
         s.thinking_method == "model" and not s.reasoning for s in samples
     ):
-        teacher = TeacherModel(spec.thinking.teacher_model or "")
+        teacher = make_teacher(spec.thinking.teacher_model or "", spec.thinking.teacher_model_name)
         rec = term_recognizer(spec.chinese.glossary)
         kept = []
         for s in samples:
             if s.thinking_method == "model" and not s.reasoning:
-                s.reasoning = teacher.reasoning(s.question, s.answer)
+                try:
+                    s.reasoning = teacher.reasoning(s.question, s.answer)
+                except TeacherError as exc:
+                    raise DatasetBuildError(str(exc)) from exc
                 if not s.reasoning.strip():
                     rejects.append(
                         Reject(

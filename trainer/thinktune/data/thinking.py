@@ -535,47 +535,6 @@ def assess_quality(
 # generation
 
 
-TEACHER_SYSTEM = (
-    "你是密码学专家。根据给出的问题和参考答案，写出得到该答案的推理过程：先分析问题，"
-    "再分步骤推理，最后验证结论。只写推理过程，不要重复答案。"
-)
-
-
-class TeacherModel:
-    """A local causal LM (transformers AutoModelForCausalLM) that writes reasoning for samples without it."""
-
-    def __init__(self, name_or_path: str, max_new_tokens: int = 384):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        self.model = AutoModelForCausalLM.from_pretrained(name_or_path)
-        self.model.eval()
-        self.max_new_tokens = max_new_tokens
-
-    def reasoning(self, question: str, answer: str) -> str:
-        import torch
-
-        msgs = [
-            {"role": "system", "content": TEACHER_SYSTEM},
-            {"role": "user", "content": f"问题：{question}\n\n参考答案：{answer}\n\n请写出推理过程。"},
-        ]
-        if getattr(self.tokenizer, "chat_template", None):
-            prompt = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-        else:
-            prompt = "\n\n".join(m["content"] for m in msgs) + "\n\n推理过程："
-        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            out = self.model.generate(
-                **enc,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                min_new_tokens=min(8, self.max_new_tokens),
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-            )
-        text = self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-        return clean_generated(text)
-
-
 def clean_generated(text: str) -> str:
     """Reasoning part of a generated text: drop think tags and anything after a closing ``</think>``."""
     if THINK_CLOSE in text:
