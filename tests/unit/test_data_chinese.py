@@ -14,10 +14,11 @@ def norm() -> Normalizer:
 
 def test_opencc_profiles_convert_traditional():
     assert Normalizer(NormalizeOptions("t2s")).inline("橢圓曲線密碼") == "椭圆曲线密码"
-    # tw2sp also converts Taiwanese vocabulary, t2s only characters
+    # tw2sp also converts Taiwanese vocabulary; after any profile the mainland-terms table applies
     assert Normalizer(NormalizeOptions("tw2sp")).inline("軟體") == "软件"
-    assert Normalizer(NormalizeOptions("t2s")).inline("軟體") == "软体"
-    assert Normalizer(NormalizeOptions("hk2s")).inline("訊息認證碼") == "讯息认证码"
+    assert Normalizer(NormalizeOptions("tw2sp")).inline("滑鼠") == "鼠标"  # OpenCC's phrases, not our table
+    assert Normalizer(NormalizeOptions("t2s")).inline("滑鼠") == "滑鼠"
+    assert Normalizer(NormalizeOptions("hk2s")).inline("訊息認證碼") == "消息认证码"
     assert Normalizer(NormalizeOptions("none")).inline("橢圓曲線") == "橢圓曲線"
 
 
@@ -138,3 +139,15 @@ def test_latin_terms_only_as_whole_words():
     assert rec.terms("the params of the cache machine") == ()  # no RA, CA, MAC inside words
     assert set(rec.terms("RA 与 CA 以及 MAC")) == {"RA", "CA", "MAC"}
     assert "SM4" in rec.terms("使用SM4加密")  # CJK neighbours are boundaries
+
+
+@pytest.mark.parametrize("profile", ["t2s", "tw2sp", "hk2s"])
+def test_taiwan_and_hong_kong_wording_becomes_mainland_terms(profile):
+    from thinktune.data.chinese import NormalizeOptions, Normalizer
+
+    out = Normalizer(NormalizeOptions(profile)).inline(
+        "訊息鑑別碼與數位簽章，金鑰由亂數產生器產生，`訊息` 不變"
+    )
+    assert out.startswith("消息认证码与数字签名，密钥由随机数生成器产生")
+    assert "`訊息`" in out  # inline code untouched
+    assert Normalizer(NormalizeOptions("none")).inline("訊息") == "訊息"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from thinktune.cjk import IDEOGRAPH_CLASS
 from thinktune.data.glossary import Glossary, load_glossary
@@ -104,6 +106,23 @@ def split_protected(text: str) -> list[tuple[bool, str]]:
     return out
 
 
+_MAINLAND_FILE = Path(__file__).parent / "resources" / "mainland_terms.tsv"
+
+
+@cache
+def _mainland_table() -> tuple[re.Pattern[str], dict[str, str]]:
+    rows = [ln.split("\t") for ln in _MAINLAND_FILE.read_text(encoding="utf-8").splitlines()]
+    table = {r[0].strip(): r[1].strip() for r in rows if len(r) == 2 and not r[0].startswith("#")}
+    return re.compile("|".join(sorted(map(re.escape, table), key=len, reverse=True))), table
+
+
+def mainland_terms(text: str) -> str:
+    """Taiwan/Hong Kong wording left after OpenCC → mainland cryptography terms (讯息认证码 → 消息认证码,
+    数位签章 → 数字签名); table in resources/mainland_terms.tsv."""
+    rx, table = _mainland_table()
+    return rx.sub(lambda m: table[m.group(0)], text) if _HAS_CJK.search(text) else text
+
+
 class Normalizer:
     """Converts the non-code, non-URL parts of markdown text. One instance per process (OpenCC is cached)."""
 
@@ -120,7 +139,7 @@ class Normalizer:
             out = conv.split(SEP)
             if len(out) != len(pieces):  # never expected; fall back to piecewise conversion
                 out = [self.conv.convert(p) for p in pieces]
-            pieces = out
+            pieces = [mainland_terms(p) for p in out]
         if self.options.punctuation:
             pieces = [normalize_punct_width(p) for p in pieces]
         return pieces
