@@ -1,0 +1,339 @@
+"""Issue 14's side-by-side: LLaMA Factory's example defaults (a), a hand-tuned transformers+peft+Liger loop (b) and
+``thinktune train`` with the planner's choices (c), on one GPU, the same model, data and sequence length.
+
+    python bench/gpu_train.py OUT_DIR [--model qwen3-4b|tiny] [--steps 10] [--cutoff 2048]
+        [--real-dataset DIR] [--runs lf_default,hf_peft,thinktune,lf_thinktune_args,thinktune_dropout0]
+
+Model: random weights with Qwen3-4B's exact architecture built from a config (no hub; the shape sets speed and
+memory), or thinktune's tiny model for a CPU check of the whole script. Workloads: ``fixed`` (rows longer than
+cutoff, so every row is exactly cutoff tokens) and, with ``--real-dataset``, ``real`` (a DatasetBuild's train
+split at cutoff 4096: its length distribution, so padding and packing count).
+
+Runs (each a fresh process, one after another):
+- ``lf_default``  (a) LLaMA Factory 0.9.5's examples/train_lora/*_lora_sft.yaml settings: rank 8, micro-batch 1 x
+  accumulation 8, gradient checkpointing on (its default), no Liger.
+- ``hf_peft``     (b) bench/hf_peft_bench.py: rank 16, micro-batch 8 x 2, Liger, no checkpointing, fused AdamW.
+- ``thinktune``   (c) ``python -m thinktune.cli train`` on a FineTuneJob (globalBatchSize 16): the planner decides.
+- levers, each one change against (c), to find where (c) loses against (b) (bench/NOTES-gpu.md):
+  ``lf_thinktune_args`` (c)'s resolved LLaMA Factory arguments run without thinktune's launcher and callback;
+  ``thinktune_dropout0`` finetuning.lora.dropout 0 (the planner's default is 0.05); ``thinktune_packing``
+  training.packing (neat packing); ``thinktune_mb16`` microBatchSize 16.
+
+Tokens/s count non-padding tokens only (HF ``include_num_input_tokens_seen: non_padding``; (b) counts its
+attention mask), over the steady steps (the first third skipped). Writes OUT_DIR/gpu-train.json, and
+bench/results/gpu-train-<date>.json-shaped output to $OUT when set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_bench_lib import (  # noqa: E402
+    BENCH,
+    base_env,
+    git_commit,
+    make_fixed_dataset,
+    make_model,
+    read_records,
+    records_from_metrics,
+    run_logged,
+    summarize,
+    tail,
+    token_lengths,
+    train_only_copy,
+    versions,
+)
+
+DEFAULT_RUNS = "hf_peft,lf_default,thinktune,lf_thinktune_args,thinktune_dropout0"
+
+
+def lf_default_args(model: Path, ds: Path, out: Path, cutoff: int, steps: int, cuda: bool) -> dict[str, Any]:
+    """LLaMA Factory's example LoRA SFT recipe (examples/train_lora/llama3_lora_sft.yaml in 0.9.5) on our data."""
+    args: dict[str, Any] = {
+        "model_name_or_path": str(model),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_rank": 8,
+        "lora_target": "all",
+        "dataset": "bench_train",
+        "dataset_dir": str(ds),
+        "template": "qwen3",
+        "cutoff_len": cutoff,
+        "max_samples": 1000,
+        "overwrite_cache": True,
+        "preprocessing_num_workers": 16 if cuda else 1,
+        "dataloader_num_workers": 4 if cuda else 0,
+        "output_dir": str(out),
+        "logging_steps": 1,  # the example logs every 10; every step here so each step is timed
+        "save_strategy": "no",
+        "overwrite_output_dir": True,
+        "report_to": "none",
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 8,
+        "learning_rate": 1.0e-4,
+        "max_steps": steps,
+        "lr_scheduler_type": "cosine",
+        "warmup_ratio": 0.1,
+        "ddp_timeout": 180000000,
+        "seed": 7,
+        "include_num_input_tokens_seen": "non_padding",
+    }
+    if cuda:
+        args["bf16"] = True
+    else:
+        args["use_cpu"] = True
+    return args
+
+
+def thinktune_job(name: str, model: Path, out: Path, cutoff: int, steps: int, over: dict[str, Any]) -> dict:
+    training = {
+        "maxSteps": steps,
+        "globalBatchSize": 16,
+        "cutoffLen": cutoff,
+        "loggingSteps": 1,
+        "evalSteps": 100_000,
+        "saveSteps": 100_000,
+        "seed": 7,
+        **over.get("training", {}),
+    }
+    spec: dict[str, Any] = {
+        "model": {"nameOrPath": str(model)},
+        "dataset": {"path": "unused-see---dataset"},
+        "output": {"path": str(out)},
+        "training": training,
+        "evaluation": {"enabled": False},
+    }
+    if "finetuning" in over:
+        spec["finetuning"] = over["finetuning"]
+    return {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+THINKTUNE_VARIANTS: dict[str, dict[str, Any]] = {
+    "thinktune": {},
+    "thinktune_dropout0": {"finetuning": {"lora": {"dropout": 0.0}}},
+    "thinktune_packing": {"training": {"packing": True}},
+    "thinktune_mb16": {"training": {"microBatchSize": 16}},
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--model", default="qwen3-4b", choices=["qwen3-4b", "tiny"])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--cutoff", type=int, default=2048)
+    ap.add_argument(
+        "--real-dataset", type=Path, default=None, help="a DatasetBuild output dir (real lengths)"
+    )
+    ap.add_argument("--real-cutoff", type=int, default=4096)
+    ap.add_argument("--runs", default=DEFAULT_RUNS)
+    ap.add_argument("--real-runs", default="lf_default,thinktune,thinktune_packing")
+    ap.add_argument("--run-timeout", type=float, default=420)
+    a = ap.parse_args()
+    import torch
+
+    cuda = torch.cuda.is_available()
+    root = a.out.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    dest = Path(os.environ["OUT"]) if os.environ.get("OUT") else root
+    model_dir, model_cfg = make_model(root / "model", a.model)
+    if cuda:
+        torch.cuda.empty_cache()
+    workloads = {
+        "fixed": (make_fixed_dataset(root / "ds_fixed", n=400, chars=3 * a.cutoff), a.cutoff, a.runs)
+    }
+    if a.real_dataset:
+        workloads["real"] = (train_only_copy(a.real_dataset, root / "ds_real"), a.real_cutoff, a.real_runs)
+    env = base_env({"PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])})
+    result: dict[str, Any] = {
+        "what": "issue 14: LLaMA Factory example defaults (a) vs plain transformers+peft+Liger (b) vs thinktune "
+        "train (c), one GPU, random-weight model of the given architecture",
+        "command": "python bench/gpu_train.py OUT " + " ".join(sys.argv[2:]),
+        "date": datetime.date.today().isoformat(),
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "model": {
+            "kind": a.model,
+            **{k: model_cfg.get(k) for k in ("hidden_size", "num_hidden_layers", "vocab_size")},
+        },
+        "memory_budget": "not run: trainer/thinktune/spec.py has no training.memoryBudgetGiB (or equivalent); "
+        "the planner sizes from the detected GPU memory only",
+        "workloads": {},
+    }
+
+    def save() -> None:
+        text = json.dumps(result, ensure_ascii=False, indent=1)
+        (root / "gpu-train.json").write_text(text)
+        if dest != root:
+            (dest / "gpu-train.json").write_text(text)
+
+    for wname, (ds, cutoff, runs) in workloads.items():
+        lengths = token_lengths(ds, model_dir, cutoff)
+        # attention cost grows with the row length: the token-weighted mean length sets its FLOPs per token
+        mean_seq = sum(x * x for x in lengths) / max(1, sum(lengths))
+        wres: dict[str, Any] = {
+            "dataset": str(ds),
+            "cutoff": cutoff,
+            "rows": len(lengths),
+            "row_tokens": {
+                "min": min(lengths),
+                "median": statistics.median(lengths),
+                "max": max(lengths),
+                "mean": round(sum(lengths) / len(lengths), 1),
+            },
+            "runs": {},
+        }
+        result["workloads"][wname] = wres
+        for run in [r for r in runs.split(",") if r]:
+            print(f"[gpu_train] {wname}/{run} ...", flush=True)
+            rdir = root / f"{wname}-{run}"
+            rdir.mkdir(parents=True, exist_ok=True)
+            recs_path = rdir / "steps.jsonl"
+            recs_path.unlink(missing_ok=True)
+            log = rdir / "log.txt"
+            info: dict[str, Any] = {}
+            if run == "lf_default" or run == "lf_thinktune_args":
+                if run == "lf_default":
+                    args = lf_default_args(model_dir, ds, rdir / "out", cutoff, a.steps, cuda)
+                else:
+                    src = root / f"{wname}-thinktune" / "out" / ".thinktune" / "attempt-0.json"
+                    if not src.is_file():
+                        wres["runs"][run] = {"error": f"needs the thinktune run first ({src} missing)"}
+                        continue
+                    args = dict(json.loads(src.read_text())["args"])
+                    args.update({"output_dir": str(rdir / "out"), "overwrite_output_dir": True})
+                cfg = rdir / "cfg.json"
+                cfg.write_text(json.dumps({"args": args, "records": str(recs_path)}))
+                rc, t0, t1 = run_logged(
+                    [sys.executable, str(BENCH / "gpu_lf_run.py"), str(cfg)], log, env, a.run_timeout
+                )
+                recs = read_records(recs_path)
+                info["args"] = args
+            elif run == "hf_peft":
+                cfg = rdir / "cfg.json"
+                conf = {
+                    "model": str(model_dir),
+                    "dataset": str(ds),
+                    "cutoff": cutoff,
+                    "micro_batch": 8 if cuda else 2,
+                    "accum": 2,
+                    "steps": a.steps,
+                    "lora_rank": 16,
+                    "liger": True,
+                    "gradient_checkpointing": False,
+                    "seed": 7,
+                    "records": str(recs_path),
+                }
+                cfg.write_text(json.dumps(conf))
+                rc, t0, t1 = run_logged(
+                    [sys.executable, str(BENCH / "hf_peft_bench.py"), str(cfg)], log, env, a.run_timeout
+                )
+                recs = read_records(recs_path)
+                info["config"] = conf
+            elif run in THINKTUNE_VARIANTS:
+                over = THINKTUNE_VARIANTS[run]
+                job = thinktune_job(
+                    f"bench-{run}".replace("_", "-"), model_dir, rdir / "out", cutoff, a.steps, over
+                )
+                jf = rdir / "job.json"
+                jf.write_text(json.dumps(job))
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "thinktune.cli",
+                    "train",
+                    "-f",
+                    str(jf),
+                    "--dataset",
+                    str(ds),
+                    "--no-progress",
+                ]
+                rc, t0, t1 = run_logged(cmd, log, env, a.run_timeout)
+                recs = records_from_metrics(rdir / "out" / "metrics.jsonl")
+                info["overrides"] = over
+                resolved = rdir / "out" / ".thinktune" / "attempt-0.json"
+                if resolved.is_file():
+                    r_args = json.loads(resolved.read_text())["args"]
+                    info["plan_args"] = {
+                        k: r_args.get(k)
+                        for k in (
+                            "per_device_train_batch_size",
+                            "gradient_accumulation_steps",
+                            "disable_gradient_checkpointing",
+                            "enable_liger_kernel",
+                            "lora_rank",
+                            "lora_dropout",
+                            "flash_attn",
+                            "optim",
+                            "packing",
+                            "neat_packing",
+                            "deepspeed",
+                            "fsdp",
+                            "bf16",
+                        )
+                    }
+            else:
+                wres["runs"][run] = {"error": f"unknown run {run!r}"}
+                continue
+            summ = summarize(recs, t_start=t0, t_end=t1, model_cfg=model_cfg, mean_seq=mean_seq, warm=None)
+            wres["runs"][run] = {"exit_code": rc, **summ, **info}
+            if rc != 0 or "error" in summ:
+                wres["runs"][run]["log_tail"] = tail(log, 40)
+            print(
+                f"[gpu_train] {wname}/{run}: rc={rc} tokens/s={summ.get('tokens_per_s')} "
+                f"peak={summ.get('peak_gib')} first_step={summ.get('time_to_first_step_s')}s",
+                flush=True,
+            )
+            save()
+        runs_done = wres["runs"]
+        c = runs_done.get("thinktune", {}).get("tokens_per_s")
+        wa = runs_done.get("lf_default", {}).get("tokens_per_s")
+        wb = runs_done.get("hf_peft", {}).get("tokens_per_s")
+        wres["thinktune_tokens_per_s"] = c
+        wres["ratio_vs_lf_default"] = round(c / wa, 3) if c and wa else None
+        wres["ratio_vs_hf_peft"] = round(c / wb, 3) if c and wb else None
+        best = max(
+            (
+                (k, v["tokens_per_s"])
+                for k, v in runs_done.items()
+                if k.startswith("thinktune") and v.get("tokens_per_s")
+            ),
+            key=lambda kv: kv[1],
+            default=(None, None),
+        )
+        wres["best_thinktune_variant"] = {"run": best[0], "tokens_per_s": best[1]}
+        save()
+    print_table(result)
+    return 0
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print("\nworkload  run                   rc  tokens/s  step_s  MFU    peak_GiB  first_step_s  wall_s")
+    for wname, w in result["workloads"].items():
+        for run, r in w["runs"].items():
+            print(
+                f"{wname:9s} {run:21s} {r.get('exit_code', '-')!s:3s} {r.get('tokens_per_s')!s:9s} "
+                f"{r.get('step_s_median')!s:7s} {r.get('mfu_vs_989')!s:6s} {r.get('peak_gib')!s:9s} "
+                f"{r.get('time_to_first_step_s')!s:13s} {r.get('wall_s')!s}"
+            )
+        print(
+            f"{wname}: ratio_vs_lf_default={w.get('ratio_vs_lf_default')} ratio_vs_hf_peft={w.get('ratio_vs_hf_peft')}"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
