@@ -23,10 +23,9 @@ def main() -> int:
 
     ensure_torchaudio_importable()
     import torch
+    from gpu_bench_lib import write_record
     from llamafactory.train.tuner import run_exp
     from transformers import TrainerCallback
-
-    from gpu_bench_lib import write_record
 
     class Recorder(TrainerCallback):
         def __init__(self) -> None:

@@ -22,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> int:
     cfg = json.loads(Path(sys.argv[1]).read_text())
     import torch
+    from gpu_bench_lib import write_record
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from gpu_bench_lib import write_record
 
     cuda = torch.cuda.is_available()
     dev = "cuda" if cuda else "cpu"

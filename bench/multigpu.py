@@ -157,7 +157,7 @@ def main() -> int:
             flush=True,
         )
         save()
-    for key, r in runs.items():
+    for r in runs.values():
         if r.get("gpus", 1) < 2 or not r.get("tokens_per_s"):
             continue
         base = baseline_for(runs, r["method"], r["strategy"])
