@@ -11,7 +11,14 @@ import yaml
 from pydantic import ValidationError
 from thinktune.crdgen import render_crds
 from thinktune.resources import ResourceError, load_file, load_path
-from thinktune.spec import KINDS, DatasetBuildSpec, FineTuneJobSpec, ModelExportSpec
+from thinktune.spec import (
+    KINDS,
+    DatasetBuildSpec,
+    FineTuneJobSpec,
+    ModelExportSpec,
+    cluster_path_error,
+    parse_cluster,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
@@ -93,7 +100,9 @@ def test_schema_is_structural_and_described(kind):
     schema = _schema(kind)
     for path, node in _walk(schema):
         assert "$ref" not in node and "anyOf" not in node and "allOf" not in node, path
-        assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{path} has no type"
+        # a bare preserve-unknown-fields node (extraArgs values) is "any JSON value": structural without a type
+        any_value = node == {"x-kubernetes-preserve-unknown-fields": True}
+        assert "type" in node or node.get("x-kubernetes-int-or-string") or any_value, f"{path} has no type"
         if path.startswith("$.spec.") and not path.endswith(("[]", "}")):
             # every spec field explains itself in `kubectl explain`
             assert node.get("description"), f"{path} has no description"
@@ -298,7 +307,7 @@ def test_free_form_maps_are_preserved_not_additional_properties(kind):
     """`additionalProperties: true` makes the apiserver reject keys like `nvidia.com/gpu` as unknown fields."""
     for path, node in _walk(_schema(kind)):
         assert node.get("additionalProperties") is not True, path
-        if node.get("x-kubernetes-preserve-unknown-fields"):
+        if node.get("x-kubernetes-preserve-unknown-fields") and len(node) > 1:
             assert node.get("type") == "object", path
 
 
@@ -311,8 +320,32 @@ def test_optional_sub_objects_have_no_default(kind):
 
 
 def test_volume_rejects_parent_paths_in_both_places():
+    """On a cluster (the CRD, and pydantic with the CLUSTER context the operator uses) '..' and absolute paths
+    are rejected; locally (no context) they are legitimate: `thinktune dataset build --input ../x`."""
+    bad = {"source": {"path": "../x"}, "output": {"path": "o"}}
     with pytest.raises(ValueError, match=r"must not contain '\.\.'"):
-        DatasetBuildSpec.model_validate({"source": {"path": "../x"}, "output": {"path": "o"}})
+        parse_cluster(DatasetBuildSpec, bad)
+    assert DatasetBuildSpec.model_validate(bad).source.path == "../x"
     schema = _schema("DatasetBuild")
-    rules = schema["properties"]["spec"]["properties"]["source"]["x-kubernetes-validations"]
-    assert any("'..'" in r["rule"] for r in rules)
+    rules = schema["properties"]["spec"]["properties"]["source"]["properties"]["path"][
+        "x-kubernetes-validations"
+    ]
+    assert any("[.][.]" in r["rule"] for r in rules)
+
+
+@pytest.mark.parametrize(
+    "value,error",
+    [
+        ("Qwen/Qwen3-4B-Thinking-2507", None),  # a hub id is not a path that climbs
+        ("models/qwen", None),
+        ("http://teacher:8000/v1", None),
+        ("a..b/c", None),  # '..' inside a name is not a parent reference
+        ("/etc/passwd", "absolute"),
+        ("../x", "'..'"),
+        ("a/../../b", "'..'"),
+        ("a/..", "'..'"),
+    ],
+)
+def test_cluster_path_rule(value, error):
+    got = cluster_path_error(value)
+    assert (got is None) if error is None else (error in (got or ""))

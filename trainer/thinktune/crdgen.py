@@ -124,7 +124,8 @@ def _structural(node: Any, defs: dict[str, Any], rules: dict[str, list], ref_nam
         values = out["enum"]
         out["type"] = "integer" if all(isinstance(x, int) for x in values) else "string"
     if out.get("x-kubernetes-preserve-unknown-fields"):
-        out.setdefault("type", "object")
+        if len(out) > 1:  # a bare {preserve-unknown-fields} is "any JSON value" (extraArgs values): no type
+            out.setdefault("type", "object")
         # `additionalProperties: true` (pydantic's dict[str, Any]) makes the apiserver treat keys like
         # `nvidia.com/gpu` as unknown fields; preserve-unknown-fields is the structural way to say "anything"
         if out.get("additionalProperties") is True:

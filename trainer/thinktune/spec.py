@@ -12,10 +12,11 @@ No torch import here: the operator image imports this module.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "thinktune.io"
@@ -57,54 +58,326 @@ class StatusModel(SpecModel):
 # Shared pieces
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Admission rules every kind shares: each is a CEL/schema rule for the apiserver and the same check in pydantic.
+
+#: Validation context of the in-cluster-only rules (a path is relative to its PVC: not absolute, no '..').
+#: The operator parses CRs with it (`parse_cluster`); the local runner does not, so locally `--input ../x`
+#: and absolute paths work. The CRD enforces these rules at admission either way.
+CLUSTER: dict[str, Any] = {"cluster": True}
+
+_PARENT = re.compile(r"(^|/)\.\.(/|$)")
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# a non-negative resource.Quantity ("2", "500m", "4Gi", "1e3"); a sign makes it invalid here on purpose
+QUANTITY = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE][-+]?[0-9]+))?$"
+# LLaMA Factory arguments the operator and the planner own: an extraArgs override would write outside the
+# job's output, train on other data or another model, or break resuming from the last checkpoint
+MANAGED_LF_ARGS = (
+    "model_name_or_path",
+    "dataset_dir",
+    "dataset",
+    "eval_dataset",
+    "output_dir",
+    "overwrite_output_dir",
+    "resume_from_checkpoint",
+    "template",
+    "enable_thinking",
+    "stage",
+    "do_train",
+    "finetuning_type",
+    "deepspeed",
+    "trust_remote_code",
+)
+
+
+def parse_cluster(model: type[BaseModel], data: Any) -> Any:
+    """Validate `data` as `model` with the in-cluster rules on (what the operator does with a live CR)."""
+    return model.model_validate(data, context=CLUSTER)
+
+
+def cluster_path_error(value: str) -> str | None:
+    """Why `value` cannot name a file inside a volume on a cluster, or None. A hub id (Qwen/Qwen3-4B) and an
+    http(s) URL pass: neither is absolute nor climbs out with '..'."""
+    if value.startswith("/"):
+        return "must be relative (a path inside the volume), not absolute"
+    if _PARENT.search(value):
+        return "must not contain '..'"
+    return None
+
+
+def _cluster_path(value: str, info: ValidationInfo) -> str:
+    if info.context and info.context.get("cluster"):
+        err = cluster_path_error(value)
+        if err:
+            raise ValueError(f"path {value!r} {err}")
+    return value
+
+
+def _path_cel(max_length: int) -> Any:
+    return Field(
+        max_length=max_length,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.startsWith('/')", "path must be relative (a path inside the volume), not absolute"
+                ),
+                cel("!self.matches('(^|/)[.][.](/|$)')", "path must not contain '..'"),
+            ]
+        },
+    )
+
+
+# a path inside a PVC, a hub id or a URL; on a cluster neither absolute nor containing '..'
+ClusterPath = Annotated[str, _path_cel(4096), AfterValidator(_cluster_path)]
+Glob = Annotated[str, _path_cel(1024), AfterValidator(_cluster_path)]
+FreeForm = Annotated[dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+
+
+def _check_quantities(section: str, values: Any) -> None:
+    if not isinstance(values, dict):
+        raise ValueError(f"{section} must be a map of resource name to quantity")
+    for k, v in values.items():
+        extended = "/" in k and not k.startswith(("kubernetes.io/", "hugepages-"))
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise ValueError(f"{section}.{k}: {v!r} is not a quantity")
+        if isinstance(v, int):
+            ok = v >= 0
+        else:
+            ok = bool(re.fullmatch(r"[0-9]+", v)) if extended else bool(re.fullmatch(QUANTITY, v))
+        if not ok:
+            what = "a non-negative integer" if extended else "a non-negative quantity (e.g. 2, 500m, 4Gi)"
+            raise ValueError(f"{section}.{k}: {v!r} must be {what}")
+
+
+def _check_resources(value: dict[str, Any]) -> dict[str, Any]:
+    for key in value:
+        if key not in ("limits", "requests", "claims"):
+            raise ValueError(f"resources: unknown key {key!r} (limits, requests or claims)")
+    for section in ("limits", "requests"):
+        if section in value:
+            _check_quantities(section, value[section])
+    return value
+
+
+_QUANTITY_MAP = {
+    "type": "object",
+    "maxProperties": 16,
+    "additionalProperties": {"x-kubernetes-int-or-string": True, "maxLength": 64},
+    "x-kubernetes-validations": [
+        cel(
+            "self.all(k, type(self[k]) == int ? self[k] >= 0 : "
+            "((k.contains('/') && !k.startsWith('kubernetes.io/') && !k.startsWith('hugepages-')) "
+            f"? string(self[k]).matches('^[0-9]+$') : string(self[k]).matches(r'{QUANTITY}')))",
+            "resource quantities must be non-negative; extended resources such as nvidia.com/gpu "
+            "must be whole numbers",
+        )
+    ],
+}
+# corev1.ResourceRequirements with quantities checked at admission (a GPU limit of -1 or "lots" is rejected)
+ResourceList = Annotated[
+    dict[str, Any],
+    Field(
+        json_schema_extra={
+            "properties": {
+                "limits": {
+                    **_QUANTITY_MAP,
+                    "description": "Maximum amount of each resource (e.g. nvidia.com/gpu).",
+                },
+                "requests": {
+                    **_QUANTITY_MAP,
+                    "description": "Amount of each resource the scheduler reserves.",
+                },
+                "claims": {
+                    "type": "array",
+                    "description": "Dynamic resource claims (passed through).",
+                    "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                },
+            }
+        }
+    ),
+    AfterValidator(_check_resources),
+]
+
+
+def _check_env(value: dict[str, Any]) -> dict[str, Any]:
+    name = value.get("name")
+    if not isinstance(name, str) or not re.fullmatch(ENV_NAME, name):
+        raise ValueError(f"env entry {value!r}: name must match {ENV_NAME}")
+    extra = set(value) - {"name", "value", "valueFrom"}
+    if extra:
+        raise ValueError(f"env entry {name}: unknown key(s) {sorted(extra)}")
+    if len(str(value.get("value") or "")) > 4096:
+        raise ValueError(f"env entry {name}: value longer than 4096 characters")
+    return value
+
+
+EnvVar = Annotated[
+    dict[str, Any],
+    Field(
+        json_schema_extra={
+            "required": ["name"],
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 256,
+                    "pattern": ENV_NAME,
+                    "description": "Variable name.",
+                },
+                "value": {"type": "string", "maxLength": 4096, "description": "Value."},
+                "valueFrom": {
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": True,
+                    "description": "Source of the value (EnvVarSource, passed through).",
+                },
+            },
+        }
+    ),
+    AfterValidator(_check_env),
+]
+
+_TOLERATION_OPERATORS = ("Exists", "Equal")
+_TOLERATION_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _check_toleration(value: dict[str, Any]) -> dict[str, Any]:
+    extra = set(value) - {"key", "operator", "value", "effect", "tolerationSeconds"}
+    if extra:
+        raise ValueError(f"toleration {value!r}: unknown key(s) {sorted(extra)}")
+    if value.get("operator", "Equal") not in _TOLERATION_OPERATORS:
+        raise ValueError(f"toleration {value!r}: operator must be Exists or Equal")
+    if value.get("effect", "") not in _TOLERATION_EFFECTS:
+        raise ValueError(f"toleration {value!r}: effect must be NoSchedule, PreferNoSchedule or NoExecute")
+    if value.get("operator") == "Exists" and value.get("value"):
+        raise ValueError(f"toleration {value!r}: value must be empty when operator is Exists")
+    if not value.get("key") and value.get("operator") != "Exists":
+        raise ValueError(f"toleration {value!r}: an empty key needs operator Exists")
+    if "tolerationSeconds" in value and not isinstance(value["tolerationSeconds"], int):
+        raise ValueError(f"toleration {value!r}: tolerationSeconds must be an integer")
+    return value
+
+
+Toleration = Annotated[
+    dict[str, Any],
+    Field(
+        json_schema_extra={
+            "properties": {
+                "key": {"type": "string", "maxLength": 316, "description": "Taint key (empty: all)."},
+                "operator": {
+                    "type": "string",
+                    "enum": list(_TOLERATION_OPERATORS),
+                    "description": "Exists or Equal (default Equal).",
+                },
+                "value": {"type": "string", "maxLength": 63, "description": "Taint value (operator Equal)."},
+                "effect": {
+                    "type": "string",
+                    "enum": list(_TOLERATION_EFFECTS),
+                    "description": "Taint effect to tolerate (empty: all).",
+                },
+                "tolerationSeconds": {
+                    "type": "integer",
+                    "description": "How long a NoExecute taint is tolerated.",
+                },
+            },
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                    "toleration value must be empty when operator is Exists",
+                ),
+                cel(
+                    "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+                    "a toleration with an empty key needs operator Exists",
+                ),
+            ],
+        }
+    ),
+    AfterValidator(_check_toleration),
+]
+
+
+def _check_node_selector(value: dict[str, str]) -> dict[str, str]:
+    for k, v in value.items():
+        if not re.fullmatch(LABEL_KEY, k) or len(k) > 316:
+            raise ValueError(f"nodeSelector key {k!r} is not a valid label key")
+        if not re.fullmatch(LABEL_VALUE, v):
+            raise ValueError(f"nodeSelector {k}: {v!r} is not a valid label value")
+    return value
+
+
+NodeSelector = Annotated[
+    dict[str, str],
+    Field(
+        max_length=64,
+        json_schema_extra={
+            "additionalProperties": {"type": "string", "maxLength": 63},
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.all(k, size(k) <= 316 && k.matches(r'{LABEL_KEY}'))",
+                    "nodeSelector keys must be valid label keys",
+                ),
+                cel(
+                    f"self.all(k, self[k].matches(r'{LABEL_VALUE}'))",
+                    "nodeSelector values must be valid label values",
+                ),
+            ],
+        },
+    ),
+    AfterValidator(_check_node_selector),
+]
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+
+
 class Volume(SpecModel):
     """Where files live. Locally `path` is a directory on this machine; on Kubernetes it is a path inside the
     PersistentVolumeClaim `pvc` (mounted by the operator)."""
 
-    path: str = Field(
+    path: ClusterPath = Field(
         min_length=1,
-        max_length=4096,
         description="Directory. Locally a path on disk (relative paths are relative to the CR file); "
-        "on a cluster a path inside the PVC.",
+        "on a cluster a relative path inside the PVC (no '..'). Edits apply at the next attempt.",
     )
-    pvc: str | None = Field(
+    pvc: ObjectName | None = Field(
         default=None,
         description="PersistentVolumeClaim holding `path` (cluster only). "
         "Empty: the operator's default workspace PVC.",
     )
-    cel_rules: ClassVar = [cel("!self.path.contains('..')", "path must not contain '..'", ".path")]
-
-    @model_validator(mode="after")
-    def _no_parent(self) -> Volume:
-        if ".." in self.path:
-            raise ValueError("path must not contain '..'")
-        return self
-
-
-ResourceList = Annotated[
-    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
-]
 
 
 class PodOptions(SpecModel):
-    """Pod-level knobs passed through to every pod the operator creates for this resource."""
+    """Pod-level knobs passed through to every pod the operator creates for this resource. Edits apply to pods
+    created afterwards (the next attempt); running pods keep theirs."""
 
     image: str = Field(
-        default=DEFAULT_TRAINER_IMAGE, description="Workload image (images/trainer.Dockerfile)."
+        default=DEFAULT_TRAINER_IMAGE,
+        min_length=1,
+        max_length=512,
+        pattern=r"^\S+$",
+        description="Workload image (images/trainer.Dockerfile).",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Image pull policy of the workload container."
     )
-    service_account_name: str | None = Field(default=None, description="ServiceAccount of the pods.")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector (passed through).")
-    tolerations: list[ResourceList] = Field(default_factory=list, description="Tolerations (passed through).")
-    affinity: ResourceList | None = Field(
+    service_account_name: ObjectName | None = Field(
+        default=None,
+        description="ServiceAccount of the pods; the operator accepts only accounts on its allow-list "
+        "(Helm value allowedServiceAccounts; default: the namespace's default account).",
+    )
+    node_selector: NodeSelector = Field(default_factory=dict, description="Node selector (passed through).")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=64, description="Tolerations (passed through)."
+    )
+    affinity: FreeForm | None = Field(
         default=None,
         description="Affinity (passed through; the operator adds anti-affinity for nodes that failed).",
     )
-    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
-    env: list[ResourceList] = Field(
-        default_factory=list, description="Extra environment variables (EnvVar list)."
+    priority_class_name: ObjectName | None = Field(default=None, description="PriorityClass of the pods.")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Extra environment variables (EnvVar list; values up to 4096 characters).",
     )
 
 
@@ -178,7 +451,7 @@ class ChineseSpec(SpecModel):
         description="Half-width punctuation between CJK characters becomes full-width; "
         "code and URLs are never touched.",
     )
-    glossary: str | None = Field(
+    glossary: ClusterPath | None = Field(
         default=None,
         description="Extra glossary file (one term per line, optional 'term<TAB>category'), "
         "merged with the shipped cryptography glossary.",
@@ -192,7 +465,7 @@ class ThinkingSpec(SpecModel):
         "analysis → steps → verification trace from the chunk's evidence; 'model' asks teacherModel; 'none' "
         "rejects such samples (a thinking model must not be trained on empty <think> blocks).",
     )
-    teacher_model: str | None = Field(
+    teacher_model: ClusterPath | None = Field(
         default=None,
         description="Teacher that writes reasoning when generate=model: an OpenAI-compatible endpoint "
         "('http(s)://host:port/v1', e.g. vLLM or Ollama; bearer token from env THINKTUNE_TEACHER_API_KEY) "
@@ -228,7 +501,7 @@ class ThinkingSpec(SpecModel):
 
 
 class ValidationSpec(SpecModel):
-    tokenizer: str = Field(
+    tokenizer: ClusterPath = Field(
         default=BUILTIN_TOKENIZER,
         description="Tokenizer used for length checks: "
         f"'{BUILTIN_TOKENIZER}' (the real Qwen3 tokenizer, built offline) or a path/hub id.",
@@ -258,8 +531,10 @@ class DatasetBuildSpec(SpecModel):
         description="Directory that receives dataset_info.json, train/val/test.json, "
         "report.json, report.md and rejects.jsonl."
     )
-    include: list[str] = Field(default_factory=lambda: ["**/*.md"], description="Glob patterns of documents.")
-    exclude: list[str] = Field(default_factory=list, description="Glob patterns to skip.")
+    include: list[Glob] = Field(
+        default_factory=lambda: ["**/*.md"], max_length=100, description="Glob patterns of documents."
+    )
+    exclude: list[Glob] = Field(default_factory=list, max_length=100, description="Glob patterns to skip.")
     dataset_name: str = Field(
         default="thinktune",
         pattern=r"^[a-z0-9][a-z0-9_\-]*$",
@@ -273,14 +548,16 @@ class DatasetBuildSpec(SpecModel):
     validation: ValidationSpec = Field(default_factory=ValidationSpec, description="Sample validation.")
     dedup: DedupSpec = Field(default_factory=DedupSpec, description="De-duplication.")
     system_prompt: str | None = Field(
-        default=None, description="System prompt added to every sample (heading context is added when empty)."
+        default=None,
+        max_length=65536,
+        description="System prompt added to every sample (heading context is added when empty).",
     )
     workers: int | None = Field(
         default=None, ge=1, le=256, description="Worker processes (default: all cores)."
     )
     pod: PodOptions = Field(default_factory=PodOptions, description="Pod options on a cluster.")
     resources: ResourceList = Field(
-        default_factory=lambda: {"requests": {"cpu": "2", "memory": "4Gi"}},
+        default={"requests": {"cpu": "2", "memory": "4Gi"}},
         description="ResourceRequirements of the build pod.",
     )
 
@@ -310,17 +587,23 @@ class DatasetBuildStatus(CommonStatus):
 
 
 class ModelSource(SpecModel):
-    name_or_path: str = Field(default=DEFAULT_BASE_MODEL, description="Base model: hub id or local path.")
+    name_or_path: ClusterPath = Field(
+        default=DEFAULT_BASE_MODEL,
+        min_length=1,
+        description="Base model: hub id or path (on a cluster a relative path inside `pvc`, no '..').",
+    )
     make_tiny: bool = Field(
         default=False,
         description="If the path does not exist, create a tiny random Qwen3 "
         "with the real tokenizer there (`thinktune make-tiny-model`): for CPU smoke runs.",
     )
-    pvc: str | None = Field(default=None, description="PVC holding name_or_path when it is a path (cluster).")
+    pvc: ObjectName | None = Field(
+        default=None, description="PVC holding name_or_path when it is a path (cluster)."
+    )
 
 
 class DatasetRef(SpecModel):
-    name: str = Field(description="Name of a DatasetBuild in the same namespace; the job waits for it.")
+    name: ObjectName = Field(description="Name of a resource in the same namespace; the job waits for it.")
 
 
 class LoraSpec(SpecModel):
@@ -388,8 +671,23 @@ class TrainingSpec(SpecModel):
     )
     extra_args: dict[str, Any] = Field(
         default_factory=dict,
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-        description="Extra LLaMA Factory arguments; they win over the planner (use with care).",
+        max_length=100,
+        json_schema_extra={
+            "x-kubernetes-preserve-unknown-fields": True,
+            # CEL cannot see undeclared keys of a preserved map: each managed key is declared and refused
+            "properties": {
+                a: {
+                    "x-kubernetes-int-or-string": True,
+                    "description": "Managed by the operator: cannot be set.",
+                    "x-kubernetes-validations": [
+                        cel("false", f"extraArgs must not override arguments the operator manages: {a}")
+                    ],
+                }
+                for a in MANAGED_LF_ARGS
+            },
+        },
+        description="Extra LLaMA Factory arguments; they win over the planner (use with care). The arguments "
+        f"the operator manages ({', '.join(MANAGED_LF_ARGS)}) are rejected.",
     )
     cel_rules: ClassVar = [
         cel(
@@ -403,6 +701,11 @@ class TrainingSpec(SpecModel):
     def _micro_le_global(self) -> TrainingSpec:
         if self.micro_batch_size is not None and self.micro_batch_size > self.global_batch_size:
             raise ValueError("training.microBatchSize must not exceed training.globalBatchSize")
+        managed = sorted(set(self.extra_args) & set(MANAGED_LF_ARGS))
+        if managed:
+            raise ValueError(
+                f"extraArgs must not override arguments the operator manages: {', '.join(managed)}"
+            )
         return self
 
 
@@ -456,10 +759,10 @@ class SchedulingPolicy(SpecModel):
     gang_scheduler: Literal["none", "coscheduling", "volcano"] = Field(
         default="none", description="Create a PodGroup for this scheduler."
     )
-    queue: str | None = Field(
+    queue: ObjectName | None = Field(
         default=None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name) or Volcano queue."
     )
-    priority_class: str | None = Field(default=None, description="PriorityClass of the PodGroup.")
+    priority_class: ObjectName | None = Field(default=None, description="PriorityClass of the PodGroup.")
     schedule_timeout_seconds: int = Field(default=300, ge=1, description="Gang scheduling timeout.")
 
 
@@ -509,6 +812,7 @@ class EvaluationSpec(SpecModel):
     )
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"rougeL": 0.2, "termAccuracy": 0.5},
+        max_length=32,
         description="Minimum metric values; below them the report recommends actions.",
     )
 
@@ -520,19 +824,37 @@ class FineTuneJobSpec(SpecModel):
     )
     dataset: Volume | None = Field(default=None, description="Or: a directory with dataset_info.json.")
     template: str = Field(
-        default="qwen3", description="LLaMA Factory chat template (qwen3 for Thinking-2507)."
+        default="qwen3",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="LLaMA Factory chat template name (qwen3 for Thinking-2507).",
     )
     enable_thinking: bool = Field(
         default=True, description="Keep and train the <think> reasoning (must stay true for thinking models)."
     )
     finetuning: FineTuningSpec = Field(default_factory=FineTuningSpec, description="Method and strategy.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Hyper-parameters.")
-    num_nodes: int = Field(default=1, ge=1, le=1024, description="Worker pods (one per node).")
+    num_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self == oldSelf",
+                    "numNodes is immutable: delete and recreate the job to resize it "
+                    "(a job with the same output resumes from its last checkpoint)",
+                )
+            ]
+        },
+        description="Worker pods (one per node). Immutable: to resize, delete the job and create it again "
+        "with the same output (it resumes from the last checkpoint).",
+    )
     num_proc_per_node: int | Literal["auto"] = Field(
-        default="auto", description="Processes per pod (auto: one per GPU, or 1 on CPU)."
+        default="auto", description="Processes per pod, 1 to 64 (auto: one per GPU, or 1 on CPU)."
     )
     resources_per_node: ResourceList = Field(
-        default_factory=lambda: {"limits": {"nvidia.com/gpu": 1}},
+        default={"limits": {"nvidia.com/gpu": 1}},
         description="ResourceRequirements of each worker pod (nvidia.com/gpu in limits).",
     )
     output: Volume = Field(description="Adapter, checkpoints, metrics and report.")
@@ -566,6 +888,11 @@ class FineTuneJobSpec(SpecModel):
             ".numProcPerNode",
         ),
         cel(
+            "type(self.numProcPerNode) != int || (self.numProcPerNode >= 1 && self.numProcPerNode <= 64)",
+            "numProcPerNode must be between 1 and 64",
+            ".numProcPerNode",
+        ),
+        cel(
             "self.numNodes == 1 || self.finetuning.strategy != 'single'",
             "strategy single cannot use more than one node",
             ".finetuning.strategy",
@@ -582,6 +909,8 @@ class FineTuneJobSpec(SpecModel):
             )
         if self.num_nodes > 1 and self.finetuning.strategy == "single":
             raise ValueError("finetuning.strategy single cannot use more than one node")
+        if isinstance(self.num_proc_per_node, int) and not 1 <= self.num_proc_per_node <= 64:
+            raise ValueError("numProcPerNode must be between 1 and 64")
         return self
 
 
@@ -692,7 +1021,7 @@ class ModelExportSpec(SpecModel):
     output: Volume = Field(description="Export directory.")
     pod: PodOptions = Field(default_factory=PodOptions, description="Pod options on a cluster.")
     resources: ResourceList = Field(
-        default_factory=lambda: {"limits": {"nvidia.com/gpu": 1}},
+        default={"limits": {"nvidia.com/gpu": 1}},
         description="ResourceRequirements of the export pod.",
     )
     cel_rules: ClassVar = [

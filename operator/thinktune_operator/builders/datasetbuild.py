@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from thinktune.spec import DatasetBuildSpec
+from thinktune.spec import DatasetBuildSpec, parse_cluster
 
 from .. import names as N
 from ..config import OperatorConfig
@@ -19,7 +19,7 @@ COMPONENT = "dataset-build"
 
 
 def parse_spec(body: dict[str, Any]) -> DatasetBuildSpec:
-    return DatasetBuildSpec.model_validate(body.get("spec") or {})
+    return parse_cluster(DatasetBuildSpec, body.get("spec") or {})  # in-cluster rules: paths inside the PVC
 
 
 def pod_name(body: dict[str, Any]) -> str:

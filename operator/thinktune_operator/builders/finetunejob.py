@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinktune import contract
-from thinktune.spec import FineTuneJobSpec, SchedulingPolicy, Volume
+from thinktune.spec import FineTuneJobSpec, SchedulingPolicy, Volume, parse_cluster
 
 from .. import names as N
 from ..config import OperatorConfig
@@ -19,7 +19,7 @@ JOB_FILE = "job.yaml"
 
 
 def parse_spec(body: dict[str, Any]) -> FineTuneJobSpec:
-    return FineTuneJobSpec.model_validate(body.get("spec") or {})
+    return parse_cluster(FineTuneJobSpec, body.get("spec") or {})  # in-cluster rules: paths inside the PVC
 
 
 def mounts_for(spec: FineTuneJobSpec, cfg: OperatorConfig, dataset: Volume | None) -> Mounts:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from thinktune.spec import ModelExportSpec, Volume
+from thinktune.spec import ModelExportSpec, Volume, parse_cluster
 
 from .. import names as N
 from ..config import OperatorConfig
@@ -19,7 +19,7 @@ GPU_METHODS = {"gptq", "bnb"}
 
 
 def parse_spec(body: dict[str, Any]) -> ModelExportSpec:
-    return ModelExportSpec.model_validate(body.get("spec") or {})
+    return parse_cluster(ModelExportSpec, body.get("spec") or {})  # in-cluster rules: paths inside the PVC
 
 
 def needs_gpu(spec: ModelExportSpec) -> bool:
