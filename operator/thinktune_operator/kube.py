@@ -13,6 +13,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from thinktune.spec import GROUP, KINDS, VERSION
 
+from .rejections import Rejection
+
 log = logging.getLogger(__name__)
 
 PLURALS = {k: cls.plural for k, cls in KINDS.items()}
@@ -27,6 +29,22 @@ PLURAL_OF = {"PodGroup": "podgroups"}
 
 class NotInstalled(Exception):
     """The API for an optional child kind (PodGroup) does not exist in this cluster."""
+
+
+class Rejected(Exception):
+    """The API server refused to create a child (4xx other than 409/429): retrying at once cannot help."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.text())
+        self.rejection = rejection
+
+
+def _server_message(e: ApiException) -> tuple[str, str]:
+    try:
+        body = json.loads(e.body or "{}")
+    except (ValueError, TypeError):
+        body = {}
+    return str(body.get("reason") or e.reason or ""), str(body.get("message") or e.reason or "")
 
 
 def load_client(pool: int = 32) -> client.ApiClient:
@@ -60,10 +78,49 @@ class Kube:
             return True
         except ApiException as e:
             if e.status == 409:
+                self._check_owner(obj)
                 return False
             if e.status == 404 and kind not in CORE_KINDS:
                 raise NotInstalled(f"{obj['apiVersion']} {kind} is not served by this cluster") from e
+            if e.status is not None and 400 <= e.status < 500 and e.status != 429:
+                reason, message = _server_message(e)
+                raise Rejected(Rejection(e.status, reason, message, kind, obj["metadata"]["name"])) from e
             raise
+
+    def _check_owner(self, obj: dict[str, Any]) -> None:
+        """An existing object of our deterministic name is ours only if its controller is our CR (same uid):
+        a child of another CR, or a stranger's object, is reported, never adopted."""
+        want = [r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")]
+        if not want:
+            return
+        kind, ns, name = obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
+        try:
+            if kind in CORE_KINDS:
+                resp = getattr(self.core, f"read_namespaced_{CORE_KINDS[kind]}")(
+                    name, ns, _preload_content=False
+                )
+                existing = json.loads(resp.data)
+            else:
+                group, version = obj["apiVersion"].split("/")
+                existing = self.custom.get_namespaced_custom_object(group, version, ns, PLURAL_OF[kind], name)
+        except ApiException as e:
+            if e.status == 404:  # deleted meanwhile: the next reconcile creates it
+                return
+            raise
+        have = [r for r in existing["metadata"].get("ownerReferences") or [] if r.get("controller")]
+        if have and have[0].get("uid") == want[0].get("uid"):
+            return
+        owner = f"{have[0].get('kind')} {have[0].get('name')}" if have else "no controller"
+        raise Rejected(
+            Rejection(
+                409,
+                "AlreadyExists",
+                f"{kind} {name} already exists and belongs to {owner}; not adopting it "
+                "(delete or rename it, or rename this resource)",
+                kind,
+                name,
+            )
+        )
 
     def delete(self, namespace: str, kind: str, name: str, force: bool = False) -> None:
         body = client.V1DeleteOptions(

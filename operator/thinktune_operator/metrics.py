@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 PREFIX = "thinktune_operator"
-PHASES = ("Pending", "Waiting", "Running", "Restarting", "Succeeded", "Failed", "Suspended")
+PHASES = ("Pending", "Waiting", "Blocked", "Running", "Restarting", "Succeeded", "Failed", "Suspended")
 KINDS = ("DatasetBuild", "FineTuneJob", "ModelExport")
 
 
@@ -161,7 +161,11 @@ class OperatorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.reconcile_errors = Counter(
-            f"{PREFIX}_reconcile_errors", "Reconciles that raised", ["kind"], registry=r
+            f"{PREFIX}_reconcile_errors",
+            "Reconciles that raised or whose children the API server refused, by reason "
+            "(http_<status>, an exception class, or a Blocked condition reason such as ChildForbidden)",
+            ["kind", "reason"],
+            registry=r,
         )
         self.queue_wait_seconds = Histogram(
             f"{PREFIX}_queue_wait_seconds",

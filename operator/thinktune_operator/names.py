@@ -33,6 +33,7 @@ A_ATTEMPT = f"{GROUP}/attempt"
 A_RESUME = f"{GROUP}/resume-from-checkpoint"
 A_PROGRESS = contract.PROGRESS_ANNOTATION  # JSON progress (the `annotation` progress source; kwok tests)
 A_SPEC_HASH = f"{GROUP}/spec-hash"
+A_GENERATION = f"{GROUP}/generation"  # metadata.generation of the CR a child was built from
 A_KUEUE_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
 A_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 
@@ -51,13 +52,14 @@ def short_hash(*parts: object, n: int = 8) -> str:
 
 
 def dns_label(name: str, suffix: str = "", max_len: int = 63) -> str:
-    """`name + suffix` as an RFC 1035 label (<=63, starts with a letter): long names are cut and get a hash so
-    two different CRs never map to one child name."""
+    """`name + suffix` as an RFC 1035 label (<=63, starts with a letter). Whenever the name had to change (cut
+    to length, `x.y` -> `x-y`, a leading digit) it gets a hash of the original, so two CRs never map to one
+    child name: `x.y` -> `x-y-<hash>` while `x-y` stays `x-y`."""
     base = _DNS_BAD.sub("-", name.lower()).strip("-") or "x"
     if not base[0].isalpha():
         base = "t-" + base
     full = base + suffix
-    if len(full) <= max_len:
+    if base == name and len(full) <= max_len:
         return full
     keep = max_len - len(suffix) - 9
     return f"{base[:keep].rstrip('-')}-{short_hash(name)}{suffix}"
@@ -71,8 +73,8 @@ def rdzv_service_name(job: str) -> str:
     return dns_label(job)
 
 
-def job_configmap_name(job: str) -> str:
-    return dns_label(job, "-job")
+def job_configmap_name(job: str, attempt: int) -> str:
+    return dns_label(job, f"-a{attempt}-job")
 
 
 def podgroup_name(job: str, attempt: int) -> str:

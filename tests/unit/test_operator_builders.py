@@ -131,13 +131,57 @@ def test_restart_attempt_resumes_and_avoids_failed_nodes():
 def test_configmap_is_a_valid_resolved_cr():
     body = ftj()
     spec = B.parse_spec(body)
-    cm = B.job_configmap(body, B.resolved_job(body, spec, CFG, DS))
+    cm = B.job_configmap(body, B.resolved_job(body, spec, CFG, DS), 0)
     doc = yaml.safe_load(cm["data"]["job.yaml"])
     cr = FineTuneJob.model_validate(doc)  # the pod parses it with the same models
     assert cr.spec.dataset.path == "/workspace/thinktune-workspace/datasets/crypto"
     assert cr.spec.dataset_ref is None
     assert cr.spec.output.path == "/workspace/thinktune-workspace/runs/qwen-crypto"
-    assert cm["metadata"]["name"] == "qwen-crypto-job"
+    assert cm["metadata"]["name"] == "qwen-crypto-a0-job"
+    assert cm["metadata"]["annotations"][N.A_GENERATION] == "1"
+
+
+def test_spec_edits_reach_the_next_attempt():
+    """Each attempt reads its own ConfigMap, written from the spec of the generation that started it."""
+    body = ftj()
+    first = B.job_configmap(body, B.resolved_job(body, B.parse_spec(body), CFG, DS), 0)
+    edited = ftj(training={"learningRate": 0.0003})
+    edited["metadata"]["generation"] = 2
+    second = B.job_configmap(edited, B.resolved_job(edited, B.parse_spec(edited), CFG, DS), 1)
+    assert first["metadata"]["name"] != second["metadata"]["name"]
+    lr = yaml.safe_load(second["data"]["job.yaml"])["spec"]["training"]["learningRate"]
+    assert lr == 0.0003
+    pod = B.worker_pod(edited, B.parse_spec(edited), CFG, 1, 0, [], DS)
+    cm_vol = next(v for v in pod["spec"]["volumes"] if v["name"] == "cr")
+    assert cm_vol["configMap"]["name"] == second["metadata"]["name"]
+
+
+def test_sanitised_names_never_collide():
+    """`x.y` and `x-y` are different CRs: only the one whose name needed no change keeps it."""
+    assert N.dns_label("x-y") == "x-y"
+    assert N.dns_label("x.y") != N.dns_label("x-y") and N.dns_label("x.y").startswith("x-y-")
+    assert N.worker_pod_name("x.y", 0, 0) != N.worker_pod_name("x-y", 0, 0)
+    assert N.parse_worker_name(N.worker_pod_name("x.y", 3, 1)) == (3, 1)
+    assert N.dns_label("x.y") == N.dns_label("x.y")  # deterministic: a restarted operator finds its children
+    assert N.dns_label("1abc") != N.dns_label("t-1abc")
+
+
+def test_datasetbuild_configmap_follows_the_spec():
+    base = {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "DatasetBuild",
+        "metadata": {"name": "ds", "namespace": "ml", "uid": "u"},
+        "spec": {"source": {"path": "corpus"}, "output": {"path": "out"}},
+    }
+    cm1, pod1, _ = DB.children(base, CFG)
+    edited = {**base, "spec": {**base["spec"], "split": {"seed": 7}}}
+    cm2, pod2, _ = DB.children(edited, CFG)
+    assert cm1["metadata"]["name"] != cm2["metadata"]["name"]
+    assert yaml.safe_load(cm2["data"][N.CR_FILE])["spec"]["split"]["seed"] == 7
+    assert (
+        next(v for v in pod2["spec"]["volumes"] if v["name"] == "cr")["configMap"]["name"]
+        == (cm2["metadata"]["name"])
+    )
 
 
 def test_headless_service():

@@ -392,7 +392,7 @@ class Condition(StatusModel):
     observed_generation: int | None = Field(default=None, description="metadata.generation this is based on.")
 
 
-Phase = Literal["Pending", "Waiting", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
+Phase = Literal["Pending", "Waiting", "Blocked", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 
 
 class CommonStatus(StatusModel):

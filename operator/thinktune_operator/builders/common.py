@@ -31,6 +31,11 @@ def spec_hash(body: dict[str, Any]) -> str:
     return N.short_hash(json.dumps(body.get("spec") or {}, sort_keys=True))
 
 
+def content_hash(obj: Any) -> str:
+    """Hash of a child's content: a ConfigMap named after it is immutable in practice (an edit makes a new one)."""
+    return N.short_hash(json.dumps(obj, sort_keys=True, default=str))
+
+
 def meta(body: dict[str, Any]) -> dict[str, Any]:
     return body.get("metadata") or {}
 

@@ -27,8 +27,9 @@ def pod_name(body: dict[str, Any]) -> str:
     return N.dns_label(body["metadata"]["name"], f"-build-{common.spec_hash(body)}")
 
 
-def configmap_name(body: dict[str, Any]) -> str:
-    return N.dns_label(body["metadata"]["name"], "-build")
+def configmap_name(body: dict[str, Any], resolved: dict[str, Any]) -> str:
+    """Content-hashed: a re-run after a spec edit (a new seed) reads the new spec, never the first one."""
+    return N.dns_label(body["metadata"]["name"], f"-build-{common.content_hash(resolved)}")
 
 
 def children(body: dict[str, Any], cfg: OperatorConfig) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -38,7 +39,9 @@ def children(body: dict[str, Any], cfg: OperatorConfig) -> tuple[dict[str, Any],
     src, out = m.path(spec.source), m.path(spec.output)
     s = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     s["source"], s["output"] = {"path": src}, {"path": out}
-    cm = cr_configmap(body, configmap_name(body), COMPONENT, resolved_cr(body, s))
+    resolved = resolved_cr(body, s)
+    cm_name = configmap_name(body, resolved)
+    cm = cr_configmap(body, cm_name, COMPONENT, resolved)
     container = {
         "name": "dataset-build",
         "command": [
@@ -61,7 +64,7 @@ def children(body: dict[str, Any], cfg: OperatorConfig) -> tuple[dict[str, Any],
         spec.pod,
         container,
         m,
-        configmap_name(body),
+        cm_name,
         annotations={N.A_SPEC_HASH: common.spec_hash(body)},
         image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None,
     )

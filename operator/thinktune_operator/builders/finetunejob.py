@@ -49,10 +49,17 @@ def resolved_job(
     return resolved_cr(body, s)
 
 
-def job_configmap(body: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
-    return cr_configmap(
-        body, N.job_configmap_name(body["metadata"]["name"]), COMPONENT, resolved, key=JOB_FILE
+def job_configmap(body: dict[str, Any], resolved: dict[str, Any], attempt: int) -> dict[str, Any]:
+    """One ConfigMap per attempt, written from the spec of the generation that starts the attempt: spec edits
+    reach the workload at the next attempt (a restart after a failure, or suspend/resume)."""
+    cm = cr_configmap(
+        body, N.job_configmap_name(body["metadata"]["name"], attempt), COMPONENT, resolved, key=JOB_FILE
     )
+    cm["metadata"]["annotations"] = {
+        N.A_ATTEMPT: str(attempt),
+        N.A_GENERATION: str(body["metadata"].get("generation") or ""),
+    }
+    return cm
 
 
 def rdzv_service(body: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +170,7 @@ def worker_pod(
         spec.pod,
         container,
         mounts,
-        N.job_configmap_name(name),
+        N.job_configmap_name(name, attempt),
         labels,
         annotations,
         image=cfg.default_image if spec.pod.image == type(spec.pod)().image and cfg.default_image else None,

@@ -30,8 +30,9 @@ def pod_name(body: dict[str, Any]) -> str:
     return N.dns_label(body["metadata"]["name"], f"-export-{common.spec_hash(body)}")
 
 
-def configmap_name(body: dict[str, Any]) -> str:
-    return N.dns_label(body["metadata"]["name"], "-export")
+def configmap_name(body: dict[str, Any], resolved: dict[str, Any]) -> str:
+    """Content-hashed: a changed spec (or a changed FineTuneJob output) gets a new ConfigMap, never a stale one."""
+    return N.dns_label(body["metadata"]["name"], f"-export-{common.content_hash(resolved)}")
 
 
 def resources_for(spec: ModelExportSpec, cfg: OperatorConfig) -> dict[str, Any]:
@@ -66,7 +67,9 @@ def children(
             bm["nameOrPath"] = f"{N.WORKSPACE_ROOT}/{m.claim_of(pvc=bm['pvc'])}/{bm['nameOrPath'].strip('/')}"
             bm.pop("pvc")
         s["baseModel"] = bm
-    cm = cr_configmap(body, configmap_name(body), COMPONENT, resolved_cr(body, s))
+    resolved = resolved_cr(body, s)
+    cm_name = configmap_name(body, resolved)
+    cm = cr_configmap(body, cm_name, COMPONENT, resolved)
     container = {
         "name": "export",
         "command": ["thinktune", "export", "-f", f"{N.CONFIG_MOUNT}/{N.CR_FILE}"],
@@ -79,7 +82,7 @@ def children(
         spec.pod,
         container,
         m,
-        configmap_name(body),
+        cm_name,
         annotations={N.A_SPEC_HASH: common.spec_hash(body)},
         image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None,
     )

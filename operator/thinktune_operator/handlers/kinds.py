@@ -102,6 +102,8 @@ def on_cr_event(k: Kind, type_: str | None, body: Any, namespace: str, name: str
     gen = meta.get("generation")
     phase = (body.get("status") or {}).get("phase")
     if key not in rt.known or rt.known[key] != gen or meta.get("deletionTimestamp"):
+        if rt.known.get(key) != gen:
+            rt.rejections.pop(key, None)  # an edit may fix what the API server refused: retry at once
         rt.known[key] = gen
         rt.queue.add(key)
     if rt.last_phase.get(key) != phase:

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..config import OperatorConfig
-from ..kube import Kube, NotInstalled
+from ..kube import CORE_KINDS, Kube, NotInstalled, Rejected
 from ..metrics import OperatorMetrics, get_metrics
 from ..planners.common import Event, GangCreated, GangScheduled, GpuFailure, Observation, Plan, Restart
+from ..rejections import Rejection, backoff_delay, blocked, unblocked
 
 log = logging.getLogger("thinktune_operator")
 
@@ -43,6 +44,7 @@ class WorkQueue:
         self.timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
         self.tasks: list[asyncio.Task] = []
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.failures: dict[Key, int] = {}  # key -> consecutive reconciles that raised
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -81,6 +83,7 @@ class WorkQueue:
         self.add(key)
 
     def forget(self, key: Key) -> None:
+        self.failures.pop(key, None)
         cur = self.timers.pop(key, None)
         if cur is not None:
             cur[1].cancel()
@@ -97,10 +100,17 @@ class WorkQueue:
                 requeue = await self.handler(key)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("reconcile %s failed; retrying", key)
-                self.metrics.reconcile_errors.labels(key[0]).inc()
-                requeue = 5.0
+            except Exception as e:
+                n = self.failures.get(key, 0) + 1
+                self.failures[key] = n
+                requeue = backoff_delay(n, base=1.0, cap=60.0)
+                self.metrics.reconcile_errors.labels(key[0], _error_reason(e)).inc()
+                if n == 1 or n & (n - 1) == 0:  # the traceback once, then one line at retries 2, 4, 8, ...
+                    log.error("reconcile %s failed (%d in a row, retry in %.0fs): %s", key, n, requeue, e)
+                    if n == 1:
+                        log.debug("traceback", exc_info=True)
+            else:
+                self.failures.pop(key, None)
             finally:
                 self.processing.discard(key)
             if key in self.dirty:
@@ -137,6 +147,7 @@ class Runtime:
         self.seen_scheduled: set[tuple[Key, int]] = set()
         self.restart_detected: dict[Key, tuple[int, float]] = {}
         self.node_signature: dict[str, tuple] = {}
+        self.rejections: dict[Key, int] = {}  # key -> consecutive refused applies (backoff)
         self.resync_task: asyncio.Task | None = None
 
     # ---- index snapshots (event-loop thread only)
@@ -175,6 +186,7 @@ class Runtime:
     def forget(self, key: Key) -> None:
         """A CR was deleted: drop everything kept about it (event-loop thread)."""
         self.known.pop(key, None)
+        self.rejections.pop(key, None)
         self.queue.forget(key)
         self.metrics.view.forget(*key)
         self.last_phase.pop(key, None)
@@ -223,11 +235,13 @@ class Runtime:
             return None
         for d in plan.deletes:
             self.kube.delete(ns, d.kind, d.name, force=d.force)
-        for obj in plan.creates:
-            try:
-                self.kube.create_if_absent(obj)
-            except NotInstalled as e:
-                self.event(body, "Warning", "PodGroupUnavailable", f"{e}; continuing without gang scheduling")
+        rejected = self._create_all(body, plan.creates)
+        if rejected is not None:
+            return self._blocked(key, body, plan, rejected)
+        self.rejections.pop(key, None)
+        plan.status, was_blocked = unblocked(plan.status, utcnow(), body["metadata"].get("generation"))
+        if was_blocked:
+            plan.events.append(Event("Normal", "Unblocked", "every child object was accepted"))
         for obs in plan.observations:
             self.observe(key, obs, int(plan.status.get("attempt") or 0))
         if plan.progress_pod is not None and plan.progress_port:
@@ -255,6 +269,47 @@ class Runtime:
             self.event(body, ev.type, ev.reason, ev.message)
         self.metrics.view.update(kind, ns, name, plan.status)
         return plan.requeue_after if plan.requeue_after is not None else self.cfg.resync_s
+
+    def _create_all(self, body: dict[str, Any], creates: list[dict[str, Any]]) -> Rejection | None:
+        """Create the plan's children in order; on the first refusal delete again what this call created
+        (all or nothing) and return the refusal."""
+        created: list[dict[str, Any]] = []
+        for obj in creates:
+            try:
+                if self.kube.create_if_absent(obj):
+                    created.append(obj)
+            except NotInstalled as e:
+                self.event(body, "Warning", "PodGroupUnavailable", f"{e}; continuing without gang scheduling")
+            except Rejected as e:
+                for c in reversed(created):
+                    if c["kind"] in CORE_KINDS:
+                        self.kube.delete(
+                            c["metadata"]["namespace"], c["kind"], c["metadata"]["name"], force=True
+                        )
+                return e.rejection
+        return None
+
+    def _blocked(self, key: Key, body: dict[str, Any], plan: Plan, rej: Rejection) -> float:
+        """A refused child: Blocked status with the server's message, one Warning Event and one log line per
+        distinct message, retry with capped exponential backoff."""
+        kind, ns, name = key
+        n = self.rejections.get(key, 0) + 1
+        self.rejections[key] = n
+        status, is_new = blocked(plan.status, rej, utcnow(), body["metadata"].get("generation"))
+        self.metrics.reconcile_errors.labels(kind, rej.condition_reason).inc()
+        if _differs(body.get("status") or {}, status):
+            self.kube.patch_status(kind, ns, name, status)
+        delay = backoff_delay(n)
+        for ev in plan.events:  # decisions taken before the refusal (Created, ...); nothing was created
+            if ev.reason != "GangCreated":
+                self.event(body, ev.type, ev.reason, ev.message)
+        if is_new:
+            log.warning("%s %s/%s blocked: %s (retrying with backoff)", kind, ns, name, rej.text())
+            self.event(body, "Warning", rej.condition_reason, f"{rej.text()}; retrying with backoff")
+        else:
+            log.debug("%s %s/%s still blocked (retry %d in %.0fs)", kind, ns, name, n, delay)
+        self.metrics.view.update(kind, ns, name, status)
+        return delay
 
     def observe(self, key: Key, obs: Observation, attempt: int) -> None:
         """A planner's observation -> operator metrics (restarts, GPU failures, gang timings)."""
@@ -290,6 +345,12 @@ class Runtime:
             message,
         )
         self.kube.post_event(body, type_, reason, message)
+
+
+def _error_reason(e: Exception) -> str:
+    """A low-cardinality label for a failed reconcile: the HTTP status of an API error, else the class."""
+    status = getattr(e, "status", None)
+    return f"http_{status}" if isinstance(status, int) else type(e).__name__
 
 
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -420,7 +420,9 @@ def _create_gang(j: Job) -> bool:
         return True
     if j.sb.cond_off("Waiting", "CapacityAvailable", "healthy capacity available"):
         j.event("Normal", "CapacityAvailable", "healthy capacity available again")
-    j.p.creates.append(B.job_configmap(j.body, B.resolved_job(j.body, spec, j.cfg, j.dataset_vol)))
+    if j.attempt > 0 and not j.current:  # the previous attempt's spec snapshot is not needed any more
+        j.p.deletes.append(Delete("ConfigMap", N.job_configmap_name(j.name, j.attempt - 1)))
+    j.p.creates.append(B.job_configmap(j.body, B.resolved_job(j.body, spec, j.cfg, j.dataset_vol), j.attempt))
     j.p.creates.append(B.rdzv_service(j.body))
     pg = B.pod_group(j.body, spec, j.attempt)
     if pg is not None:
