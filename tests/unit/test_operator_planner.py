@@ -514,3 +514,50 @@ def test_success_without_result_message_warns():
     p, b = run(b, [wpod(0, 0, "Succeeded", exit_code=0, message="some log line, no JSON")])
     assert b["status"]["phase"] == "Succeeded" and "adapterPath" not in b["status"]
     assert any(e.reason == "NoResult" for e in p.events)
+
+
+def _pods_on(p):
+    return sorted(o["metadata"]["name"] for o in p.creates if o["kind"] == "Pod")
+
+
+def test_repaired_node_is_used_again_and_gpu_failures_expire():
+    """Cordon (the node's own signal) -> forgiven as soon as it is uncordoned; exit 75 on a node that looks
+    fine -> avoided until the TTL passes."""
+    two = {n: gpu_node(n) for n in ("n0", "n1")}
+    _, b = run(job(), [wpod(0, 0), wpod(0, 1)], nodes=two)
+    cordoned = dict(two, n1=gpu_node("n1", unschedulable=True))
+    _, b = run(b, [wpod(0, 0), wpod(0, 1)], nodes=cordoned)
+    rec = b["status"]["failedNodes"][0]
+    assert rec["node"] == "n1" and rec["nodeUnhealthy"] is True
+    p, b = run(b, [], nodes=cordoned)
+    assert b["status"]["phase"] == "Waiting" and not p.creates
+    p, b = run(b, [], nodes=two, now=T0 + timedelta(seconds=1))  # uncordoned
+    assert len(_pods_on(p)) == 2 and b["status"]["failedNodes"] == []
+    assert any(e.reason == "NodeUsable" for e in p.events)
+    # a GPU failure the node never showed
+    _, b = run(job(), [wpod(0, 0), wpod(0, 1)], nodes=two)
+    _, b = run(b, [wpod(0, 0), wpod(0, 1, "Failed", exit_code=GPU_FAILURE_EXIT_CODE)], nodes=two)
+    assert b["status"]["failedNodes"][0]["nodeUnhealthy"] is False
+    p, b = run(b, [], nodes=two)
+    assert b["status"]["phase"] == "Waiting" and p.requeue_after
+    later = T0 + timedelta(seconds=CFG.failed_node_ttl_s + 1)
+    p, b = run(b, [], nodes=two, now=later)
+    assert len(_pods_on(p)) == 2 and b["status"]["failedNodes"] == []
+
+
+def test_unschedulable_gang_says_why_and_times_out():
+    body = job(runPolicy={"schedulingPolicy": {"scheduleTimeoutSeconds": 60}})
+    p, b = run(body)
+    pending = [wpod(0, 0), wpod(0, 1, "Pending", node="")]
+    pending[1]["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes: no PVC"}
+    ]
+    p, b = run(b, pending, now=T0 + timedelta(seconds=5))
+    assert "0/3 nodes: no PVC" in b["status"]["message"]
+    assert cond(b["status"], "Scheduled")["status"] == "False"
+    assert [e.reason for e in p.events] == ["Unschedulable"] and p.requeue_after <= 55
+    p, b = run(b, pending, now=T0 + timedelta(seconds=61))
+    assert b["status"]["phase"] == "Waiting" and b["status"]["attempt"] == 1
+    assert cond(b["status"], "Waiting")["reason"] == "GangScheduleTimeout"
+    assert {d.name for d in p.deletes} == {"j-a0-w0", "j-a0-w1"}  # the scheduled worker releases its GPUs
+    assert b["status"]["restarts"]["infrastructure"] == 0  # not charged to any budget

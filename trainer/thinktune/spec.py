@@ -938,6 +938,11 @@ class FailureRecord(StatusModel):
     gpu: str | None = Field(default=None, description="GPU index/UUID when known.")
     reason: str = Field(description="Why it was judged an infrastructure failure.")
     time: datetime | None = Field(default=None, description="When it was detected.")
+    node_unhealthy: bool | None = Field(
+        default=None,
+        description="The node itself looked broken (NotReady, cordoned, tainted, GPUs missing): it is used "
+        "again as soon as it looks healthy; otherwise after THINKTUNE_FAILED_NODE_TTL_SECONDS.",
+    )
 
 
 class RestartCounts(StatusModel):

@@ -125,6 +125,18 @@ def is_scheduled(pod: dict[str, Any]) -> bool:
     )
 
 
+def unschedulable(pods: list[dict[str, Any]]) -> str | None:
+    """The scheduler's reason for the first unscheduled pod (its PodScheduled=False condition), e.g.
+    `Unschedulable: 0/4 nodes are available: persistentvolumeclaim "x" not found`."""
+    for pod in pods:
+        if is_scheduled(pod) or is_terminating(pod):
+            continue
+        for c in (pod.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                return f"{c.get('reason') or 'Unschedulable'}: {c.get('message') or 'no reason given'}"
+    return None
+
+
 def invalid_spec(body: dict[str, Any], now: datetime, error: Exception) -> Plan:
     """The CR does not validate against thinktune.spec: Failed, with the validation error once as an Event."""
     sb = StatusBuilder(body.get("status"), now, body["metadata"].get("generation"))

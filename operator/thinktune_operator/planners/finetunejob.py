@@ -40,6 +40,7 @@ from .common import (
     is_scheduled,
     is_terminating,
     pod_phase,
+    unschedulable,
 )
 
 TERMINAL = ("Succeeded", "Failed")
@@ -415,6 +416,8 @@ def _create_gang(j: Job) -> bool:
         )
         j.p.requeue(1)
         return True
+    if not j.current:
+        _forgive_nodes(j)
     avoid = sorted({f["node"] for f in s["failedNodes"] if f.get("node")})
     if not j.current and j.nodes and _wait_for_capacity(j, avoid):
         return True
@@ -445,6 +448,39 @@ def _create_gang(j: Job) -> bool:
         j.sb.phase("Pending", f"attempt {j.attempt}: {spec.num_nodes} worker(s) created")
     j.p.requeue(5)
     return True
+
+
+def forgiven(
+    rec: dict[str, Any], nodes: dict[str, dict[str, Any]], now: datetime, cfg: OperatorConfig
+) -> bool:
+    """A failed node is usable again when its failure record is older than cfg.failed_node_ttl_s, or when the
+    failure was the node's own (NotReady, cordon, taint, missing GPUs) and the node is now Ready, schedulable,
+    untainted and back at full GPU allocatable. A GPU failure the node never showed (exit code 75 on a node that
+    looks fine) waits for the TTL: the node gives no signal that it was repaired."""
+    since = parse_time(rec.get("time"))
+    if since is not None and (now - since).total_seconds() >= cfg.failed_node_ttl_s:
+        return True
+    h = _health(nodes, rec.get("node"), cfg)
+    return (
+        bool(rec.get("nodeUnhealthy")) and h is not None and h.healthy and h.gpu_allocatable >= h.gpu_capacity
+    )
+
+
+def _forgive_nodes(j: Job) -> None:
+    keep = []
+    for rec in j.s["failedNodes"]:
+        if forgiven(rec, j.nodes, j.now, j.cfg):
+            j.event(
+                "Normal",
+                "NodeUsable",
+                f"node {rec.get('node')} is usable again (failed: {rec.get('reason')})",
+            )
+        else:
+            keep.append(rec)
+    j.s["failedNodes"] = keep
+    expiring = [parse_time(r.get("time")) for r in keep]
+    if expiring := [t for t in expiring if t is not None]:
+        j.p.requeue(max(1.0, j.cfg.failed_node_ttl_s - (j.now - min(expiring)).total_seconds()))
 
 
 def _wait_for_capacity(j: Job, avoid: list[str]) -> bool:
@@ -484,12 +520,45 @@ def _track_gang(j: Job) -> bool:
             j.p.progress_port = j.spec.monitoring.metrics_port
         return True
     msg = f"attempt {a}: {len(scheduled)}/{n} worker(s) scheduled, {len(running)} running"
+    why = unschedulable(pods)
+    if why is not None:
+        msg += f"; {why}"
+        if j.sb.cond("Scheduled", False, "Unschedulable", why):
+            j.event("Warning", "Unschedulable", f"attempt {a}: {why}")
+        if _gang_timed_out(j, pods, why):
+            return True
+    elif len(scheduled) == n and any(c.get("type") == "Scheduled" for c in j.s.get("conditions") or []):
+        j.sb.cond("Scheduled", True, "AllScheduled", f"attempt {a}: {n} worker(s) scheduled")
     if j.s.get("phase") != "Restarting":
         j.sb.phase("Pending", msg)
     else:
         j.s["message"] = msg
     if len(scheduled) < len(pods):
         j.p.requeue(10)
+    return True
+
+
+def _gang_timed_out(j: Job, pods: list[dict[str, Any]], why: str) -> bool:
+    """A gang not fully scheduled within schedulingPolicy.scheduleTimeoutSeconds releases what it holds (the
+    scheduled workers keep GPUs the rest can never join) and waits; the next attempt tries again. Not a
+    failure: no budget is charged."""
+    timeout = j.spec.run_policy.scheduling_policy.schedule_timeout_seconds
+    created = [c for c in (parse_time(x["metadata"].get("creationTimestamp")) for x in pods) if c]
+    if not created:
+        return False
+    left = timeout - (j.now - min(created)).total_seconds()
+    if left > 0:
+        j.p.requeue(left)
+        return False
+    deletes, _ = _stop(pods, j.nodes, j.cfg, j.now)
+    j.p.deletes += deletes
+    j.attempt += 1
+    j.s["attempt"] = j.attempt
+    msg = f"gang not fully scheduled within {timeout}s: released its workers ({why}); retrying as attempt {j.attempt}"
+    j.sb.cond("Waiting", True, "GangScheduleTimeout", msg)
+    j.sb.phase("Waiting", msg)
+    j.event("Warning", "GangScheduleTimeout", msg)
+    j.p.requeue(min(30.0, float(timeout)))
     return True
 
 
@@ -550,7 +619,15 @@ def _restart(j: Job, rank: int, v: Verdict) -> None:
     if infra:
         j.p.observations.append(GpuFailure(v.node or "", v.reason))
         if v.node:
-            rec = {"node": v.node, "gpu": v.gpu, "reason": v.reason, "time": j.sb.ts()}
+            h = _health(j.nodes, v.node, j.cfg)
+            # the node itself looked broken: it is forgiven once it looks healthy again (else after a TTL)
+            rec = {
+                "node": v.node,
+                "gpu": v.gpu,
+                "reason": v.reason,
+                "time": j.sb.ts(),
+                "nodeUnhealthy": bool(h is not None and not h.healthy),
+            }
             s["failedNodes"] = [f for f in s["failedNodes"] if f.get("node") != v.node] + [rec]
     j.p.observations.append(Restart(budget_key, v.reason))
     if restarts[budget_key] > limit:

@@ -14,7 +14,7 @@ from ..builders import modelexport as ME
 from ..builders.common import spec_hash
 from ..config import OperatorConfig
 from ..gpu_health import classify_pod, node_health, terminated_state, termination_message
-from .common import Delete, Event, Plan, StatusBuilder, invalid_spec, is_terminating, pod_phase
+from .common import Delete, Event, Plan, StatusBuilder, invalid_spec, is_terminating, pod_phase, unschedulable
 
 TERMINAL = ("Succeeded", "Failed")
 MAX_INFRA_RETRIES = 3
@@ -87,7 +87,11 @@ def _common(
         return p
     ph = pod_phase(pod)
     if ph == "Pending":
-        sb.phase("Pending", f"{what} pod pending")
+        why = unschedulable([pod])
+        sb.phase("Pending", f"{what} pod pending" + (f": {why}" if why else ""))
+        if why and sb.cond("Scheduled", False, "Unschedulable", why):
+            p.events.append(Event("Warning", "Unschedulable", f"{what} pod cannot be scheduled: {why}"))
+        p.requeue(10)
     elif ph == "Running":
         if sb.cond("Running", True, "PodRunning", f"{what} running"):
             p.events.append(Event("Normal", "Running", f"{what} pod running"))
@@ -198,10 +202,9 @@ def plan_modelexport(
                     else ("FineTuneJobFailed" if jphase == "Failed" else "WaitingForFineTuneJob")
                 )
                 w = Plan(status={})
-                if sb.cond("FineTuneJobReady", False, reason, f"FineTuneJob {ref} is {jphase or 'absent'}"):
-                    w.events.append(
-                        Event("Normal", reason, f"waiting for FineTuneJob {ref} ({jphase or 'absent'})")
-                    )
+                shown = "absent" if job is None else (jphase or "Pending")
+                if sb.cond("FineTuneJobReady", False, reason, f"FineTuneJob {ref} is {shown}"):
+                    w.events.append(Event("Normal", reason, f"waiting for FineTuneJob {ref} ({shown})"))
                 w.status = {
                     "conditions": sb.s.get("conditions"),
                     "phase": "Pending",
