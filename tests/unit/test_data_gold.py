@@ -74,15 +74,18 @@ def _thinking_lines(lines: list[str], spans: list[list[str]]) -> list[str]:
 def _question_ok(exp: dict, s: Sample, lines: list[str]) -> bool:
     if "question" in exp:
         return s.style != "code" and _qnorm(s.question) == _qnorm(exp["question"])
+    if "question_has" in exp:
+        return s.style != "code" and all(t in s.question for t in exp["question_has"])
     if "code" in exp:
         return s.style == "code" and exp["code"] in s.question
     return s.style in ("section", "chunk") and all(t in s.question for t in exp["topic"])
 
 
-def _matches(exp: dict, s: Sample, lines: list[str]) -> bool:
+def _matches(exp: dict, s: Sample, lines: list[str], convert=None) -> bool:
     if not _question_ok(exp, s, lines):
         return False
-    if _f1(s.answer, _span_text(lines, exp["answer"])) < ANSWER_F1_MIN:
+    want = _span_text(lines, exp["answer"])
+    if _f1(s.answer, convert(want) if convert else want) < ANSWER_F1_MIN:
         return False
     if "thinking" in exp:
         return thinking_preserved(exp, s, lines)
@@ -96,8 +99,21 @@ def thinking_preserved(exp: dict, s: Sample, lines: list[str]) -> bool:
     return all(ln in got for ln in _thinking_lines(lines, exp["thinking"]))
 
 
+def _converter(entry: dict):
+    """A document converted by OpenCC is compared with its source span converted by OpenCC itself (the
+    library, not our normaliser): the expectation stays the author's text."""
+    conf = entry.get("options", {}).get("opencc")
+    if not conf or conf == "none":
+        return None
+    import opencc
+
+    return opencc.OpenCC(conf).convert
+
+
 @cache
-def evaluate() -> dict:
+def evaluate(gold_set: str | None = None) -> dict:
+    """Figures over the documents of one set ("original": the first 33; "generalisation": written later by
+    other authors in other styles), or over all of them."""
     data = json.loads((GOLD / "expected.json").read_text(encoding="utf-8"))["documents"]
     tp = extracted = expected = 0
     thinking_total = thinking_kept = 0
@@ -107,14 +123,19 @@ def evaluate() -> dict:
     for name, entry in sorted(data.items()):
         if isinstance(entry, list):
             entry = {"samples": entry}
+        if gold_set is not None and entry.get("set", "original") != gold_set:
+            continue
         text = (GOLD / "docs" / name).read_text(encoding="utf-8")
         lines = text.split("\n")
         res = process_text(text, name, replace(DocOptions(), **entry.get("options", {})))
+        convert = _converter(entry)
         samples = list(res.samples)
         samples_all.extend(samples)
         used: set[int] = set()
         for exp in entry["samples"]:
-            hit = next((i for i, s in enumerate(samples) if i not in used and _matches(exp, s, lines)), None)
+            hit = next(
+                (i for i, s in enumerate(samples) if i not in used and _matches(exp, s, lines, convert)), None
+            )
             if "thinking" in exp and not exp.get("optional"):
                 thinking_total += 1
                 cand = [s for s in samples if _question_ok(exp, s, lines)]
@@ -127,7 +148,8 @@ def evaluate() -> dict:
                     extracted += 1
             elif not exp.get("optional"):
                 expected += 1
-                misses.append(f"{name}: {exp.get('question') or exp.get('topic') or exp.get('code')}")
+                what = exp.get("question") or exp.get("question_has") or exp.get("topic") or exp.get("code")
+                misses.append(f"{name}: {what}")
         for i, s in enumerate(samples):
             if i not in used:
                 extracted += 1
@@ -147,17 +169,25 @@ def evaluate() -> dict:
 def test_gold_set_is_large_and_varied():
     docs = sorted((GOLD / "docs").glob("*.md"))
     data = json.loads((GOLD / "expected.json").read_text(encoding="utf-8"))["documents"]
-    assert len(docs) >= 30
+    assert len(docs) >= 40
     assert {d.name for d in docs} == set(data)  # every document has its expectations, and vice versa
 
 
-def test_extraction_precision_recall_and_thinking_preservation():
-    r = evaluate()
-    print(
-        f"\ngold: precision {r['precision']:.3f} recall {r['recall']:.3f} thinking preserved "
+def _figures(name: str, r: dict) -> str:
+    return (
+        f"gold {name}: precision {r['precision']:.3f} recall {r['recall']:.3f} thinking preserved "
         f"{r['thinking_preserved']:.3f} ({r['expected']} expected, {r['extracted']} extracted)"
     )
+
+
+@pytest.mark.parametrize("gold_set", ["original", "generalisation"])
+def test_extraction_precision_recall_and_thinking_preservation(gold_set):
+    """Both sets are reported and gated separately: the generalisation documents were written by other
+    authors after the parser was tuned on the original ones, so their figures show how it generalises."""
+    r = evaluate(gold_set)
+    print("\n" + _figures(gold_set, r))
     detail = "\nmissed:\n  " + "\n  ".join(r["misses"]) + "\nextra:\n  " + "\n  ".join(r["extras"])
+    assert r["expected"] >= 10, "the set has too few expected samples to measure anything"
     assert r["thinking_preserved"] >= THINKING_MIN, detail
     assert r["recall"] >= RECALL_MIN, detail
     assert r["precision"] >= PRECISION_MIN, detail

@@ -35,7 +35,7 @@ from thinktune.data.thinking import (
 )
 from thinktune.data.trace import evidence_reasoning
 
-QA_STYLES = ("marker", "faq_list", "question_heading", "bold_question")
+QA_STYLES = ("marker", "faq_list", "question_heading", "bold_question", "summary", "forum")
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,17 @@ Styles (``Pair.style``):
 * ``question_heading``: a heading that is a question (ends with ？/? or starts with 什么/如何/为什么/怎样/是否…)
   answered by the section's text;
 * ``section``: heading + explanatory text ("explain this section") for text that is not part of a Q&A;
-* ``code``: a code block with the paragraph(s) that explain it ("explain this code").
+* ``summary``: an HTML ``<details>`` block whose ``<summary>`` is a question, answered by the block's body;
+* ``forum``: a thread exported from a forum: the first 楼主 post is the question, the replies (``**1 楼**``,
+  ``**2 楼**``) are the answer, the asker's later posts (thanks, follow-ups) are neither;
+* ``code``: a code block with the paragraph(s) that explain it ("explain this code"), and its output when the
+  next block is one (a notebook's output cell).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from thinktune.data.markdown_parse import Component, ParsedMarkdown, Section
@@ -32,7 +37,7 @@ Q_END = re.compile(r"[？?]\s*$")
 BOLD_QUESTION = re.compile(r"^\s*(?:\*\*|__)(?P<q>[^\n*_]+?[？?])\s*(?:\*\*|__)\s*$")
 # sub-headings below a question heading that hold its answer ('### 回答', '#### 参考答案：')
 ANSWER_HEADINGS = frozenset(
-    "回答 答案 解答 答 参考答案 标准答案 答复 解 解析 answer answers solution".split()
+    "回答 答案 解答 答 参考答案 标准答案 答复 解 解析 先说结论 结论先行 简短回答 answer answers solution".split()
 )
 # headings that name a part of a text, not a topic: their sample's question names the enclosing topic
 STRUCTURAL_HEADINGS = frozenset(
@@ -45,6 +50,17 @@ STRUCTURAL_HEADINGS = frozenset(
         "overview introduction summary conclusion background usage example examples tools references"
     ).split()
 )
+# a short heading ending in one of these names an aspect of the enclosing topic ('解题步骤', '构造方法')
+STRUCTURAL_SUFFIXES = ("步骤", "过程", "方法", "思路", "流程", "原理", "总结", "小结")
+# a question that only makes sense after the one above it ('那该用什么？', '那么怎么防御？')
+ANAPHORIC = re.compile(r"^(?:那么?|那该|这样|这种情况下?|它|其|此时)")
+_SUMMARY = re.compile(r"<summary>\s*(?P<q>.*?)\s*</summary>", re.S | re.I)
+_DETAILS_END = re.compile(r"</details>\s*$", re.I)
+_DETAILS_TAGS = re.compile(r"^\s*(?:</?details[^>]*>\s*|<summary>.*?</summary>\s*)+$", re.S | re.I)
+# '**楼主** name 发表于 …', '**1 楼** 回复 …', '#3 楼 回复' : the header line of a forum post
+FORUM_TURN = re.compile(r"^\s*(?:\*\*|__)?\s*(?P<who>楼主|\d+\s*楼|沙发|板凳|地板)\s*(?:\*\*|__)?(?:\s.*)?$")
+# exercises without their solutions: tasks, not explanations (a 答/解 inside makes Q&A pairs instead)
+EXERCISE_HEADINGS = frozenset("习题 练习 练习题 思考题 作业 课后习题 课后练习 exercise exercises".split())
 MIN_SECTION_CHARS = 12
 MIN_CODE_EXPLANATION = 20
 _CODE_INTRO = re.compile(r"下面|如下|以下|这段|代码|示例|例如|命令|写法")
@@ -60,10 +76,20 @@ def _introduces_code(text: str) -> bool:
     return _ends_with_colon(text) or bool(_CODE_INTRO.search(text))
 
 
+def strip_symbols(text: str) -> str:
+    """Leading emoji and pictographs of a heading ('🔑 先说结论' -> '先说结论'): decoration, not words."""
+    i = 0
+    while i < len(text) and (
+        unicodedata.category(text[i]).startswith("S") or text[i] in "\ufe0f\u200d " or "\U0001f000" <= text[i]
+    ):
+        i += 1
+    return text[i:] if i < len(text) else text
+
+
 def clean_question(text: str) -> str:
     """Strip marker/emphasis decoration around a question: '**什么是 SM3？**' -> '什么是 SM3？',
     '问题 1：什么是 SM3？' -> '什么是 SM3？'."""
-    t = Q_MARK.sub("", text.strip(), count=1).strip()
+    t = Q_MARK.sub("", strip_symbols(text.strip()), count=1).strip()
     for m in ("**", "__"):
         if t.startswith(m) and t.endswith(m) and len(t) > 2 * len(m):
             t = t[len(m) : -len(m)].strip()
@@ -72,12 +98,13 @@ def clean_question(text: str) -> str:
 
 def heading_key(title: str) -> str:
     """A heading reduced for stop-list lookups: '**参考答案：**' -> '参考答案', '1. 原理' -> '原理'."""
-    t = re.sub(r"^[\s#*_>`\d.、)）(（]+|[\s*_`:：。.]+$", "", title.strip())
+    t = re.sub(r"^[\s#*_>`\d.、)）(（]+|[\s*_`:：。.]+$", "", strip_symbols(title.strip()))
     return t.lower()
 
 
 def is_structural(title: str) -> bool:
-    return heading_key(title) in STRUCTURAL_HEADINGS
+    key = heading_key(title)
+    return key in STRUCTURAL_HEADINGS or (len(key) <= 6 and key.endswith(STRUCTURAL_SUFFIXES))
 
 
 def is_answer_heading(title: str) -> bool:
@@ -85,7 +112,7 @@ def is_answer_heading(title: str) -> bool:
 
 
 def is_question(text: str) -> bool:
-    t = re.sub(r"^[#\s*_>`]+|[\s*_`]+$", "", text.strip())
+    t = re.sub(r"^[#\s*_>`]+|[\s*_`]+$", "", strip_symbols(text.strip()))
     return bool(t) and (bool(Q_END.search(t)) or bool(Q_WORDS.match(t)) or bool(Q_MARK.match(text)))
 
 
@@ -227,11 +254,22 @@ def context_path(section: Section, doc_title: str, own_heading: bool = True) -> 
     """Topic headings around a section, for the system prompt: the document title and the headings that name
     a topic, the section's own one only with ``own_heading`` (not when it is the sample's question).
     Never a question heading."""
-    path = [doc_title] if doc_title else []
+    path = [doc_title] if doc_title and not is_question(doc_title) else []
     for h in section.path if own_heading else section.path[:-1]:
         if not is_question(h) and not is_structural(h) and h not in path:
             path.append(h)
     return path
+
+
+def heading_question(sec: Section, doc_title: str) -> str:
+    """The question of a question heading; one that only makes sense after the heading above it ('那该用
+    什么？' below '为什么说 ECB 模式不安全？') carries that heading as its context."""
+    q = clean_question(sec.title)
+    if not ANAPHORIC.match(q):
+        return q
+    parent = sec.path[-2] if len(sec.path) > 1 else doc_title
+    parent = clean_question(parent).rstrip("。？！?!.：:")
+    return f"{parent}，{q}" if parent else q
 
 
 def _answer_sections(sections: list[Section], i: int) -> list[int]:
@@ -258,7 +296,33 @@ def _section_units(sec: Section, sec_pairs: list[Pair], warnings: list[tuple[int
     leftover: list[Unit] = []
     current: Pair | None = None
     answering = False
+    forum: str | None = None  # forum thread: "question" (the first 楼主 post), "answer" (replies), "skip"
     for comp in sec.components:
+        if comp.kind == "html":
+            summary = _SUMMARY.search(comp.text)
+            if summary and is_question(summary.group("q")):
+                # <details><summary>问题？</summary> … </details>: the body answers the summary
+                current = Pair("summary", clean_question(summary.group("q")), [], comp.line, sec)
+                sec_pairs.append(current)
+                answering = True
+                continue
+            if _DETAILS_END.search(comp.text) and current is not None and current.style == "summary":
+                current, answering = None, False
+            if _DETAILS_TAGS.match(comp.text):
+                continue  # the folding tags themselves are no text
+        turn = FORUM_TURN.match(comp.text) if comp.kind == "paragraph" and "\n" not in comp.text else None
+        if turn:
+            asker = turn.group("who") == "楼主"
+            if asker and forum is None:
+                current = Pair("forum", "", [], comp.line, sec)
+                sec_pairs.append(current)
+                forum, answering = "question", False
+            else:
+                forum = "skip" if asker else "answer"
+                answering = forum == "answer"
+            continue
+        if forum == "skip":
+            continue
         if comp.kind == "list" and comp.items:
             faq, is_faq, others = _faq_pairs(comp, sec)
             if is_faq:
@@ -294,7 +358,7 @@ def _section_units(sec: Section, sec_pairs: list[Pair], warnings: list[tuple[int
             else:
                 leftover.append(u)
     for p in sec_pairs:
-        if p.style in ("marker", "bold_question") and not p.answer:
+        if p.style in ("marker", "bold_question", "summary", "forum") and not p.answer:
             p.problems.append("question has no answer (missing or empty '答：'/'A:')")
         if not p.question.strip():
             p.problems.append("empty question")
@@ -326,7 +390,7 @@ def detect_pairs(parsed: ParsedMarkdown, doc_title: str) -> tuple[list[Pair], li
                 region_end = max(region_end, sections[j].end_line)
             q = Pair(
                 "question_heading",
-                clean_question(sec.title),
+                heading_question(sec, doc_title),
                 _strip_answer_marker(answer),
                 sec.line,
                 sec,
@@ -340,7 +404,23 @@ def detect_pairs(parsed: ParsedMarkdown, doc_title: str) -> tuple[list[Pair], li
                 pairs.append(q)
             leftover = answer
         elif sum(len(u.text.strip()) for u in leftover if u.kind != "code") >= MIN_SECTION_CHARS:
-            if is_link_list(leftover):
+            text_units = [u for u in leftover if u.kind != "paragraph" or not is_link_list([u])]
+            rest = sum(len(u.text.strip()) for u in text_units if u.kind != "code")
+            if text_units != leftover and rest >= MIN_SECTION_CHARS and not is_link_list(text_units):
+                leftover = text_units  # badges and link-only lines around real text are no explanation
+            if heading_key(title) in EXERCISE_HEADINGS and not sec_pairs:
+                pairs.append(
+                    Pair(
+                        "section",
+                        title,
+                        leftover,
+                        sec.line,
+                        sec,
+                        problems=["section lists exercises without solutions (no sample made)"],
+                        kind="skipped",
+                    )
+                )
+            elif is_link_list(leftover):
                 pairs.append(
                     Pair(
                         "section",
@@ -359,30 +439,52 @@ def detect_pairs(parsed: ParsedMarkdown, doc_title: str) -> tuple[list[Pair], li
     return pairs, warnings
 
 
+def _is_output(code: Unit, prev: Unit | None) -> bool:
+    """A code block right after another one, with no language of its own, is that code's output (a
+    notebook's output cell, a program's printout)."""
+    return (
+        prev is not None
+        and prev.kind == "code"
+        and code.kind == "code"
+        and not code.lang.strip()
+        and bool(prev.lang.strip())
+    )
+
+
 def _code_pairs(leftover: list[Unit], sec: Section, title: str) -> list[Pair]:
     """explain-this-code: code blocks with an adjacent explanatory paragraph (before: one that leads into the
-    code; after: one that is not the lead-in of the next code block)."""
+    code; after: one that is not the lead-in of the next code block). A code block's output cell goes into
+    the question with the code, and the explanation after it is the one after the output."""
     out: list[Pair] = []
+    units: list[list[Unit]] = []
     for i, u in enumerate(leftover):
+        if units and _is_output(u, leftover[i - 1] if i else None):
+            units[-1].append(u)  # the output joins its code
+        else:
+            units.append([u])
+    for i, group in enumerate(units):
+        u = group[0]
         if u.kind != "code" or not u.text.strip():
             continue
         expl: list[Unit] = []
-        prev = leftover[i - 1] if i > 0 else None
+        prev = units[i - 1][-1] if i > 0 else None
         if (
             prev is not None
             and prev.kind in ("paragraph", "list", "blockquote")
             and _introduces_code(prev.text)
         ):
             expl.append(prev)
-        nxt = leftover[i + 1] if i + 1 < len(leftover) else None
+        nxt = units[i + 1][0] if i + 1 < len(units) else None
         if nxt is not None and nxt.kind in ("paragraph", "list", "blockquote"):
-            after = leftover[i + 2] if i + 2 < len(leftover) else None
+            after = units[i + 2][0] if i + 2 < len(units) else None
             intro_of_next = _ends_with_colon(nxt.text) and after is not None and after.kind == "code"
             if not intro_of_next:
                 expl.append(nxt)
         if sum(len(e.text.strip().rstrip("：:")) for e in expl) >= MIN_CODE_EXPLANATION:
             lang = u.lang.split()[0] if u.lang else ""
             q = code_instruction(lang, title) + "\n\n" + u.markdown()
+            if len(group) > 1:
+                q += "\n\n运行输出：\n\n" + "\n\n".join(o.markdown() for o in group[1:])
             out.append(Pair("code", q, expl, u.line, sec))
     return out
 
@@ -416,7 +518,7 @@ def section_question(sec: Section, doc_title: str) -> str:
         topic = topic_of(sec, doc_title)
         key = heading_key(title)
         tpl = _STRUCTURAL_TEMPLATES.get(key, "请说明「{topic}」的{aspect}。")
-        return tpl.format(topic=topic, aspect=title.strip())
+        return tpl.format(topic=topic, aspect=re.sub(r"^[\d.、)）\s]+", "", strip_symbols(title.strip())))
     return _pick(_SECTION_TEMPLATES, title).format(title=title, doc=doc_title)
 
 
