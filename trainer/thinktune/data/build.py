@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from thinktune.data.chinese import term_recognizer
-from thinktune.data.dedup import deduplicate
+from thinktune.data.dedup import dedup_text, deduplicate
 from thinktune.data.document import DocOptions, DocResult, process_file, quality_gate
+from thinktune.data.leakage import Held, leakage_report
 from thinktune.data.samples import SAMPLE_TYPES, Reject, Sample
-from thinktune.data.split import SPLITS, stratified_split
+from thinktune.data.split import SPLITS, group_split
 from thinktune.data.teacher import TeacherError, make_teacher
 from thinktune.data.thinking import assess_quality, strip_code
 from thinktune.data.validate import load_length_tokenizer, render_chat, structural_problems, token_lengths
@@ -61,7 +62,7 @@ def find_documents(
     return out
 
 
-PIPELINE_VERSION = "1"  # bump when the same inputs would produce different output
+PIPELINE_VERSION = "2"  # bump when the same inputs would produce different output
 
 
 def content_hash(spec: DatasetBuildSpec, input_dir: Path, docs: list[Path] | None = None) -> str:
@@ -201,12 +202,13 @@ def build_dataset(
         warnings.extend(r.warnings)
 
     # de-duplication first (before splitting, and before the costly steps: teacher generation, token count):
-    # source thinking wins over generated, then document order. Keys are question+answer, not the reasoning.
+    # source thinking wins over generated, then document order. Keys are the answers (dedup_text), not the
+    # reasoning.
     order = sorted(range(len(samples)), key=lambda i: (samples[i].thinking_method != "source", i))
     ordered = [samples[i] for i in order]
     duplicates = 0
     if spec.dedup.enabled:
-        texts = [f"{s.question}\n{s.answer}" for s in ordered]
+        texts = [dedup_text(s.question, s.answer) for s in ordered]
         dd = deduplicate(texts, spec.dedup.near_duplicate_threshold)
         for i, j, kind, sim in dd.dropped:
             d, k = ordered[i], ordered[j]
@@ -330,7 +332,8 @@ def build_dataset(
             f"See {output_dir / 'rejects.jsonl'} for file:line details."
         )
 
-    sp = stratified_split(
+    sp = group_split(
+        [s.source_file for s in final],
         [s.type for s in final],
         [s.terms for s in final],
         (spec.split.train, spec.split.val, spec.split.test),
@@ -368,6 +371,14 @@ def build_dataset(
         tok_name=tok_name,
     )
     report["content_hash"] = content_hash(spec, input_dir, docs)
+    report["split"] = {
+        "by": "document" if sp.by_group else "sample",
+        "fractions": {s: round(len(by_split[s]) / len(final), 4) for s in SPLITS},
+        "documents": {s: len({x.source_file for x in by_split[s]}) for s in SPLITS},
+    }
+    report["leakage"] = leakage_report(
+        {n: [Held(x.id, x.source_file, x.answer) for x in rows] for n, rows in by_split.items()}
+    )
     report["timing"] = {
         "documents_s": round(t_docs - t0, 3),
         "dedup_s": round(t_dedup - t_docs, 3),

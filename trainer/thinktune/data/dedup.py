@@ -1,6 +1,8 @@
 """Exact and near-duplicate removal (before splitting, so test never leaks into train).
 
-Exact: SHA-1 of the normalised question+answer (case folded, whitespace and punctuation removed).
+What is compared is the answer (see dedup_text): the same answer under a different instruction teaches the
+model nothing new and, split apart, puts a training answer into test.
+Exact: SHA-1 of the normalised text (case folded, whitespace and punctuation removed).
 Near: character 5-gram Jaccard similarity ≥ threshold. Candidates come from MinHash signatures (128
 permutations, numpy) banded into an LSH index; every candidate is verified with the exact Jaccard of the
 shingle sets, and each sample is compared only with samples already kept, so the cost stays ~linear.
@@ -23,6 +25,17 @@ _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 def normalise(text: str) -> str:
     return _DROP.sub("", unicodedata.normalize("NFKC", text).casefold())
+
+
+MIN_ANSWER_CHARS = 16  # normalised; shorter answers ("是的。", "不安全。") are told apart by their question
+
+
+def dedup_text(question: str, answer: str) -> str:
+    """The text dedup compares for one sample: its answer, or question + answer when the answer is too short
+    to identify a sample by itself."""
+    if len(normalise(answer)) < MIN_ANSWER_CHARS:
+        return f"{question}\n{answer}"
+    return answer
 
 
 def exact_key(text: str) -> str:

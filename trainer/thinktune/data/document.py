@@ -15,6 +15,7 @@ from pathlib import Path
 
 from thinktune.data.chinese import NormalizeOptions, Normalizer, term_recognizer
 from thinktune.data.chunk import chunk_pairs
+from thinktune.data.encoding import EncodingProblem, decode_markdown
 from thinktune.data.markdown_parse import (
     block_tokens,
     code_line_ranges,
@@ -375,19 +376,18 @@ _WS = re.compile(r"\s+")
 
 def process_file(path: str, rel: str, opts: DocOptions) -> DocResult:
     try:
-        raw = Path(path).read_bytes()
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
+        decoded = decode_markdown(Path(path).read_bytes())
+    except EncodingProblem as exc:
         res = DocResult(file=rel, n_bytes=0)
-        line = raw[: exc.start].count(b"\n") + 1
-        res.errors.append(f"{rel}:{line}: not valid UTF-8 ({exc.reason}); save the file as UTF-8")
-        res.rejects.append(
-            Reject(rel, line, f"not valid UTF-8: {exc.reason}", fix="save the file as UTF-8", kind="document")
-        )
+        res.errors.append(f"{rel}:{exc.line}: {exc.reason}; save the file as UTF-8")
+        res.rejects.append(Reject(rel, exc.line, exc.reason, fix="save the file as UTF-8", kind="document"))
         return res
     except OSError as exc:
         res = DocResult(file=rel, n_bytes=0)
         res.errors.append(f"{rel}:0: cannot read: {exc}")
         res.rejects.append(Reject(rel, 0, f"cannot read: {exc}", kind="document"))
         return res
-    return process_text(text, rel, opts)
+    res = process_text(decoded.text, rel, opts)
+    if decoded.warning(rel):
+        res.warnings.insert(0, decoded.warning(rel))
+    return res

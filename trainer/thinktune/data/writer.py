@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from thinktune.data.leakage import MEASURES as LEAK_MEASURES
 from thinktune.data.split import SPLITS
 
 
@@ -130,6 +131,7 @@ def report_markdown(report: dict, images: list[str]) -> str:
         "",
         "![samples per type](samples_per_type.png)",
         "",
+        *_split_markdown(report),
         "## Token lengths",
         "",
         f"Tokenizer `{tl.get('tokenizer')}`, cutoff_len {tl.get('cutoff_len')}: min {tl.get('min')}, p50 "
@@ -177,3 +179,28 @@ def report_markdown(report: dict, images: list[str]) -> str:
             lines.append(f"- … {len(report['warnings']) - 200} more in report.json")
         lines.append("")
     return "\n".join(lines)
+
+
+def _split_markdown(report: dict) -> list[str]:
+    """How the split was drawn and how much val/test overlap train (data/leakage.py defines the measures)."""
+    sp, leak = report.get("split"), report.get("leakage")
+    if not sp or not leak:
+        return []
+    fr = sp["fractions"]
+    lines = [
+        "## Split and leakage",
+        "",
+        f"Split by {sp['by']}: realised fractions train {fr['train']:.1%}, val {fr['val']:.1%}, test "
+        f"{fr['test']:.1%}; documents per split "
+        + ", ".join(f"{s} {n}" for s, n in sp["documents"].items())
+        + ".",
+        "",
+        "| split | samples | from a training document | sharing a "
+        f"{next(iter(leak.values()))['ngram']}-gram with train | ≥ half the answer paragraphs verbatim in train |",
+        "|---|---|---|---|---|",
+    ]
+    for s, v in leak.items():
+        cells = [f"{v[k]['count']} ({v[k]['share']:.0%})" for k in LEAK_MEASURES]
+        lines.append(f"| {s} | {v['samples']} | " + " | ".join(cells) + " |")
+    lines += ["", "Sample ids of each case (first few) in `report.json` under `leakage`.", ""]
+    return lines

@@ -92,12 +92,24 @@ def convergence(train: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dic
     return out
 
 
+MEMORY_MIN_SPAN_GIB = 1.0  # the memory axis spans at least this much, so MB-scale drift reads as flat
+
+
+def memory_ylim(values: list[float]) -> tuple[float, float]:
+    """Y-axis limits (GiB) of the memory plot: from 0, so a line's height is its share of the peak, and at
+    least MEMORY_MIN_SPAN_GIB tall. Matplotlib's autoscale zooms onto the data range instead, which draws an
+    8 MB drift on 8 GiB as a steep climb: it looks like a leak."""
+    top = max((v for v in values if _finite(v)), default=0.0)
+    return 0.0, max(MEMORY_MIN_SPAN_GIB, top * 1.1)
+
+
 def _plot(
     path: Path,
     title: str,
     series: list[tuple[str, list[float], list[float]]],
     ylabel: str,
     logy: bool = False,
+    ylim: tuple[float, float] | None = None,
 ) -> str | None:
     series = [(n, xs, ys) for n, xs, ys in series if xs]
     if not series:
@@ -115,6 +127,8 @@ def _plot(
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -170,7 +184,13 @@ def make_plots(output_dir: Path, train: list[dict[str, Any]], evals: list[dict[s
                 )
             ):
                 mem_series.append((f"rank {rank} {label}", xs, ys))
-    made = _plot(d / "memory.png", "Memory per rank", mem_series, "GiB")
+    made = _plot(
+        d / "memory.png",
+        "Memory per rank",
+        mem_series,
+        "GiB",
+        ylim=memory_ylim([y for _, _, ys in mem_series for y in ys]),
+    )
     if made:
         plots["memory"] = f"plots/{made}"
     made = _plot(
