@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from thinktune.data.markdown_parse import block_tokens, heading_lines, parse_markdown, unclosed_fences
 
 DOC = """# 标题一
@@ -119,3 +120,36 @@ def test_reusing_tokens_after_normalisation_equals_reparsing():
             assert [[(i.head, i.body) for i in c.items] for c in a.components] == [
                 [(i.head, i.body) for i in c.items] for c in b.components
             ], (f.name, a.title)
+
+
+_LINKS = "\n".join(f"- [第 {i} 篇笔记](https://blog.example.org/post-{i}.html)" for i in range(12))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"# 参考\n\n{_LINKS}\n",
+        f"# 参考\n\n{_LINKS}\n\n段落\n",
+        _LINKS,
+        _LINKS + "\n\n",
+        f"前文\n\n{_LINKS}\n\n  缩进的续行属于最后一项\n",
+        f"```\n\n{_LINKS}\n\n```\n",
+        f"~~~\n{_LINKS}\n\n~~~\n",
+        f"<div>\n\n{_LINKS}\n</div>\n",
+        f"<!--\n\n{_LINKS}\n\n-->\n",
+        f"- 前一个列表\n\n{_LINKS}\n",
+        f"{_LINKS}\n\n- 同一标记的后续项\n",
+        f"1. 有序\n\n{_LINKS}\n\n+ 另一标记\n",
+        f"> 引用\n\n{_LINKS}\n===\n",
+        "\n".join(f"- 第 {i} 项 **粗体** 文本" for i in range(12)) + "\n\n段落\n",
+    ],
+)
+def test_link_list_shortcut_gives_markdown_its_own_tokens(text):
+    """The one-line-item shortcut of block_tokens must be invisible: the same tokens as markdown-it's full
+    parse, including where the shortcut must not apply (inside fences/HTML, lists that join, lazy lines)."""
+    from thinktune.data.markdown_parse import markdown_parser
+
+    def key(tokens):
+        return [(t.type, t.map, t.level, t.content, t.markup, t.hidden, t.tag, t.nesting) for t in tokens]
+
+    assert key(block_tokens(text)) == key(markdown_parser().parse(text))

@@ -8,6 +8,7 @@ line numbers taken from ``token.map``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -23,7 +24,97 @@ def markdown_parser() -> MarkdownIt:
 
 
 def block_tokens(text: str) -> list[Token]:
-    return markdown_parser().parse(text)
+    """Block tokens of ``text``. Long runs of one-line bullet items (a page's link list, a 200-entry
+    reference list) cost markdown-it a full recursive block parse per item, most of a real page's parse
+    time; such runs are parsed as one plain paragraph instead and rebuilt as the tight list tokens markdown-it
+    would have produced. A run is only taken when its bounds leave no doubt, and only when the parse shows
+    it stayed a top-level paragraph (not inside a fence or an HTML block); otherwise the text is parsed as
+    is."""
+    lines = text.split("\n")
+    runs = _simple_item_runs(lines)
+    if not runs:
+        return markdown_parser().parse(text)
+    shadow = list(lines)
+    for a, b in runs:
+        for i in range(a, b):
+            shadow[i] = lines[i][2:]
+    tokens = markdown_parser().parse("\n".join(shadow))
+    starts = {a: b for a, b in runs}
+    out: list[Token] = []
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        m = t.map
+        if t.type == "paragraph_open" and t.level == 0 and m and starts.get(m[0]) == m[1]:
+            out.extend(_tight_list_tokens(lines, m[0], m[1]))
+            i += 3  # paragraph_open, inline, paragraph_close
+            continue
+        if t.type == "paragraph_open" and m and m[0] in starts:
+            return markdown_parser().parse(text)  # the run ended up somewhere else: no shortcut
+        out.append(t)
+        i += 1
+    if any(t.map and t.type in ("fence", "code_block", "html_block") and _covers(t.map, runs) for t in out):
+        return markdown_parser().parse(text)
+    return out
+
+
+MIN_FAST_ITEMS = 8
+# '- text' whose text cannot start another block (heading, quote, fence, hr, list, html, table, reference,
+# indented code) and cannot end the paragraph it is parsed as
+_SIMPLE_ITEM = re.compile(r"^([-*+]) (?![\s#>`~|<:=*+_\-]|\d+[.)]|\[[^\]]*\]:)\S")
+
+
+def _covers(m: list[int], runs: list[tuple[int, int]]) -> bool:
+    return any(m[0] < b and a < m[1] for a, b in runs)
+
+
+def _simple_item_runs(lines: list[str]) -> list[tuple[int, int]]:
+    """0-based [start, end) line runs of at least MIN_FAST_ITEMS one-line items with the same marker, with a
+    blank line (or the document's edge) on both sides, not continuing a list before them, and not continued
+    by an indented or same-marker line after them (either would make markdown-it join them into one list)."""
+    runs: list[tuple[int, int]] = []
+    i, n = 0, len(lines)
+    while i < n:
+        m = _SIMPLE_ITEM.match(lines[i])
+        if not m or (i > 0 and lines[i - 1].strip()):
+            i += 1
+            continue
+        j = i + 1
+        while j < n and lines[j].startswith(m.group(1) + " ") and _SIMPLE_ITEM.match(lines[j]):
+            j += 1
+        before = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
+        after = next((lines[k] for k in range(j, n) if lines[k].strip()), "")
+        joins_before = before[:1] in (" ", "\t", "-", "*", "+") or re.match(r"\d+[.)]", before)
+        joins_after = after[:1] in (" ", "\t", m.group(1))
+        if (
+            j - i >= MIN_FAST_ITEMS
+            and (j == n or not lines[j].strip())
+            and not joins_before
+            and not joins_after
+        ):
+            runs.append((i, j))
+        i = j
+    return runs
+
+
+def _tight_list_tokens(lines: list[str], a: int, b: int) -> list[Token]:
+    """The tokens markdown-it emits for a tight bullet list of one-line items on lines [a, b)."""
+    marker = lines[a][0]
+    # like markdown-it, the list (and its last item) own the blank lines after it when more text follows
+    n_lines = len(lines) - (lines[-1] == "")  # markdown-it's line count: a final newline ends a line
+    end = next((k for k in range(b, n_lines) if lines[k].strip()), max(b, n_lines))
+    out = [Token("bullet_list_open", "ul", 1, map=[a, end], level=0, markup=marker, block=True)]
+    for i in range(a, b):
+        item_end = end if i == b - 1 else i + 1
+        out += [
+            Token("list_item_open", "li", 1, map=[i, item_end], level=1, markup=marker, block=True),
+            Token("paragraph_open", "p", 1, map=[i, i + 1], level=2, block=True, hidden=True),
+            Token("inline", "", 0, map=[i, i + 1], level=3, content=lines[i][2:].strip(), block=True),
+            Token("paragraph_close", "p", -1, level=2, block=True, hidden=True),
+            Token("list_item_close", "li", -1, level=1, markup=marker, block=True),
+        ]
+    out.append(Token("bullet_list_close", "ul", -1, level=0, markup=marker, block=True))
+    return out
 
 
 def heading_lines(tokens: list[Token]) -> set[int]:
