@@ -5,6 +5,7 @@ Mounted by the main CLI with `app.add_typer(sandbox_app, name="sandbox")`.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .controlplane import ControlPlane, ControlPlaneError, SandboxStatus
+from .controlplane import REPO_ROOT, ControlPlane, ControlPlaneError, SandboxStatus
 from .state import SandboxState
 
 app = typer.Typer(
@@ -43,14 +44,31 @@ def up(
     gpus_per_node: Annotated[int, typer.Option(min=0, help="nvidia.com/gpu capacity of each node")] = 8,
     operator: Annotated[
         bool, typer.Option("--operator/--no-operator", help="Also run the kopf operator in the background")
+    ] = True,
+    run_pods: Annotated[
+        bool,
+        typer.Option(
+            "--run-pods/--no-run-pods",
+            help="Run the pods bound to the sandbox's nodes as local processes (thinktune_sandbox.podrunner) "
+            "instead of simulating them with kwok",
+        ),
     ] = False,
+    seed_corpus: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --run-pods: copy this directory to corpus/ in the workspace PVC when absent "
+            "(default: examples/crypto/corpus, what examples/crypto/ reads)"
+        ),
+    ] = None,
     state_dir: StateDirOption = None,
     crds_dir: Annotated[
         Path | None, typer.Option(help="CRD YAMLs to apply (default: the repo's crds/)")
     ] = None,
 ) -> None:
     """Start etcd, kube-apiserver, controller-manager, scheduler and kwok; create GPU nodes and CRDs."""
-    cp = ControlPlane(state_dir, nodes=nodes, gpus_per_node=gpus_per_node, crds_dir=crds_dir)
+    cp = ControlPlane(
+        state_dir, nodes=nodes, gpus_per_node=gpus_per_node, crds_dir=crds_dir, run_pods=run_pods
+    )
     already = cp.status().running
     t0 = time.monotonic()
     try:
@@ -66,7 +84,15 @@ def up(
             f"[green]control plane ready[/green] in {time.monotonic() - t0:.1f} s "
             f"({nodes} node(s) x {gpus_per_node} GPU); logs in {cp.log_dir}"
         )
+    if cp.run_pods:
+        _seed(cp, seed_corpus or REPO_ROOT / "examples" / "crypto" / "corpus")
+        console.print(
+            f"pods run as local processes (pod runner log: {cp.log_dir / 'podrunner.log'}; pod logs under "
+            f"{cp.state_dir / 'pods'}); workspace PVC default/thinktune-workspace = {cp.workspace_dir}",
+            highlight=False,
+        )
     if operator:
+        was = cp.locked("operator")
         try:
             rec = cp.start_operator()
         except ControlPlaneError as exc:
@@ -77,9 +103,22 @@ def up(
                 "[yellow]operator not started:[/yellow] thinktune_operator.main is not importable "
                 "(install the 'operator' extra, or the module does not exist yet)"
             )
+        elif was:
+            console.print(f"operator already running (pid {rec.pid}); log: {escape(rec.log)}")
         else:
             console.print(f"operator running (pid {rec.pid}); log: {escape(rec.log)}")
     _print_export(cp)
+
+
+def _seed(cp: ControlPlane, corpus: Path) -> None:
+    target = cp.workspace_dir / "corpus"
+    if target.exists():
+        return
+    if not corpus.is_dir():
+        console.print(f"[yellow]no corpus copied:[/yellow] {escape(str(corpus))} is not a directory")
+        return
+    shutil.copytree(corpus, target)
+    console.print(f"copied {escape(str(corpus))} to {escape(str(target))} (the CRs' source.path: corpus)")
 
 
 @app.command()

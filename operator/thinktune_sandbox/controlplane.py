@@ -9,6 +9,7 @@ while they keep running and `down`/`status` can find them again through the stat
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import http.client
 import importlib.util
 import os
@@ -60,11 +61,36 @@ NODE_MONITOR_GRACE = "10s"
 NODE_MONITOR_PERIOD = "1s"
 
 SERVICE_CIDR = "10.96.0.0/12"
+# Nodes whose pods thinktune_sandbox.podrunner runs (kept here, not imported from it: `python -m` of a module that
+# the package already imported warns).
+RUNNER_NODE_LABEL = "thinktune.io/sandbox-runner"
+PODRUNNER_READY_FILE = "podrunner.ready"
+
+# Component logs are appended across restarts; at start a log over LOG_ROTATE_BYTES becomes <name>.log.1 (the
+# older ones shift up to LOG_KEEP), so a long-lived sandbox keeps its history without growing without bound.
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
+LOG_KEEP = 3
+# At most one of these per state dir: each holds an flock on <state-dir>/<name>.lock for as long as it lives.
+SINGLETONS = ("operator", "podrunner")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ControlPlaneError(RuntimeError):
     pass
+
+
+def rotate_log(log: Path) -> None:
+    """<name>.log over LOG_ROTATE_BYTES -> <name>.log.1 (.1 -> .2, ...; at most LOG_KEEP old logs)."""
+    try:
+        if log.stat().st_size <= LOG_ROTATE_BYTES:
+            return
+    except OSError:
+        return
+    for i in range(LOG_KEEP - 1, 0, -1):
+        older = log.with_name(f"{log.name}.{i}")
+        if older.exists():
+            older.replace(log.with_name(f"{log.name}.{i + 1}"))
+    log.replace(log.with_name(f"{log.name}.1"))
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -121,6 +147,7 @@ class ControlPlane:
         crds_dir: Path | str | None = None,
         node_spec: NodeSpec | None = None,
         ready_timeout_s: float = 60.0,
+        run_pods: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.bin_dir = Path(bin_dir) if bin_dir else default_bin_dir()
@@ -131,6 +158,9 @@ class ControlPlane:
         # Popen handles for the processes this Python process started, so they get reaped (no zombies).
         self._children: dict[str, subprocess.Popen] = {}
         self._state: SandboxState | None = SandboxState.load(self.state_dir)
+        # run_pods: pods on the sandbox's nodes run as local processes (thinktune_sandbox.podrunner), the nodes
+        # carry no kwok taint (nothing about them is fake but the GPUs) and kwok keeps only their heartbeats
+        self.run_pods = run_pods if self._state is None else self._state.run_pods or run_pods
 
     # ----------------------------------------------------------------------------------------- paths
 
@@ -182,6 +212,7 @@ class ControlPlane:
             gpus_per_node=self.node_spec.gpus,
             kubeconfig=str(self.kubeconfig),
             started_at=time.time(),
+            run_pods=self.run_pods,
         )
         self._state.save()
         try:
@@ -201,6 +232,8 @@ class ControlPlane:
             self._wait_for_default_service_account()
             self.create_workspace()
             self.wait_nodes_ready()
+            if self.run_pods:
+                self.start_podrunner()
         except BaseException:
             self.down()
             raise
@@ -223,16 +256,26 @@ class ControlPlane:
     def _spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
         assert self._state is not None
         log = self.log_dir / f"{name}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                list(argv),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.state_dir,
-                env=env,
-                start_new_session=True,
-            )
+        rotate_log(log)
+        lock_fd = self._lock(name) if name in SINGLETONS else None
+        try:
+            with open(log, "ab") as out:
+                out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(argv)}\n".encode())
+                out.flush()
+                proc = subprocess.Popen(
+                    list(argv),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=self.state_dir,
+                    env=env,
+                    start_new_session=True,
+                    # the child inherits the lock: it is held exactly as long as the child lives
+                    pass_fds=(lock_fd,) if lock_fd is not None else (),
+                )
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
         self._children[name] = proc
         self._state.processes = [p for p in self._state.processes if p.name != name]
         self._state.processes.append(
@@ -338,6 +381,37 @@ class ControlPlane:
             ],
         )
 
+    def _lock(self, name: str) -> int:
+        """Take <state-dir>/<name>.lock or say who holds it (one operator, one pod runner per sandbox)."""
+        path = self.state_dir / f"{name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ControlPlaneError(
+                f"another {name} already runs for {self.state_dir} (it holds {path}); "
+                "`thinktune sandbox down` stops it"
+            ) from None
+        return fd
+
+    def locked(self, name: str) -> bool:
+        path = self.state_dir / f"{name}.lock"
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def kwok_stages(self) -> list[str]:
+        """All stages in kwok mode; node stages only when the pod runner owns the pods."""
+        return [s for s in KWOK_STAGES if not (self.run_pods and s.startswith("pod/"))]
+
     def _start_kwok(self, ports: dict[str, int]) -> None:
         stages = self.bin_dir / "kwok-stages"
         argv = [
@@ -349,7 +423,7 @@ class ControlPlane:
             f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
             f"--server-address=127.0.0.1:{ports['kwok']}",
         ]
-        argv += [f"--config={stages / s}" for s in KWOK_STAGES]
+        argv += [f"--config={stages / s}" for s in self.kwok_stages()]
         self._spawn("kwok", argv)
 
     # ----------------------------------------------------------------------------------------- readiness
@@ -488,6 +562,7 @@ class ControlPlane:
     def gpu_node_manifest(self, name: str) -> dict:
         spec = self.node_spec
         resources = {"cpu": spec.cpu, "memory": spec.memory, "pods": spec.pods, GPU_RESOURCE: str(spec.gpus)}
+        runner = {RUNNER_NODE_LABEL: "true"} if self.run_pods else {}
         return {
             "apiVersion": "v1",
             "kind": "Node",
@@ -505,10 +580,12 @@ class ControlPlane:
                     "nvidia.com/gpu.product": spec.gpu_product,
                     "nvidia.com/gpu.count": str(spec.gpus),
                     "nvidia.com/gpu.memory": str(spec.gpu_memory_mib),
+                    **runner,
                     **spec.extra_labels,
                 },
             },
-            "spec": {"taints": [KWOK_TAINT]},
+            # the taint keeps pods that expect a real kubelet off simulated nodes; runner nodes run them for real
+            "spec": {"taints": [] if self.run_pods else [KWOK_TAINT]},
             # kwok's node-initialize stage keeps capacity/allocatable that the node already declares.
             "status": {"capacity": resources, "allocatable": resources},
         }
@@ -552,6 +629,7 @@ class ControlPlane:
                 "claimRef": {"namespace": namespace, "name": name},
             },
         }
+        (self.state_dir / "workspace" / namespace).mkdir(parents=True, exist_ok=True)
         pvc = {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
@@ -586,9 +664,15 @@ class ControlPlane:
     # ----------------------------------------------------------------------------------------- operator
 
     def start_operator(self, module: str = "thinktune_operator.main") -> ProcessRecord | None:
-        """Run the kopf operator in the background against this cluster; None if `module` is not importable."""
+        """Run the kopf operator in the background against this cluster; None if `module` is not importable.
+
+        At most one per state dir: when one already runs (it holds <state-dir>/operator.lock) its record is
+        returned and nothing is started."""
         if self._state is None:
             raise ControlPlaneError("the control plane is not up; call up() first")
+        running = self._state.record("operator")
+        if self.locked("operator") and running is not None and running.alive():
+            return running
         try:
             found = importlib.util.find_spec(module) is not None
         except ModuleNotFoundError:
@@ -597,18 +681,62 @@ class ControlPlane:
             return None
         # --standalone: no peering objects (no CRD for them in a bare cluster); -A: watch all namespaces.
         argv = [sys.executable, "-m", "kopf", "run", "-A", "--standalone", "--verbose", "-m", module]
-        # kwok pods run no process, so there is no trainer metrics endpoint to scrape: take progress from the
-        # annotation a simulated trainer (or a test) writes
-        env = {"THINKTUNE_PROGRESS_SOURCE": "annotation", **self.env()}
+        port = self._state.ports.setdefault("operator-metrics", free_port())
+        env = {
+            # with the pod runner the trainer pods serve /metrics at podIP:metricsPort; kwok pods run no
+            # process, so there progress comes from the annotation a simulated trainer (or a test) writes
+            "THINKTUNE_PROGRESS_SOURCE": "auto" if self.run_pods else "annotation",
+            "THINKTUNE_METRICS_PORT": str(port),
+            **self.env(),
+        }
         self._spawn("operator", argv, env=env)
+        return self._check_started("operator")
+
+    def start_podrunner(self, timeout_s: float = 30.0) -> ProcessRecord:
+        """The kubelet stand-in for runner nodes (thinktune_sandbox.podrunner); one per state dir."""
+        if self._state is None:
+            raise ControlPlaneError("the control plane is not up; call up() first")
+        running = self._state.record("podrunner")
+        if self.locked("podrunner") and running is not None and running.alive():
+            return running
+        ready = self.state_dir / PODRUNNER_READY_FILE
+        ready.unlink(missing_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "thinktune_sandbox.podrunner",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--state-dir={self.state_dir}",
+        ]
+        self._spawn("podrunner", argv, env=self.env())
+        proc = self._children["podrunner"]
+        log = self.log_dir / "podrunner.log"
+        deadline = time.monotonic() + timeout_s
+        while not ready.is_file():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"pod runner did not start (exit code {proc.poll()}); see {log}, last lines:\n{tail(log)}"
+                )
+            time.sleep(0.1)
+        rec = self._state.record("podrunner")
+        assert rec is not None
+        return rec
+
+    def _check_started(self, name: str) -> ProcessRecord | None:
+        assert self._state is not None
         time.sleep(1.0)
-        proc = self._children["operator"]
+        proc = self._children[name]
         if proc.poll() is not None:
-            log = self.log_dir / "operator.log"
+            log = self.log_dir / f"{name}.log"
             raise ControlPlaneError(
-                f"operator exited with code {proc.returncode} right after start; see {log}, last lines:\n{tail(log)}"
+                f"{name} exited with code {proc.returncode} right after start; see {log}, last lines:\n{tail(log)}"
             )
-        return self._state.record("operator")
+        return self._state.record(name)
+
+    @property
+    def workspace_dir(self) -> Path:
+        """Host directory of the default namespace's workspace PVC (its PersistentVolume's hostPath)."""
+        return self.state_dir / "workspace" / "default"
 
     # ----------------------------------------------------------------------------------------- down/status
 
@@ -626,6 +754,10 @@ class ControlPlane:
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()
+        # pod processes outlive a pod runner that was SIGKILLed: they carry this sandbox's marker
+        from .podrunner import kill_sandbox_processes
+
+        kill_sandbox_processes(self.state_dir)
         state.processes = []
         state.remove()
         self._state = None

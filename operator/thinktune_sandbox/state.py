@@ -76,6 +76,7 @@ class SandboxState:
     gpus_per_node: int = 0
     kubeconfig: str = ""
     started_at: float = 0.0
+    run_pods: bool = False  # pods on the sandbox's nodes run as local processes (thinktune_sandbox.podrunner)
 
     @property
     def path(self) -> Path:

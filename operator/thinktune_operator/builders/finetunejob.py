@@ -27,8 +27,8 @@ def mounts_for(spec: FineTuneJobSpec, cfg: OperatorConfig, dataset: Volume | Non
     m.claim_of(spec.output)
     if dataset is not None:
         m.claim_of(dataset)
-    if spec.model.pvc:
-        m.claim_of(pvc=spec.model.pvc)
+    if spec.model.pvc or spec.model.make_tiny:
+        m.claim_of(pvc=spec.model.pvc)  # a tiny model is made on the volume, where export finds it
     return m
 
 
@@ -42,9 +42,9 @@ def resolved_job(
     if dataset is not None:
         s.pop("datasetRef", None)
         s["dataset"] = {"path": mounts.path(dataset)}
-    if spec.model.pvc:
+    if spec.model.pvc or spec.model.make_tiny:
         rel = spec.model.name_or_path.strip("/")
-        s["model"]["nameOrPath"] = f"{N.WORKSPACE_ROOT}/{spec.model.pvc}/{rel}"
+        s["model"]["nameOrPath"] = f"{N.WORKSPACE_ROOT}/{spec.model.pvc or cfg.workspace_pvc}/{rel}"
         s["model"].pop("pvc", None)
     return resolved_cr(body, s)
 

@@ -63,9 +63,11 @@ def children(
     bm = s.get("baseModel") or base_model
     if bm is not None:
         bm = dict(bm)
-        if bm.get("pvc"):
-            bm["nameOrPath"] = f"{N.WORKSPACE_ROOT}/{m.claim_of(pvc=bm['pvc'])}/{bm['nameOrPath'].strip('/')}"
-            bm.pop("pvc")
+        if bm.get("pvc") or bm.get("makeTiny"):  # the FineTuneJob's tiny model lives on the volume too
+            bm["nameOrPath"] = (
+                f"{N.WORKSPACE_ROOT}/{m.claim_of(pvc=bm.get('pvc'))}/{bm['nameOrPath'].strip('/')}"
+            )
+            bm.pop("pvc", None)
         s["baseModel"] = bm
     resolved = resolved_cr(body, s)
     cm_name = configmap_name(body, resolved)
