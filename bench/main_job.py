@@ -23,6 +23,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _learning(out: Path) -> dict:
+    """What shows the model learned: validation loss and teacher-forced accuracy at the first evaluation (the
+    base, eval_on_start) and the last, training time and tokens/s (metrics.jsonl), and the test generations."""
+    records = [json.loads(x) for x in (out / "lora/metrics.jsonl").read_text().splitlines() if x.strip()]
+    evals = [r for r in records if r.get("type") == "eval"]
+    train = [r for r in records if r.get("type") == "train"]
+    tps = [r["tokens_per_second"] for r in train if r.get("tokens_per_second")]
+    end = next((r for r in records if r.get("type") == "end"), {})
+    tiny = json.loads((out / "tiny-qwen3/thinktune_tiny.json").read_text())
+    preds = [
+        json.loads(x) for x in (out / "lora/eval/predictions.jsonl").read_text().splitlines() if x.strip()
+    ]
+    metrics = json.loads((out / "lora/eval/eval_report.json").read_text())["metrics"]
+
+    def ends(key: str) -> list:
+        return [evals[0].get(key), evals[-1].get(key)] if evals else [None, None]
+
+    return {
+        "tiny_model_warm_start": tiny.get("warm_start"),
+        "training_seconds": end.get("elapsed_s"),
+        "tokens_per_second_median": sorted(tps)[len(tps) // 2] if tps else None,
+        "val_loss_first_last": ends("eval_loss"),
+        "teacher_forced_char_accuracy_first_last": ends("teacher_forced_char_accuracy"),
+        "teacher_forced_term_accuracy_first_last": ends("teacher_forced_term_accuracy"),
+        "evaluation": {
+            "samples": len(preds),
+            "closed_think": sum("</think>" in p["prediction"] for p in preds),
+            "with_chinese": sum(any("\u4e00" <= c <= "\u9fff" for c in p["prediction"]) for p in preds),
+            "hit_limit": sum(bool(p.get("hitLimit")) for p in preds),
+            "metrics": metrics,
+            "first_prediction": preds[0]["prediction"] if preds else None,
+        },
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/main_job_cpu.json")
@@ -45,6 +80,7 @@ def main() -> int:
         ds = json.loads((work / "out/dataset/report.json").read_text())
         tr = json.loads((work / "out/lora/report.json").read_text())
         ex = json.loads((work / "out/export/report.json").read_text())
+        learning = _learning(work / "out")
     result = {
         "benchmark": "main_job_cpu",
         "command": "uv run --no-sync python bench/main_job.py",
@@ -66,6 +102,7 @@ def main() -> int:
             for k in ("first_loss", "last_loss", "first_eval_loss", "final_eval_loss", "verdict")
         },
         "training_steps": tr.get("status", {}).get("progress", {}).get("step"),
+        **learning,
         "export_artifacts": [x.get("name") for x in ex.get("status", {}).get("artifacts", [])],
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)

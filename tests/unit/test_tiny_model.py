@@ -161,3 +161,47 @@ def test_llamafactory_loads_it_with_qwen3_template(tiny_dir):
     assert answer_ids[0] == 151667 and 151668 in answer_ids and answer_ids[-2:] == [151645, 198]
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
     assert model.config.vocab_size == 151936
+
+
+def _full_vocab_loss(model_dir, text: str) -> float:
+    from thinktune.qwen_tokenizer import load_qwen3_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([load_qwen3_tokenizer().encode(text, add_special_tokens=False)])
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        return float(model(input_ids=ids, labels=ids).loss)
+
+
+def test_warm_start_learns_the_training_answers_and_says_so(tmp_path, tiny_dir):
+    """The random model's loss sits at ln(151,936); a warm start on a training split's answers lowers the
+    full-vocabulary loss on them (the restricted softmax of the warm start still trains the real head)."""
+    from thinktune.tiny_model import warm_start_texts
+
+    answer = "SM4 是我国公布的商用分组密码算法，分组长度为128位，密钥长度也是128位。"
+    row = {
+        "messages": [
+            {"role": "user", "content": "什么是 SM4？"},
+            {"role": "assistant", "content": f"<think>\n先回忆定义。\n</think>\n\n{answer}"},
+        ]
+    }
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps([row] * 4, ensure_ascii=False), encoding="utf-8")
+    (text,) = set(warm_start_texts(train))
+    assert text == f"<think>\n\n</think>\n\n{answer}<|im_end|>"  # the reasoning is not pretrained on
+
+    warm = make_tiny_model(tmp_path / "warm", warm_start=train, warm_start_seconds=0, log=lambda _: None)
+    marker = read_tiny_marker(warm)["warm_start"]
+    assert marker["steps"] >= 20 and marker["last_loss"] < marker["first_loss"]
+    random_loss = _full_vocab_loss(tiny_dir, text)
+    assert random_loss > 0.95 * math.log(151936)
+    assert _full_vocab_loss(warm, text) < 0.75 * random_loss
+
+
+def test_warm_start_without_answers_is_one_clear_error(tmp_path):
+    from thinktune.tiny_model import warm_start_texts
+
+    bad = tmp_path / "train.json"
+    bad.write_text(json.dumps([{"instruction": "x", "output": "y"}]), encoding="utf-8")
+    with pytest.raises(ValueError, match="no assistant answers.*sharegpt"):
+        warm_start_texts(bad)

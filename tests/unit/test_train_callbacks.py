@@ -272,7 +272,7 @@ def test_report_from_metrics(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["outcome"] == "Succeeded"
     assert convergence([], [])["verdict"] == "unknown"
     bad = convergence([{"step": 1, "loss": 1.0}, {"step": 2, "loss": 2.0}, {"step": 3, "loss": 3.0}], [])
-    assert bad["verdict"].startswith("not converging")
+    assert bad["verdict"].startswith("not learning")
 
 
 def test_console_view_renders_events_and_hides_noise():

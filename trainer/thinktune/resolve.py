@@ -77,9 +77,17 @@ def _count_rows(f: Path) -> int | None:
     return None
 
 
-def resolve_model(source: ModelSource, base_dir: Path, *, override: str | None = None, log=print) -> str:
-    """An absolute path when the model is local (making the tiny model first when ``makeTiny`` asks for it),
-    else the hub id. ``override`` (``--model``) is a hub id or a path relative to the current directory."""
+def resolve_model(
+    source: ModelSource,
+    base_dir: Path,
+    *,
+    override: str | None = None,
+    warm_start: Path | None = None,
+    log=print,
+) -> str:
+    """An absolute path when the model is local (making the tiny model first when ``makeTiny`` asks for it,
+    warm-started on the training split ``warm_start``: thinktune/tiny_model.py), else the hub id. ``override``
+    (``--model``) is a hub id or a path relative to the current directory."""
     if override:
         local = Path(override).expanduser()
         return str(local.resolve()) if local.exists() else override
@@ -91,7 +99,7 @@ def resolve_model(source: ModelSource, base_dir: Path, *, override: str | None =
         from thinktune.tiny_model import make_tiny_model
 
         log(f"[job] making the tiny random Qwen3 (real tokenizer) at {local}")
-        return str(Path(make_tiny_model(local)).resolve())
+        return str(Path(make_tiny_model(local, warm_start=warm_start, log=log)).resolve())
     if p.is_absolute() or source.name_or_path.startswith((".", "~")):
         raise InputError(
             f"model path {local} has no config.json (set model.makeTiny: true for a tiny model, or pass a hub id)"
@@ -173,10 +181,13 @@ def resolve_job(
                 f"named {ref!r} is in the files given; pass its YAML too (a directory with all CRs), or use "
                 "spec.dataset.path / --dataset DIR"
             )
+    dataset = ResolvedDataset.inspect(dataset_dir)
     return ResolvedJob(
         resource=r.resource,
-        model=resolve_model(spec.model, r.base_dir, override=model_override, log=log),
-        dataset=ResolvedDataset.inspect(dataset_dir),
+        model=resolve_model(
+            spec.model, r.base_dir, override=model_override, warm_start=dataset.split("train"), log=log
+        ),
+        dataset=dataset,
         output_dir=r.resolve(spec.output.path),
         node_rank=node_rank(),
     )

@@ -47,6 +47,11 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
+# Below this relative drop of the training loss (first -> last) a run has not learned anything worth reporting,
+# whatever direction the loss moved in.
+LEARNING_MIN_DROP = 0.10
+
+
 def convergence(train: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, Any]:
     losses = [(r["step"], r["loss"]) for r in train if _finite(r.get("loss"))]
     ev = [(r["step"], r["eval_loss"]) for r in evals if _finite(r.get("eval_loss"))]
@@ -78,8 +83,13 @@ def convergence(train: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dic
         )
     verdict = "unknown"
     if "loss_decreased" in out:
-        if not out["loss_decreased"]:
-            verdict = "not converging: training loss did not decrease"
+        drop = out["loss_drop_ratio"] or 0.0
+        if drop < LEARNING_MIN_DROP:
+            verdict = (
+                f"not learning: training loss {out['first_loss']:.4g} -> {out['last_loss']:.4g} "
+                f"({drop:+.1%}, under {LEARNING_MIN_DROP:.0%}); raise learningRate or the number of steps, "
+                "or check that the base model can represent the data (a random model cannot)"
+            )
         elif len(ev) >= 3 and ev[-1][1] > best[1] * 1.02:
             verdict = (
                 "overfitting: validation loss rose after its best; use the best checkpoint or fewer epochs"

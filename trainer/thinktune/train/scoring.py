@@ -237,8 +237,11 @@ def summarize_counts(c: dict[str, Any]) -> dict[str, Any]:
 def score_model(
     model, dataloader, token_bytes: TokenBytes, terms: list[str], max_samples: int
 ) -> tuple[dict[str, Any], int]:
-    """(counts, samples scored) of this rank's share of the validation dataloader, one row at a time (the
-    logits of 151,936 x seq stay small). The caller merges the counts of all ranks."""
+    """(counts, samples scored) of this rank's share of the validation dataloader, one row at a time. The
+    vocabulary projection (151,936 x hidden per position) is most of a small model's forward pass, so each row
+    is cut to its attention mask and the logits are computed only where a label is scored
+    (``logits_to_keep`` with positions; models without it get the full logits). The caller merges the counts
+    of all ranks."""
     import torch
 
     counts = new_counts()
@@ -257,14 +260,30 @@ def score_model(
             for i in range(ids.shape[0]):
                 if seen >= max_samples:
                     break
-                row_ids = ids[i : i + 1].to(device)
-                row_mask = mask[i : i + 1].to(device) if mask is not None and mask.dim() == 2 else None
-                out = model(input_ids=row_ids, attention_mask=row_mask)
-                pred = out.logits.argmax(-1)[0].tolist()
-                score_batch([pred], [labels[i].tolist()], token_bytes, terms, counts)
+                keep = (
+                    mask[i].bool() if mask is not None and mask.dim() == 2 else torch.ones_like(ids[i]).bool()
+                )
+                row_ids, row_labels = ids[i][keep], labels[i][keep]
+                pred = _next_token_argmax(model, row_ids.to(device), row_labels)
+                score_batch([pred], [row_labels.tolist()], token_bytes, terms, counts)
                 seen += 1
             if seen >= max_samples:
                 break
     if was_training:
         model.train()
     return counts, seen
+
+
+def _next_token_argmax(model, ids, labels) -> list[int]:
+    """The model's argmax at every position that predicts a label (-1 elsewhere: never compared)."""
+    scored = (labels[1:] != IGNORE_INDEX).nonzero().flatten()  # position j predicts label j+1
+    pred = [-1] * len(labels)
+    if not len(scored):
+        return pred
+    try:
+        logits = model(input_ids=ids[None], logits_to_keep=scored.to(ids.device)).logits[0]
+    except TypeError:  # a model class without logits_to_keep
+        logits = model(input_ids=ids[None]).logits[0][scored.to(ids.device)]
+    for j, t in zip(scored.tolist(), logits.argmax(-1).tolist(), strict=True):
+        pred[j] = int(t)
+    return pred
