@@ -106,6 +106,7 @@ def test_helm_install_cluster_wide(control_plane, tmp_path):
             cluster, sa, "patch", "finetunejobs.thinktune.io/status"
         )
         assert can_i(cluster, sa, "watch", "nodes") and can_i(cluster, sa, "create", "events")
+        assert can_i(cluster, sa, "delete", "configmaps")  # per-attempt ConfigMaps, all-or-nothing rollback
         for verb, res in (
             ("get", "secrets"),
             ("delete", "nodes"),
@@ -113,7 +114,7 @@ def test_helm_install_cluster_wide(control_plane, tmp_path):
             ("create", "deployments"),
             ("delete", "datasetbuilds.thinktune.io"),
             ("update", "pods"),
-            ("delete", "configmaps"),
+            ("update", "configmaps"),
         ):
             assert not can_i(cluster, sa, verb, res), f"chart grants {verb} {res}"
         # the real operator with exactly these permissions

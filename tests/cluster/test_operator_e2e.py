@@ -110,7 +110,7 @@ def test_gang_on_gpu_nodes_with_torchrun_env(cluster, env, op):
         assert p["metadata"]["ownerReferences"][0]["kind"] == "FineTuneJob"
     svc = cluster.get("service", "gang", ns)
     assert svc["spec"]["clusterIP"] == "None"
-    assert cluster.get("configmap", "gang-job", ns)["data"]["job.yaml"]
+    assert cluster.get("configmap", "gang-a0-job", ns)["data"]["job.yaml"]
     st = wait_for(
         "status Running", lambda: (s := status(cluster, ns, "gang")).get("phase") == "Running" and s, 20
     )
@@ -350,7 +350,7 @@ def test_deletion_cleans_up(cluster, env, op):
         lambda: (
             not cluster.worker_pods(ns, "gone")
             and cluster.get("service", "gone", ns) is None
-            and cluster.get("configmap", "gone-job", ns) is None
+            and cluster.get("configmap", "gone-a0-job", ns) is None
         ),
         45,
     )
@@ -494,7 +494,7 @@ def test_dataset_finetune_export_chain(cluster, env, op):
     }
     assert st["reportPath"] == "/workspace/thinktune-workspace/datasets/crypto/report.json"
     (pod,) = wait_for("training starts", lambda: running_pods(cluster, ns, "train", 0), 30)
-    assert "datasets/crypto" in cluster.get("configmap", "train-job", ns)["data"]["job.yaml"]
+    assert "datasets/crypto" in cluster.get("configmap", "train-a0-job", ns)["data"]["job.yaml"]
     cluster.create(
         {
             "apiVersion": "thinktune.io/v1alpha1",

@@ -243,3 +243,12 @@ def test_worker_pod_labels_match_podmonitor():
     pod = B.worker_pod(body, B.parse_spec(body), OperatorConfig(), 0, 0, [], None)
     pod_ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"] if p["name"].startswith("metrics")}
     assert len(pod_ports) == 8 and pod_ports <= endpoint_ports  # every local rank is scraped
+
+
+@needs_helm
+def test_plain_helm_template_works():
+    """No --kube-version needed: helm's offline default (v1.20) must not refuse to render. The minimum
+    Kubernetes (1.28, for the CRDs' CEL rules) is documented in the chart README; an older apiserver refuses
+    the CRDs loudly at install."""
+    docs = [d for d in yaml.safe_load_all(helm("template", "tt", str(CHART))) if d]
+    assert any(d["kind"] == "Deployment" for d in docs)

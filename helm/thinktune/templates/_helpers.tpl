@@ -59,7 +59,8 @@ app.kubernetes.io/component: operator
   verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["configmaps", "services"]
-  verbs: ["get", "create"]
+  # delete: the previous attempt's ConfigMap, and what a refused gang creation had created (all or nothing)
+  verbs: ["get", "create", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
