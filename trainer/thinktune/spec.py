@@ -810,6 +810,13 @@ class EvaluationSpec(SpecModel):
     max_new_tokens: int = Field(
         default=1024, ge=1, description="Generation length (thinking traces are long)."
     )
+    base_samples: int = Field(
+        default=8,
+        ge=0,
+        le=10000,
+        description="Test samples the base model (without the adapter) also answers, for the base vs "
+        "fine-tuned comparison in the report and the blind A/B expert review; 0 turns it off.",
+    )
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"rougeL": 0.2, "termAccuracy": 0.5},
         max_length=32,

@@ -12,18 +12,32 @@ Workflow:
    agreement of pairs, mean absolute difference, Krippendorff's alpha (interval)), and the items whose mean on
    any criterion is below the threshold.
 
-``write_review_summary(summary, out_dir)`` writes ``review_summary.json`` and ``review_summary.md``.
+   A review store (``review.sqlite``, written by the review page of ``thinktune.evaluate.review_server``) is
+   read the same way: there an answer scored on only some criteria counts as pending (the reviewer is still
+   at it), and the store adds what a sheet cannot hold: the domain rubric, the blind A/B preference between the
+   fine-tuned and the base model's answer, and the base model's scores.
+3. ``export_review_sheet(predictions, "tasks.json")`` writes Label Studio tasks (one per item and model) and
+   ``tasks.label_config.xml``, the labeling interface with the same criteria, rubric and comment.
 
-CLI wiring (owned by the CLI): ``thinktune review export PREDICTIONS.jsonl -o SHEET.csv [--reviewer NAME ...]``
-and ``thinktune review import SHEET.csv [--threshold 3] [-o DIR]`` map one-to-one onto these functions.
+``write_review_summary(summary, out_dir)`` writes ``review_summary.json`` and ``review_summary.md``, and when
+``out_dir`` holds an evaluation report (``eval_report.json``) adds the summary to it and renders it again.
+
+CLI wiring (owned by the CLI): ``thinktune review export PREDICTIONS.jsonl -o SHEET.csv [--reviewer NAME ...]``,
+``thinktune review serve PREDICTIONS.jsonl`` and ``thinktune review import SHEET.csv|review.sqlite [--threshold
+3] [-o DIR]`` map one-to-one onto these functions.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from html import escape
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -40,6 +54,23 @@ COLUMNS = (
     "comment",
 )
 SCORE_MIN, SCORE_MAX = 1, 5
+# The two answers an item can have: the fine-tuned model's (predictions.jsonl "prediction") and the base model's
+# on the same question ("base", written when evaluation.baseSamples > 0). Sheets without a model column are the
+# fine-tuned model's.
+MODELS = ("finetuned", "base")
+PREFERENCES = ("finetuned", "base", "tie")
+# Domain-accuracy rubric: yes/no checks a cryptography expert answers per answer (bilingual: reviewers are
+# Chinese-speaking, the project's docs are English). The pass rate per check is reported per model.
+RUBRIC = (
+    ("terms", "术语使用正确 · terms used correctly (SM2/SM3/SM4, 分组密码, 消息认证码 …)"),
+    ("facts", "事实与参数正确 · facts and parameters right (key, block, digest sizes; GM/T, NIST standards)"),
+    ("secure", "无不安全建议 · no insecure advice (ECB, MD5/SHA-1 signatures, hard-coded keys, nonce reuse)"),
+    ("consistent", "思考支持结论 · the reasoning supports the answer"),
+)
+RUBRIC_KEYS = tuple(k for k, _ in RUBRIC)
+RUBRIC_VALUES = ("yes", "no")
+STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+MAX_COMMENT = 20_000
 
 
 class ReviewSheetError(ValueError):
@@ -71,6 +102,96 @@ def _split(pred: dict[str, Any]) -> tuple[str, str]:
     return think, ans
 
 
+def review_items(predictions: str | Path | Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a reviewer sees per item: id, question, reference thinking/answer, and per model (MODELS) the
+    thinking and the answer. The one reading of predictions.jsonl for sheets, Label Studio and the page."""
+    from thinktune.evaluate.metrics import split_thinking
+
+    items = []
+    for i, p in enumerate(_load_predictions(predictions)):
+        ref_think, ref_answer, _ = split_thinking(p.get("reference", p.get("label", "")))
+        think, ans = _split(p)
+        answers = {"finetuned": {"thinking": think, "answer": ans}}
+        if isinstance(p.get("base"), dict):
+            b_think, b_ans = _split(p["base"])
+            answers["base"] = {"thinking": b_think, "answer": b_ans}
+        items.append(
+            {
+                "id": str(p.get("id", i)),
+                "question": p.get("question", p.get("prompt", "")),
+                "referenceThinking": ref_think,
+                "referenceAnswer": ref_answer,
+                "answers": answers,
+            }
+        )
+    return items
+
+
+def blind_order(item_id: str, reviewer: str, models: Sequence[str]) -> list[str]:
+    """The models in the order answers A, B, ... are shown to ``reviewer`` for ``item_id``: a hash, so it is the
+    same on every reload and differs between items and reviewers (no position bias, nothing to learn)."""
+    models = list(models)
+    if len(models) > 1 and hashlib.sha256(f"{reviewer}\0{item_id}".encode()).digest()[0] % 2:
+        models.reverse()
+    return models
+
+
+def label_studio_config() -> str:
+    """Label Studio labeling interface for the tasks of :func:`export_label_studio`: the same 1-5 criteria,
+    rubric checks and comment as the review page."""
+    ratings = "\n".join(
+        f'  <Header value="{c}"/>\n  <Rating name="{c}" toName="answer" maxRating="{SCORE_MAX}" required="true"/>'
+        for c in CRITERIA
+    )
+    rubric = "\n".join(
+        f'  <Choices name="rubric_{k}" toName="answer" choice="single" showInline="true">\n'
+        f'    <Header value="{escape(label)}"/>\n    <Choice value="yes"/>\n    <Choice value="no"/>\n  </Choices>'
+        for k, label in RUBRIC
+    )
+    return f"""<View>
+  <Header value="Question"/>
+  <Text name="question" value="$question"/>
+  <Header value="Reference answer"/>
+  <Text name="reference" value="$reference_answer"/>
+  <Collapse>
+    <Panel value="Model thinking">
+      <Text name="thinking" value="$model_thinking"/>
+    </Panel>
+  </Collapse>
+  <Header value="Model answer"/>
+  <Text name="answer" value="$model_answer"/>
+{ratings}
+{rubric}
+  <TextArea name="comment" toName="answer" placeholder="comment" rows="3"/>
+</View>
+"""
+
+
+def export_label_studio(predictions: str | Path | Iterable[dict[str, Any]], out_path: str | Path) -> Path:
+    """Label Studio tasks JSON (one task per item and model; the model sits in ``meta``, which the labeling
+    interface does not show) and ``<name>.label_config.xml`` beside it."""
+    tasks = []
+    for item in review_items(predictions):
+        for model, ans in item["answers"].items():
+            tasks.append(
+                {
+                    "data": {
+                        "item_id": item["id"],
+                        "question": item["question"],
+                        "reference_answer": item["referenceAnswer"],
+                        "model_thinking": ans["thinking"],
+                        "model_answer": ans["answer"],
+                    },
+                    "meta": {"model": model},
+                }
+            )
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(tasks, ensure_ascii=False, indent=1), encoding="utf-8")
+    out.with_suffix(".label_config.xml").write_text(label_studio_config(), encoding="utf-8")
+    return out
+
+
 def export_review_sheet(
     predictions: str | Path | Iterable[dict[str, Any]],
     out_path: str | Path,
@@ -78,23 +199,22 @@ def export_review_sheet(
     reviewers: Sequence[str] = ("",),
 ) -> Path:
     """Write a review sheet for ``predictions`` (predictions.jsonl of an evaluation, or its records). One row per
-    item and reviewer; score columns empty. CSV (UTF-8 with BOM) or JSONL by file suffix."""
-    from thinktune.evaluate.metrics import split_thinking
-
-    preds = _load_predictions(predictions)
+    item and reviewer (the fine-tuned model's answers); score columns empty. CSV (UTF-8 with BOM) or JSONL by
+    file suffix; ``.json`` is Label Studio (:func:`export_label_studio`)."""
+    if Path(out_path).suffix == ".json":
+        return export_label_studio(predictions, out_path)
     rows = []
-    for i, p in enumerate(preds):
-        _, ref_answer, _ = split_thinking(p.get("reference", p.get("label", "")))
-        think, ans = _split(p)
+    for item in review_items(predictions):
+        ans = item["answers"]["finetuned"]
         for reviewer in reviewers or ("",):
             rows.append(
                 {
-                    "item_id": str(p.get("id", i)),
+                    "item_id": item["id"],
                     "reviewer": reviewer,
-                    "question": p.get("question", p.get("prompt", "")),
-                    "reference_answer": ref_answer,
-                    "model_thinking": think,
-                    "model_answer": ans,
+                    "question": item["question"],
+                    "reference_answer": item["referenceAnswer"],
+                    "model_thinking": ans["thinking"],
+                    "model_answer": ans["answer"],
                     **{c: "" for c in CRITERIA},
                     "comment": "",
                 }
@@ -111,8 +231,130 @@ def export_review_sheet(
     return out
 
 
+# ------------------------------------------------------------------------------------------------------------
+# The review store: what the review page writes, one field at a time
+
+
+class ReviewValueError(ValueError):
+    """A score the store refuses (unknown field, model or value); the message says what is allowed."""
+
+
+class ReviewStore:
+    """Scores as they are given: one SQLite row per (reviewer, item, model, field), committed on every save, so
+    closing the browser or killing the server loses nothing; every change is also appended to ``history``.
+    Item-level fields (the A/B preference) have model ``""``. Several reviewers write concurrently through one
+    server; the lock serialises them on its single connection."""
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS scores (
+        reviewer TEXT NOT NULL, item_id TEXT NOT NULL, model TEXT NOT NULL, field TEXT NOT NULL,
+        value TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY (reviewer, item_id, model, field));
+    CREATE TABLE IF NOT EXISTS history (
+        at TEXT NOT NULL, reviewer TEXT NOT NULL, item_id TEXT NOT NULL, model TEXT NOT NULL,
+        field TEXT NOT NULL, value TEXT);
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise ReviewSheetError(
+                self.path, ["row 1: no such review store (thinktune review serve writes it)"]
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(self.SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @staticmethod
+    def check(model: str, field: str, value: Any) -> str | None:
+        """The value as stored (None clears the field), or ReviewValueError naming what is allowed."""
+        if field == "preference":
+            if model:
+                raise ReviewValueError("preference is per item: send it without a model")
+            allowed: tuple[str, ...] = PREFERENCES
+        elif model not in MODELS:
+            raise ReviewValueError(f"model {model!r} is not one of {', '.join(MODELS)}")
+        elif field in CRITERIA:
+            if value in (None, ""):
+                return None
+            parsed = _parse_score(value)
+            if not isinstance(parsed, int):
+                raise ReviewValueError(f"{field}: {parsed}; scores are integers {SCORE_MIN}-{SCORE_MAX}")
+            return str(parsed)
+        elif field == "comment":
+            text = "" if value is None else str(value)
+            if len(text) > MAX_COMMENT:
+                raise ReviewValueError(f"comment is {len(text)} characters; at most {MAX_COMMENT}")
+            return text or None
+        elif field.startswith("rubric_") and field.removeprefix("rubric_") in RUBRIC_KEYS:
+            allowed = RUBRIC_VALUES
+        else:
+            known = [*CRITERIA, "comment", "preference", *(f"rubric_{k}" for k in RUBRIC_KEYS)]
+            raise ReviewValueError(f"unknown field {field!r} (known: {', '.join(known)})")
+        if value in (None, ""):
+            return None
+        if value not in allowed:
+            raise ReviewValueError(f"{field}: {value!r} is not one of {', '.join(allowed)}")
+        return str(value)
+
+    def save(self, reviewer: str, item_id: str, model: str, field: str, value: Any) -> str:
+        """Store one field now; returns the time it was saved (UTC, ISO 8601)."""
+        stored = self.check(model, field, value)
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        key = (reviewer, item_id, model, field)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            if stored is None:
+                self._db.execute(
+                    "DELETE FROM scores WHERE reviewer=? AND item_id=? AND model=? AND field=?", key
+                )
+            else:
+                self._db.execute(
+                    "INSERT INTO scores VALUES (?,?,?,?,?,?) ON CONFLICT (reviewer, item_id, model, field) "
+                    "DO UPDATE SET value=excluded.value, updated=excluded.updated",
+                    (*key, stored, at),
+                )
+            self._db.execute("INSERT INTO history VALUES (?,?,?,?,?,?)", (at, *key, stored))
+            self._db.execute("COMMIT")
+        return at
+
+    def fields(self, reviewer: str | None = None) -> list[tuple[str, str, str, str, str]]:
+        """(reviewer, item_id, model, field, value) rows, ordered."""
+        sql = "SELECT reviewer, item_id, model, field, value FROM scores"
+        args: tuple[str, ...] = ()
+        if reviewer is not None:
+            sql, args = sql + " WHERE reviewer=?", (reviewer,)
+        with self._lock:
+            return list(self._db.execute(sql + " ORDER BY reviewer, item_id, model, field", args))
+
+    def reviewers(self) -> list[str]:
+        with self._lock:
+            return [r for (r,) in self._db.execute("SELECT DISTINCT reviewer FROM scores ORDER BY reviewer")]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One record per (reviewer, item, model) in the shape of a sheet row (item_id, reviewer, model, the
+        criteria, comment, rubric_*), and per (reviewer, item) with a preference one with ``preference``."""
+        recs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for reviewer, item, model, field, value in self.fields():
+            rec = recs.setdefault((reviewer, item, model), {"item_id": item, "reviewer": reviewer})
+            if model:
+                rec["model"] = model
+            rec[field] = value
+        return list(recs.values())
+
+
 def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(row number as a spreadsheet shows it / line number for JSONL, record)."""
+    """(row number as a spreadsheet shows it / line number for JSONL / record number of a store, record)."""
+    if path.suffix in STORE_SUFFIXES:
+        store = ReviewStore(path, create=False)
+        try:
+            return list(enumerate(store.records(), 1))
+        finally:
+            store.close()
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -174,36 +416,54 @@ def _alpha_interval(units: dict[str, list[float]]) -> float | None:
     return 1 - d_o / d_e
 
 
-def import_review_sheet(path: str | Path, *, threshold: float = 3.0) -> dict[str, Any]:
-    """Validate and summarise a filled review sheet. Raises ReviewSheetError listing every bad row."""
-    path = Path(path)
+def _validate(
+    path: Path, rows: list[tuple[int, dict[str, Any]]], *, in_progress: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(scored answers, preferences, pending). ``in_progress`` (a store): an answer scored on some criteria only
+    is pending, the reviewer is still at it; in a sheet it is an error."""
     errors: list[str] = []
     scored: list[dict[str, Any]] = []
+    prefs: list[dict[str, Any]] = []
     pending = 0
-    seen: dict[tuple[str, str], int] = {}
-    for rownum, rec in _read_rows(path):
+    seen: dict[tuple[str, str, str], int] = {}
+    for rownum, rec in rows:
         item = str(rec.get("item_id", "") or "").strip()
         reviewer = str(rec.get("reviewer", "") or "").strip()
+        model = str(rec.get("model", "") or "").strip() or "finetuned"
         if not item:
             errors.append(f"row {rownum}: item_id is empty")
             continue
+        if rec.get("preference"):
+            if rec["preference"] not in PREFERENCES:
+                errors.append(
+                    f"row {rownum} (item {item}): preference must be one of {', '.join(PREFERENCES)}"
+                )
+            else:
+                prefs.append({"item_id": item, "reviewer": reviewer, "preference": rec["preference"]})
+            if not any(c in rec for c in CRITERIA):
+                continue
+        if model not in MODELS:
+            errors.append(f"row {rownum} (item {item}): model {model!r} is not one of {', '.join(MODELS)}")
+            continue
         parsed = {c: _parse_score(rec.get(c)) for c in CRITERIA}
         bad = [f"{c} {v}" for c, v in parsed.items() if isinstance(v, str)]
+        rubric = {k: str(rec.get(f"rubric_{k}") or "").strip().lower() for k in RUBRIC_KEYS}
+        bad += [f"rubric_{k} {v!r} is not yes/no" for k, v in rubric.items() if v and v not in RUBRIC_VALUES]
         if bad:
             errors.append(f"row {rownum} (item {item}): " + "; ".join(bad))
             continue
         empty = [c for c, v in parsed.items() if v is None]
-        if len(empty) == len(CRITERIA):
+        if len(empty) == len(CRITERIA) or (empty and in_progress):
             pending += 1
             continue
         if empty:
             errors.append(f"row {rownum} (item {item}): {', '.join(empty)} missing (score all three or none)")
             continue
-        key = (item, reviewer)
+        key = (item, reviewer, model)
         if key in seen:
             errors.append(
                 f"row {rownum} (item {item}): reviewer {reviewer or '(blank)'} already scored this item "
-                f"in row {seen[key]}"
+                f"in row {seen[key]}" + (f" ({model} model)" if model != "finetuned" else "")
             )
             continue
         seen[key] = rownum
@@ -212,12 +472,45 @@ def import_review_sheet(path: str | Path, *, threshold: float = 3.0) -> dict[str
                 "row": rownum,
                 "item_id": item,
                 "reviewer": reviewer,
+                "model": model,
                 **parsed,
+                "rubric": {k: v for k, v in rubric.items() if v},
                 "comment": str(rec.get("comment", "") or "").strip(),
             }
         )
     if errors:
         raise ReviewSheetError(path, errors)
+    return scored, prefs, pending
+
+
+def _rubric_rates(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for k in RUBRIC_KEYS:
+        yes = sum(1 for r in rows if r["rubric"].get(k) == "yes")
+        no = sum(1 for r in rows if r["rubric"].get(k) == "no")
+        out[k] = {"yes": yes, "no": no, "rate": yes / (yes + no) if yes + no else None}
+    return out
+
+
+def _preference_summary(prefs: list[dict[str, Any]]) -> dict[str, Any]:
+    votes = {p: sum(1 for x in prefs if x["preference"] == p) for p in PREFERENCES}
+    n = len(prefs)
+    return {
+        "votes": n,
+        "items": len({x["item_id"] for x in prefs}),
+        **votes,
+        # a tie counts half for each side, the usual win rate of pairwise comparisons
+        "finetunedWinRate": (votes["finetuned"] + 0.5 * votes["tie"]) / n if n else None,
+    }
+
+
+def import_review_sheet(path: str | Path, *, threshold: float = 3.0) -> dict[str, Any]:
+    """Validate and summarise a filled review sheet or a review store. Raises ReviewSheetError listing every
+    bad row. Means, per-item figures, agreement and flags are the fine-tuned model's answers (what a sheet
+    holds); ``byModel`` compares both models and ``preference`` counts the blind A/B choices."""
+    path = Path(path)
+    scored_all, prefs, pending = _validate(path, _read_rows(path), in_progress=path.suffix in STORE_SUFFIXES)
+    scored = [r for r in scored_all if r["model"] == "finetuned"]
 
     by_item: dict[str, list[dict[str, Any]]] = {}
     for r in scored:
@@ -250,34 +543,42 @@ def import_review_sheet(path: str | Path, *, threshold: float = 3.0) -> dict[str
             "krippendorffAlpha": _alpha_interval({k: [float(r[c]) for r in v] for k, v in multi.items()}),
         }
     means = {c: (sum(r[c] for r in scored) / len(scored) if scored else None) for c in CRITERIA}
+    by_model = {}
+    for model in MODELS:
+        rows = [r for r in scored_all if r["model"] == model]
+        if rows:
+            by_model[model] = {
+                "rows": len(rows),
+                "means": {c: sum(r[c] for r in rows) / len(rows) for c in CRITERIA},
+                "rubric": _rubric_rates(rows),
+            }
     return {
         "sheet": str(path),
         "threshold": threshold,
         "rows": len(scored),
         "pending": pending,
         "items": len(by_item),
-        "reviewers": sorted({r["reviewer"] for r in scored}),
+        "reviewers": sorted({r["reviewer"] for r in scored_all} | {p["reviewer"] for p in prefs}),
         "means": means,
         "itemMeans": {c: (sum(i[c] for i in items) / len(items) if items else None) for c in CRITERIA},
         "agreement": agreement,
+        "byModel": by_model,
+        "preference": _preference_summary(prefs),
         "flagged": [i for i in items if i["flagged"]],
         "perItem": items,
     }
 
 
-def write_review_summary(summary: dict[str, Any], out_dir: str | Path) -> Path:
-    """review_summary.json + review_summary.md in out_dir; returns the Markdown path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "review_summary.json").write_text(
-        json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8"
-    )
+def review_markdown(summary: dict[str, Any], *, level: int = 1) -> list[str]:
+    """The summary as Markdown lines (``level``: heading level of its title; the evaluation report embeds it
+    one level down)."""
 
     def f(v):
         return "–" if v is None else f"{v:.2f}"
 
+    h = "#" * level
     lines = [
-        "# Expert review",
+        f"{h} Expert review",
         "",
         f"{summary['items']} items, {summary['rows']} scored rows, "
         f"{summary['pending']} pending; reviewers: {', '.join(r or '(blank)' for r in summary['reviewers'])}",
@@ -291,10 +592,30 @@ def write_review_summary(summary: dict[str, Any], out_dir: str | Path) -> Path:
             f"| {c} | {f(summary['means'][c])} | {f(a['exact'])} | {f(a['withinOne'])} | "
             f"{f(a['krippendorffAlpha'])} |"
         )
+    by_model = summary.get("byModel") or {}
+    if "base" in by_model:
+        lines += ["", f"{h}# Fine-tuned vs base (blind)", "", "| | " + " | ".join(by_model) + " |"]
+        lines.append("|---" * (len(by_model) + 1) + "|")
+        for c in CRITERIA:
+            lines.append(f"| {c} | " + " | ".join(f(m["means"][c]) for m in by_model.values()) + " |")
+        for k, label in RUBRIC:
+            lines.append(
+                f"| rubric: {label} | "
+                + " | ".join(f(m["rubric"][k]["rate"]) for m in by_model.values())
+                + " |"
+            )
+    pref = summary.get("preference") or {}
+    if pref.get("votes"):
+        lines += [
+            "",
+            f"A/B preference over {pref['items']} items ({pref['votes']} votes): fine-tuned {pref['finetuned']}, "
+            f"base {pref['base']}, tie {pref['tie']}; fine-tuned win rate **{f(pref['finetunedWinRate'])}** "
+            "(ties count half).",
+        ]
     if summary["flagged"]:
         lines += [
             "",
-            f"## Items below {summary['threshold']:g}",
+            f"{h}# Items below {summary['threshold']:g}",
             "",
             "| item | accuracy | fluency | professionalism | comments |",
             "|---|---|---|---|---|",
@@ -304,6 +625,23 @@ def write_review_summary(summary: dict[str, Any], out_dir: str | Path) -> Path:
                 f"| {i['item_id']} | {f(i['accuracy'])} | {f(i['fluency'])} | {f(i['professionalism'])} | "
                 f"{' / '.join(i['comments'])} |"
             )
+    return lines
+
+
+def write_review_summary(summary: dict[str, Any], out_dir: str | Path) -> Path:
+    """review_summary.json + review_summary.md in out_dir; returns the Markdown path. When out_dir holds an
+    evaluation report (eval_report.json), the summary joins it and its Markdown/HTML are rendered again."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "review_summary.json").write_text(
+        json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
     md = out / "review_summary.md"
-    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    md.write_text("\n".join(review_markdown(summary)) + "\n", encoding="utf-8")
+    from thinktune.evaluate.report import REPORT_JSON, write_reports
+
+    if (out / REPORT_JSON).is_file():
+        report = json.loads((out / REPORT_JSON).read_text(encoding="utf-8"))
+        report["review"] = summary
+        write_reports(report, out)
     return md

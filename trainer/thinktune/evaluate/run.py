@@ -2,9 +2,13 @@
 with the Qwen3-Thinking prompt, BLEU / ROUGE-L / character / term / concept accuracy per part (answer, thinking,
 full), thinking-format compliance, and recommendations where a metric is below ``spec.thresholds``.
 
-Outputs in ``output_dir``: ``eval_report.json``, ``eval_report.md`` (+ ``eval_metrics.png``),
-``predictions.jsonl`` (one line per sample: id, question, reference, prediction, per-sample scores; the input of
-the expert review sheet, see ``thinktune.evaluate.review``).
+With ``evaluation.baseSamples`` > 0 and an adapter, the base model (the same weights with the adapter switched
+off) answers the first test questions too, for the side-by-side in the report and the blind A/B review.
+
+Outputs in ``output_dir``: ``eval_report.json``, ``eval_report.md``, ``eval_report.html`` (rendered by
+``thinktune.evaluate.report``; + ``eval_metrics.png``, ``eval_base_vs_finetuned.png``), ``predictions.jsonl`` (one
+line per sample: id, question, reference, prediction, per-sample scores, and ``base`` with the base model's; the
+input of the expert review, see ``thinktune.evaluate.review``).
 """
 
 from __future__ import annotations
@@ -17,13 +21,30 @@ from typing import Any
 
 from thinktune.contract import PlanSummary
 from thinktune.errors import StageError
+from thinktune.evaluate.report import (
+    CHART,
+    CHART_BASE,
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORT_MD,
+    pick_examples,
+    write_base_chart,
+    write_chart,
+    write_reports,
+)
 from thinktune.resolve import ResolvedJob
 from thinktune.spec import EvaluationSpec
 
-REPORT_JSON = "eval_report.json"
-REPORT_MD = "eval_report.md"
 PREDICTIONS = "predictions.jsonl"
-CHART = "eval_metrics.png"
+__all__ = [
+    "CHART",
+    "PREDICTIONS",
+    "REPORT_HTML",
+    "REPORT_JSON",
+    "REPORT_MD",
+    "evaluate_job",
+    "evaluate_model",
+]
 
 # Threshold keys (spec.thresholds) -> where the value sits in report["metrics"]. Plain keys are answer-part
 # metrics; "thinking.X" / "full.X" pick another part. Perplexity thresholds are maxima ("maxPerplexity").
@@ -191,114 +212,6 @@ def recommendations(
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Reports
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def write_chart(metrics: dict[str, Any], path: Path) -> Path | None:
-    """Grouped bar chart of the 0..1 metrics per part (BLEU scaled to 0..1)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    names = ["bleu", "rougeL", "charAccuracy", "termAccuracy", "conceptAccuracy"]
-    parts = ["answer", "thinking", "full"]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.25
-    for i, part in enumerate(parts):
-        vals = []
-        for n in names:
-            v = metrics.get(part, {}).get(n)
-            vals.append(0.0 if v is None else (v / 100 if n == "bleu" else v))
-        ax.bar([x + i * width for x in range(len(names))], vals, width, label=part)
-    ax.set_xticks(
-        [x + width for x in range(len(names))], ["BLEU/100", "ROUGE-L", "char acc", "term acc", "concept acc"]
-    )
-    ax.set_ylim(0, 1)
-    ax.set_title(f"Evaluation (thinking compliance {_fmt(metrics.get('thinkingCompliance'), 2)})")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def write_markdown(report: dict[str, Any], path: Path) -> None:
-    m = report["metrics"]
-    ppl = m.get("perplexity", {})
-    lines = [
-        "# Evaluation report",
-        "",
-        f"- model: `{report['model']}`"
-        + (f" + adapter `{report['adapter']}`" if report.get("adapter") else ""),
-        f"- test file: `{report['testFile']}` ({report['samples']} samples)",
-        f"- generation: greedy, maxNewTokens {report['generation']['maxNewTokens']}, prompt "
-        f"{'pre-fills <think>' if report['generation']['prefill'] else 'without pre-fill'}",
-        f"- finished: {report['finished']} ({report['seconds']:.0f} s)",
-        "",
-        "## Perplexity (assistant turn only)",
-        "",
-        "| full | thinking | answer | tokens |",
-        "|---|---|---|---|",
-        f"| {_fmt(ppl.get('full'))} | {_fmt(ppl.get('thinking'))} | {_fmt(ppl.get('answer'))} | {ppl.get('tokens')} |",
-        "",
-        "## Generation metrics",
-        "",
-        "| part | BLEU | corpus BLEU | ROUGE-L | char acc | term acc | concept acc |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for part in ("answer", "thinking", "full"):
-        p = m.get(part, {})
-        lines.append(
-            f"| {part} | {_fmt(p.get('bleu'), 1)} | {_fmt(p.get('corpusBleu'), 1)} | {_fmt(p.get('rougeL'))} "
-            f"| {_fmt(p.get('charAccuracy'))} | {_fmt(p.get('termAccuracy'))} | "
-            f"{_fmt(p.get('conceptAccuracy'))} |"
-        )
-    lines += [
-        "",
-        f"Thinking-format compliance (`</think>` + non-empty answer): "
-        f"**{_fmt(m.get('thinkingCompliance'), 2)}**; generations that hit the token limit: "
-        f"{report['generation']['hitLimit']}",
-        "",
-    ]
-    if report.get("chart"):
-        lines += [f"![metrics]({Path(report['chart']).name})", ""]
-    if report.get("failedChecks"):
-        lines += ["## Below threshold", "", "| metric | value | threshold |", "|---|---|---|"]
-        lines += [
-            f"| {f['metric']} | {_fmt(f['value'])} | {'≤' if f['direction'] == 'max' else '≥'} "
-            f"{_fmt(f['threshold'])} |"
-            for f in report["failedChecks"]
-        ]
-        lines.append("")
-    if report.get("recommendations"):
-        lines += ["## Recommendations", ""] + [f"- {r}" for r in report["recommendations"]] + [""]
-    if report.get("perTerm"):
-        lines += [
-            "## Terms (answer part, weakest first)",
-            "",
-            "| term | in references | in predictions | accuracy |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['term']} | {r['references']} | {r['hits']} | {_fmt(r['accuracy'], 2)} |"
-            for r in report["perTerm"][:30]
-        ]
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-
-
-# ------------------------------------------------------------------------------------------------------------
 # Entry points
 
 
@@ -314,13 +227,11 @@ def evaluate_loaded(
     progress=True,
 ) -> dict[str, Any]:
     """Metrics of an already loaded model (used by evaluate_model and by export verification)."""
-    from thinktune.data.glossary import term_aliases
     from thinktune.evaluate import inference
     from thinktune.evaluate import metrics as M
 
-    matcher = M.TermMatcher(terms if terms is not None else term_aliases())
-    device = next(model.parameters()).device
-    bs = batch_size or (8 if device.type == "cuda" else 2)
+    matcher = _matcher(terms)
+    bs = batch_size or _batch_size(model)
     with _progress(progress, len(samples) * 2, "evaluating") as tick:
         scores = inference.score_responses(
             model, tokenizer, samples, max_length=max_length, progress=lambda: tick(1)
@@ -349,6 +260,100 @@ def evaluate_loaded(
         "responseScores": scores,
         "perTerm": M.per_term_table(per),
     }
+
+
+def _matcher(terms):
+    from thinktune.data.glossary import term_aliases
+    from thinktune.evaluate import metrics as M
+
+    return M.TermMatcher(terms if terms is not None else term_aliases())
+
+
+def _batch_size(model) -> int:
+    return 8 if next(model.parameters()).device.type == "cuda" else 2
+
+
+def base_comparison(
+    model,
+    tokenizer,
+    samples,
+    finetuned: dict[str, Any],
+    *,
+    spec: EvaluationSpec,
+    terms=None,
+    max_length=4096,
+    progress=True,
+) -> dict[str, Any] | None:
+    """The base model on the first ``spec.base_samples`` samples: the adapter of the loaded PeftModel switched
+    off (no second copy of the weights), same prompt, same greedy settings. None when there is no adapter or
+    baseSamples is 0. ``finetuned``: evaluate_loaded's result, cut to the same samples for the comparison."""
+    from thinktune.evaluate import inference
+    from thinktune.evaluate import metrics as M
+
+    n = min(spec.base_samples, len(samples))
+    if n == 0 or not hasattr(model, "disable_adapter"):
+        return None
+    subset = samples[:n]
+    with model.disable_adapter(), _progress(progress, 2 * n, "base model") as tick:
+        scores = inference.score_responses(
+            model, tokenizer, subset, max_length=max_length, progress=lambda: tick(1)
+        )
+        gens = inference.generate(
+            model,
+            tokenizer,
+            subset,
+            max_new_tokens=spec.max_new_tokens,
+            batch_size=_batch_size(model),
+            progress=tick,
+        )
+    matcher = _matcher(terms)
+    refs = [s.reference for s in subset]
+    base_preds = [g["text"] for g in gens]
+    per = [M.score_prediction(p, r, matcher) for p, r in zip(base_preds, refs, strict=True)]
+    base_metrics = M.aggregate_scores(per, base_preds, refs)
+    base_metrics["perplexity"] = inference.perplexity(scores)
+    ft_preds = [g["text"] for g in finetuned["predictions"][:n]]
+    ft_metrics = M.aggregate_scores(finetuned["perSample"][:n], ft_preds, refs)
+    ft_metrics["perplexity"] = inference.perplexity(finetuned["responseScores"][:n])
+    return {
+        "samples": n,
+        "base": base_metrics,
+        "finetuned": ft_metrics,
+        "baseHitLimit": sum(1 for g in gens if g["hit_limit"]),
+        "finetunedHitLimit": sum(1 for g in finetuned["predictions"][:n] if g["hit_limit"]),
+        "generations": gens,
+        "perSample": per,
+    }
+
+
+def _generation_record(gen: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
+    from thinktune.evaluate import metrics as M
+
+    think, ans, _ = M.split_thinking(gen["text"])
+    return {
+        "prediction": gen["text"],
+        "predictionThinking": think,
+        "predictionAnswer": ans,
+        "newTokens": gen["new_tokens"],
+        "hitLimit": gen["hit_limit"],
+        "scores": scores,
+    }
+
+
+def prediction_records(
+    samples, generations: list[dict[str, Any]], scores: list[dict[str, Any]], base: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The lines of predictions.jsonl: per sample id, question, messages, reference, the fine-tuned model's
+    generation and scores, and ``base`` (the same fields) for the samples the base model answered. ``generations``
+    as inference.generate returns them (text, new_tokens, hit_limit)."""
+    records = []
+    for i, (s, g, sc) in enumerate(zip(samples, generations, scores, strict=True)):
+        rec = {"id": s.id, "question": s.question, "messages": s.messages, "reference": s.reference}
+        rec |= _generation_record(g, sc)
+        if base and i < base["samples"]:
+            rec["base"] = _generation_record(base["generations"][i], base["perSample"][i])
+        records.append(rec)
+    return records
 
 
 class _progress:
@@ -405,32 +410,22 @@ def evaluate_model(
     res = evaluate_loaded(
         model, tokenizer, samples, spec=spec, terms=terms, progress=progress, max_length=max_length
     )
+    base = base_comparison(
+        model, tokenizer, samples, res, spec=spec, terms=terms, max_length=max_length, progress=progress
+    )
     metrics = res["metrics"]
     failed, recs = recommendations(
         metrics, spec.thresholds, per_term=res["perTerm"], generation=res["generation"], job=job
     )
+    records = prediction_records(samples, res["predictions"], res["perSample"], base)
     with (output_dir / PREDICTIONS).open("w", encoding="utf-8") as f:
-        for s, g, sc in zip(samples, res["predictions"], res["perSample"], strict=True):
-            think, ans, _ = M.split_thinking(g["text"])
-            f.write(
-                json.dumps(
-                    {
-                        "id": s.id,
-                        "question": s.question,
-                        "messages": s.messages,
-                        "reference": s.reference,
-                        "prediction": g["text"],
-                        "predictionThinking": think,
-                        "predictionAnswer": ans,
-                        "newTokens": g["new_tokens"],
-                        "hitLimit": g["hit_limit"],
-                        "scores": sc,
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     chart = write_chart(metrics, output_dir / CHART)
+    comparison = None
+    if base:
+        comparison = {k: v for k, v in base.items() if k not in ("generations", "perSample")}
+        base_chart = write_base_chart(comparison, output_dir / CHART_BASE)
+        comparison["chart"] = str(base_chart) if base_chart else None
     report = {
         "kind": "EvaluationReport",
         "model": str(model_path),
@@ -446,12 +441,13 @@ def evaluate_model(
         "perTerm": res["perTerm"],
         "predictions": str(output_dir / PREDICTIONS),
         "chart": str(chart) if chart else None,
+        "baseComparison": comparison,
+        "examples": pick_examples(records),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": time.monotonic() - started,
     }
     report["headline"] = headline(report)
-    (output_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    write_markdown(report, output_dir / REPORT_MD)
+    write_reports(report, output_dir)
     return report
 
 
