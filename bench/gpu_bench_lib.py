@@ -99,6 +99,12 @@ def summarize(
     dt = b["time"] - a["time"]
     dtok = b["tokens_seen"] - a["tokens_seen"]
     step_times = [records[i]["time"] - records[i - 1]["time"] for i in range(w + 1, n)]
+    if dtok <= 0 or dtok > 1e12:
+        # neat_packing puts segment ids in attention_mask: HF's non-padding count is then meaningless
+        return {
+            "error": f"token count invalid ({dtok:.3g} tokens over the steady steps)",
+            "step_s_median": round(statistics.median(step_times), 4) if step_times else None,
+        }
     tps = dtok / dt if dt > 0 else None
     out: dict[str, Any] = {
         "steps_recorded": n,
