@@ -38,6 +38,8 @@ class OperatorConfig:
     coscheduling_scheduler: str | None = None
     volcano_scheduler: str = "volcano"
     default_image: str | None = None
+    # ServiceAccounts a CR's pod.serviceAccountName may name (the chart's operator.allowedServiceAccounts)
+    allowed_service_accounts: tuple[str, ...] = ("default",)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -57,4 +59,5 @@ class OperatorConfig:
             coscheduling_scheduler=e("THINKTUNE_COSCHEDULING_SCHEDULER") or None,
             volcano_scheduler=e("THINKTUNE_VOLCANO_SCHEDULER", "volcano"),
             default_image=e("THINKTUNE_DEFAULT_IMAGE") or None,
+            allowed_service_accounts=_env_list("THINKTUNE_ALLOWED_SERVICE_ACCOUNTS", "default"),
         )

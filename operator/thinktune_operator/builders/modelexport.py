@@ -1,6 +1,7 @@
 """ModelExport children: ConfigMap with the resolved CR and one pod running `thinktune export`.
 
-The pod gets a GPU only when a requested format needs one (gptq, bnb); merge + rtn run on CPU.
+The pod gets a GPU only when a requested variant is calibrated (gptq: AutoRound tunes every block on calibration
+text); merge and the round-to-nearest int8/int4 run on CPU.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from . import common
 from .common import Mounts, base_pod, cr_configmap, gpu_count, resolved_cr, without_gpu
 
 COMPONENT = "export"
-GPU_METHODS = {"gptq", "bnb"}
+GPU_METHODS = {"gptq"}
 
 
 def parse_spec(body: dict[str, Any]) -> ModelExportSpec:

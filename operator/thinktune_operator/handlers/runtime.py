@@ -239,7 +239,9 @@ class Runtime:
         if rejected is not None:
             return self._blocked(key, body, plan, rejected)
         self.rejections.pop(key, None)
-        plan.status, was_blocked = unblocked(plan.status, utcnow(), body["metadata"].get("generation"))
+        was_blocked = False
+        if plan.creates:  # a Blocked condition is cleared only by children that were accepted
+            plan.status, was_blocked = unblocked(plan.status, utcnow(), body["metadata"].get("generation"))
         if was_blocked:
             plan.events.append(Event("Normal", "Unblocked", "every child object was accepted"))
         for obs in plan.observations:

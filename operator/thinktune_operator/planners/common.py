@@ -137,6 +137,35 @@ def unschedulable(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def service_account_error(pod_opts: Any, cfg: Any) -> str | None:
+    """Pods run with their ServiceAccount's permissions: a CR may name only accounts on the allow-list."""
+    sa = pod_opts.service_account_name
+    if sa and sa not in cfg.allowed_service_accounts:
+        allowed = ", ".join(cfg.allowed_service_accounts) or "none"
+        return (
+            f"pod.serviceAccountName {sa!r} is not allowed (allowed: {allowed}); an admin adds it to the "
+            "chart's operator.allowedServiceAccounts"
+        )
+    return None
+
+
+def not_allowed(body: dict[str, Any], now: datetime, message: str) -> Plan:
+    """The operator's own policy refuses the CR (e.g. its ServiceAccount): Blocked, not Failed, so that an
+    admin's fix (or an edit) lets it proceed."""
+    from ..rejections import Rejection, blocked
+
+    status, is_new = blocked(
+        body.get("status") or {},
+        Rejection(403, "Forbidden", message),
+        now,
+        body["metadata"].get("generation"),
+    )
+    p = Plan(status=status, requeue_after=30.0)
+    if is_new:
+        p.events.append(Event("Warning", "NotAllowed", message))
+    return p
+
+
 def invalid_spec(body: dict[str, Any], now: datetime, error: Exception) -> Plan:
     """The CR does not validate against thinktune.spec: Failed, with the validation error once as an Event."""
     sb = StatusBuilder(body.get("status"), now, body["metadata"].get("generation"))

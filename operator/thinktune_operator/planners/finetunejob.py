@@ -39,7 +39,9 @@ from .common import (
     invalid_spec,
     is_scheduled,
     is_terminating,
+    not_allowed,
     pod_phase,
+    service_account_error,
     unschedulable,
 )
 
@@ -176,6 +178,8 @@ def plan(
         spec = B.parse_spec(body)
     except ValidationError as e:
         return invalid_spec(body, now, e)
+    if (err := service_account_error(spec.pod, cfg)) is not None:
+        return not_allowed(body, now, err)
     j = _observe(body, spec, pods, nodes, dataset, now, cfg)
     for phase in PHASES:
         if phase(j):

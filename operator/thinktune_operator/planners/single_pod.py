@@ -14,7 +14,18 @@ from ..builders import modelexport as ME
 from ..builders.common import spec_hash
 from ..config import OperatorConfig
 from ..gpu_health import classify_pod, node_health, terminated_state, termination_message
-from .common import Delete, Event, Plan, StatusBuilder, invalid_spec, is_terminating, pod_phase, unschedulable
+from .common import (
+    Delete,
+    Event,
+    Plan,
+    StatusBuilder,
+    invalid_spec,
+    is_terminating,
+    not_allowed,
+    pod_phase,
+    service_account_error,
+    unschedulable,
+)
 
 TERMINAL = ("Succeeded", "Failed")
 MAX_INFRA_RETRIES = 3
@@ -150,6 +161,8 @@ def plan_datasetbuild(
         spec = DB.parse_spec(body)
     except ValidationError as e:
         return invalid_spec(body, now, e)
+    if (err := service_account_error(spec.pod, cfg)) is not None:
+        return not_allowed(body, now, err)
     h = spec_hash(body)
 
     def build():
@@ -188,6 +201,8 @@ def plan_modelexport(
         spec = ME.parse_spec(body)
     except ValidationError as e:
         return invalid_spec(body, now, e)
+    if (err := service_account_error(spec.pod, cfg)) is not None:
+        return not_allowed(body, now, err)
 
     def build():
         adapter, base = None, None
