@@ -485,10 +485,26 @@ class ThinkingSpec(SpecModel):
         le=1,
         description="Minimum thinking-quality score (analysis, steps, verification, coherence with answer).",
     )
+    extra_questions_per_chunk: int = Field(
+        default=0,
+        ge=0,
+        le=20,
+        description="Extra questions the teacher model proposes per section chunk (0: none), each answerable "
+        "from the chunk alone and answered by the teacher with thinking. Such samples are marked "
+        "teacher-generated; one is kept only when its thinking passes the quality gate, its answer is "
+        "grounded in the chunk and its question does not repeat one the author asks there; rejects are in "
+        "rejects.jsonl and counted in the report. Needs teacherModel.",
+    )
     cel_rules: ClassVar = [
         cel(
             "self.generate != 'model' || (has(self.teacherModel) && self.teacherModel != '')",
             "thinking.teacherModel is required when thinking.generate is 'model'",
+            ".teacherModel",
+        ),
+        cel(
+            "!has(self.extraQuestionsPerChunk) || self.extraQuestionsPerChunk == 0 || "
+            "(has(self.teacherModel) && self.teacherModel != '')",
+            "thinking.teacherModel is required when thinking.extraQuestionsPerChunk is above 0",
             ".teacherModel",
         ),
     ]
@@ -497,6 +513,8 @@ class ThinkingSpec(SpecModel):
     def _teacher(self) -> ThinkingSpec:
         if self.generate == "model" and not self.teacher_model:
             raise ValueError("thinking.teacherModel is required when thinking.generate is 'model'")
+        if self.extra_questions_per_chunk and not self.teacher_model:
+            raise ValueError("thinking.teacherModel is required when thinking.extraQuestionsPerChunk is above 0")
         return self
 
 
