@@ -1001,17 +1001,46 @@ class FineTuneJobStatus(CommonStatus):
 
 
 class QuantizeSpec(SpecModel):
-    method: Literal["gptq", "bnb", "rtn"] = Field(
-        description="gptq (gptqmodel; GPU), bnb (bitsandbytes; GPU) or "
-        "rtn (round-to-nearest weight-only; CPU-capable)."
+    method: Literal["int8", "int4", "gptq"] = Field(
+        description="int8 / int4: weight-only round-to-nearest (no calibration); gptq: calibrated weight-only "
+        "(AutoRound: rounding tuned block by block on calibration text from the train split). All through "
+        "auto-round, on CPU or GPU."
     )
-    bits: Literal[4, 8] = Field(description="Weight bits.")
-    group_size: int = Field(default=128, description="Quantization group size (gptq/rtn); -1 = per channel.")
+    bits: Literal[4, 8] | None = Field(
+        default=None, description="Weight bits of gptq (default 4); int8/int4 imply theirs."
+    )
+    format: Literal["compressed-tensors", "gptq"] = Field(
+        default="compressed-tensors",
+        description="Checkpoint format: compressed-tensors (vLLM; transformers with compressed-tensors) or gptq "
+        "(vLLM; transformers with optimum+gptqmodel or auto-round).",
+    )
+    group_size: int = Field(default=128, description="Quantization group size; -1 = per channel.")
+    iterations: int = Field(
+        default=200, ge=1, le=10000, description="AutoRound tuning steps per block (gptq)."
+    )
+    calibration_samples: int = Field(
+        default=128, ge=1, le=4096, description="Calibration rows (gptq), cut from the train split."
+    )
+    calibration_seq_len: int = Field(
+        default=2048, ge=16, le=8192, description="Tokens per calibration row (gptq)."
+    )
+    name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9][a-z0-9.-]*$",
+        description="Directory name of the variant (default: int8, int4, gptq-int4, + -g<groupSize> when not "
+        "128, + -gptq-format for format gptq).",
+    )
     cel_rules: ClassVar = [
         cel(
             "self.groupSize == -1 || (self.groupSize >= 32 && self.groupSize <= 1024)",
             "groupSize must be -1 (per channel) or between 32 and 1024",
             ".groupSize",
+        ),
+        cel(
+            "!has(self.bits) || self.method == 'gptq'",
+            "bits is only for method gptq (int8 and int4 imply theirs)",
+            ".bits",
         ),
     ]
 
@@ -1019,7 +1048,16 @@ class QuantizeSpec(SpecModel):
     def _group(self) -> QuantizeSpec:
         if self.group_size != -1 and not 32 <= self.group_size <= 1024:
             raise ValueError("quantize.groupSize must be -1 (per channel) or between 32 and 1024")
+        if self.bits is not None and self.method != "gptq":
+            raise ValueError("quantize.bits is only for method gptq (int8 and int4 imply theirs)")
         return self
+
+    def variant_name(self) -> str:
+        if self.name:
+            return self.name
+        base = f"gptq-int{self.bits or 4}" if self.method == "gptq" else self.method
+        group = {128: "", -1: "-channel"}.get(self.group_size, f"-g{self.group_size}")
+        return base + group + ("-gptq-format" if self.format == "gptq" else "")
 
 
 class VerifySpec(SpecModel):
@@ -1029,6 +1067,12 @@ class VerifySpec(SpecModel):
     )
     max_term_accuracy_drop: float = Field(
         default=0.05, ge=0, le=1, description="Warn above this absolute drop in term accuracy."
+    )
+    min_top1_agreement: float = Field(
+        default=0.90,
+        ge=0,
+        le=1,
+        description="Warn below this top-1 token agreement with the merged model (teacher-forced).",
     )
     samples: int = Field(default=32, ge=1, description="Test samples used for verification.")
 
@@ -1041,9 +1085,6 @@ class ModelExportSpec(SpecModel):
     base_model: ModelSource | None = Field(default=None, description="Base model (default: the job's).")
     merge: bool = Field(default=True, description="Merge the LoRA adapter into the base weights.")
     quantize: list[QuantizeSpec] = Field(default_factory=list, description="Quantized variants to produce.")
-    calibration_samples: int = Field(
-        default=128, ge=1, description="Calibration samples (gptq) from the train split."
-    )
     verify: VerifySpec = Field(
         default_factory=VerifySpec, description="Verification against the merged model."
     )
@@ -1063,7 +1104,7 @@ class ModelExportSpec(SpecModel):
         ),
         cel(
             "self.merge || size(self.quantize) == 0",
-            "quantizing needs merge: true (LLaMA Factory cannot quantize an unmerged adapter)",
+            "quantizing needs merge: true (quantization works on the merged weights)",
             ".merge",
         ),
     ]
@@ -1075,14 +1116,16 @@ class ModelExportSpec(SpecModel):
         if self.fine_tune_job_ref is None and self.base_model is None:
             raise ValueError("baseModel is required when exporting a bare adapter")
         if self.quantize and not self.merge:
-            raise ValueError(
-                "quantizing needs merge: true (LLaMA Factory cannot quantize an unmerged adapter)"
-            )
+            raise ValueError("quantizing needs merge: true (quantization works on the merged weights)")
+        names = [q.variant_name() for q in self.quantize]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"quantize: two variants named {', '.join(dup)}; give one a name")
         return self
 
 
 class ExportArtifact(StatusModel):
-    name: str = Field(description="merged, gptq-int4, rtn-int8, ...")
+    name: str = Field(description="merged, int8, gptq-int4, ...")
     path: str = Field(description="Directory of the artifact.")
     size_bytes: int | None = Field(default=None, description="Size on disk.")
     verified: bool | None = Field(default=None, description="Passed verification.")

@@ -30,6 +30,30 @@ def _scalars(d: dict[str, Any], keys: tuple[str, ...]) -> list[tuple[str, Any]]:
     ]
 
 
+QUANTIZED = ("int8", "int4", "gptq")
+
+
+def _variant_words(a: dict[str, Any]) -> str:
+    info = a.get("info") or {}
+    how = "calibrated (AutoRound)" if a.get("method") == "gptq" else "round-to-nearest"
+    fmt = "GPTQ format" if info.get("format") == "gptq" else "compressed-tensors"
+    return f"{a.get('bits')}-bit weights, group {a.get('group_size')}, {how}, {fmt}"
+
+
+def _transformers_load(a: dict[str, Any]) -> str:
+    """How transformers loads the variant, without thinktune."""
+    if (a.get("info") or {}).get("format") == "gptq":
+        return (
+            "`from_pretrained` with optimum + gptqmodel installed, or with auto-round installed: "
+            "`AutoModelForCausalLM.from_pretrained(path, quantization_config=AutoRoundConfig(), "
+            'device_map="auto")` (`from transformers import AutoRoundConfig`).'
+        )
+    return (
+        "the same `from_pretrained(path)` as above with `pip install compressed-tensors` (on CPU the weights are "
+        "decompressed on load)."
+    )
+
+
 def render_model_card(info: dict[str, Any]) -> str:
     """Markdown of the card. ``info`` keys: name, base_model, adapter, dataset (dir, counts), training (the
     FineTuneJob report, optional), evaluation (eval_report.json, optional), artifacts (list of ExportArtifact-like
@@ -166,6 +190,7 @@ def render_model_card(info: dict[str, Any]) -> str:
             "reference answers; char accuracy compares greedy generations (1 = identical).",
         ]
     path = "./merged" if merged else "./adapter"
+    quantized = [a for a in arts if a.get("method") in QUANTIZED and not a.get("failed")]
     lines += [
         "",
         "## Usage",
@@ -189,29 +214,24 @@ def render_model_card(info: dict[str, Any]) -> str:
         "print(answer.strip())",
         "```",
         "",
+    ]
+    for a in quantized:
+        lines += [f"`./{Path(a['path']).name}` ({_variant_words(a)}): {_transformers_load(a)}", ""]
+    lines += [
         "### vLLM",
         "",
         "```bash",
-        f"vllm serve {path} --reasoning-parser deepseek_r1 --max-model-len 32768",
+        *[
+            f"vllm serve {p} --reasoning-parser deepseek_r1 --max-model-len 32768"
+            for p in [path] + [f"./{Path(a['path']).name}" for a in quantized]
+        ],
         "```",
         "",
         "The `deepseek_r1` reasoning parser splits `reasoning_content` from `content` for outputs that contain "
-        "only `</think>` (Qwen's recommendation for Thinking-2507). GPTQ variants load the same way "
-        "(quantization is detected from `config.json`).",
+        "only `</think>` (Qwen's recommendation for Thinking-2507). vLLM reads the quantization from each "
+        "variant's `config.json` (compressed-tensors or GPTQ, weight-only integer kernels); every variant "
+        "directory holds the tokenizer and the chat template.",
     ]
-    if any(a.get("method") == "rtn" for a in arts):
-        lines += [
-            "",
-            "### RTN variants (thinktune format)",
-            "",
-            "```python",
-            "from thinktune.export.quantize import load_rtn_model",
-            'model = load_rtn_model("./rtn-int8")  # dequantizes into a transformers model (CPU or GPU)',
-            "```",
-            "",
-            "RTN directories store uint8/packed-int4 weights with per-group scales (`rtn_config.json` "
-            "documents the layout); they are a baseline for GPTQ, not a serving format.",
-        ]
     lines += [
         "",
         "### `enable_thinking`",

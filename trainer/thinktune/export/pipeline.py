@@ -6,7 +6,8 @@ dataset and the output dir, resolved once by the runner, which is also what the 
 
     merged/            merged model (safetensors + tokenizer + chat template + generation config + Modelfile)
     adapter/           only with merge: false (a copy of the adapter)
-    <method>-int<bits>/  one directory per quantized variant (rtn-int8, gptq-int4, bnb-int4, ...)
+    <variant>/         one standard checkpoint per quantized variant (int8, int4, gptq-int4, ...; see
+                       thinktune/export/quantize.py)
     README.md          model card
     report.json        {"status": ModelExportStatus (camelCase), "merge", "variants", "verification", ...}
     report.md          human report
@@ -14,7 +15,7 @@ dataset and the output dir, resolved once by the runner, which is also what the 
 The dataset gives calibration text for gptq (train split) and verification samples (test split); without one,
 gptq fails and verification is skipped with a note in the report.
 
-A requested variant that cannot be produced (e.g. gptq without a GPU) does not stop the others; the export then
+A requested variant that cannot be produced (e.g. gptq without a train split) does not stop the others; the export then
 ends ``Failed`` with a message naming the cause, after writing everything it could, and raises
 ``thinktune.errors.StageError`` so ``thinktune run`` reports it and does not mark the stage up to date.
 """
@@ -71,9 +72,9 @@ def export_model(
     from thinktune.export.quantize import (
         QuantizationError,
         QuantizationUnavailable,
-        calibration_texts,
+        calibration_batches,
         quantize,
-        variant_name,
+        variant_bits,
     )
     from thinktune.export.verify import verify_variants
     from thinktune.tiny_model import read_tiny_marker
@@ -131,31 +132,37 @@ def export_model(
             }
         )
 
-    calib: list[str] | None = None
     for q in spec.quantize:
-        name = variant_name(q.method, q.bits)
+        name = q.variant_name()
         dst = output_dir / name
         entry = {
             "name": name,
             "path": str(dst),
             "method": q.method,
-            "bits": q.bits,
+            "bits": variant_bits(q),
             "group_size": q.group_size,
             "warnings": [],
         }
         try:
-            if q.method == "gptq" and calib is None:
+            calib = None
+            if q.method == "gptq":
                 if train_file is None:
                     raise QuantizationError(
                         "gptq needs calibration text from the train split, but no dataset "
                         "(train.json) was found; pass dataset_dir"
                     )
-                calib = calibration_texts(M.load_samples(train_file), spec.calibration_samples)
+                from transformers import AutoTokenizer
+
+                calib, entry["calibration"] = calibration_batches(
+                    M.load_samples(train_file),
+                    AutoTokenizer.from_pretrained(str(merged_dir)),
+                    q.calibration_samples,
+                    q.calibration_seq_len,
+                )
             log(f"quantizing {name}")
-            info = quantize(
-                q.method, merged_dir, dst, bits=q.bits, group_size=q.group_size, calibration=calib
-            )
-            entry.update(size_bytes=_dir_size(dst), info=info)
+            info = quantize(q, merged_dir, dst, calibration=calib)
+            entry.update(size_bytes=_dir_size(dst), info=info, group_size=info["group_size"])
+            notes += [f"{name}: {n}" for n in info["notes"]]
         except (QuantizationUnavailable, QuantizationError) as e:
             entry.update(verified=False, failed=True)
             entry["warnings"].append(str(e))
@@ -164,7 +171,7 @@ def export_model(
         artifacts.append(entry)
 
     verification: dict[str, Any] | None = None
-    to_verify = [a for a in artifacts if a["method"] in ("rtn", "gptq", "bnb") and not a.get("failed")]
+    to_verify = [a for a in artifacts if a["method"] in ("int8", "int4", "gptq") and not a.get("failed")]
     if spec.verify.enabled and merged_dir is not None and to_verify:
         if test_file is None:
             notes.append("verification skipped: no test split found")
