@@ -654,7 +654,19 @@ class TrainingSpec(SpecModel):
         le=1024,
         description="Per-device micro-batch (default: planner's choice from memory).",
     )
-    cutoff_len: int = Field(default=4096, ge=128, le=262144, description="Max tokens per sample.")
+    cutoff_len: int = Field(
+        default=4096,
+        ge=128,
+        le=262144,
+        description="Max tokens per sample. Checked against the dataset before training: longer samples fail "
+        "the job (or are dropped, see overlongSamples), never truncated. Left out of a local YAML, the planner "
+        "takes the longest sample rounded up to 256 (within the model's context).",
+    )
+    overlong_samples: Literal["fail", "drop"] = Field(
+        default="fail",
+        description="Samples longer than cutoffLen: fail (say how many, the longest, what to set) or drop "
+        "them into <output>/overlong_rejects.jsonl and train on the rest.",
+    )
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
         default="cosine", description="Learning-rate schedule."
     )
