@@ -25,6 +25,11 @@ those nodes. It polls the API server, and for each pod bound to a runner node:
   the command runs against the sandbox's own install), ``HOSTNAME``, ``GLOO_SOCKET_IFNAME=lo`` and
   ``THINKTUNE_SANDBOX_POD=<uid>/<container>`` (how the runner finds every process of a container, torchrun's
   workers in their own sessions included).
+* **fault injection** — a runner node annotated ``sandbox.thinktune.io/inject-env: '{"NAME": "value"}'`` adds
+  that env to every container starting on it (``THINKTUNE_INJECT_FAILURE``: the node's GPU is broken).
+* **metrics** — ``<state-dir>/prometheus-targets.json`` lists the running pods annotated
+  ``prometheus.io/scrape: "true"`` at podIP:``prometheus.io/port`` (Prometheus ``file_sd_configs``: the sandbox's
+  PodMonitor; Debian's Prometheus is built without kubernetes_sd).
 * **lifecycle** — start → ``Running`` with the podIP, container ``running`` states and Ready conditions; exit →
   ``terminated`` (exit code, 128+signal when killed, reason Completed/Error, the termination message or, with
   ``FallbackToLogsOnError``, the log tail) and phase ``Succeeded``/``Failed``; when the main process exits the
@@ -62,7 +67,13 @@ RUNNER_NODE_LABEL = (
 )
 HOST_PORTS_ANNOTATION = "sandbox.thinktune.io/host-ports"
 SCRAPE_ADDRESS_ANNOTATION = "sandbox.thinktune.io/scrape-address"
+# Fault injection: a runner node annotated with a JSON object of env vars gives them to every container that
+# starts on it (say THINKTUNE_INJECT_FAILURE: this node's GPU is broken, whatever job lands there).
+NODE_ENV_ANNOTATION = "sandbox.thinktune.io/inject-env"
 POD_ENV_MARKER = "THINKTUNE_SANDBOX_POD"
+PROMETHEUS_TARGETS_FILE = (
+    "prometheus-targets.json"  # file_sd of the running pods annotated prometheus.io/scrape
+)
 READY_FILE = "podrunner.ready"  # == controlplane.PODRUNNER_READY_FILE
 MAX_GRACE_S = 30.0
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -519,6 +530,7 @@ def plan_pod(
     peers: dict[str, Peer],
     look: Lookups,
     marker_prefix: str = "",
+    node_env: dict[str, str] | None = None,
 ) -> PodPlan:
     """Everything needed to start the pod's containers; raises PodConfigError for what is missing."""
     spec = pod.get("spec") or {}
@@ -591,6 +603,7 @@ def plan_pod(
             "HOSTNAME": spec.get("hostname") or pod["metadata"]["name"],
             "GLOO_SOCKET_IFNAME": "lo",
             **cenv,
+            **(node_env or {}),
             POD_ENV_MARKER: marker,
         }
         containers.append(
@@ -826,6 +839,8 @@ class PodRunner:
     def __init__(self, api: KubeApi, state_dir: Path, poll_s: float = 0.5, log=print) -> None:
         self.api = api
         self.pods_dir = Path(state_dir) / "pods"
+        self.targets_file = Path(state_dir) / PROMETHEUS_TARGETS_FILE
+        self._targets = ""
         self.marker_prefix = marker_prefix(state_dir)
         self.poll_s = poll_s
         self.log = log
@@ -833,6 +848,7 @@ class PodRunner:
         self.peers: dict[str, Peer] = {}  # pod uid -> address, given at first sight
         self.next_ip = 0
         self.pending_reason: dict[str, str] = {}
+        self.nodes: dict[str, dict[str, str]] = {}
         self._stop = threading.Event()
 
     # -- helpers
@@ -849,9 +865,21 @@ class PodRunner:
             self.peers[uid] = Peer(ip, allocate_host_ports(ports))
         return self.peers[uid]
 
-    def runner_nodes(self) -> set[str]:
+    def runner_nodes(self) -> dict[str, dict[str, str]]:
+        """Runner node name -> the env its NODE_ENV_ANNOTATION injects."""
         items = self.api.get("/api/v1/nodes", labelSelector=f"{RUNNER_NODE_LABEL}=true")["items"]
-        return {n["metadata"]["name"] for n in items}
+        out = {}
+        for n in items:
+            raw = ((n["metadata"].get("annotations") or {}).get(NODE_ENV_ANNOTATION)) or "{}"
+            try:
+                env = {str(k): str(v) for k, v in json.loads(raw).items()}
+            except (ValueError, AttributeError):
+                self.log(
+                    f"[podrunner] node {n['metadata']['name']}: {NODE_ENV_ANNOTATION} is not a JSON object"
+                )
+                env = {}
+            out[n["metadata"]["name"]] = env
+        return out
 
     def _path(self, pod: dict[str, Any]) -> str:
         m = pod["metadata"]
@@ -866,7 +894,7 @@ class PodRunner:
 
     # -- one pass
     def sync_once(self) -> None:
-        nodes = self.runner_nodes()
+        nodes = self.nodes = self.runner_nodes()
         pods = [
             p
             for p in self.api.get("/api/v1/pods", fieldSelector="spec.nodeName!=")["items"]
@@ -888,6 +916,25 @@ class PodRunner:
             rp.close()
         for uid in [u for u in self.peers if u not in seen]:
             del self.peers[uid]
+        self.write_targets(pods)
+
+    def write_targets(self, pods: list[dict[str, Any]]) -> None:
+        """Prometheus file_sd for the running pods annotated prometheus.io/scrape=true, at podIP:prometheus.io/port
+        (what the chart's PodMonitor selects; Debian's Prometheus is built without kubernetes_sd)."""
+        groups = []
+        for p in pods:
+            ann = p["metadata"].get("annotations") or {}
+            rp = self.running.get(p["metadata"]["uid"])
+            if rp is None or ann.get("prometheus.io/scrape") != "true" or not ann.get("prometheus.io/port"):
+                continue
+            labels = {"namespace": rp.namespace, "pod": rp.name, "node": p["spec"].get("nodeName", "")}
+            groups.append({"targets": [f"{rp.plan.ip}:{ann['prometheus.io/port']}"], "labels": labels})
+        text = json.dumps(groups, indent=1, sort_keys=True)
+        if text != self._targets:
+            tmp = self.targets_file.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(self.targets_file)  # Prometheus re-reads file_sd files on change; never half-written
+            self._targets = text
 
     def sync_pod(self, pod: dict[str, Any], peers: dict[str, Peer]) -> None:
         meta, status = pod["metadata"], pod.get("status") or {}
@@ -938,7 +985,8 @@ class PodRunner:
         own = self.peer_for(pod)
         ip, host_ports = own.ip, own.host_ports
         try:
-            plan = plan_pod(pod, root, own, peers, Lookups(self.api, ns), self.marker_prefix)
+            node_env = self.nodes.get(spec.get("nodeName", ""), {})
+            plan = plan_pod(pod, root, own, peers, Lookups(self.api, ns), self.marker_prefix, node_env)
         except PodConfigError as e:
             if self.pending_reason.get(uid) != str(e):
                 self.pending_reason[uid] = str(e)
