@@ -69,10 +69,12 @@ def test_launcher_command_and_checkpoints(tmp_path):
     assert find_last_checkpoint(tmp_path).name == "checkpoint-40"
 
 
-def test_finished_adapter_without_checkpoints_is_kept(tmp_path):
+def test_train_job_refuses_to_resume_a_finished_run(tmp_path):
+    """LLaMA Factory would "resume" a finished run from its last checkpoint and train nothing; train_job
+    refuses (the runner skips or moves the run aside before it gets here: tests/unit/test_runner.py)."""
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "adapter_model.safetensors").write_bytes(b"x")
+    (out / "checkpoint-30").mkdir(parents=True)
+    (out / "checkpoint-30" / "trainer_state.json").write_text("{}")
     (out / "report.json").write_text(json.dumps({"outcome": "Succeeded", "adapter_path": str(out)}))
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "dataset_info.json").write_text(json.dumps({"x_train": {"file_name": "train.json"}}))
@@ -87,9 +89,7 @@ def test_finished_adapter_without_checkpoints_is_kept(tmp_path):
     job = ResolvedJob(
         resource=resource, model="m", dataset=ResolvedDataset.inspect(tmp_path / "ds"), output_dir=out
     )
-    assert train_job(job, log=lambda s: None)["adapter_path"] == str(out)
-    (out / "report.json").unlink()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(InputError, match="finished training run"):
         train_job(job, log=lambda s: None)
 
 

@@ -31,6 +31,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FileOpt = Annotated[Path, typer.Option("-f", "--filename", help="CR YAML file (or a directory for `run`).")]
 
 
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an error (also: THINKTUNE_DEBUG=1).")
+    ] = False,
+) -> None:
+    """Fine-tune Qwen3 thinking models on Chinese domain markdown with LLaMA Factory — locally or on Kubernetes."""
+    if debug:
+        import os
+
+        from thinktune.errors import ENV_DEBUG
+
+        os.environ[ENV_DEBUG] = "1"  # the runner and the training subprocesses read it
+
+
 def _fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
@@ -189,8 +204,15 @@ def train(
         Path | None, typer.Option(help="Dataset directory (instead of resolving datasetRef).")
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live display.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(help="Train again although a finished run has the same inputs (it moves to previous/)."),
+    ] = False,
 ) -> None:
-    """Fine-tune with LLaMA Factory as a FineTuneJob describes (planner, OOM retry, metrics, report)."""
+    """Fine-tune with LLaMA Factory as a FineTuneJob describes (planner, OOM retry, metrics, report).
+
+    A finished run with the same spec, data and base model is skipped; an unfinished one resumes from its last
+    checkpoint; a run with other inputs moves to <output>/previous/ and training starts fresh."""
     from thinktune.runner import run_path
 
     raise typer.Exit(
@@ -200,7 +222,7 @@ def train(
             model_override=model,
             dataset_dir=dataset,
             progress=not no_progress,
-            force=True,
+            force=force,
         )
     )
 
@@ -249,11 +271,16 @@ def review_import(
 
 
 @app.command()
-def export(filename: FileOpt) -> None:
-    """Merge, quantize and verify a model as a ModelExport describes."""
+def export(
+    filename: FileOpt,
+    force: Annotated[
+        bool, typer.Option(help="Export again although the adapter, base model and spec are unchanged.")
+    ] = False,
+) -> None:
+    """Merge, quantize and verify a model as a ModelExport describes (skipped when its inputs are unchanged)."""
     from thinktune.runner import run_path
 
-    raise typer.Exit(run_path(filename, only_kind="ModelExport", force=True))
+    raise typer.Exit(run_path(filename, only_kind="ModelExport", force=force))
 
 
 @app.command()
@@ -287,11 +314,28 @@ _mount_optional()
 
 
 def main() -> None:
+    """Expected failures become one line and exit 2 (thinktune/errors.py ``explain``); a bug says it is one
+    (exit 1); ``--debug`` shows the traceback of either."""
+    from thinktune.errors import debug_enabled, explain
+
     try:
         app()
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except Exception as e:
+        if debug_enabled() or "--debug" in sys.argv:
+            raise
+        known = explain(e)
+        if known is not None:
+            console.print(f"[bold red]error:[/] {known[0]}", highlight=False)
+            sys.exit(known[1])
+        console.print(
+            f"[bold red]error:[/] unexpected {type(e).__name__}: {e} (a thinktune bug: rerun with --debug for "
+            "the traceback and report it)",
+            highlight=False,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

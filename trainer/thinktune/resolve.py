@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from thinktune.contract import ENV_NODE_RANK
+from thinktune.contract import ENV_NODE_RANK, truthy
 from thinktune.errors import InputError
 from thinktune.resources import LoadedResource
 from thinktune.spec import EvaluationSpec, FineTuneJob, ModelExport, ModelSource
@@ -90,7 +90,13 @@ def resolve_model(
     (``--model``) is a hub id or a path relative to the current directory."""
     if override:
         local = Path(override).expanduser()
-        return str(local.resolve()) if local.exists() else override
+        if local.exists():
+            return str(local.resolve())
+        if override.startswith(("/", ".", "~")):
+            raise InputError(
+                f"--model {override}: no such directory ({local.resolve()}); pass a model directory"
+            )
+        return override
     p = Path(source.name_or_path).expanduser()
     local = (p if p.is_absolute() else Path(base_dir) / p).resolve()
     if (local / "config.json").is_file():
@@ -105,6 +111,47 @@ def resolve_model(
             f"model path {local} has no config.json (set model.makeTiny: true for a tiny model, or pass a hub id)"
         )
     return source.name_or_path  # a hub id: needs the hub or a warm HF cache
+
+
+HUB_CHECK_TIMEOUT_S = 10.0
+
+
+def check_model_available(model: str, *, where: str = "model.nameOrPath") -> None:
+    """Fail in seconds, before any work, when ``model`` (a hub id, as ``resolve_model`` returns it) is neither
+    in the Hugging Face cache nor reachable on the hub. A local directory needs no check here."""
+    if Path(model).is_absolute():
+        if not (Path(model) / "config.json").is_file():
+            raise InputError(f"{where}: {model} has no config.json; point it at a model directory")
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return
+    not_local = (
+        f"{where}: base model {model!r} is not a local directory and not in the Hugging Face cache "
+        f"({constants.HF_HUB_CACHE})"
+    )
+    fix = f"download it first (`hf download {model}`) or set {where} / --model to a local model directory"
+    offline = [k for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if truthy(os.environ.get(k))]
+    if offline or constants.HF_HUB_OFFLINE:
+        raise InputError(
+            f"{not_local}, and the hub is offline ({offline[0] if offline else 'HF_HUB_OFFLINE'}=1); {fix}"
+        )
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(model, timeout=HUB_CHECK_TIMEOUT_S)
+    except GatedRepoError:
+        raise InputError(
+            f"{not_local}; it is gated on the hub: accept its licence and log in (`hf auth login`)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise InputError(f"{not_local}, and the hub has no model of that name; check the spelling") from None
+    except Exception as e:  # noqa: BLE001 - connection errors come in many types; the reason is what matters
+        raise InputError(
+            f"{not_local}, and the hub is unreachable ({type(e).__name__}: {e}); {fix}"
+        ) from None
 
 
 def find_adapter(path: Path) -> Path | None:

@@ -11,8 +11,8 @@ to `<output>/status.local.json` (nothing of ours reads it back).
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,58 +21,44 @@ from typing import Any
 from rich.console import Console
 
 from thinktune import contract
-from thinktune.errors import InputError, StageError
-from thinktune.resolve import ResolvedJob, resolve_export, resolve_job
+from thinktune import fingerprint as fp
+from thinktune.errors import InputError, StageError, check_output_dir, debug_enabled, explain
+from thinktune.resolve import ResolvedExport, ResolvedJob, resolve_export, resolve_job
 from thinktune.resources import LoadedResource, ResourceError, load_path
 from thinktune.spec import DatasetBuildSpec, DatasetBuildStatus, DatasetCounts
 
 console = Console(stderr=True, soft_wrap=True)
-STATE_FILE = ".thinktune-state.json"
-STATUS_FILE = "status.local.json"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def _reason(e: BaseException) -> str:
+    return (
+        "ApplicationError" if isinstance(e, StageError) and not isinstance(e, InputError) else "InvalidInput"
+    )
 
 
-# Outputs that later stages write inside an earlier stage's directory must not make it look changed.
-_NOT_INPUTS = (STATE_FILE, STATUS_FILE)
-_NOT_INPUT_DIRS = ("eval",)
+def _failed(output: Path, e: BaseException) -> None:
+    """A stage failed: its status file says why (the reason the pod's termination message gives, too)."""
+    fp.record_failed(output, str(e), _reason(e))
 
 
-def _fingerprint(spec_json: str, inputs: list[Path]) -> str:
-    h = hashlib.sha256(spec_json.encode())
-    for root in inputs:
-        if root.is_file():
-            files = [root]
-        elif root.is_dir():
-            files = sorted(
-                p
-                for p in root.rglob("*")
-                if p.is_file()
-                and p.name not in _NOT_INPUTS
-                and not set(p.relative_to(root).parts[:-1]) & set(_NOT_INPUT_DIRS)
+def _error(e: BaseException) -> int:
+    """One line for an expected failure (``--debug``: with the traceback) and, on a pod, a FailureMessage. A
+    message the worker already left (a GPU failure, an OOM, an application error with its traceback tail) is
+    more precise than ours and stays."""
+    message, code = explain(e) or (f"{type(e).__name__}: {e}", contract.EXIT_APP_FAILURE)
+    if debug_enabled():
+        console.print_exception()
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    target = contract.termination_log_path()
+    previous = target.read_text(errors="replace") if target is not None and target.is_file() else None
+    if not isinstance(contract.read_termination_message(previous), contract.FailureMessage):
+        reason = _reason(e)
+        contract.write_termination_message(
+            contract.FailureMessage(
+                reason=reason, category="application", exit_code=code, detail=reason, message=message
             )
-        else:
-            continue
-        for f in files:
-            st = f.stat()
-            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def _up_to_date(output: Path, fingerprint: str) -> bool:
-    state = output / STATE_FILE
-    try:
-        return json.loads(state.read_text())["fingerprint"] == fingerprint
-    except (OSError, ValueError, KeyError):
-        return False
-
-
-def _mark_done(output: Path, fingerprint: str, status: dict[str, Any]) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    (output / STATE_FILE).write_text(json.dumps({"fingerprint": fingerprint, "finished": _now()}))
-    (output / STATUS_FILE).write_text(json.dumps(status, indent=2, default=str))
+        )
+    return code
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -91,19 +77,32 @@ def dataset_status_from_report(report: dict[str, Any], output: Path) -> DatasetB
     )
 
 
-def run_dataset_build(spec: DatasetBuildSpec, src: Path, dst: Path, *, progress: bool = True) -> int:
+def build_dataset_stage(spec: DatasetBuildSpec, src: Path, dst: Path, *, progress: bool = True) -> dict:
+    """Build the dataset (thinktune/data/build.py) and report it; bad input raises InputError, a failed build
+    StageError."""
     from thinktune.data.build import DatasetBuildError, build_dataset
 
     if not src.is_dir():
-        console.print(
-            f"[bold red]error:[/] source directory {src} does not exist (DatasetBuild spec.source.path)"
-        )
-        return contract.EXIT_USAGE
+        raise InputError(f"source directory {src} does not exist (DatasetBuild spec.source.path, or --input)")
+    check_output_dir(dst, "DatasetBuild spec.output.path")
     try:
         report = build_dataset(spec, src, dst, progress=progress)
     except DatasetBuildError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        return contract.EXIT_APP_FAILURE
+        raise StageError(str(e)) from None
+    _dataset_result(report, dst)
+    return report
+
+
+def run_dataset_build(spec: DatasetBuildSpec, src: Path, dst: Path, *, progress: bool = True) -> int:
+    """``thinktune dataset build``: the build without fingerprints (it always builds), as an exit code."""
+    try:
+        build_dataset_stage(spec, src, dst, progress=progress)
+    except (StageError, OSError) as e:
+        return _error(e)
+    return contract.EXIT_OK
+
+
+def _dataset_result(report: dict[str, Any], dst: Path) -> None:
     status = dataset_status_from_report(report, dst)
     c = status.counts
     contract.write_termination_message(
@@ -113,43 +112,114 @@ def run_dataset_build(spec: DatasetBuildSpec, src: Path, dst: Path, *, progress:
         f"[green]dataset[/] {dst}: {c.samples} samples — train {c.train} / val {c.val} / test {c.test}; "
         f"{c.rejects} rejected (rejects.jsonl), {c.warnings} warnings; report: {dst / 'report.md'}"
     )
-    return 0
+
+
+def dataset_inputs(r: LoadedResource) -> fp.Inputs:
+    spec = r.resource.spec
+    dump = spec.model_dump(mode="json", by_alias=True)
+    return fp.Inputs(
+        spec=fp.spec_fields(dump, drop=("source", "output", "pod", "resources", "workers")),
+        data=fp.hash_files(r.resolve(spec.source.path)),
+    )
+
+
+def _skipped(what: str, d: fp.Decision, out: Path, again: str) -> None:
+    console.print(f"{what}: skipped — {d.why} ({out}); {again}", style="dim", highlight=False)
 
 
 def _stage_dataset(r: LoadedResource, *, progress: bool, force: bool) -> Path:
     spec = r.resource.spec
     src, dst = r.resolve(spec.source.path), r.resolve(spec.output.path)
-    fp = _fingerprint(spec.model_dump_json(), [src])
-    if not force and _up_to_date(dst, fp):
-        console.print(f"[dim]DatasetBuild/{r.name}: up to date ({dst})[/]")
+    inputs = dataset_inputs(r)
+    d = fp.decide(dst, inputs, force=force)
+    if d.action == "skip" and (dst / "report.json").is_file():
+        _skipped(f"DatasetBuild/{r.name}", d, dst, "pass --force to build it again")
+        _dataset_result(json.loads((dst / "report.json").read_text()), dst)
         return dst
     console.rule(f"DatasetBuild/{r.name}")
-    rc = run_dataset_build(spec, src, dst, progress=progress)
-    if rc != contract.EXIT_OK:
-        raise (InputError if rc == contract.EXIT_USAGE else StageError)(
-            f"DatasetBuild/{r.name} failed (exit {rc})"
-        )
+    if d.has_previous:
+        console.print(f"DatasetBuild/{r.name}: rebuilding in place — {'; '.join(d.changes)}", highlight=False)
+    try:
+        build_dataset_stage(spec, src, dst, progress=progress)
+    except (StageError, OSError) as e:
+        _failed(dst, e)
+        raise
     report = json.loads((dst / "report.json").read_text())
-    _mark_done(dst, fp, dataset_status_from_report(report, dst).model_dump(mode="json", by_alias=True))
+    fp.record_finished(
+        dst, inputs, dataset_status_from_report(report, dst).model_dump(mode="json", by_alias=True)
+    )
     return dst
 
 
 # ------------------------------------------------------------------------------------------------------------
 # FineTuneJob
 
+# spec fields that change the trained weights (the rest — pods, resources, node counts, monitoring, evaluation,
+# restart budgets — do not: the planner keeps the global batch whatever the hardware)
+TRAINING_INPUTS = ("template", "enableThinking", "finetuning", "training")
+
+
+def job_inputs(job: ResolvedJob) -> fp.Inputs:
+    dump = job.resource.spec.model_dump(mode="json", by_alias=True)
+    files = ["dataset_info.json"] + [
+        p.name for p in (job.dataset.split("train"), job.dataset.split("val")) if p
+    ]
+    return fp.Inputs(
+        spec=fp.spec_fields(dump, keep=TRAINING_INPUTS),
+        data=fp.hash_files(job.dataset.dir, files),
+        model=fp.hash_model(job.model),
+    )
+
+
+# how long the other pods of a gang wait for node rank 0 to set up the output directory
+GANG_SETUP_WAIT_S = float(os.environ.get("THINKTUNE_GANG_SETUP_WAIT_S", "600"))
+
+
+def _wait_for_node_rank_0(out: Path, inputs: fp.Inputs) -> None:
+    """Node rank > 0 shares the output directory with node rank 0, which moves a previous run aside: start
+    only once rank 0 recorded these inputs (else LLaMA Factory here could resume a checkpoint that rank 0 is
+    moving away)."""
+    deadline = time.monotonic() + GANG_SETUP_WAIT_S
+    while (fp.started_record(out) or {}).get("fingerprint") != inputs.fingerprint:
+        if time.monotonic() > deadline:
+            raise StageError(
+                f"node rank 0 did not record the inputs of this run in {out / fp.INPUTS_FILE} within "
+                f"{GANG_SETUP_WAIT_S:.0f}s (THINKTUNE_GANG_SETUP_WAIT_S); is it running with the same spec?"
+            )
+        time.sleep(1)
+
 
 def _stage_finetune(job: ResolvedJob, *, progress: bool, force: bool) -> None:
     from thinktune.train.job import train_job
 
-    out, spec = job.output_dir, job.resource.spec
-    model_path = Path(job.model)
-    inputs = [job.dataset.dir] + ([model_path] if model_path.exists() else [])
-    fp = _fingerprint(spec.model_dump_json() + job.model, inputs)
-    if not force and _up_to_date(out, fp):
-        console.print(f"[dim]FineTuneJob/{job.name}: up to date ({out})[/]")
+    out, what = job.output_dir, f"FineTuneJob/{job.name}"
+    inputs = job_inputs(job)
+    d = fp.decide(out, inputs, force=force, resumable=True)
+    if d.action == "skip":
+        _skipped(what, d, out, "pass --force to train again (the finished run is kept under previous/)")
+        if job.writes_job_results:
+            _train_result_again(job)
         return
-    console.rule(f"FineTuneJob/{job.name}" + (f" (node rank {job.node_rank})" if job.node_rank else ""))
-    report = train_job(job, progress=progress)
+    console.rule(what + (f" (node rank {job.node_rank})" if job.node_rank else ""))
+    check_output_dir(out, f"{what} spec.output.path")
+    if not job.writes_job_results:
+        _wait_for_node_rank_0(out, inputs)
+    elif d.action == "resume":
+        console.print(f"{what}: resuming — {d.why}", highlight=False)
+    elif d.has_previous:
+        moved = fp.move_previous(out)
+        console.print(
+            f"{what}: starting fresh — {'; '.join(d.changes)}; the previous run moved to {moved}",
+            highlight=False,
+        )
+    if job.writes_job_results:
+        fp.record_started(out, inputs)
+    try:
+        report = train_job(job, progress=progress)
+    except (StageError, OSError) as e:
+        if job.writes_job_results:
+            _failed(out, e)
+        raise
     if not job.writes_job_results:
         console.print(
             f"[green]training finished[/] on node rank {job.node_rank}; node rank 0 writes the results"
@@ -159,24 +229,31 @@ def _stage_finetune(job: ResolvedJob, *, progress: bool, force: bool) -> None:
     plan = contract.PlanSummary.model_validate(status["plan"])
     if job.evaluation.enabled:
         status.setdefault("metrics", {}).update(_evaluate_after_training(job, plan))
-    _mark_done(out, fp, status)
-    finished_training(job, report, plan)
+    fp.record_finished(out, inputs, status)
+    finished_training(job, status, report.get("adapter_path"))
 
 
-def finished_training(job: ResolvedJob, report: dict[str, Any], plan: contract.PlanSummary) -> None:
+def _train_result_again(job: ResolvedJob) -> None:
+    """A skipped job still reports its result: on a pod the operator reads it from the termination message."""
+    status = fp.read_json(job.output_dir / fp.STATUS_FILE) or {}
+    report = fp.read_json(job.output_dir / "report.json") or {}
+    if status.get("plan"):
+        finished_training(job, status, report.get("adapter_path"))
+
+
+def finished_training(job: ResolvedJob, status: dict[str, Any], adapter_path: str | None) -> None:
     """The job-level result of a finished training (node rank 0): the termination message and one line."""
-    status = report["status"]
     contract.write_termination_message(
         contract.TrainResult(
-            adapter_path=report.get("adapter_path"),
+            adapter_path=adapter_path,
             metrics=status.get("metrics") or {},
             oom_retries=(status.get("restarts") or {}).get("oom") or 0,
-            plan=plan,
+            plan=contract.PlanSummary.model_validate(status["plan"]),
             report_path=str(job.output_dir / "report.json"),
         )
     )
     console.print(
-        f"[green]training finished[/]: adapter {report.get('adapter_path', job.output_dir)}; "
+        f"[green]training finished[/]: adapter {adapter_path or job.output_dir}; "
         f"report: {job.output_dir / 'report.md'}"
     )
 
@@ -197,20 +274,51 @@ def _evaluate_after_training(job: ResolvedJob, plan: contract.PlanSummary) -> di
 # ------------------------------------------------------------------------------------------------------------
 # ModelExport
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def export_inputs(export: ResolvedExport) -> fp.Inputs:
+    dump = export.resource.spec.model_dump(mode="json", by_alias=True)
+    ds = export.dataset
+    data = fp.hash_files(export.adapter_dir, ADAPTER_FILES)
+    if ds is not None:
+        files = ["dataset_info.json"] + [p.name for p in (ds.split("train"), ds.split("test")) if p]
+        data += ":" + fp.hash_files(ds.dir, files)
+    return fp.Inputs(
+        spec=fp.spec_fields(
+            dump, drop=("output", "pod", "resources", "adapter", "fineTuneJobRef", "baseModel")
+        ),
+        data=data,
+        model=fp.hash_model(export.base_model),
+    )
+
 
 def _stage_export(r: LoadedResource, *, jobs: dict[str, ResolvedJob], progress: bool, force: bool) -> None:
     from thinktune.export.pipeline import export_model
 
     export = resolve_export(r, jobs=jobs)
-    out = export.output_dir
-    fp = _fingerprint(r.resource.spec.model_dump_json(), [export.adapter_dir])
-    if not force and _up_to_date(out, fp):
-        console.print(f"[dim]ModelExport/{r.name}: up to date ({out})[/]")
+    out, what = export.output_dir, f"ModelExport/{r.name}"
+    inputs = export_inputs(export)
+    d = fp.decide(out, inputs, force=force)
+    status = fp.read_json(out / fp.STATUS_FILE) or {}
+    if d.action == "skip" and status.get("phase") == "Succeeded":
+        _skipped(what, d, out, "pass --force to export again")
+        _export_result(out, status)
         return
-    console.rule(f"ModelExport/{r.name}")
-    report = export_model(export, progress=progress)
-    status = report["status"]
-    _mark_done(out, fp, status)
+    console.rule(what)
+    check_output_dir(out, f"{what} spec.output.path")
+    if d.has_previous:
+        console.print(f"{what}: exporting again in place — {'; '.join(d.changes)}", highlight=False)
+    try:
+        report = export_model(export, progress=progress)
+    except (StageError, OSError) as e:
+        _failed(out, e)
+        raise
+    fp.record_finished(out, inputs, report["status"])
+    _export_result(out, report["status"])
+
+
+def _export_result(out: Path, status: dict[str, Any]) -> None:
     contract.write_termination_message(
         contract.ExportResult(artifacts=status.get("artifacts") or [], report_path=status.get("reportPath"))
     )
@@ -261,11 +369,6 @@ class _Pool:
         return {ref.name: self.job(ref.name)} if ref is not None and ref.name in self.job_crs else {}
 
 
-def _error(e: Exception) -> int:
-    console.print(f"[bold red]error:[/] {e}")
-    return e.exit_code if isinstance(e, StageError) else contract.EXIT_USAGE
-
-
 def run_path(
     path: Path,
     *,
@@ -278,7 +381,7 @@ def run_path(
     try:
         loaded = load_path(path)
     except ResourceError as e:
-        return _error(e)
+        return _error(InputError(str(e)))
     pool = _Pool(path, loaded, only_kind=only_kind, model_override=model_override, dataset_dir=dataset_dir)
     started = time.monotonic()
     try:
@@ -291,7 +394,7 @@ def run_path(
                 _stage_finetune(pool.job(r.name), progress=progress, force=force)
             elif r.kind == "ModelExport":
                 _stage_export(r, jobs=pool.jobs_for(r), progress=progress, force=force)
-    except StageError as e:
+    except (StageError, OSError) as e:
         # a TrainingFailed carries the worker's exit code (75 = GPU failure): the operator tells infrastructure
         # from application failures by it, so it reaches the pod's exit status unchanged
         return _error(e)
@@ -309,6 +412,8 @@ def run_evaluate(path: Path, *, model_override: str | None = None) -> int:
         pool = _Pool(path, loaded, only_kind="FineTuneJob", model_override=model_override, dataset_dir=None)
         for r in loaded:
             evaluate_job(pool.job(r.name))
-    except (ResourceError, StageError) as e:
+    except ResourceError as e:
+        return _error(InputError(str(e)))
+    except (StageError, OSError) as e:
         return _error(e)
     return contract.EXIT_OK

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from thinktune import contract
-from thinktune.errors import TrainingFailed
+from thinktune.errors import InputError, TrainingFailed
 from thinktune.hardware import detect_hardware, installed_packages
-from thinktune.resolve import ResolvedJob
+from thinktune.progress import step
+from thinktune.qwen_tokenizer import load_tokenizer
+from thinktune.resolve import ResolvedDataset, ResolvedJob, check_model_available
 from thinktune.spec import FineTuneJobStatus
+from thinktune.train.lengths import REJECTS_FILE, count_lengths, enforce_cutoff
 from thinktune.train.memory import ModelShape
 from thinktune.train.planner import DatasetFacts, Plan, WorldInfo, plan, write_plan_files
 
@@ -43,39 +47,62 @@ def train_job(
     output_dir = job.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    from thinktune.train.launcher import find_last_checkpoint
-
-    if find_last_checkpoint(output_dir) is None and (output_dir / "adapter_model.safetensors").is_file():
-        # LLaMA Factory refuses a non-empty output_dir without checkpoints ("Please set overwrite_output_dir"),
-        # and overwriting would throw away a finished adapter: reuse its report, or say what to do.
-        done = output_dir / "report.json"
-        if done.is_file():
-            prev = json.loads(done.read_text())
-            if prev.get("outcome") == "Succeeded":
-                log(f"[job] {output_dir} already holds a finished adapter (no checkpoints left); keeping it")
-                return prev
-        raise FileExistsError(
-            f"{output_dir} holds an adapter but no checkpoint-N to resume from; choose a new "
-            "output.path or remove the directory"
+    done = output_dir / "report.json"
+    if done.is_file() and json.loads(done.read_text()).get("outcome") == "Succeeded":
+        # LLaMA Factory would "resume" from the last checkpoint and train nothing. The runner
+        # (thinktune/runner.py) never gets here: it skips a finished job or moves it aside first.
+        raise InputError(
+            f"{output_dir} holds a finished training run; `thinktune train` skips it when its inputs are "
+            "unchanged and moves it to previous/ when they changed (or with --force); to keep both, choose a "
+            "new output.path"
         )
-    ds = job.dataset
-    dataset_dir, ds_name, has_val, ds_size = ds.dir, ds.name, ds.has_val, ds.train_samples
+    what = f"FineTuneJob/{job_name}"
+    check_model_available(job.model, where=f"{what} spec.model.nameOrPath")
     model_path = job.model
     model_info = ModelShape.guess(model_path)
     hw = detect_hardware(output_dir)
     run_env = dict(os.environ)
     run_env.update(env or {})
     world = WorldInfo.from_env(spec, gpus_per_node=hw.gpu_count, env=run_env)
-    p: Plan = plan(
-        spec,
-        hw,
-        model=model_info,
-        world=world,
-        dataset=DatasetFacts(dir=str(dataset_dir), name=ds_name, size=ds_size, has_val=has_val),
-        model_path=model_path,
-        output_dir=str(output_dir),
-        packages=installed_packages(),
+    with step(f"counting the dataset's tokens with the tokenizer of {model_path}"):
+        lengths = count_lengths(job.dataset, load_tokenizer(model_path))
+
+    def make_plan(ds: ResolvedDataset, longest: int) -> Plan:
+        facts = DatasetFacts(
+            dir=str(ds.dir), name=ds.name, size=ds.train_samples, has_val=ds.has_val, longest_sample=longest
+        )
+        return plan(
+            spec,
+            hw,
+            model=model_info,
+            world=world,
+            dataset=facts,
+            model_path=model_path,
+            output_dir=str(output_dir),
+            packages=installed_packages(),
+        )
+
+    p: Plan = make_plan(job.dataset, lengths.longest)
+    ds = enforce_cutoff(
+        job.dataset,
+        lengths,
+        p.cutoff_len,
+        policy=spec.training.overlong_samples,
+        output_dir=output_dir,
+        what=what,
     )
+    length_report = lengths.summary(p.cutoff_len)
+    if ds is not job.dataset:
+        dropped = length_report["over_cutoff"]
+        log(
+            f"[job] overlongSamples: drop: {sum(dropped.values())} samples over cutoffLen {p.cutoff_len} dropped "
+            f"({dropped}); listed in {output_dir / REJECTS_FILE}; training reads {ds.dir}"
+        )
+        length_report.update(dropped_to=str(output_dir / REJECTS_FILE), dataset_dir=str(ds.dir))
+        p = make_plan(
+            ds, max((n for v in lengths.per_split.values() for n in v if n <= p.cutoff_len), default=0)
+        )
+    dataset_dir, ds_name, has_val, ds_size = job.dataset.dir, ds.name, ds.has_val, ds.train_samples
     write_plan_files(p, output_dir)
     log(
         f"[plan] {p.strategy} · {p.precision} · {p.method} · micro-batch {p.micro_batch_size} x accum "
@@ -142,6 +169,7 @@ def train_job(
         "exit_code": res.returncode,
         "world": world.model_dump(),
         "dataset": {"dir": str(dataset_dir), "name": ds_name, "train_samples": ds_size, "has_val": has_val},
+        "token_lengths": length_report,
         "model": {"path": model_path, **model_info.model_dump()},
     }
     phase = "Succeeded" if ok else "Failed"
@@ -183,7 +211,27 @@ def train_job(
         why = (
             "OOM retries exhausted" if outcome.exhausted else f"worker exit {res.returncode} ({res.outcome})"
         )
+        cause = worker_error(res)
+        if cause:
+            why += f": {cause}"
         raise TrainingFailed(
             f"FineTuneJob/{job_name} failed: {why}; log {res.log_path}", exit_code=code, report=report
         )
     return report
+
+
+_ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b.*:\s*\S")
+
+
+def worker_error(res) -> str | None:
+    """The worker's own words for its failure: its termination message, else the last error line of its
+    log (what the user would otherwise dig out of logs/attempt-N.log)."""
+    term = res.termination
+    if isinstance(term, contract.FailureMessage) and (term.message or term.detail):
+        lines = [ln.strip() for ln in (term.message or term.detail).splitlines() if ln.strip()]
+        if lines:
+            return lines[-1][:300]
+    for line in reversed(res.tail):
+        if _ERROR_LINE.search(line) and "@@thinktune" not in line:
+            return line.strip()[:300]
+    return None

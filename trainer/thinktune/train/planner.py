@@ -106,6 +106,7 @@ class DatasetFacts(BaseModel):
     name: str = "thinktune"  # dataset_info.json holds NAME_train (and NAME_val)
     size: int | None = None  # training samples, when known: sets total steps and intervals
     has_val: bool = True
+    longest_sample: int | None = None  # tokens of the longest train/val sample (thinktune/train/lengths.py)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -195,6 +196,7 @@ class Planning:
     lora_rank: int = 16
     lora_alpha: int = 32
     cutoff: int = 2048
+    longest_sample: int | None = None
     liger: bool = False
     per_rank: int = 1
     strategy: str = "single"
@@ -359,13 +361,20 @@ def decide_lora(c: Planning) -> Decision[tuple[int, int]]:
 
 def decide_cutoff(c: Planning) -> Decision[int]:
     cutoff, ctx = c.spec.training.cutoff_len, c.model.max_position_embeddings
+    explicit = "cutoff_len" in c.spec.training.model_fields_set
+    if not explicit and c.longest_sample:
+        # unset: as long as the longest sample, rounded up to 256 (shorter sequences, larger micro-batches)
+        cutoff = max(256, -(-c.longest_sample // 256) * 256)
+        source = f"the longest training sample ({c.longest_sample} tokens) rounded up to 256"
+    else:
+        source = "spec.training.cutoffLen" if explicit else "the default"
     warn = ()
     if cutoff > ctx:
         warn = (f"cutoffLen {cutoff} exceeds the model's context ({ctx}); using {ctx}.",)
         cutoff = ctx
     expl = (
-        f"cutoff_len {cutoff}: samples are validated against it when the dataset is built (LLaMA "
-        "Factory would otherwise truncate the answer tail).",
+        f"cutoff_len {cutoff} ({source}): every train/val sample is counted against it before training and "
+        "a longer one fails the job or is dropped (overlongSamples), never truncated.",
     )
     return Decision(cutoff, expl, warn)
 
@@ -741,6 +750,7 @@ def plan(
         {**TRAINER_IMAGE_PACKAGES, **{k: bool(v) for k, v in (packages or {}).items()}},
     )
     ds = dataset or DatasetFacts()
+    c.longest_sample = ds.longest_sample
     device = c.take(decide_device(c))
     c.precision = c.take(decide_precision(c))
     c.method, c.quant_bit = c.take(decide_method(c))
