@@ -131,3 +131,45 @@ def test_hadolint():
             text=True,
         )
         assert r.returncode == 0, r.stdout
+
+
+CHECK = (ROOT / "images" / "check-outside-container.sh").read_text()
+
+
+def test_outside_container_check_runs_the_dockerfiles_own_commands():
+    """images/check-outside-container.sh must run what the Dockerfiles run, not a paraphrase: every uv sync of
+    the operator image, the trainer's uv export flags and requirement split, and the import check."""
+    for cmd in re.findall(r"(uv sync [^\\\n&]+?)\s*(?:\\|&&|\n)", OP):
+        assert cmd.strip() in CHECK, cmd
+    assert "import thinktune_operator.main, thinktune.spec, sys; assert 'torch' not in sys.modules" in CHECK
+    export = re.search(r"uv export (--frozen --no-dev \$\{EXTRAS\} [^-]*--no-emit-project[^;]*?) -o", TR)
+    assert export and f"uv export {export.group(1)}" in CHECK
+    for pattern in re.findall(r"grep -v?E '([^']+)'", TR):
+        assert f"'{pattern}'" in CHECK, pattern
+    entry = re.search(r"^CMD \[(.+)\]$", OP, re.M).group(1)
+    assert all(arg.strip('" ').split("=")[0] in CHECK for arg in entry.split(",")), entry
+
+
+@pytest.mark.skipif(shutil.which("uv") is None, reason="uv not on PATH")
+def test_trainer_requirement_split_as_the_dockerfile_does_it(tmp_path):
+    """The trainer Dockerfile's export + grep split, run offline from uv.lock: torch family alone (for the CUDA
+    index), deepspeed/gptqmodel late, and nothing in both."""
+    all_txt = tmp_path / "all.txt"
+    r = subprocess.run(
+        "uv export --frozen --no-dev --extra trainer --extra deepspeed --extra gptq --no-emit-project --no-hashes "
+        f"--format requirements-txt -o {all_txt} >/dev/null",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = all_txt.read_text().splitlines()
+    torch = [re.sub(r" *;.*", "", x) for x in lines if re.match(r"^(torch|torchvision|torchaudio)==", x)]
+    late = [re.sub(r" *;.*", "", x) for x in lines if re.match(r"^(deepspeed|gptqmodel)==", x)]
+    rest = [x for x in lines if not re.match(r"^(torch|torchvision|torchaudio|deepspeed|gptqmodel)==", x)]
+    assert sorted(p.split("==")[0] for p in torch) == ["torch", "torchaudio", "torchvision"]
+    assert sorted(p.split("==")[0] for p in late) == ["deepspeed", "gptqmodel"]
+    assert not any(re.match(r"^(torch|deepspeed|gptqmodel)==", x) for x in rest)
+    assert any(x.startswith("llamafactory==") for x in rest)
