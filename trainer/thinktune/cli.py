@@ -241,7 +241,10 @@ def evaluate(
 @review_app.command("export")
 def review_export(
     predictions: Annotated[Path, typer.Argument(help="predictions.jsonl written by `thinktune evaluate`.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Sheet to write (.csv or .jsonl).")],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="Sheet to write (.csv, .jsonl, or .json: Label Studio tasks)."),
+    ],
     reviewer: Annotated[list[str] | None, typer.Option(help="Reviewer name (repeat for several).")] = None,
 ) -> None:
     """Write a review sheet: each answer with empty accuracy/fluency/professionalism (1-5) and comment columns."""
@@ -253,9 +256,30 @@ def review_export(
     )
 
 
+@review_app.command("serve")
+def review_serve(
+    predictions: Annotated[Path, typer.Argument(help="predictions.jsonl written by `thinktune evaluate`.")],
+    store: Annotated[
+        Path | None, typer.Option(help="SQLite file the scores go to (default: review.sqlite beside it).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8765,
+) -> None:
+    """Expert review page: score answers 1-5, rubric, comment, blind A/B vs the base model; saved as given."""
+    from thinktune.evaluate.review_server import serve
+
+    raise typer.Exit(
+        serve(predictions, store or predictions.with_name("review.sqlite"), host=host, port=port)
+    )
+
+
 @review_app.command("import")
 def review_import(
-    sheet: Annotated[Path, typer.Argument(help="Filled-in review sheet.")],
+    sheet: Annotated[
+        Path, typer.Argument(help="Filled-in review sheet, or the review page's review.sqlite.")
+    ],
     threshold: Annotated[float, typer.Option(help="Scores below this are flagged.")] = 3.0,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Directory for the summary.")] = None,
 ) -> None:

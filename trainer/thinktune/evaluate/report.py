@@ -48,15 +48,15 @@ def example_score(scores: dict[str, Any]) -> float:
 
 def pick_examples(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Best, worst and typical (median) records of predictions.jsonl by :func:`example_score`, each at most
-    once (fewer when there are fewer than three samples), as {"label", "score", **record}."""
-    ranked = sorted(range(len(records)), key=lambda i: (example_score(records[i]["scores"]), i))
+    once (fewer when there are fewer than three samples), as {"label", "score", **record}. Drawn from the
+    samples the base model answered too when there are any, so every example shows both models."""
+    pool = [r for r in records if "base" in r] or records
+    ranked = sorted(range(len(pool)), key=lambda i: (example_score(pool[i]["scores"]), -i))
     picks: list[tuple[str, int]] = []
     for label, idx in (("best", -1), ("worst", 0), ("typical", len(ranked) // 2)):
         if ranked and ranked[idx] not in {i for _, i in picks}:
             picks.append((label, ranked[idx]))
-    return [
-        {"label": label, "score": example_score(records[i]["scores"]), **records[i]} for label, i in picks
-    ]
+    return [{"label": label, "score": example_score(pool[i]["scores"]), **pool[i]} for label, i in picks]
 
 
 def _cell(text: str) -> str:
@@ -273,7 +273,15 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
             "## Examples",
             "",
             "Best, worst and typical (median) test samples by the mean of answer ROUGE-L, answer character "
-            f"accuracy and term accuracy; every sample is in `{Path(report['predictions']).name}`.",
+            "accuracy and term accuracy"
+            + (", among those the base model answered too" if report.get("baseComparison") else "")
+            + f"; every sample is in `{Path(report['predictions']).name}`."
+            + (
+                " All samples score the same, so best and worst say nothing here."
+                if len({round(e["score"], 6) for e in report["examples"]}) == 1
+                and len(report["examples"]) > 1
+                else ""
+            ),
             "",
         ]
         for ex in report["examples"]:

@@ -356,6 +356,15 @@ def prediction_records(
     return records
 
 
+def write_predictions(records: list[dict[str, Any]], path: Path) -> Path:
+    """predictions.jsonl: one record of :func:`prediction_records` per line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    return path
+
+
 class _progress:
     """A rich progress bar when asked for; a no-op counter otherwise."""
 
@@ -418,8 +427,7 @@ def evaluate_model(
         metrics, spec.thresholds, per_term=res["perTerm"], generation=res["generation"], job=job
     )
     records = prediction_records(samples, res["predictions"], res["perSample"], base)
-    with (output_dir / PREDICTIONS).open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    write_predictions(records, output_dir / PREDICTIONS)
     chart = write_chart(metrics, output_dir / CHART)
     comparison = None
     if base:
