@@ -215,7 +215,9 @@ class Planning:
     @property
     def usable(self) -> float:
         if self.on_gpu:
-            return usable_gib(self.hw.min_gpu_total_gib)
+            card = usable_gib(self.hw.min_gpu_total_gib)
+            budget = self.spec.training.memory_budget_gib
+            return min(card, budget) if budget else card
         return max(1.0, self.hw.ram_total_gib * 0.8 / max(1, self.world.nproc_per_node))
 
     def shape(

@@ -40,6 +40,22 @@ def ensure_torchaudio_importable() -> None:
         sys.modules["torchaudio"] = stub
 
 
+def cap_gpu_memory(budget_gib: float | None) -> float | None:
+    """spec.training.memoryBudgetGiB as PyTorch's per-process cap on this rank's GPU: going over it is a CUDA OOM,
+    which the trainer turns into a retry with a smaller micro-batch. Returns the fraction set (None: no cap)."""
+    if not budget_gib:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    dev = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+    total = torch.cuda.get_device_properties(dev).total_memory / 2**30
+    fraction = min(1.0, budget_gib / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, dev)
+    return fraction
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -57,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     callback = None
     try:
+        cap_gpu_memory(cfg.get("memory_budget_gib"))
         ensure_torchaudio_importable()
         from llamafactory.train.tuner import run_exp
 
