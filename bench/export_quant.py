@@ -1,13 +1,18 @@
-"""Benchmark of the export stage's quantization + verification: for each variant, time to quantize, size on disk,
-perplexity increase vs the merged model, top-1 token agreement, and logit error.
+"""Benchmark of the export stage's quantization + verification (auto-round -> compressed-tensors / GPTQ format):
+for each variant, time to quantize, size on disk, and the verification figures against the merged model
+(perplexity increase, top-1 agreement, Chinese round-trip, term accuracy, warnings).
 
-Default: the tiny random Qwen3 + a LoRA adapter trained for a few steps (CPU, ~2 minutes) -- this measures the
-machinery (cost, format, ordering int8 < int4), not model quality; a random model's perplexity is ~vocab size.
-With ``--merged DIR --test FILE`` it measures a real merged model (use a GPU machine for 4B).
+Default: the tiny random Qwen3 (hidden 128, so group 128 applies as on a real model) + a LoRA adapter trained
+for a few steps (CPU) -- this measures the machinery (cost, format, int8 < int4 < 2-bit ordering), not model
+quality; a random model's perplexity is ~vocab size. With ``--merged DIR --test FILE`` it measures a real merged
+model (calibration from the ``train.json`` next to the test file; use a GPU for 4B, or bench/export_gpu.py).
 
     uv run --no-sync python bench/export_quant.py --out bench/export_quant.json
     uv run --no-sync python bench/export_quant.py --merged out/export/merged --test out/dataset/test.json \
-        --variants rtn-8-128,rtn-4-128,gptq-4-128 --samples 32 --out bench/export_quant_4b.json
+        --variants int8,int4,gptq:iterations=200:calibration_samples=128 --samples 32 --out /tmp/q.json
+
+A variant is ``method[:field=value...]`` with QuantizeSpec's field names (``gptq:bits=8:group_size=64``); ``bits=2``
+(not allowed in a spec) makes the deliberately broken variant verification must catch.
 """
 
 from __future__ import annotations
@@ -25,61 +30,38 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("AR_LOG_LEVEL", "WARNING")
+
+DEFAULT_VARIANTS = (
+    "int8,int4,int4:group_size=32,"
+    "gptq:iterations=50:calibration_samples=32:calibration_seq_len=256,"
+    "gptq:iterations=50:calibration_samples=32:calibration_seq_len=256:format=gptq,"
+    "gptq:iterations=20:calibration_samples=16:calibration_seq_len=256:bits=2:name=gptq-int2-broken"
+)
 
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _weights_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.glob("*.safetensors"))
+def parse_variant(text: str):
+    """(QuantizeSpec, bits override) from ``method[:k=v...]``."""
+    from thinktune.spec import QuantizeSpec
 
-
-def _linear_bytes(path: Path) -> int | None:
-    """Bytes of the quantized Linear weights (rtn: qweight + scales + zeros); None for other formats."""
-    from safetensors import safe_open
-
-    f = path / "model.safetensors"
-    if not (path / "rtn_config.json").is_file() or not f.is_file():
-        return None
-    total = 0
-    with safe_open(str(f), framework="pt") as st:
-        for k in st.keys():
-            if k.endswith((".qweight", ".scales", ".zeros")):
-                t = st.get_slice(k)
-                n = 1
-                for d in t.get_shape():
-                    n *= d
-                total += n * {"U8": 1, "F16": 2, "BF16": 2, "F32": 4}[t.get_dtype()]
-    return total
-
-
-def _merged_linear_bytes(path: Path) -> int:
-    """Bytes of the Linear weights rtn quantizes (every 2-D *_proj weight) in the merged model."""
-    from safetensors import safe_open
-
-    total = 0
-    for f in path.glob("*.safetensors"):
-        with safe_open(str(f), framework="pt") as st:
-            for k in st.keys():
-                if k.endswith("_proj.weight"):
-                    t = st.get_slice(k)
-                    n = 1
-                    for d in t.get_shape():
-                        n *= d
-                    total += n * {"U8": 1, "F16": 2, "BF16": 2, "F32": 4}[t.get_dtype()]
-    return total
+    method, *pairs = text.split(":")
+    fields = dict(p.split("=", 1) for p in pairs)
+    bits = int(fields.pop("bits")) if "bits" in fields else None
+    spec_bits = bits if bits in (4, 8) and method == "gptq" else None
+    if bits == 2 and "name" not in fields:
+        fields["name"] = f"{method}-int2"
+    return QuantizeSpec(method=method, bits=spec_bits, **fields), bits
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--merged", help="merged model dir (default: build the tiny model + adapter and merge)")
     ap.add_argument("--test", help="test split (default: the tiny dataset)")
-    ap.add_argument(
-        "--variants",
-        default="rtn-8-128,rtn-4-128,rtn-8-32,rtn-4-32,rtn-4--1",
-        help="method-bits-group, comma separated (group -1 = per channel)",
-    )
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma separated, see the module docstring")
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--out", default="bench/export_quant.json")
@@ -87,9 +69,10 @@ def main() -> int:
 
     import torch
     from thinktune.evaluate.metrics import load_samples
-    from thinktune.export.quantize import calibration_texts, quantize, variant_name
+    from thinktune.export.quantize import calibration_batches, quantize
     from thinktune.export.verify import verify_variants
     from thinktune.spec import VerifySpec
+    from transformers import AutoTokenizer
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     t0 = time.monotonic()
@@ -112,34 +95,37 @@ def main() -> int:
         setup["model"] = "tiny random Qwen3 (hidden 128, 2 layers, intermediate 256, vocab 151936) + LoRA r8"
     setup["setup_s"] = round(time.monotonic() - t0, 2)
     samples = load_samples(test, limit=args.samples)
-    calib = None
+    tok = AutoTokenizer.from_pretrained(str(merged))
     rows, variants = [], []
-    for spec in args.variants.split(","):
-        method, bits, group = spec.split("-", 2)
-        bits, group = int(bits), int(group)
-        name = f"{variant_name(method, bits)}-g{group}"
-        dst = work / name
-        if method == "gptq" and calib is None:
-            calib = calibration_texts(load_samples(train), 128)
-        t = time.monotonic()
+    for text in args.variants.split(","):
+        q, bits = parse_variant(text)
+        name = q.variant_name()
+        calib = stats = None
+        if q.method == "gptq":
+            calib, stats = calibration_batches(
+                load_samples(train), tok, q.calibration_samples, q.calibration_seq_len
+            )
         try:
-            quantize(method, merged, dst, bits=bits, group_size=group, calibration=calib)
+            info = quantize(q, merged, work / name, calibration=calib, bits=bits)
         except Exception as e:  # noqa: BLE001 - record and go on
-            rows.append({"variant": name, "error": str(e)})
+            rows.append({"variant": name, "spec": text, "error": f"{type(e).__name__}: {e}"})
             continue
         rows.append(
             {
                 "variant": name,
-                "method": method,
-                "bits": bits,
-                "group_size": group,
-                "quantize_s": round(time.monotonic() - t, 2),
-                "size_bytes": _size(dst),
-                "weights_bytes": _weights_size(dst),
-                "quantized_linear_bytes": _linear_bytes(dst),
+                "spec": text,
+                "method": q.method,
+                "format": q.format,
+                "bits": info["bits"],
+                "group_size": info["group_size"],
+                "iterations": info["iterations"],
+                "calibration": stats,
+                "quantize_s": info["seconds"],
+                "size_bytes": _size(work / name),
+                "weights_bytes": sum(p.stat().st_size for p in (work / name).glob("*.safetensors")),
             }
         )
-        variants.append({"name": name, "path": str(dst)})
+        variants.append({"name": name, "path": str(work / name), "info": info})
     t = time.monotonic()
     res = verify_variants(
         str(merged),
@@ -149,24 +135,24 @@ def main() -> int:
         max_new_tokens=args.max_new_tokens,
     )
     verify_s = round(time.monotonic() - t, 2)
+    keys = (
+        "perplexity",
+        "perplexityIncrease",
+        "top1Agreement",
+        "roundTrip",
+        "charAccuracyVsMerged",
+        "termAccuracy",
+        "verified",
+        "warnings",
+    )
     for r in rows:
         v = res["variants"].get(r["variant"])
         if v:
-            r.update(
-                {
-                    k: v.get(k)
-                    for k in (
-                        "perplexity",
-                        "perplexityIncrease",
-                        "top1Agreement",
-                        "charAccuracyVsMerged",
-                        "verified",
-                        "warnings",
-                    )
-                }
-            )
+            r.update({k: v.get(k) for k in keys})
+    from importlib.metadata import version
+
     out = {
-        "what": "export stage: quantize + verify against the merged model (thinktune.export)",
+        "what": "export stage: quantize (auto-round) + verify against the merged model (thinktune.export)",
         "date": datetime.now(UTC).date().isoformat(),
         "command": "uv run --no-sync python " + " ".join(shlex.quote(a) for a in sys.argv),
         "machine": {
@@ -174,25 +160,30 @@ def main() -> int:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "auto-round": version("auto-round"),
+            "compressed-tensors": version("compressed-tensors"),
+            "transformers": version("transformers"),
         },
         "setup": setup,
-        "merged_weights_bytes": _weights_size(merged),
-        "merged_linear_bytes": _merged_linear_bytes(merged),
+        "merged_weights_bytes": sum(p.stat().st_size for p in merged.glob("*.safetensors")),
         "verification": {
             "samples": res["samples"],
             "max_new_tokens": args.max_new_tokens,
             "seconds": verify_s,
             "merged_perplexity": res["merged"]["perplexity"],
+            "merged_term_accuracy": res["merged"]["termAccuracy"],
+            "vllm": res["vllm"],
         },
         "variants": rows,
         "note": (
-            "tiny random model: numbers measure cost and relative degradation, not quality"
+            "tiny random model: numbers measure cost and relative degradation, not quality; its 151936 x 128 "
+            "embedding (not quantized) is most of every checkpoint's size"
             if not args.merged
             else ""
         ),
     }
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(out, indent=2))
+    Path(args.out).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(json.dumps(out, indent=2, ensure_ascii=False))
     return 0
 
 

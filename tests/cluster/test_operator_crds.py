@@ -101,10 +101,10 @@ BAD = [
     ),
     (
         "mex-quantize-without-merge",
-        with_(with_(MEX, "merge", False), "quantize", [{"method": "rtn", "bits": 8}]),
+        with_(with_(MEX, "merge", False), "quantize", [{"method": "int8"}]),
         "quantizing needs merge",
     ),
-    ("mex-bits-3", with_(MEX, "quantize", [{"method": "rtn", "bits": 3}]), "bits"),
+    ("mex-bits-3", with_(MEX, "quantize", [{"method": "gptq", "bits": 3}]), "bits"),
     ("mex-group-size", with_(MEX, "quantize", [{"method": "gptq", "bits": 4, "groupSize": 16}]), "groupSize"),
     ("mex-method-enum", with_(MEX, "quantize", [{"method": "awq", "bits": 4}]), "method"),
     # issue 13: accepted before, failed invisibly at child creation

@@ -502,7 +502,7 @@ def test_dataset_finetune_export_chain(cluster, env, op):
             "metadata": {"name": "export", "namespace": ns},
             "spec": {
                 "fineTuneJobRef": {"name": "train"},
-                "quantize": [{"method": "rtn", "bits": 8}],
+                "quantize": [{"method": "int8"}],
                 "output": {"path": "exports/crypto"},
                 "pod": {"tolerations": tol},
             },
@@ -540,7 +540,7 @@ def test_dataset_finetune_export_chain(cluster, env, op):
         ],
         30,
     )[0]
-    assert "nvidia.com/gpu" not in json.dumps(exp["spec"]["containers"][0]["resources"])  # rtn runs on CPU
+    assert "nvidia.com/gpu" not in json.dumps(exp["spec"]["containers"][0]["resources"])  # int8 runs on CPU
     _complete_pod(
         cluster,
         ns,
@@ -549,8 +549,8 @@ def test_dataset_finetune_export_chain(cluster, env, op):
             artifacts=[
                 ExportArtifact(name="merged", path="/w/exports/crypto/merged", verified=True),
                 ExportArtifact(
-                    name="rtn-int8",
-                    path="/w/exports/crypto/rtn-int8",
+                    name="int8",
+                    path="/w/exports/crypto/int8",
                     verified=True,
                     perplexity=12.5,
                     term_accuracy=0.8,
@@ -563,7 +563,7 @@ def test_dataset_finetune_export_chain(cluster, env, op):
         lambda: (s := status(cluster, ns, "export", "modelexport")).get("phase") == "Succeeded" and s,
         20,
     )
-    assert [a["name"] for a in st["artifacts"]] == ["merged", "rtn-int8"] and st["artifacts"][1][
+    assert [a["name"] for a in st["artifacts"]] == ["merged", "int8"] and st["artifacts"][1][
         "termAccuracy"
     ] == 0.8
 

@@ -304,7 +304,7 @@ def test_modelexport_gpu_only_when_needed():
     assert C.gpu_count(c["resources"]) == 1
     assert c["command"] == ["thinktune", "export", "-f", "/etc/thinktune/cr.yaml"]
     cm, pod, _ = ME.children(
-        mex([{"method": "rtn", "bits": 8}]), CFG, Volume(path="runs/qc"), {"nameOrPath": "Qwen/x"}
+        mex([{"method": "int8"}]), CFG, Volume(path="runs/qc"), {"nameOrPath": "Qwen/x"}
     )
     assert C.gpu_count(pod["spec"]["containers"][0]["resources"]) == 0
     doc = yaml.safe_load(cm["data"]["cr.yaml"])
