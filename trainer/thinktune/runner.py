@@ -41,6 +41,14 @@ def _failed(output: Path, e: BaseException) -> None:
     fp.record_failed(output, str(e), _reason(e))
 
 
+def _located(e: OSError, where: Path) -> OSError:
+    """A write that failed without naming its file (a full disk mid-write) is named after the output it was
+    writing, so the one line says where."""
+    if not e.filename:
+        e.filename = f"writing into {where}"
+    return e
+
+
 def _error(e: BaseException) -> int:
     """One line for an expected failure (``--debug``: with the traceback) and, on a pod, a FailureMessage. A
     message the worker already left (a GPU failure, an OOM, an application error with its traceback tail) is
@@ -89,6 +97,8 @@ def build_dataset_stage(spec: DatasetBuildSpec, src: Path, dst: Path, *, progres
         report = build_dataset(spec, src, dst, progress=progress)
     except DatasetBuildError as e:
         raise StageError(str(e)) from None
+    except OSError as e:
+        raise _located(e, dst) from None
     _dataset_result(report, dst)
     return report
 
@@ -219,6 +229,8 @@ def _stage_finetune(job: ResolvedJob, *, progress: bool, force: bool) -> None:
     except (StageError, OSError) as e:
         if job.writes_job_results:
             _failed(out, e)
+        if isinstance(e, OSError):
+            _located(e, out)
         raise
     if not job.writes_job_results:
         console.print(
@@ -313,6 +325,8 @@ def _stage_export(r: LoadedResource, *, jobs: dict[str, ResolvedJob], progress: 
         report = export_model(export, progress=progress)
     except (StageError, OSError) as e:
         _failed(out, e)
+        if isinstance(e, OSError):
+            _located(e, out)
         raise
     fp.record_finished(out, inputs, report["status"])
     _export_result(out, report["status"])
