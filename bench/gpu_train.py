@@ -16,8 +16,9 @@ Runs (each a fresh process, one after another):
 - ``thinktune``   (c) ``python -m thinktune.cli train`` on a FineTuneJob (globalBatchSize 16): the planner decides.
 - levers, each one change against (c), to find where (c) loses against (b) (bench/NOTES-gpu.md):
   ``lf_thinktune_args`` (c)'s resolved LLaMA Factory arguments run without thinktune's launcher and callback;
-  ``thinktune_dropout0`` finetuning.lora.dropout 0 (the planner's default is 0.05); ``thinktune_packing``
-  training.packing (neat packing); ``thinktune_mb16`` microBatchSize 16.
+  ``thinktune_dropout0`` finetuning.lora.dropout 0 (the default since this bench; was 0.05); ``thinktune_packing``
+  training.packing (neat packing); ``thinktune_mb16`` microBatchSize 16; ``thinktune_budget48`` /
+  ``thinktune_budget24`` training.memoryBudgetGiB 48 / 24 (peak memory must stay under it).
 
 Tokens/s count non-padding tokens only (HF ``include_num_input_tokens_seen: non_padding``; (b) counts its
 attention mask), over the steady steps (the first third skipped). Writes OUT_DIR/gpu-train.json, and
@@ -127,6 +128,9 @@ THINKTUNE_VARIANTS: dict[str, dict[str, Any]] = {
     "thinktune_dropout0": {"finetuning": {"lora": {"dropout": 0.0}}},
     "thinktune_packing": {"training": {"packing": True}},
     "thinktune_mb16": {"training": {"microBatchSize": 16}},
+    # issue 14 item 4: the plan must stay under spec.training.memoryBudgetGiB (the worker caps the allocator)
+    "thinktune_budget48": {"training": {"memoryBudgetGiB": 48}},
+    "thinktune_budget24": {"training": {"memoryBudgetGiB": 24}},
 }
 
 
