@@ -27,6 +27,7 @@ from thinktune.data.leakage import Held, leakage_report
 from thinktune.data.samples import SAMPLE_TYPES, Reject, Sample
 from thinktune.data.split import SPLITS, group_split
 from thinktune.data.teacher import TeacherError, make_teacher
+from thinktune.data.teacher_questions import REJECT_PREFIX, extra_samples
 from thinktune.data.thinking import assess_quality, strip_code
 from thinktune.data.validate import load_length_tokenizer, render_chat, structural_problems, token_lengths
 from thinktune.data.writer import dataset_info, plots, report_markdown, write_json, write_jsonl
@@ -201,6 +202,7 @@ def build_dataset(
         errors.extend(r.errors)
         warnings.extend(r.warnings)
 
+    authored = samples  # every sample the documents gave, before dedup: whose questions the author asked
     # de-duplication first (before splitting, and before the costly steps: teacher generation, token count):
     # source thinking wins over generated, then document order. Keys are the answers (dedup_text), not the
     # reasoning.
@@ -229,9 +231,13 @@ def build_dataset(
         unique = ordered
     unique.sort(key=lambda s: (s.source_file, s.source_line, s.style))
     samples = unique
+    # chunks the teacher may ask extra questions about: the section texts that survived dedup (even when
+    # the teacher's own thinking for the section sample is rejected below, its text is still the author's)
+    chunks = [s for s in samples if s.style == "section"]
     t_dedup = time.perf_counter()
 
     # teacher-model thinking (parent process: one model for all samples)
+    teacher = None
     if spec.thinking.generate == "model" and any(
         s.thinking_method == "model" and not s.reasoning for s in samples
     ):
@@ -277,6 +283,24 @@ def build_dataset(
                     continue
             kept.append(s)
         samples = kept
+
+    # extra questions per chunk, answered by the teacher and gated (teacher_questions.py)
+    extra_stats = None
+    if spec.thinking.extra_questions_per_chunk:
+        teacher = teacher or make_teacher(spec.thinking.teacher_model or "", spec.thinking.teacher_model_name)
+        try:
+            extra, extra_rejects, extra_stats = extra_samples(
+                teacher,
+                chunks,
+                authored,
+                spec.thinking.extra_questions_per_chunk,
+                term_recognizer(spec.chinese.glossary),
+                spec.thinking.min_quality,
+            )
+        except TeacherError as exc:
+            raise DatasetBuildError(str(exc)) from exc
+        rejects.extend(extra_rejects)
+        samples = sorted(samples + extra, key=lambda s: (s.source_file, s.source_line, s.style))
 
     # validation: structure + thinking format
     valid: list[Sample] = []
@@ -371,6 +395,8 @@ def build_dataset(
         tok_name=tok_name,
     )
     report["content_hash"] = content_hash(spec, input_dir, docs)
+    if extra_stats is not None:
+        report["teacher_questions"] = extra_stats.as_dict(kept=sum(1 for s in final if s.generated_question))
     report["split"] = {
         "by": "document" if sp.by_group else "sample",
         "fractions": {s: round(len(by_split[s]) / len(final), 4) for s in SPLITS},
@@ -510,6 +536,8 @@ def _mean(values) -> float | None:
 def _reason_key(reason: str) -> str:
     if reason.startswith("generated thinking rejected by the quality gate"):
         return "generated thinking rejected by the quality gate"
+    if reason.startswith(REJECT_PREFIX):
+        return ": ".join(reason.split(": ")[:2])
     if reason.startswith("too long"):
         return "too long for cutoffLen"
     if "duplicate of" in reason:

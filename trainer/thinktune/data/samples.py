@@ -24,6 +24,9 @@ class Sample:
     reasoning: str = ""
     thinking_method: str = ""  # source | template | model ('' until decided)
     generated_thinking: bool = False
+    # provenance of the question and answer: the author's text, or a teacher model's (teacher_questions.py)
+    generated_question: bool = False
+    generated_answer: bool = False
     thinking_blocks: int = 0
     thinking_depth: int = 0
     thinking_line: int = 0
@@ -65,6 +68,8 @@ class Sample:
             "source_line": int(self.source_line),
             "heading": self.heading,
             "generated_thinking": bool(self.generated_thinking),
+            "generated_question": bool(self.generated_question),
+            "generated_answer": bool(self.generated_answer),
             "thinking_method": self.thinking_method,
             "thinking_quality": float(self.quality.get("score", 0.0)),
             "n_tokens": int(self.n_tokens),
@@ -78,7 +83,7 @@ class Reject:
     line: int
     reason: str
     fix: str = ""
-    kind: str = "sample"  # sample | document | thinking | duplicate
+    kind: str = "sample"  # sample | document | thinking | thinking_quality | duplicate | teacher_question
     col: int | None = None
     sample: dict | None = None  # question/answer excerpt or messages, for the reader
 

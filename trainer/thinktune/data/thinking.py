@@ -453,6 +453,21 @@ def grounding(reasoning: str, source: str, reasoning_terms: tuple[str, ...] | li
     return len(rb & sb) / len(rb) if rb else 0.0
 
 
+MIN_ANSWER_GROUNDING = 0.6  # a generated answer below this share of supported terms / sentences is rejected
+
+
+def answer_grounding(answer: str, chunk: str, answer_terms: tuple[str, ...] | list[str] = ()) -> float:
+    """How much of a generated answer the chunk supports: the lower of (a) the share of what it names
+    (glossary terms, code identifiers, Latin words) found in the chunk and (b) the share of its sentences
+    whose character bigrams are at least half in the chunk. A claim the chunk does not make lowers (b), a
+    name it never mentions lowers (a)."""
+    named = grounding(answer, chunk, answer_terms) if answer_terms or _LATIN_WORD.search(answer) else 1.0
+    chunk_bigrams = _bigrams(_TEXT_CHARS.sub("", chunk))
+    sents = [b for b in (_bigrams(_TEXT_CHARS.sub("", x)) for x in sentences(strip_code(answer))) if b]
+    supported = sum(1 for b in sents if len(b & chunk_bigrams) >= 0.5 * len(b)) / len(sents) if sents else 0.0
+    return min(named, supported)
+
+
 def assess_quality(
     reasoning: str,
     answer: str,
