@@ -94,7 +94,9 @@ def run(
         HardwareInfo.from_dict(hw),
         model=model,
         world=world,
-        dataset=DatasetFacts(size=size, has_val=kw.pop("has_val", True)),
+        dataset=DatasetFacts(
+            size=size, has_val=kw.pop("has_val", True), longest_sample=kw.pop("longest", None)
+        ),
         packages=kw.pop("packages", ALL_PKGS),
         **kw,
     )
@@ -503,3 +505,19 @@ def test_lora_dropout_defaults_to_zero():
     """bench/results/gpu-train-2026-12-01.json: dropout 0.05 cost 9.4 % tokens/s and 15 GiB on an H200."""
     p = run(spec(), H200_1)
     assert p.args["lora_dropout"] == 0.0
+
+
+def test_micro_batch_sized_by_the_longest_sample_not_the_cutoff():
+    """Rows of at most 512 tokens under cutoffLen 4096 (the crypto example's shape, where the bench's H200 picked 4
+    rows and ran at 1-5 % MFU): memory is bounded by the
+    longest row a batch pads to, so the planner may fit more rows per micro-batch than cutoff alone allows."""
+    s = spec(training={"cutoffLen": 4096, "globalBatchSize": 64})
+    by_cutoff = run(s, H200_1)
+    by_rows = run(s, H200_1, longest=512)
+    assert by_rows.cutoff_len == 4096  # the cutoff the user set is kept
+    assert by_rows.micro_batch_size > by_cutoff.micro_batch_size
+    assert by_rows.fits
+    packed = run(
+        spec(training={"cutoffLen": 4096, "globalBatchSize": 64, "packing": True}), RTX_24, longest=512
+    )
+    assert packed.micro_batch_size == by_cutoff.micro_batch_size  # packing fills rows to cutoffLen
