@@ -179,6 +179,8 @@ def quantize(
         "group_size": group,
         "sym": True,
         "device_map": device,
+        "enable_torch_compile": device
+        == "cuda",  # on CPU, compiling costs more than the few blocks it speeds up
     }
     if calibrated:
         kwargs.update(
