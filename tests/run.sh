@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what it needs (uv, the Python deps, the Go-built control
-# plane, Prometheus), then runs every tier that can run without a GPU. The README and .ci/run call this.
+# plane, Prometheus, Chromium), then runs every tier that can run without a GPU. The README and .ci/run call this.
 #   unit     fast, pure Python
 #   e2e      real LLaMA Factory training steps on a tiny Qwen3 (CPU)
 #   cluster  real etcd/kube-apiserver/scheduler/controller-manager + kwok GPU nodes + Prometheus
@@ -18,6 +18,18 @@ echo "== control plane binaries (first run builds from the Go module proxy; cach
 if [ -x tools/build-binaries.sh ]; then
   bash tools/build-binaries.sh
   bash tools/build-binaries.sh --prometheus
+fi
+
+echo "== headless browser for the review page test (Debian's chromium; Playwright drives it, downloads nothing)"
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium
+  else
+    echo "no apt-get: install Chromium at /usr/bin/chromium, or tests/unit/test_review_page.py skips its browser test"
+  fi
 fi
 
 echo "== tests"

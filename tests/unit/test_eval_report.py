@@ -69,8 +69,13 @@ def test_report_has_base_comparison_examples_and_html(evaluated):
     html = (out / "eval_report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 2  # metrics + base-vs-fine-tuned plots, inline
     assert "<table>" in html and "<details>" in html and "<h2>Examples</h2>" in html
-    # model output is untrusted: a generated tag shows as text, never as markup
-    assert not re.search(r"<think>(?!</code>)", html.split("<h2>Examples</h2>")[1])
+    # model output is untrusted: a generated tag shows as text in both reports, never as markup
+    from thinktune.evaluate.report import markdown_lines, render_html
+
+    hostile = {**report, "examples": [{**first, "predictionAnswer": "<script>alert(1)</script>\n| x |"}]}
+    page = render_html("\n".join(markdown_lines(hostile)), out)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;/script&gt;<br>| x |</td>" in page  # line break kept, a pipe does not split the cell
 
 
 def test_review_import_joins_the_report(evaluated, tmp_path):

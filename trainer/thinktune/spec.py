@@ -860,7 +860,7 @@ class EvaluationSpec(SpecModel):
         default=1024, ge=1, description="Generation length (thinking traces are long)."
     )
     base_samples: int = Field(
-        default=8,
+        default=4,
         ge=0,
         le=10000,
         description="Test samples the base model (without the adapter) also answers, for the base vs "
