@@ -23,6 +23,7 @@ from thinktune.progress import step
 from thinktune.qwen_tokenizer import load_tokenizer
 from thinktune.resolve import ResolvedDataset, ResolvedJob, check_model_available
 from thinktune.spec import FineTuneJobStatus
+from thinktune.train.cache import input_fingerprint
 from thinktune.train.lengths import REJECTS_FILE, count_lengths, enforce_cutoff
 from thinktune.train.memory import ModelShape
 from thinktune.train.planner import DatasetFacts, Plan, WorldInfo, plan, write_plan_files
@@ -69,7 +70,12 @@ def train_job(
 
     def make_plan(ds: ResolvedDataset, longest: int) -> Plan:
         facts = DatasetFacts(
-            dir=str(ds.dir), name=ds.name, size=ds.train_samples, has_val=ds.has_val, longest_sample=longest
+            dir=str(ds.dir),
+            name=ds.name,
+            size=ds.train_samples,
+            has_val=ds.has_val,
+            longest_sample=longest,
+            fingerprint=input_fingerprint(ds.dir, model_path),  # keys the tokenized-dataset cache
         )
         return plan(
             spec,

@@ -33,6 +33,7 @@ from thinktune.contract import (
     termination_log_path,
     truthy,
 )
+from thinktune.train.cache import kernel_cache_env
 from thinktune.train.failures import clear_exit_records, most_severe, read_exit_records
 from thinktune.train.planner import WorldInfo
 
@@ -185,6 +186,7 @@ def launch(
     child_env.update(env or {})
     child_env.update({k: str(v) for k, v in config.get("env", {}).items()})
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    child_env.update(kernel_cache_env(output_dir, child_env))  # compiled kernels survive restarts; launch id
     # dataset_info / tokenizer come from disk; never let a test or pod reach for a hub implicitly
     child_env.setdefault("TOKENIZERS_PARALLELISM", "false")
     master_port = None

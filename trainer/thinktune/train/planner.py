@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from thinktune.contract import PlanSummary
 from thinktune.hardware import HardwareInfo
 from thinktune.spec import FineTuneJobSpec
-from thinktune.train import strategies
+from thinktune.train import cache, strategies
 from thinktune.train.memory import (
     MemoryEstimate,
     ModelShape,
@@ -107,6 +107,8 @@ class DatasetFacts(BaseModel):
     size: int | None = None  # training samples, when known: sets total steps and intervals
     has_val: bool = True
     longest_sample: int | None = None  # tokens of the longest train/val sample (thinktune/train/lengths.py)
+    # dataset + tokenizer + LLaMA Factory version (thinktune/train/cache.py input_fingerprint): keys the tokenized cache
+    fingerprint: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -784,6 +786,7 @@ def plan(
     )
     files, env = _strategy_setup(c, args, f"{out_dir.rstrip('/')}/plan")
     mb, accum, gc = _apply_extra_args(c, args, accum)
+    _tokenized_cache(c, args, ds, out_dir)
     _check_offload_ram(c)
     files["plan_explanation.txt"] = "\n".join(c.explanations) + "\n"
     est = c.mem(mb=mb, gc=gc)
@@ -919,16 +922,43 @@ def _base_args(
     if on_gpu:
         args["flash_attn"] = "auto"
     if t.packing:
-        args["neat_packing"] = True
-        c.explanations.append(
-            "Neat packing (block-diagonal attention, no cross-contamination between samples)."
-        )
-        if c.micro_batch > 1:
-            c.warnings.append(
-                "neat packing with sdpa builds a dense O(L^2) mask per micro-batch; with FlashAttention-2 "
-                "LLaMA Factory requires micro-batch 1 (#10317)."
-            )
+        _packing_args(c, args)
     return args
+
+
+def _packing_args(c: Planning, args: dict[str, Any]) -> None:
+    """Neat packing, and the token count it breaks: its attention_mask holds segment ids (a 4D float mask with
+    sdpa), so the Trainer's ``non_padding`` count sums garbage (-3.7e19 tokens/step,
+    bench/results/gpu-train-2026-12-01.json); the worker counts instead (thinktune/train/worker_callbacks.py)."""
+    args["neat_packing"] = True
+    args["include_num_input_tokens_seen"] = "no"
+    c.explanations.append(
+        "Neat packing (block-diagonal attention, no cross-contamination between samples); tokens/s counted by "
+        "thinktune from the input ids (the Trainer's count would sum the packed attention mask)."
+    )
+    if c.on_gpu and not c.packages.get("flash_attn"):
+        c.warnings.append(
+            "packing with sdpa (no flash-attn in the trainer) builds a dense O(L^2) block mask per packed row: "
+            "measured ~3x slower per step than unpacked (6.13 s vs 1.90 s, 105 GiB peak, Qwen3-4B on one H200, "
+            "bench/NOTES-gpu.md); it pays only with FlashAttention-2. Suggestion: packing false unless "
+            "flash-attn is installed."
+        )
+    if c.micro_batch > 1:
+        c.warnings.append(
+            "with FlashAttention-2 LLaMA Factory's neat packing requires micro-batch 1 (#10317)."
+        )
+
+
+def _tokenized_cache(c: Planning, args: dict[str, Any], ds: DatasetFacts, out_dir: str) -> None:
+    """LLaMA Factory's ``tokenized_path`` keyed by the inputs and arguments that shape the tokenized rows
+    (thinktune/train/cache.py), so an OOM retry or a gang restart loads the dataset instead of tokenizing again."""
+    if not ds.fingerprint or args.get("tokenized_path"):
+        return
+    args["tokenized_path"] = cache.tokenized_path(out_dir, ds.fingerprint, args)
+    c.explanations.append(
+        f"Tokenized dataset cached at {args['tokenized_path']} (keyed by data, tokenizer, template, cutoff, "
+        "packing): a retry or restart loads it instead of tokenizing again."
+    )
 
 
 def _strategy_setup(

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         ensure_torchaudio_importable()
         from llamafactory.train.tuner import run_exp
 
+        from thinktune.train.cache import prepare_tokenized
         from thinktune.train.callbacks import ThinktuneCallback
+        from thinktune.train.worker_callbacks import worker_callbacks
 
         mon = cfg.get("monitoring", {})
         callback = ThinktuneCallback(
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             rank_fingerprint=bool(cfg.get("rank_fingerprint", False)),
             quality_metrics=bool(cfg.get("quality_metrics", True)),
         )
-        run_exp(args=args, callbacks=[callback])
+        tokenized = prepare_tokenized(args)
+        run_exp(args=args, callbacks=[*worker_callbacks(args, tokenized), callback])
         return 0
     except BaseException as e:  # noqa: BLE001 - the exit code is the contract
         if isinstance(e, SystemExit) and (e.code in (0, None)):

@@ -1,0 +1,149 @@
+"""Where ``thinktune train`` spends its time before the first optimizer step, against LLaMA Factory run directly
+with the same arguments (issue 14's "~11 s on top"), on CPU with thinktune's tiny model.
+
+    python bench/startup_cpu.py OUT_DIR [--attempts 2]
+
+Phases of the thinktune run, from the wall clock of this script and the files the run writes:
+``parent`` (CLI start -> the launcher writes ``.thinktune/attempt-0.json``: imports, tokenizer, token counting,
+planner), ``worker`` (-> the callback's ``begin`` record in ``metrics.jsonl``: torch/LLaMA Factory import, model
+load, dataset preprocessing), ``first_step`` (-> the first ``train`` record). The direct run: ``run_exp`` on the
+resolved arguments of the same plan, first ``on_step_end`` from process start. The first attempt fails at step 2
+with an injected GPU failure (``THINKTUNE_INJECT_FAILURE``, exit 75); the second is what a gang restart does:
+the same job resumes in the same output, finding the tokenized dataset under ``.thinktune/tokenized`` and the
+kernel caches under ``.thinktune/kernel-cache``. Writes OUT_DIR/startup.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+DIRECT = r"""
+import sys, time, json
+t0 = float(sys.argv[2])
+from thinktune.train.worker import ensure_torchaudio_importable
+ensure_torchaudio_importable()
+from transformers import TrainerCallback
+from llamafactory.train.tuner import run_exp
+class First(TrainerCallback):
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 1:
+            print("@@first_step", time.time() - t0, flush=True)
+args = json.load(open(sys.argv[1]))
+run_exp(args=args, callbacks=[First()])
+"""
+
+
+def write_inputs(root: Path) -> Path:
+    """A tiny model, a 64-row dataset and a FineTuneJob (YAML is JSON)."""
+    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    from test_train_e2e import write_dataset  # the e2e tier's LLaMA Factory dataset dir
+    from thinktune.tiny_model import make_tiny_model
+
+    write_dataset(root / "ds")
+    if not (root / "model" / "config.json").is_file():
+        make_tiny_model(root / "model")
+    job = {
+        "apiVersion": "thinktune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "startup"},
+        "spec": {
+            "model": {"nameOrPath": str(root / "model")},
+            "dataset": {"path": str(root / "ds")},
+            "output": {"path": str(root / "out")},
+            "training": {
+                "maxSteps": 4,
+                "globalBatchSize": 4,
+                "microBatchSize": 2,
+                "cutoffLen": 256,
+                "saveSteps": 1,
+                "loggingSteps": 1,
+                "evalSteps": 1000,
+            },
+            "evaluation": {"enabled": False},
+        },
+    }
+    path = root / "job.yaml"
+    path.write_text(json.dumps(job))
+    return path
+
+
+def records(out: Path) -> list[dict]:
+    f = out / "metrics.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.is_file() else []
+
+
+def thinktune_run(job: Path, out: Path, env: dict[str, str], fail_at: int | None) -> dict:
+    run_env = (
+        {**env, "THINKTUNE_INJECT_FAILURE": f"{fail_at}:CUDA error: unspecified launch failure"}
+        if fail_at
+        else env
+    )
+    t0 = time.time()
+    cmd = [PY, "-m", "thinktune.cli", "train", "-f", str(job), "--no-progress"]
+    p = subprocess.run(cmd, env=run_env, capture_output=True, text=True, cwd=REPO)
+    wall = time.time() - t0
+    if p.returncode != (75 if fail_at else 0):
+        raise SystemExit(f"thinktune train: exit {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    recs = [r for r in records(out) if r.get("time", 0) >= t0]
+    begin = next(r["time"] for r in recs if r.get("type") == "begin")
+    first = next(r["time"] for r in recs if r.get("type") == "train")
+    launched = (out / ".thinktune" / "attempt-0.json").stat().st_mtime
+    log = (out / "logs" / "attempt-0.log").read_text(errors="replace")
+    return {
+        "parent_s": round(launched - t0, 2),
+        "worker_s": round(begin - launched, 2),
+        "first_step_s": round(first - begin, 2),
+        "time_to_first_step_s": round(first - t0, 2),
+        "wall_s": round(wall, 2),
+        "tokenized_cache_hit": "Loading dataset from disk" in log,
+        "exit": p.returncode,
+    }
+
+
+def direct_run(out: Path, env: dict[str, str]) -> dict:
+    args = json.loads((out / "plan" / "plan.json").read_text())["args"]
+    args = {**args, "output_dir": str(out.parent / "direct"), "tokenized_path": None}
+    cfg = out.parent / "direct.json"
+    cfg.write_text(json.dumps({k: v for k, v in args.items() if v is not None}))
+    t0 = time.time()
+    p = subprocess.run(
+        [PY, "-c", DIRECT, str(cfg), str(t0)], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    line = next((x for x in p.stdout.splitlines() if x.startswith("@@first_step")), None)
+    if p.returncode != 0 or line is None:
+        raise SystemExit(f"direct run_exp failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    return {"time_to_first_step_s": round(float(line.split()[1]), 2), "wall_s": round(time.time() - t0, 2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--attempts", type=int, default=2)
+    a = ap.parse_args()
+    root = a.out.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    job = write_inputs(root)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "THINKTUNE_METRICS_PORT": "0"}
+    result: dict = {"loadavg_before": os.getloadavg(), "thinktune": [], "cpu_count": os.cpu_count()}
+    for i in range(a.attempts):
+        fail_at = 2 if i < a.attempts - 1 else None
+        result["thinktune"].append(thinktune_run(job, root / "out", env, fail_at))
+        print("thinktune", result["thinktune"][-1], flush=True)
+    result["direct_run_exp"] = direct_run(root / "out", env)
+    print("direct", result["direct_run_exp"], flush=True)
+    result["loadavg_after"] = os.getloadavg()
+    (root / "startup.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

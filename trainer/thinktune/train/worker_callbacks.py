@@ -1,0 +1,104 @@
+"""Trainer callbacks the worker adds next to ``ThinktuneCallback`` (thinktune/train/worker.py), each for one thing
+the plan asked for in the LLaMA Factory arguments.
+
+``PublishTokenized``: moves this launch's freshly saved tokenized dataset into its cache path
+(thinktune/train/cache.py says why a rename). ``NonPaddingTokens``: counts the non-padding tokens of every
+training forward when the plan switched the Trainer's own count off (``include_num_input_tokens_seen: no``, under
+packing: LLaMA Factory's neat packing turns the attention mask into segment ids, or with sdpa into a 4D float
+mask, and the Trainer's ``non_padding`` count sums that mask: -3.7e19 tokens per step in
+bench/results/gpu-train-2026-12-01.json). It writes ``state.num_input_tokens_seen``, which ``ThinktuneCallback``
+turns into tokens/s, so it must come before it in the callback list.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from thinktune.train import cache
+
+
+class PublishTokenized(TrainerCallback):
+    """Global rank 0, after LF saved the staging directory (``get_dataset`` runs before the Trainer exists):
+    rename it to the final path and remove stale staging directories of killed launches."""
+
+    def __init__(self, final: str, staging: str):
+        self.final, self.staging = Path(final), Path(staging)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        if cache.is_complete_save(self.staging) and not self.final.exists():
+            os.replace(self.staging, self.final)
+            print(f"[thinktune] tokenized dataset cached at {self.final}", flush=True)
+        for stale in self.final.parent.glob(f"{self.final.name}{cache.PARTIAL}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+class NonPaddingTokens(TrainerCallback):
+    """Non-padding tokens of each training forward: a 2D attention mask's non-zero entries (0/1 or segment ids),
+    else the tokens that are not the pad token (LF pads packed rows and batches with it). Counted on the device
+    without a sync; summed over ranks at each logging step."""
+
+    def __init__(self) -> None:
+        self.pad_id: int | None = None
+        self.pending: Any = None  # a 0-d tensor on the batch's device
+        self._handle: Any = None
+
+    def count(self, module, args, kwargs) -> None:
+        if not module.training:
+            return
+        mask, ids = kwargs.get("attention_mask"), kwargs.get("input_ids")
+        if mask is not None and mask.dim() == 2:
+            n = mask.count_nonzero()
+        elif ids is not None and self.pad_id is not None:
+            n = (ids != self.pad_id).sum()
+        elif ids is not None:
+            n = ids.new_tensor(ids.numel())
+        else:
+            return
+        self.pending = n if self.pending is None else self.pending + n
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        tok = getattr(processing_class, "tokenizer", processing_class)
+        self.pad_id = getattr(tok, "pad_token_id", None)
+        if model is not None and self._handle is None:
+            self._handle = model.register_forward_pre_hook(self.count, with_kwargs=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs:
+            return
+        import torch
+        import torch.distributed as dist
+
+        n = (
+            self.pending
+            if self.pending is not None
+            else torch.zeros((), dtype=torch.int64, device=args.device)
+        )
+        n = n.to(torch.int64)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(n)  # every rank logs the same steps
+        state.num_input_tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0) + int(n.item())
+        logs["num_input_tokens_seen"] = state.num_input_tokens_seen
+        self.pending = None
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+def worker_callbacks(args: dict[str, Any], tokenized_final: str | None) -> list[TrainerCallback]:
+    """The callbacks ``args`` (after ``cache.prepare_tokenized``) call for, in the order they must run."""
+    out: list[TrainerCallback] = []
+    if args.get("include_num_input_tokens_seen", "no") in ("no", False):
+        out.append(NonPaddingTokens())
+    staging = args.get("tokenized_path")
+    if tokenized_final and staging and staging != tokenized_final:
+        out.append(PublishTokenized(tokenized_final, staging))
+    return out
