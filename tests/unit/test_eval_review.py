@@ -105,3 +105,15 @@ def test_gbk_csv_from_excel(tmp_path):
     sheet.write_bytes(text.encode("gb18030"))
     s = import_review_sheet(sheet)
     assert s["means"]["fluency"] == 5 and s["perItem"][0]["comments"] == ["很好"]
+
+
+def test_missing_sheet_or_store_is_one_clear_error(tmp_path):
+    for name in ("review.csv", "review.sqlite"):
+        with pytest.raises(
+            ReviewSheetError, match=r"does not exist: pass a sheet written by `thinktune review export`"
+        ):
+            import_review_sheet(tmp_path / name)
+    bad = tmp_path / "notes.db"
+    bad.write_text("not sqlite", encoding="utf-8")
+    with pytest.raises(ReviewSheetError, match=r"row 1: not a review store \(file is not a database\)"):
+        import_review_sheet(bad)

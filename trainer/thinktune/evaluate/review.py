@@ -76,14 +76,23 @@ MAX_COMMENT = 20_000
 class ReviewSheetError(ValueError):
     """A review sheet with invalid rows; ``errors`` lists them ("row N: ...")."""
 
-    def __init__(self, path: str | Path, errors: list[str]):
+    def __init__(self, path: str | Path, errors: list[str], *, message: str | None = None):
         self.errors = errors
         shown = "\n".join(f"  {e}" for e in errors[:50])
         more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
         super().__init__(
-            f"{path}: {len(errors)} invalid row(s) (scores must be integers {SCORE_MIN}-{SCORE_MAX}; "
+            message
+            or f"{path}: {len(errors)} invalid row(s) (scores must be integers {SCORE_MIN}-{SCORE_MAX}; "
             f"leave all three empty for an item not reviewed yet):\n{shown}{more}"
         )
+
+    @classmethod
+    def missing(cls, path: str | Path) -> ReviewSheetError:
+        message = (
+            f"{path} does not exist: pass a sheet written by `thinktune review export` or the review.sqlite "
+            "that `thinktune review serve` writes"
+        )
+        return cls(path, [f"{path} does not exist"], message=message)
 
 
 def _load_predictions(predictions: str | Path | Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -350,11 +359,16 @@ class ReviewStore:
 def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(row number as a spreadsheet shows it / line number for JSONL / record number of a store, record)."""
     if path.suffix in STORE_SUFFIXES:
-        store = ReviewStore(path, create=False)
         try:
-            return list(enumerate(store.records(), 1))
-        finally:
-            store.close()
+            store = ReviewStore(path, create=False)
+            try:
+                return list(enumerate(store.records(), 1))
+            finally:
+                store.close()
+        except sqlite3.DatabaseError as e:
+            raise ReviewSheetError(
+                path, [f"row 1: not a review store ({e}); pass the review.sqlite of `thinktune review serve`"]
+            ) from None
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -509,6 +523,8 @@ def import_review_sheet(path: str | Path, *, threshold: float = 3.0) -> dict[str
     bad row. Means, per-item figures, agreement and flags are the fine-tuned model's answers (what a sheet
     holds); ``byModel`` compares both models and ``preference`` counts the blind A/B choices."""
     path = Path(path)
+    if not path.is_file():
+        raise ReviewSheetError.missing(path)
     scored_all, prefs, pending = _validate(path, _read_rows(path), in_progress=path.suffix in STORE_SUFFIXES)
     scored = [r for r in scored_all if r["model"] == "finetuned"]
 
