@@ -31,8 +31,6 @@ class OperatorConfig:
     )
     # old-gang pods on a healthy node get this long to terminate before they are force-deleted
     stop_grace_s: float = 30.0
-    # a gang whose members were created this long ago but some are missing counts as broken (PodLost)
-    gang_lost_after_s: float = 20.0
     # a node that failed a job without showing it (exit 75 on a healthy-looking node) is avoided this long
     failed_node_ttl_s: float = 3600.0
     coscheduling_scheduler: str | None = None
@@ -54,7 +52,6 @@ class OperatorConfig:
             gpu_resource=e("THINKTUNE_GPU_RESOURCE", "nvidia.com/gpu"),
             gpu_fault_taints=_env_list("THINKTUNE_GPU_FAULT_TAINTS", DEFAULT_GPU_FAULT_TAINTS),
             stop_grace_s=float(e("THINKTUNE_STOP_GRACE_SECONDS", "30")),
-            gang_lost_after_s=float(e("THINKTUNE_GANG_LOST_AFTER_SECONDS", "20")),
             failed_node_ttl_s=float(e("THINKTUNE_FAILED_NODE_TTL_SECONDS", "3600")),
             coscheduling_scheduler=e("THINKTUNE_COSCHEDULING_SCHEDULER") or None,
             volcano_scheduler=e("THINKTUNE_VOLCANO_SCHEDULER", "volcano"),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,14 +160,15 @@ class Kube:
                 raise
 
     # ---- events
-    def post_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def post_event(self, body: dict[str, Any], type_: str, reason: str, message: str, name: str) -> None:
+        """Create the Event `name`; one that exists already was posted before a crash (not an error)."""
         m = body["metadata"]
         now = datetime.now(UTC)
         ev = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{m['name']}.{int(time.time() * 1e6):x}{uuid.uuid4().hex[:4]}",
+                "name": name,
                 "namespace": m.get("namespace", "default"),
             },
             "involvedObject": {
@@ -193,6 +192,8 @@ class Kube:
         try:
             self.core.create_namespaced_event(m.get("namespace", "default"), ev, _preload_content=False)
         except ApiException as e:  # events are best effort (e.g. the namespace is being terminated)
+            if e.status == 409:
+                return
             detail = e.reason
             try:
                 detail = json.loads(e.body or "{}").get("message") or e.reason

@@ -344,11 +344,26 @@ def test_active_deadline():
 
 
 def test_lost_worker_restarts_gang():
-    _, b = run(job(), [wpod(0, 0), wpod(0, 1)])
-    p, b = run(b, [wpod(0, 0)], now=T0 + timedelta(seconds=5))  # young gang: just recreate w1
+    _, b = run(job(), [])
+    p, b = run(b, [wpod(0, 0)])  # still being created (w1 not in the index yet): create what is missing
     assert [o["metadata"]["name"] for o in p.creates if o["kind"] == "Pod"] == ["j-a0-w1"]
-    p, b = run(b, [wpod(0, 0)], now=T0 + timedelta(seconds=120))  # w1 vanished from a running gang
+    _, b = run(b, [wpod(0, 0), wpod(0, 1)])
+    assert b["status"]["phase"] == "Running"
+    p, b = run(b, [wpod(0, 0)], now=T0 + timedelta(seconds=5))  # w1 vanished from a running gang
     assert b["status"]["attempt"] == 1 and cond(b["status"], "Restarting")["reason"] == "PodLost"
+    assert b["status"]["restarts"]["infrastructure"] == 1 and not p.creates
+    assert [e.reason for e in p.events] == ["GPUFailure"]
+
+
+def test_whole_gang_gone_while_operator_down_is_a_restart():
+    """Evicted and deleted while the operator was down: no pod is left to show it; status says it ran."""
+    _, b = run(job(), [])
+    _, b = run(b, [wpod(0, 0), wpod(0, 1)])
+    p, b = run(b, [], now=T0 + timedelta(seconds=60))
+    assert b["status"]["attempt"] == 1 and cond(b["status"], "Restarting")["reason"] == "PodLost"
+    assert b["status"]["restarts"]["infrastructure"] == 1 and not p.creates
+    p, b = run(b, [], now=T0 + timedelta(seconds=61))
+    assert [o["metadata"]["name"] for o in p.creates if o["kind"] == "Pod"] == ["j-a1-w0", "j-a1-w1"]
 
 
 def test_progress_pod_and_gang_scheduled_observation():

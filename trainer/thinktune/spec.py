@@ -395,6 +395,15 @@ class Condition(StatusModel):
 Phase = Literal["Pending", "Waiting", "Blocked", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 
 
+class PendingEvent(StatusModel):
+    """An Event the operator decided to post and has not yet confirmed (handlers/runtime.py `commit`)."""
+
+    name: str = Field(description="The Event's object name (reposting after a crash is then idempotent).")
+    type: Literal["Normal", "Warning"] = Field(description="Event type.")
+    reason: str = Field(description="Event reason.")
+    message: str = Field(default="", description="Event message.")
+
+
 class CommonStatus(StatusModel):
     phase: Phase | None = Field(default=None, description="Coarse lifecycle phase.")
     conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
@@ -405,6 +414,11 @@ class CommonStatus(StatusModel):
     )
     message: str | None = Field(default=None, description="Latest human-readable summary.")
     report_path: str | None = Field(default=None, description="Path of report.json written by the workload.")
+    pending_events: list[PendingEvent] | None = Field(
+        default=None,
+        description="Events journaled with the decision that implies them and not yet posted; normally "
+        "absent (an operator restart posts what is left here).",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -264,11 +265,7 @@ class Runtime:
                         )
                     )
             plan.requeue(self.cfg.progress_interval_s)
-        old = body.get("status") or {}
-        if _differs(old, plan.status):
-            self.kube.patch_status(kind, ns, name, plan.status)
-        for ev in plan.events:
-            self.event(body, ev.type, ev.reason, ev.message)
+        self.commit(key, body, plan.status, plan.events)
         self.metrics.view.update(kind, ns, name, plan.status)
         return plan.requeue_after if plan.requeue_after is not None else self.cfg.resync_s
 
@@ -299,16 +296,14 @@ class Runtime:
         self.rejections[key] = n
         status, is_new = blocked(plan.status, rej, utcnow(), body["metadata"].get("generation"))
         self.metrics.reconcile_errors.labels(kind, rej.condition_reason).inc()
-        if _differs(body.get("status") or {}, status):
-            self.kube.patch_status(kind, ns, name, status)
         delay = backoff_delay(n)
-        for ev in plan.events:  # decisions taken before the refusal (Created, ...); nothing was created
-            if ev.reason != "GangCreated":
-                self.event(body, ev.type, ev.reason, ev.message)
+        # decisions taken before the refusal (Created, ...) stand; nothing was created
+        events = [ev for ev in plan.events if ev.reason != "GangCreated"]
         if is_new:
             log.warning("%s %s/%s blocked: %s (retrying with backoff)", kind, ns, name, rej.text())
-            self.event(body, "Warning", rej.condition_reason, f"{rej.text()}; retrying with backoff")
-        else:
+            events.append(Event("Warning", rej.condition_reason, f"{rej.text()}; retrying with backoff"))
+        self.commit(key, body, status, events)
+        if not is_new:
             log.debug("%s %s/%s still blocked (retry %d in %.0fs)", kind, ns, name, n, delay)
         self.metrics.view.update(kind, ns, name, status)
         return delay
@@ -336,7 +331,33 @@ class Runtime:
                     self.seen_scheduled.add((key, scheduled))
                 m.gang_schedule_seconds.observe(seconds)
 
-    def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def commit(self, key: Key, body: dict[str, Any], status: dict[str, Any], events: list[Event]) -> None:
+        """Write a decision's status and post the Events it implies, crash-safe (at least once, never twice).
+
+        The Events are journaled in status.pendingEvents, with the names they will be posted under, in the
+        same write as the decision (a restart's attempt and counters, a Failed condition, ...). They are posted
+        after that write and the journal is cleared. An operator killed in between leaves the journal in
+        status: the next reconcile (every CR is reconciled at start) posts what it holds under the recorded
+        names, so an Event that did get posted is answered 409 and not duplicated.
+        """
+        kind, ns, name = key
+        old = body.get("status") or {}
+        journal = list(old.get(PENDING_EVENTS) or []) + [
+            {"name": event_name(name), "type": ev.type, "reason": ev.reason, "message": ev.message[:1024]}
+            for ev in events
+        ]
+        status[PENDING_EVENTS] = journal or None
+        if _differs(old, status):
+            self.kube.patch_status(kind, ns, name, status)
+        for rec in journal:
+            self.event(body, rec["type"], rec["reason"], rec["message"], rec.get("name"))
+        if journal:
+            self.kube.patch_status(kind, ns, name, {PENDING_EVENTS: None})
+            status[PENDING_EVENTS] = None
+
+    def event(
+        self, body: dict[str, Any], type_: str, reason: str, message: str, name: str | None = None
+    ) -> None:
         self.metrics.events.labels(body.get("kind", ""), type_, reason).inc()
         log.info(
             "%s %s/%s %s: %s",
@@ -346,7 +367,15 @@ class Runtime:
             reason,
             message,
         )
-        self.kube.post_event(body, type_, reason, message)
+        self.kube.post_event(body, type_, reason, message, name or event_name(body["metadata"]["name"]))
+
+
+PENDING_EVENTS = "pendingEvents"
+
+
+def event_name(owner: str) -> str:
+    """A fresh, unique Event name for an Event about `owner` (time in microseconds + randomness)."""
+    return f"{owner[:200]}.{int(time.time() * 1e6):x}{uuid.uuid4().hex[:4]}"
 
 
 def _error_reason(e: Exception) -> str:

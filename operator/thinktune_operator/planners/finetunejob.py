@@ -125,6 +125,18 @@ def eligible_nodes(
     return sorted(out)
 
 
+def unhealthy_nodes(
+    nodes: dict[str, dict[str, Any]], selector: dict[str, str], cfg: OperatorConfig
+) -> list[str]:
+    """Nodes matching the job's nodeSelector that look broken now (NotReady, cordoned, tainted, GPUs missing)."""
+    return sorted(
+        name
+        for name, node in nodes.items()
+        if _selector_matches(node, selector)
+        and not node_health(node, cfg.gpu_fault_taints, cfg.gpu_resource).healthy
+    )
+
+
 def _cleanup(pods: list[dict[str, Any]], policy: str) -> list[Delete]:
     out = []
     for p in pods:
@@ -347,19 +359,12 @@ def _verdicts(j: Job) -> list[tuple[int, Verdict]]:
         v = classify_pod(pod, _health(j.nodes, _node_of(pod), j.cfg))
         if v is not None:
             out.append((rank, v))
-    created = [
-        c for c in (parse_time(x["metadata"].get("creationTimestamp")) for x in j.current.values()) if c
-    ]
     n = j.spec.num_nodes
-    if (
-        j.current
-        and len(j.current) < n
-        and created
-        and not out
-        and (j.now - min(created)).total_seconds() > j.cfg.gang_lost_after_s
-        and j.sb.is_true("Running")
-    ):
-        missing = sorted(set(range(n)) - set(j.current))
+    missing = sorted(set(range(n)) - set(j.current))
+    if missing and not out and j.sb.is_true("Running"):
+        # every rank of this attempt was seen running: a missing one was deleted (evicted, or deleted while
+        # the operator was down and the pod is gone without a trace), never still being created. Recreating
+        # it under the same attempt would hide a lost worker from the counters and the Events.
         out.append((missing[0], Verdict("infrastructure", "PodLost", f"worker(s) {missing} disappeared")))
     return out
 
@@ -434,7 +439,10 @@ def _create_gang(j: Job) -> bool:
     pg = B.pod_group(j.body, spec, j.attempt)
     if pg is not None:
         j.p.creates.append(pg)
-    for pod in B.worker_pods(j.body, spec, j.cfg, j.attempt, avoid, j.dataset_vol):
+    # nodes the operator already knows are bad (e.g. GPUs missing, NotReady before the taint is set) are kept
+    # out of the new pods' affinity as well: the scheduler alone would still place a worker there
+    exclude = sorted(set(avoid) | set(unhealthy_nodes(j.nodes, spec.pod.node_selector, j.cfg)))
+    for pod in B.worker_pods(j.body, spec, j.cfg, j.attempt, exclude, j.dataset_vol):
         if int(pod["metadata"]["labels"][N.L_RANK]) not in j.current:
             j.p.creates.append(pod)
     if not j.current:
