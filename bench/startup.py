@@ -1,7 +1,9 @@
 """Where ``thinktune train`` spends its time before the first optimizer step, against LLaMA Factory run directly
-with the same arguments (issue 14's "~11 s on top"), on CPU with thinktune's tiny model.
+with the same arguments (issue 14's "~11 s on top"): on CPU with thinktune's tiny model, or on the GPU machine
+with bench/gpu_train.py's model and fixed-length dataset.
 
-    python bench/startup_cpu.py OUT_DIR [--attempts 2]
+    python bench/startup.py OUT_DIR [--attempts 2] [--model DIR --dataset DIR] [--cutoff 256] [--global-batch 4]
+        [--micro-batch 2 | 0 = planner] [--no-direct]
 
 Phases of the thinktune run, from the wall clock of this script and the files the run writes:
 ``parent`` (CLI start -> the launcher writes ``.thinktune/attempt-0.json``: imports, tokenizer, token counting,
@@ -42,38 +44,46 @@ run_exp(args=args, callbacks=[First()])
 """
 
 
-def write_inputs(root: Path) -> Path:
-    """A tiny model, a 64-row dataset and a FineTuneJob (YAML is JSON)."""
-    sys.path.insert(0, str(REPO / "tests" / "e2e"))
-    from test_train_e2e import write_dataset  # the e2e tier's LLaMA Factory dataset dir
-    from thinktune.tiny_model import make_tiny_model
+def write_inputs(root: Path, a: argparse.Namespace) -> tuple[Path, Path]:
+    """The model and dataset (given, or the tiny model and the e2e tier's dataset) and a FineTuneJob (YAML is
+    JSON)."""
+    ds, model = a.dataset, a.model
+    if ds is None:
+        sys.path.insert(0, str(REPO / "tests" / "e2e"))
+        from test_train_e2e import write_dataset  # the e2e tier's LLaMA Factory dataset dir
 
-    write_dataset(root / "ds")
-    if not (root / "model" / "config.json").is_file():
-        make_tiny_model(root / "model")
+        ds = write_dataset(root / "ds")
+    if model is None:
+        from thinktune.tiny_model import make_tiny_model
+
+        model = root / "model"
+        if not (model / "config.json").is_file():
+            make_tiny_model(model)
+    training = {
+        "maxSteps": a.steps,
+        "globalBatchSize": a.global_batch,
+        "cutoffLen": a.cutoff,
+        "saveSteps": 1,
+        "loggingSteps": 1,
+        "evalSteps": 100_000,
+        "seed": 7,
+        **({"microBatchSize": a.micro_batch} if a.micro_batch else {}),
+    }
     job = {
         "apiVersion": "thinktune.io/v1alpha1",
         "kind": "FineTuneJob",
         "metadata": {"name": "startup"},
         "spec": {
-            "model": {"nameOrPath": str(root / "model")},
-            "dataset": {"path": str(root / "ds")},
+            "model": {"nameOrPath": str(Path(model).resolve())},
+            "dataset": {"path": str(Path(ds).resolve())},
             "output": {"path": str(root / "out")},
-            "training": {
-                "maxSteps": 4,
-                "globalBatchSize": 4,
-                "microBatchSize": 2,
-                "cutoffLen": 256,
-                "saveSteps": 1,
-                "loggingSteps": 1,
-                "evalSteps": 1000,
-            },
+            "training": training,
             "evaluation": {"enabled": False},
         },
     }
     path = root / "job.yaml"
     path.write_text(json.dumps(job))
-    return path
+    return path, Path(ds).resolve()
 
 
 def records(out: Path) -> list[dict]:
@@ -81,14 +91,14 @@ def records(out: Path) -> list[dict]:
     return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.is_file() else []
 
 
-def thinktune_run(job: Path, out: Path, env: dict[str, str], fail_at: int | None) -> dict:
+def thinktune_run(job: Path, ds: Path, out: Path, env: dict[str, str], fail_at: int | None) -> dict:
     run_env = (
         {**env, "THINKTUNE_INJECT_FAILURE": f"{fail_at}:CUDA error: unspecified launch failure"}
         if fail_at
         else env
     )
     t0 = time.time()
-    cmd = [PY, "-m", "thinktune.cli", "train", "-f", str(job), "--no-progress"]
+    cmd = [PY, "-m", "thinktune.cli", "train", "-f", str(job), "--dataset", str(ds), "--no-progress"]
     p = subprocess.run(cmd, env=run_env, capture_output=True, text=True, cwd=REPO)
     wall = time.time() - t0
     if p.returncode != (75 if fail_at else 0):
@@ -128,20 +138,32 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--attempts", type=int, default=2)
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--dataset", type=Path, default=None)
+    ap.add_argument("--cutoff", type=int, default=256)
+    ap.add_argument("--global-batch", type=int, default=4)
+    ap.add_argument("--micro-batch", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--no-direct", action="store_true")
     a = ap.parse_args()
     root = a.out.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    job = write_inputs(root)
+    job, ds = write_inputs(root, a)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "THINKTUNE_METRICS_PORT": "0"}
-    result: dict = {"loadavg_before": os.getloadavg(), "thinktune": [], "cpu_count": os.cpu_count()}
+    env.pop("TRITON_CACHE_DIR", None)  # cold = thinktune's default under the (fresh) output dir
+    result: dict = {"loadavg_before": os.getloadavg(), "cpu_count": os.cpu_count(), "thinktune": []}
+    result["args"] = {k: str(v) for k, v in vars(a).items()}
     for i in range(a.attempts):
         fail_at = 2 if i < a.attempts - 1 else None
-        result["thinktune"].append(thinktune_run(job, root / "out", env, fail_at))
+        result["thinktune"].append(thinktune_run(job, ds, root / "out", env, fail_at))
         print("thinktune", result["thinktune"][-1], flush=True)
-    result["direct_run_exp"] = direct_run(root / "out", env)
-    print("direct", result["direct_run_exp"], flush=True)
+    if not a.no_direct:
+        result["direct_run_exp"] = direct_run(root / "out", env)
+        print("direct", result["direct_run_exp"], flush=True)
     result["loadavg_after"] = os.getloadavg()
-    (root / "startup.json").write_text(json.dumps(result, indent=1))
+    dest = Path(os.environ["OUT"]) if os.environ.get("OUT") else root
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "startup.json").write_text(json.dumps(result, indent=1))
     return 0
 
 
