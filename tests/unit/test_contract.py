@@ -77,11 +77,13 @@ def test_train_result_round_trips(tmp_path, log):
         lora_rank=8,
         cutoff_len=256,
     )
-    report = {
-        "adapter_path": str(tmp_path / "out"),
-        "status": {"metrics": {"evalLoss": 1.25, "rougeL": 0.3}, "restarts": {"oom": 2}},
+    # the stage's status as train_job leaves it (FineTuneJobStatus JSON, plan included)
+    status = {
+        "metrics": {"evalLoss": 1.25, "rougeL": 0.3},
+        "restarts": {"oom": 2},
+        "plan": plan.model_dump(mode="json", by_alias=True),
     }
-    runner.finished_training(job, report, plan)
+    runner.finished_training(job, status, str(tmp_path / "out"))
     msg = read(log)
     assert isinstance(msg, contract.TrainResult)
     assert msg.adapter_path == str(tmp_path / "out") and msg.oom_retries == 2
