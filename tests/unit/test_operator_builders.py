@@ -303,9 +303,7 @@ def test_modelexport_gpu_only_when_needed():
     c = pod["spec"]["containers"][0]
     assert C.gpu_count(c["resources"]) == 1
     assert c["command"] == ["thinktune", "export", "-f", "/etc/thinktune/cr.yaml"]
-    cm, pod, _ = ME.children(
-        mex([{"method": "int8"}]), CFG, Volume(path="runs/qc"), {"nameOrPath": "Qwen/x"}
-    )
+    cm, pod, _ = ME.children(mex([{"method": "int8"}]), CFG, Volume(path="runs/qc"), {"nameOrPath": "Qwen/x"})
     assert C.gpu_count(pod["spec"]["containers"][0]["resources"]) == 0
     doc = yaml.safe_load(cm["data"]["cr.yaml"])
     assert doc["spec"]["adapter"]["path"] == "/workspace/thinktune-workspace/runs/qc"
