@@ -153,3 +153,22 @@ def test_non_padding_tokens_counts_real_tokens(mask):
     assert state.num_input_tokens_seen == logs["num_input_tokens_seen"] == 100 + 3 * 5
     counter.on_log(SimpleNamespace(device=torch.device("cpu")), state, None, logs={"eval_loss": 1.0})
     assert state.num_input_tokens_seen == 115
+
+
+def test_token_lengths_counted_once_per_input_fingerprint(tmp_path):
+    from thinktune.train.lengths import Lengths
+
+    calls = []
+
+    def count():
+        calls.append(1)
+        return Lengths(per_split={"train": [5, 9], "val": [3]})
+
+    first = cache.cached_lengths(tmp_path, "fp-1", count)
+    (saved,) = (tmp_path / ".thinktune" / "lengths").iterdir()
+    again = cache.cached_lengths(tmp_path, "fp-1", count)  # a restarted pod
+    assert calls == [1] and again.per_split == first.per_split and again.longest == 9
+    cache.cached_lengths(tmp_path, "fp-2", count)  # other data or tokenizer: counted again
+    assert len(calls) == 2
+    saved.write_text("{not json")  # a damaged file is counted again, never trusted
+    assert cache.cached_lengths(tmp_path, "fp-1", count).per_split == first.per_split and len(calls) == 3

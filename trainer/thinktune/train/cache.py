@@ -14,6 +14,9 @@ rename is atomic, so a rank of another node (LF's main-process-first is per node
 half-written dataset, and a launch killed while saving leaves only a stale ``.partial-*`` directory, removed by
 the next publish.
 
+Token lengths. The trainer's pre-flight count against cutoffLen (thinktune/train/lengths.py) needs the tokenizer
+and a pass over the data in the parent; ``cached_lengths`` keeps the counts under the same input fingerprint.
+
 Kernel caches. Liger's Triton kernels compile on first use (60-70 s of a cold start on the H200,
 bench/NOTES-gpu.md); ``kernel_cache_env`` points TRITON_CACHE_DIR / TORCHINDUCTOR_CACHE_DIR at the output volume
 unless they are set, so a restarted pod finds them compiled.
@@ -25,13 +28,18 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thinktune.fingerprint import hash_files
 
+if TYPE_CHECKING:  # the planner imports this module: keep it free of resolve/lengths at import time
+    from thinktune.train.lengths import Lengths
+
 TOKENIZED_DIR = "tokenized"
+LENGTHS_DIR = "lengths"
 KERNEL_CACHE_DIR = "kernel-cache"
 ENV_LAUNCH_ID = "THINKTUNE_LAUNCH_ID"  # one per launch, the same in every rank of the node: the staging name
 # DatasetDict.save_to_disk writes it first; the final path only appears by a rename after the save returned, so
@@ -87,7 +95,14 @@ def input_fingerprint(dataset_dir: str | os.PathLike[str], model_path: str) -> s
     LLaMA Factory's version (its templates and processors)."""
     model = Path(model_path)
     tok = hash_files(model, TOKENIZER_FILES) if model.is_dir() else f"hub:{model_path}"
-    return f"{hash_files(Path(dataset_dir))}-{tok}-lf{metadata.version('llamafactory')}"
+    return f"{hash_files(Path(dataset_dir))}-{tok}-lf{_version('llamafactory')}"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:  # a source checkout on PYTHONPATH (bench/README.md's GPU recipe)
+        return "unknown"
 
 
 def tokenized_key(fingerprint: str, args: dict[str, Any]) -> str:
@@ -130,3 +145,25 @@ def kernel_cache_env(output_dir: str | os.PathLike[str], env: dict[str, str]) ->
         if not env.get(name):
             out[name] = str(root / sub)
     return out
+
+
+def cached_lengths(
+    output_dir: str | os.PathLike[str], fingerprint: str, count: Callable[[], Lengths]
+) -> Lengths:
+    """``count()`` once per input fingerprint (dataset + tokenizer files + LF version); later attempts read it."""
+    from thinktune.train.lengths import Lengths
+
+    key = hashlib.sha256(f"{fingerprint}-thinktune{_version('thinktune')}".encode()).hexdigest()[:16]
+    path = Path(output_dir) / ".thinktune" / LENGTHS_DIR / f"{key}.json"
+    try:
+        return Lengths(
+            per_split={k: [int(n) for n in v] for k, v in json.loads(path.read_text())["per_split"].items()}
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # absent or unreadable: count again
+    lengths = count()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps({"per_split": lengths.per_split}))
+    os.replace(tmp, path)  # the pods of a gang share the output dir: never a half-written file
+    return lengths

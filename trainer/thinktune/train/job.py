@@ -23,7 +23,7 @@ from thinktune.progress import step
 from thinktune.qwen_tokenizer import load_tokenizer
 from thinktune.resolve import ResolvedDataset, ResolvedJob, check_model_available
 from thinktune.spec import FineTuneJobStatus
-from thinktune.train.cache import input_fingerprint
+from thinktune.train.cache import cached_lengths, input_fingerprint
 from thinktune.train.lengths import REJECTS_FILE, count_lengths, enforce_cutoff
 from thinktune.train.memory import ModelShape
 from thinktune.train.planner import DatasetFacts, Plan, WorldInfo, plan, write_plan_files
@@ -66,7 +66,11 @@ def train_job(
     run_env.update(env or {})
     world = WorldInfo.from_env(spec, gpus_per_node=hw.gpu_count, env=run_env)
     with step(f"counting the dataset's tokens with the tokenizer of {model_path}"):
-        lengths = count_lengths(job.dataset, load_tokenizer(model_path))
+        lengths = cached_lengths(  # a restarted pod skips the tokenizer and the count (train/cache.py)
+            output_dir,
+            input_fingerprint(job.dataset.dir, model_path),
+            lambda: count_lengths(job.dataset, load_tokenizer(model_path)),
+        )
 
     def make_plan(ds: ResolvedDataset, longest: int) -> Plan:
         facts = DatasetFacts(
