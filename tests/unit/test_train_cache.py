@@ -109,6 +109,9 @@ def test_staging_then_publish_never_exposes_a_partial_dataset(tmp_path):
     (stale / cache.COMPLETE_FILE).write_text("{}")
     assert cache.prepare_tokenized(args, {cache.ENV_LAUNCH_ID: "L1"}) == final
     assert args["tokenized_path"] == f"{final}{cache.PARTIAL}L1"
+    other = {"tokenized_path": final}  # another rank of the launch never reads what rank 0 is writing
+    cache.prepare_tokenized(other, {cache.ENV_LAUNCH_ID: "L1", "RANK": "1"})
+    assert other["tokenized_path"] != args["tokenized_path"]
     # LLaMA Factory's save (DatasetDict.save_to_disk on global rank 0), then the Trainer starts
     DatasetDict({"train": Dataset.from_dict({"input_ids": [[1, 2, 3]]})}).save_to_disk(args["tokenized_path"])
     (cb,) = [c for c in worker_callbacks(args, final) if isinstance(c, PublishTokenized)]

@@ -132,7 +132,10 @@ def prepare_tokenized(
     if Path(final).exists():  # user-given or foreign content: LF would load it as it is
         return final
     launch = env.get(ENV_LAUNCH_ID) or f"p{os.getppid()}"  # torchrun ranks share their parent
-    args["tokenized_path"] = f"{final}{PARTIAL}{launch}"
+    rank = env.get("RANK", "0")
+    # only global rank 0 saves; LF checks the path before any barrier, so a late rank given rank 0's path could
+    # find it half-written: the others get a path nobody writes (they preprocess, LF's datasets cache helps)
+    args["tokenized_path"] = f"{final}{PARTIAL}{launch}" + ("" if rank == "0" else f"-rank{rank}")
     return final
 
 
