@@ -78,7 +78,11 @@ def up(
         console.print(f"[red]sandbox up failed:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from exc
     if already:
-        console.print(f"control plane already running in {cp.state_dir} (`down` first to change its nodes)")
+        mode = "with" if cp.run_pods else "without"
+        console.print(
+            f"control plane already running in {cp.state_dir}, {mode} --run-pods "
+            "(`down` first to change its nodes or mode)"
+        )
     else:
         console.print(
             f"[green]control plane ready[/green] in {time.monotonic() - t0:.1f} s "

@@ -160,7 +160,9 @@ class ControlPlane:
         self._state: SandboxState | None = SandboxState.load(self.state_dir)
         # run_pods: pods on the sandbox's nodes run as local processes (thinktune_sandbox.podrunner), the nodes
         # carry no kwok taint (nothing about them is fake but the GPUs) and kwok keeps only their heartbeats
-        self.run_pods = run_pods if self._state is None else self._state.run_pods or run_pods
+        # (a running sandbox keeps the mode it was started with; `up` of a fresh one takes the requested mode)
+        self._want_run_pods = run_pods
+        self.run_pods = self._state.run_pods if self._state is not None else run_pods
 
     # ----------------------------------------------------------------------------------------- paths
 
@@ -193,10 +195,13 @@ class ControlPlane:
         """Start everything and wait until nodes are Ready; a no-op if this state dir already runs one."""
         current = self.status()
         if current.running:
+            assert self._state is not None
+            self.run_pods = self._state.run_pods
             return self
         if current.components:
             # Half-alive leftovers (e.g. a crashed run): start clean rather than guess.
             self.down()
+        self.run_pods = self._want_run_pods
         self._check_binaries()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)

@@ -26,6 +26,7 @@ import yaml
 from thinktune_sandbox import ControlPlane, default_bin_dir
 from thinktune_sandbox.controlplane import KUBE_BINARIES
 from thinktune_sandbox.podrunner import NODE_ENV_ANNOTATION, PROMETHEUS_TARGETS_FILE
+from thinktune_sandbox.state import SandboxState
 from thinktune_sandbox.testing import Cluster, free_port, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -52,6 +53,12 @@ def prometheus_bin() -> str | None:
     return shutil.which("prometheus")
 
 
+def pids(state: Path) -> dict[str, int]:
+    st = SandboxState.load(state)
+    assert st is not None
+    return {r.name: r.pid for r in st.processes}
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory):
     """`thinktune sandbox up --run-pods` (operator included by default), exactly as the README runs it."""
@@ -70,6 +77,17 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory):
     assert up.returncode == 0, up.stdout + up.stderr
     phase(f"sandbox up: {up.stdout.strip().splitlines()[0]}")
     cp = ControlPlane(state)
+    first = pids(state)
+    assert {"operator", "podrunner"} <= set(first), first
+    # a second `up` finds the running sandbox: no second operator or pod runner (issue 13: two operators)
+    again = subprocess.run(
+        [*cli, "up", "--run-pods", "--nodes", str(NODES), "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
+    assert pids(state) == first
     try:
         yield cp
     finally:
@@ -133,7 +151,7 @@ def test_quick_start_runs_to_completion(sandbox, cluster, dataset):
 
 
 def gang_job(name: str, metrics_port: int, **extra: Any) -> dict[str, Any]:
-    """The example FineTuneJob as a 2-worker gang, trimmed for CPU (short sequences, 8 steps, a checkpoint every
+    """The example FineTuneJob as a 2-worker gang, trimmed for CPU (8 steps, a checkpoint every
     2) and on a base model put on the volume. A metrics port nothing else on a shared host listens on: a local
     `thinktune run` serving 9400 on 0.0.0.0 would capture podIP:9400."""
     doc = yaml.safe_load((EXAMPLES / "02-finetunejob.yaml").read_text())
@@ -146,7 +164,7 @@ def gang_job(name: str, metrics_port: int, **extra: Any) -> dict[str, Any]:
         "maxSteps": GANG_STEPS,
         "learningRate": 5.0e-3,
         "globalBatchSize": 4,
-        "cutoffLen": 256,
+        "cutoffLen": 512,  # the longest sample of examples/crypto is 448 tokens: none truncated
         "saveSteps": 2,
         "loggingSteps": 1,
         "saveTotalLimit": 10,
