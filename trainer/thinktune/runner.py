@@ -23,6 +23,7 @@ from rich.console import Console
 from thinktune import contract
 from thinktune import fingerprint as fp
 from thinktune.errors import InputError, StageError, check_output_dir, debug_enabled, explain
+from thinktune.progress import step
 from thinktune.resolve import ResolvedExport, ResolvedJob, resolve_export, resolve_job
 from thinktune.resources import LoadedResource, ResourceError, load_path
 from thinktune.spec import DatasetBuildSpec, DatasetBuildStatus, DatasetCounts
@@ -276,7 +277,8 @@ def _evaluate_after_training(job: ResolvedJob, plan: contract.PlanSummary) -> di
     from thinktune.evaluate.run import evaluate_job, headline
 
     try:
-        report = evaluate_job(job, plan=plan)
+        with step(f"evaluating FineTuneJob/{job.name} on its test split (spec.evaluation)"):
+            report = evaluate_job(job, plan=plan)
     except StageError as e:
         console.print(f"[yellow]warning:[/] evaluation after training failed: {e}")
         return {}

@@ -151,6 +151,7 @@ class ThinktuneCallback(TrainerCallback):
         self.prom: PromMetrics | None = None
         self.t0 = time.time()
         self.step0 = 0
+        self.eval_count, self.eval_seconds = 0, 0.0  # evaluations so far and their time (for the ETA)
         self.last_log: tuple[float, float] | None = None  # (time, tokens_seen)
         self._lock = threading.Lock()
         self._token_bytes: TokenBytes | None = None
@@ -263,7 +264,7 @@ class ThinktuneCallback(TrainerCallback):
         self.last_log = (now, tokens)
         done = step - self.step0
         total = self.total_steps
-        eta = (now - self.t0) / done * (total - step) if total and done > 0 else None
+        eta = self._eta(args, now, step, done, total)
         mem = memory_snapshot(self.rank)
         try:
             mems = _all_gather(mem)
@@ -298,7 +299,26 @@ class ThinktuneCallback(TrainerCallback):
         )
         self._emit("train", rec)
 
+    def _eta(self, args, now: float, step: int, done: int, total: int | None) -> float | None:
+        """Seconds left: the remaining steps at the measured time per step (evaluation excluded), plus the
+        evaluations still to come at the measured time per evaluation (an ETA of 0 followed by minutes of
+        evaluation is what this avoids)."""
+        if not total or done <= 0:
+            return None
+        per_step = max(0.0, now - self.t0 - self.eval_seconds) / done
+        every = getattr(args, "eval_steps", None)
+        evals_left = 0
+        if (
+            self.eval_count
+            and every
+            and str(getattr(args, "eval_strategy", "no")) not in ("no", "IntervalStrategy.NO")
+        ):
+            every = int(every if every >= 1 else max(1, round(every * total)))
+            evals_left = total // every - step // every
+        return per_step * (total - step) + evals_left * self.eval_seconds / max(1, self.eval_count)
+
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        t_quality = time.time()
         metrics = dict(metrics or {})
         step = int(state.global_step)
         eval_loss = metrics.get("eval_loss")
@@ -310,6 +330,9 @@ class ThinktuneCallback(TrainerCallback):
                 )
             except Exception as e:  # noqa: BLE001 - never let a metric kill training; the error is recorded
                 quality = {"quality_error": f"{type(e).__name__}: {e}"[:300]}
+        # HF's eval_runtime (the loss pass) + the quality pass above: what the ETA needs per evaluation
+        self.eval_count += 1
+        self.eval_seconds += float(metrics.get("eval_runtime") or 0.0) + (time.time() - t_quality)
         rec = {
             "type": "eval",
             "step": step,
