@@ -25,6 +25,7 @@ def _offline(monkeypatch):
         monkeypatch.delenv(k, raising=False)
 
 
+@pytest.mark.timeout(2400)  # two torchrun launches of 2 ranks each, plus making the tiny model
 def test_restart_loads_the_tokenized_dataset_and_counts_packed_tokens(tmp_path, monkeypatch):
     from thinktune.train.job import TrainingFailed, train_job
 
