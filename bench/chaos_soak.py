@@ -148,7 +148,6 @@ class Soak:
         self.counts: Counter[str] = Counter()
         self.seen_children: dict[str, float] = {}  # "kind/name" of an orphan -> first seen
         self.two_gangs: Counter[str] = Counter()
-        self.on_failed_node: Counter[str] = Counter()
         self.op_down_until: float | None = None
         self.op_started_at = now_s()
         self.op_ready_at: float | None = now_s()  # the caller starts it and waits for it
@@ -289,7 +288,14 @@ class Soak:
             else:
                 self.two_gangs.pop(name, None)
             # no pod on a known-bad node
-            failed = {f.get("node"): api_time(f.get("time")) for f in st.get("failedNodes") or []}
+            # a node the job recorded as failed without the node showing it (exit 75, eviction) is avoided
+            # for the TTL; one that showed it (NotReady, cordon, ...) until repaired, which bad_nodes covers
+            ttl = float(OPERATOR_ENV["THINKTUNE_FAILED_NODE_TTL_SECONDS"])
+            failed = {
+                f.get("node"): api_time(f.get("time"))
+                for f in st.get("failedNodes") or []
+                if not f.get("nodeUnhealthy")
+            }
             for p in (pp for ps in g.values() for pp in ps):
                 node = p["spec"].get("nodeName")
                 created = api_time(p["metadata"].get("creationTimestamp")) or 0
@@ -299,14 +305,11 @@ class Soak:
                         f"({self.bad_nodes[node][0]}) is bound to it"
                     )
                 ft = failed.get(node)
-                pod_key = f"{name}/{p['metadata']['name']}"
-                if ft is not None and created > ft + BAD_NODE_SLACK_S:
-                    # status is written after the children: a forgiven node may still be listed for one poll
-                    self.on_failed_node[pod_key] += 1
-                    if self.on_failed_node[pod_key] >= TWO_GANGS_POLLS:
-                        self.violation(f"{name}: pod {p['metadata']['name']} on its own failed node {node}")
-                else:
-                    self.on_failed_node.pop(pod_key, None)
+                if ft is not None and ft + BAD_NODE_SLACK_S < created < ft + ttl - BAD_NODE_SLACK_S:
+                    self.violation(
+                        f"{name}: pod {p['metadata']['name']} on node {node}, which failed it "
+                        f"{created - ft:.0f}s before (avoided for {ttl:.0f}s)"
+                    )
             # every job states a phase
             if not st.get("phase") and self.op_up_for(t.created) > STATE_WITHIN_S:
                 self.violation(f"{name}: no phase {STATE_WITHIN_S:.0f}s after creation")
@@ -367,7 +370,7 @@ class Soak:
                 f"{name}: attempt {attempt} runs learningRate {lr}, generation {gen} set {t.edits[gen]}"
             )
         elif t.edit_gen_at_fault > 1:
-            self.counts["edits_reached_next_attempt"] += 1
+            self.counts["attempts_running_an_edited_spec"] += 1
 
     # ------------------------------------------------------------------------------------------- actions
     def act(self, snap: dict[str, Any]) -> None:
@@ -721,7 +724,7 @@ class Soak:
             "jobs_created": self.counts["jobs_created"],
             "jobs_deleted": self.counts["jobs_deleted"],
             "spec_edits": self.counts["spec_edits"],
-            "edits_reached_next_attempt": self.counts["edits_reached_next_attempt"],
+            "attempts_running_an_edited_spec": self.counts["attempts_running_an_edited_spec"],
             "repairs": self.counts["repairs"],
             "jobs_at_end": len(self.jobs),
             "jobs_converged": len(converged),
