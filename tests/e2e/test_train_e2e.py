@@ -221,18 +221,31 @@ def test_single_process_trains_and_loss_goes_down(root, single_run):
     assert status.metrics["evalLoss"] == pytest.approx(conv["final_eval_loss"])
 
 
-def test_rerun_resumes_from_last_checkpoint(root, single_run):
-    """LF auto-resume: never overwrite_output_dir; a second run over a finished output starts from its last
-    checkpoint and does no new steps."""
-    from thinktune.train.job import train_job
+def test_rerun_skips_a_finished_job_and_starts_fresh_when_hyperparameters_change(root, tiny_model, capsys):
+    """Through the runner (what `thinktune train` and every worker pod run): an unchanged finished job is
+    skipped, not "resumed" into a run of 0 steps; a changed learning rate trains again from step 0, with the
+    previous run kept under previous/. (The resume of an interrupted run is test_losing_one_rank_...)."""
+    from thinktune import runner
 
-    report = train_job(resolve_resource(make_job(root, "single"), root), progress=False)
-    att = report["attempts"][-1]
-    assert att["resumed_from"].endswith(f"checkpoint-{MAX_STEPS}")
-    begins = [
-        json.loads(x) for x in (root / "single" / "metrics.jsonl").read_text().splitlines() if '"begin"' in x
-    ]
-    assert begins[-1]["step"] == MAX_STEPS and begins[-1]["resumed"] is True
+    def begins() -> list[dict]:
+        text = (root / "rerun" / "metrics.jsonl").read_text()
+        return [json.loads(x) for x in text.splitlines() if '"begin"' in x]
+
+    job = make_job(root, "rerun", max_steps=2, save_steps=1, eval_steps=100)
+    job.spec.evaluation.enabled = False  # the generation pass is tested elsewhere; not an input of training
+    runner._stage_finetune(resolve_resource(job, root), progress=False, force=False)
+    assert [b["step"] for b in begins()] == [0]
+    runner._stage_finetune(resolve_resource(job, root), progress=False, force=False)
+    assert [b["step"] for b in begins()] == [0]  # nothing ran
+    assert "skipped — finished before with the same spec" in capsys.readouterr().err
+    job.spec.training.learning_rate = 0.02
+    runner._stage_finetune(resolve_resource(job, root), progress=False, force=False)
+    assert [(b["step"], b["resumed"]) for b in begins()] == [
+        (0, False)
+    ]  # fresh metrics, not from checkpoint-2
+    (prev,) = (root / "rerun" / "previous").iterdir()
+    assert (prev / "checkpoint-2").is_dir() and (prev / "adapter_model.safetensors").is_file()
+    assert "spec.training.learningRate: 0.01 -> 0.02" in capsys.readouterr().err
 
 
 def test_two_processes_gloo_match_single(root, single_run):
