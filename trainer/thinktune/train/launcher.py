@@ -6,7 +6,8 @@ One process: the worker runs directly. Several processes or nodes (``WorldInfo.w
 these on every pod; locally a free port is picked). Without CUDA the HF Trainer uses the gloo backend.
 
 LLaMA Factory resumes from the last ``checkpoint-N`` in ``output_dir`` by itself (``overwrite_output_dir`` is never
-set); ``launch`` logs which checkpoint that will be. A fresh subprocess per attempt means no state (CUDA
+set); ``launch`` logs which checkpoint that will be. Whether the checkpoints there belong to this run is decided
+before: the runner moves a run with other inputs aside and skips a finished one (thinktune/fingerprint.py). A fresh subprocess per attempt means no state (CUDA
 memory, process groups, LF globals) survives from a failed attempt.
 """
 
