@@ -188,3 +188,16 @@ def test_interrupted_run_with_the_same_inputs_resumes(tmp_path, monkeypatch, cap
     assert fake.calls[1]["resumed_from"] == "checkpoint-2"
     assert "resuming — an unfinished run with the same spec, data and base model" in capsys.readouterr().err
     assert not (tmp_path / "out" / "previous").exists()
+
+
+def test_stopped_after_training_finishes_the_stage_without_training_again(tmp_path, monkeypatch):
+    """A pod killed after training but before the stage finished (during evaluation) restarts: the finished
+    training is not "resumed" (LLaMA Factory would train 0 steps) nor refused; the stage completes."""
+    fake, f = _rerun_setup(tmp_path, monkeypatch)
+    assert _train(f) == 0
+    (tmp_path / "out" / ".thinktune-state.json").unlink()  # killed before the finished state was written
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    report["status"] = json.loads((tmp_path / "out" / "status.local.json").read_text())
+    (tmp_path / "out" / "report.json").write_text(json.dumps(report))  # what train_job writes
+    assert _train(f) == 0
+    assert len(fake.calls) == 1 and (tmp_path / "out" / ".thinktune-state.json").is_file()

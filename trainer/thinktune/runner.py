@@ -225,8 +225,16 @@ def _stage_finetune(job: ResolvedJob, *, progress: bool, force: bool) -> None:
         )
     if job.writes_job_results:
         fp.record_started(out, inputs)
+    trained = fp.read_json(out / "report.json") if d.action == "resume" else None
     try:
-        report = train_job(job, progress=progress)
+        if trained and trained.get("outcome") == "Succeeded" and (trained.get("status") or {}).get("plan"):
+            # stopped after training, before the stage finished (a pod killed during evaluation): finish it
+            console.print(
+                f"{what}: training had finished with these inputs; finishing the stage", highlight=False
+            )
+            report = trained
+        else:
+            report = train_job(job, progress=progress)
     except (StageError, OSError) as e:
         if job.writes_job_results:
             _failed(out, e)
