@@ -173,29 +173,47 @@ def _full_vocab_loss(model_dir, text: str) -> float:
         return float(model(input_ids=ids, labels=ids).loss)
 
 
-def test_warm_start_learns_the_training_answers_and_says_so(tmp_path, tiny_dir):
-    """The random model's loss sits at ln(151,936); a warm start on a training split's answers lowers the
-    full-vocabulary loss on them (the restricted softmax of the warm start still trains the real head)."""
+def test_warm_start_learns_the_training_prose_and_says_so(tmp_path, tiny_dir):
+    """The random model's loss sits at ln(151,936); a warm start on the training documents' prose lowers the
+    full-vocabulary loss on it (its restricted softmax is exact: the unused rows are zero)."""
+    from safetensors.torch import load_file
     from thinktune.tiny_model import warm_start_texts
 
-    answer = "SM4 是我国公布的商用分组密码算法，分组长度为128位，密钥长度也是128位。"
-    row = {
-        "messages": [
-            {"role": "user", "content": "什么是 SM4？"},
-            {"role": "assistant", "content": f"<think>\n先回忆定义。\n</think>\n\n{answer}"},
-        ]
-    }
+    answers = [
+        "SM4 是我国公布的商用分组密码算法，分组长度为128位，密钥长度也是128位。",
+        "SM4 的轮函数由非线性变换和线性变换组成，共32轮。",
+        "SM3 是国密杂凑函数，输出256位。",
+    ]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"问题{i}？"},
+                {"role": "assistant", "content": f"<think>\n先回忆定义。\n</think>\n\n{a}"},
+            ],
+            "source_file": "sm3.md" if "SM3" in a else "sm4.md",
+            "source_line": 10 - i,
+        }
+        for i, a in enumerate(answers)
+    ]
     train = tmp_path / "train.json"
-    train.write_text(json.dumps([row] * 4, ensure_ascii=False), encoding="utf-8")
-    (text,) = set(warm_start_texts(train))
-    assert text == f"<think>\n\n</think>\n\n{answer}<|im_end|>"  # the reasoning is not pretrained on
+    train.write_text(json.dumps(rows * 3, ensure_ascii=False), encoding="utf-8")
+    texts = warm_start_texts(train)
+    # one text per document, its answers in source order, no reasoning, no questions
+    assert texts == [
+        f"<think>\n\n</think>\n\n{answers[1]}\n\n{answers[0]}<|im_end|>",
+        f"<think>\n\n</think>\n\n{answers[2]}<|im_end|>",
+    ]
 
-    warm = make_tiny_model(tmp_path / "warm", warm_start=train, warm_start_seconds=0, log=lambda _: None)
+    warm = make_tiny_model(tmp_path / "warm", warm_start=train, log=lambda _: None)
     marker = read_tiny_marker(warm)["warm_start"]
-    assert marker["steps"] >= 20 and marker["last_loss"] < marker["first_loss"]
-    random_loss = _full_vocab_loss(tiny_dir, text)
+    assert marker["documents"] == 2 and marker["held_out_documents"] == 0
+    assert marker["steps_kept"] == marker["steps_run"] > 0 and marker["seconds"] > 0
+    random_loss = _full_vocab_loss(tiny_dir, texts[0])
     assert random_loss > 0.95 * math.log(151936)
-    assert _full_vocab_loss(warm, text) < 0.75 * random_loss
+    assert _full_vocab_loss(warm, texts[0]) < 0.75 * random_loss
+    emb = load_file(str(warm / "model.safetensors"))["model.embed_tokens.weight"]
+    used = (emb.abs().sum(-1) > 0).sum().item()
+    assert used == marker["vocab_used"] < 1000  # the rows the training split never uses are zero
 
 
 def test_warm_start_without_answers_is_one_clear_error(tmp_path):

@@ -10,11 +10,10 @@ Size: the embedding (151,936 x hidden) dominates: ~39 MB in float32 at hidden 64
 Warm start (``warm_start=TRAIN_FILE``). A random model cannot learn from LoRA alone: its tied embeddings have
 norm ~0.16 and LoRA trains neither them nor the final norm, so no logit can exceed ~1.3 and the loss stays at
 ln(151,936) = 11.9 whatever the adapter does. Like the real Qwen3-Thinking, a useful base has to have been
-pretrained first. ``warm_start`` does that briefly on the *answers* of a training split (never val/test), each
-written in Qwen3's empty-thinking form ``<think>\n\n</think>\n\n{answer}<|im_end|>``: the base then knows the
-domain's characters and the format tokens, but not the task's reasoning, which is what fine-tuning adds. The
-softmax of this pretraining runs over the tokens the texts use only (the other rows of the 151,936-row
-vocabulary keep their small random embeddings), which makes it ~40x cheaper than a full-vocabulary step.
+pretrained first. ``warm_start`` does that briefly on the *prose of the training split's documents* (never
+val/test), without the chat template, the questions or the reasoning, which are what fine-tuning adds. It runs
+where the model is made (``makeTiny``), so a job on a real model never runs it. The softmax is exact over the
+whole vocabulary but cheap: rows of tokens the training split never uses are zero (see ``_pretrain``).
 """
 
 from __future__ import annotations
@@ -96,14 +95,13 @@ def make_tiny_model(
     dtype: str = "float32",
     overwrite: bool = False,
     warm_start: str | Path | None = None,
-    warm_start_seconds: float = 30.0,
     log=print,
 ) -> Path:
     """Write a random ``Qwen3ForCausalLM`` + the Qwen3 tokenizer + generation config to ``out_dir``.
 
     Loads with ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained`` and with LLaMA
-    Factory (``template: qwen3``). Deterministic for a given ``seed`` (and, with ``warm_start``, a given number
-    of warm-start steps; the steps a time budget of ``warm_start_seconds`` allows are recorded in the marker).
+    Factory (``template: qwen3``). Deterministic for a given ``seed`` and ``warm_start`` file (the warm start
+    stops by a rule on held-out training documents, not by time; steps and seconds are in the marker).
     ``warm_start``: a LLaMA Factory sharegpt file (a training split) to pretrain on first, see the module
     docstring. Returns the output directory.
     """
@@ -144,7 +142,8 @@ def make_tiny_model(
         model = Qwen3ForCausalLM(config)
     warm = None
     if warm_start is not None:
-        warm = _warm_start(model, Path(warm_start), seed=seed, seconds=warm_start_seconds, log=log)
+        tok = load_qwen3_tokenizer()  # loaded once: it takes seconds
+        warm = _warm_start(model, tok, Path(warm_start), seed=seed, log=log)
     model = model.to(getattr(torch, dtype))
     model.eval()
 
@@ -162,7 +161,7 @@ def make_tiny_model(
 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
-    save_qwen3_tokenizer(load_qwen3_tokenizer(), out)
+    save_qwen3_tokenizer(tok if warm_start is not None else load_qwen3_tokenizer(), out)
 
     n_params = sum(p.numel() for p in model.parameters())  # tied: the embedding is counted once
     marker = {
@@ -194,88 +193,172 @@ def make_tiny_model(
 THINK_OPEN, THINK_CLOSE, IM_END = "<think>", "</think>", "<|im_end|>"
 
 
+def _messages(row: dict) -> list[dict]:
+    return [
+        {"role": m.get("role", m.get("from")), "content": str(m.get("content", m.get("value", "")))}
+        for m in row.get("messages") or row.get("conversations") or []
+    ]
+
+
 def warm_start_texts(train_file: Path) -> list[str]:
-    """The assistant answers of a sharegpt training split (``messages`` / ``conversations``), reasoning
-    removed, in Qwen3's empty-thinking form."""
+    """The prose of the training split's documents: per document (``source_file``), its answers in source order,
+    the reasoning removed, as one text in Qwen3's empty-thinking form ``<think>\n\n</think>\n\n...<|im_end|>``
+    (the special tokens a real Qwen3 base knows). Neither the chat template nor the questions nor the reasoning
+    are in it: those are what fine-tuning has to teach."""
     rows = json.loads(Path(train_file).read_text(encoding="utf-8"))
-    texts = []
-    for row in rows:
-        for m in row.get("messages") or row.get("conversations") or []:
-            if m.get("role", m.get("from")) not in ("assistant", "gpt"):
-                continue
-            answer = str(m.get("content", m.get("value", ""))).rpartition(THINK_CLOSE)[2].strip()
-            if answer:
-                texts.append(f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{answer}{IM_END}")
-    if not texts:
+    docs: dict[str, dict[str, float]] = {}  # document -> answer -> its place in the document
+    for n, row in enumerate(rows):
+        for m in _messages(row):
+            answer = m["content"].rpartition(THINK_CLOSE)[2].strip()
+            if m["role"] in ("assistant", "gpt") and answer:
+                doc = docs.setdefault(str(row.get("source_file") or f"row {n}"), {})
+                doc.setdefault(answer, float(row.get("source_line") or n))
+    if not docs:
         raise ValueError(
             f"{train_file}: no assistant answers to warm-start the tiny model on; expected a LLaMA Factory "
             "sharegpt file with 'messages' (role/content), as a DatasetBuild writes"
         )
-    return texts
+    return [
+        f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n" + "\n\n".join(sorted(d, key=d.__getitem__)) + IM_END
+        for d in docs.values()
+    ]
 
 
-def _warm_start(model, train_file: Path, *, seed: int, seconds: float, log) -> dict:
-    """Causal-LM pretraining of every parameter on ``warm_start_texts(train_file)`` for about ``seconds``,
-    with the softmax restricted to the token ids those texts use. Returns what the marker records."""
+def _training_vocabulary(tok, train_file: Path, texts: list[str]) -> list[int]:
+    """Every token id of the training split's conversations as the chat template renders them, and of the
+    warm-start texts: the only rows of the embedding that fine-tuning on this split can need."""
+    ids = {i for t in texts for i in tok.encode(t, add_special_tokens=False)}
+    for row in json.loads(Path(train_file).read_text(encoding="utf-8")):
+        ids.update(tok.apply_chat_template(_messages(row), tokenize=True, return_dict=False))
+    return sorted(ids)
+
+
+def _warm_start(model, tok, train_file: Path, *, seed: int, log) -> dict:
+    """``_pretrain`` on one thread: its tensors are small (hidden 64), and with two OpenMP threads on a busy
+    2-core machine every small op waits for the descheduled thread (measured: a forward + backward of 8 x 256
+    tokens 1.2-3.2 s on two threads vs 0.17-0.25 s on one, load average 13)."""
     import torch
 
-    tok = load_qwen3_tokenizer()
-    seqs = [tok.encode(t, add_special_tokens=False)[:SEQ_LEN] for t in warm_start_texts(train_file)]
-    vocab = torch.tensor(sorted({i for s in seqs for i in s}))
-    remap = torch.full((QWEN3_VOCAB_SIZE,), -100, dtype=torch.long)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _pretrain(model, tok, train_file, seed=seed, log=log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(model, tok, train_file: Path, *, seed: int, log) -> dict:
+    """Causal-LM pretraining of every parameter on ``warm_start_texts(train_file)`` (random 256-token windows of
+    the documents), stopped when the loss on held-out training documents stops improving (the best state is
+    kept), so the base generalises instead of memorising. Returns what the marker records.
+
+    The softmax is exact over the full vocabulary at a fraction of its cost: the embedding rows of tokens the
+    training split never uses are set to zero, so each of those logits is exactly 0 and together they add the
+    constant ``ln(#unused)`` logit to a softmax computed over the used rows only.
+    """
+    import math
+
+    import torch
+
+    t0, cpu0 = time.monotonic(), time.process_time()
+    texts = warm_start_texts(train_file)
+    vocab = torch.tensor(_training_vocabulary(tok, train_file, texts))
+    unused_logit = math.log(QWEN3_VOCAB_SIZE - len(vocab))
+    remap = torch.full((QWEN3_VOCAB_SIZE,), -1, dtype=torch.long)
     remap[vocab] = torch.arange(len(vocab))
-    # Only the rows of the texts' tokens train (a small copy, written back at the end): Adam over all 151,936
-    # rows would cost more than the model itself.
+    docs = [remap[torch.tensor(tok.encode(t, add_special_tokens=False))] for t in texts]
+    # every WARM_HOLDOUT-th document (at least one) only decides when to stop
+    held = [d for i, d in enumerate(docs) if i % WARM_HOLDOUT == WARM_HOLDOUT - 1] if len(docs) > 1 else []
+    train = torch.cat([d for i, d in enumerate(docs) if i % WARM_HOLDOUT != WARM_HOLDOUT - 1 or not held])
+    held_windows = [w for d in held for w in d.split(SEQ_LEN + 1) if len(w) > 1]
+
     emb = model.get_input_embeddings().weight
-    rows = torch.nn.Parameter(emb.detach()[vocab].clone())
+    rows = torch.nn.Parameter(emb.detach()[vocab].clone())  # a small trainable copy, written back at the end
     emb.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad] + [rows]
+    opt = torch.optim.AdamW(params, lr=WARM_LR, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad] + [rows], lr=WARM_LR, weight_decay=0.0
-    )
-    model.train()
-    t0, step, first, loss_v = time.monotonic(), 0, None, None
-    while step < WARM_MAX_STEPS and (step < WARM_MIN_STEPS or time.monotonic() - t0 < seconds):
-        pick = torch.randint(len(seqs), (WARM_BATCH,), generator=gen).tolist()
-        width = max(len(seqs[i]) for i in pick)
-        ids = torch.zeros((WARM_BATCH, width), dtype=torch.long)  # positions in `vocab`
-        labels = torch.full((WARM_BATCH, width - 1), -100, dtype=torch.long)  # -100: padding
-        for r, i in enumerate(pick):
-            local = remap[torch.tensor(seqs[i])]
-            ids[r, : len(local)] = local
-            labels[r, : len(local) - 1] = local[1:]
-        hidden = model.model(inputs_embeds=rows[ids]).last_hidden_state[:, :-1]
+
+    def loss_of(windows: list) -> torch.Tensor:
+        width = max(len(w) for w in windows)
+        ids = torch.zeros((len(windows), width - 1), dtype=torch.long)
+        labels = torch.full((len(windows), width - 1), -100, dtype=torch.long)  # -100: padding
+        for r, w in enumerate(windows):
+            ids[r, : len(w) - 1], labels[r, : len(w) - 1] = w[:-1], w[1:]
+        hidden = model.model(inputs_embeds=rows[ids]).last_hidden_state
         logits = hidden @ rows.T  # tied embeddings: the output rows are the input rows
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), labels.reshape(-1))
+        logits = torch.cat([logits, logits.new_full((*logits.shape[:2], 1), unused_logit)], dim=-1)
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+    def held_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            v = float(loss_of(held_windows)) if held_windows else float("nan")
+        model.train()
+        return v
+
+    model.train()
+    best, best_state, bad, first, step, curve = held_loss(), None, 0, None, 0, []
+    start_held = best
+    while step < WARM_MAX_STEPS:
+        starts = torch.randint(max(1, len(train) - SEQ_LEN), (WARM_BATCH,), generator=gen).tolist()
+        loss = loss_of([train[s : s + SEQ_LEN + 1] for s in starts])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_v = float(loss.detach())
-        first = loss_v if first is None else first
         step += 1
+        first = float(loss.detach()) if first is None else first
+        if step % WARM_EVAL_EVERY == 0 and held_windows:
+            v = held_loss()
+            curve.append([step, round(float(loss.detach()), 4), round(v, 4)])
+            if v < best - 0.01:
+                best, bad = v, 0
+                body = {
+                    k: t.clone()
+                    for k, t in model.state_dict().items()
+                    if "embed" not in k and "lm_head" not in k
+                }
+                best_state = (step, body, rows.detach().clone())
+            else:
+                bad += 1
+                if bad >= WARM_PATIENCE:
+                    break
+    kept = step
+    if best_state is not None:
+        kept, state, best_rows = best_state
+        model.load_state_dict(state, strict=False)
+        rows.data.copy_(best_rows)
     with torch.no_grad():
+        emb.zero_()
         emb[vocab] = rows.detach()
     emb.requires_grad_(True)
     elapsed = time.monotonic() - t0
     log(
-        f"[tiny] warm start on {len(seqs)} answers of {train_file.name}: {step} steps in {elapsed:.0f} s, "
-        f"loss {first:.2f} -> {loss_v:.2f} (softmax over the {len(vocab)} token ids they use)"
+        f"[tiny] warm start on the prose of {len(docs)} training documents ({len(held)} held out to decide when "
+        f"to stop): {kept} of {step} steps kept, held-out loss {start_held:.2f} -> {best:.2f}, {elapsed:.0f} s "
+        f"(exact softmax over the {len(vocab)} token ids the training split uses; the other rows are zero)"
     )
     return {
         "train_file": str(train_file),
-        "texts": len(seqs),
-        "steps": step,
+        "documents": len(docs),
+        "held_out_documents": len(held),
+        "tokens": int(sum(len(d) for d in docs)),
+        "steps_run": step,
+        "steps_kept": kept,
         "seconds": round(elapsed, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),  # wall time on a busy machine says little
         "vocab_used": len(vocab),
         "first_loss": round(first, 4),
-        "last_loss": round(loss_v, 4),
+        "held_out_loss_first_best": [round(start_held, 4), round(best, 4)],
+        "curve": curve,
     }
 
 
-SEQ_LEN = 256  # answers are cut here: the warm start teaches characters and words, not long documents
+SEQ_LEN = 256  # tokens per pretraining window
 WARM_BATCH = 8
 WARM_LR = 3e-3
-WARM_MIN_STEPS, WARM_MAX_STEPS = 20, 2000
+WARM_HOLDOUT = 8  # every 8th training document is held out of the warm start to decide when to stop
+WARM_EVAL_EVERY, WARM_PATIENCE, WARM_MAX_STEPS = 25, 2, 200
 
 
 def read_tiny_marker(model_dir: str | Path) -> dict | None:
