@@ -251,24 +251,45 @@ TAGS = {
 }
 
 
-def make_fixed_dataset(d: Path, *, n: int, chars: int) -> Path:
-    """``n`` rows of at least ``chars`` characters of answer: longer than cutoff_len tokens, so every row is cut
-    to exactly cutoff_len (fixed-length rows, no padding). Only a train split (no evaluation in the timing)."""
+def fit_answer(tokenizer, answer: str, budget: int) -> str:
+    """The longest prefix of ``answer`` whose tokens fit ``budget`` (thinktune refuses rows over cutoffLen
+    instead of letting LLaMA Factory truncate them, so the fixed workload must fit, not be cut)."""
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"][:budget]
+    text = tokenizer.decode(ids).rstrip("\ufffd")  # a cut byte-level token decodes as U+FFFD
+    while len(tokenizer(text, add_special_tokens=False)["input_ids"]) > budget:
+        text = text[:-1]
+    return text
+
+
+def make_fixed_dataset(
+    d: Path, *, n: int, chars: int, tokenizer_dir: Path | None = None, cutoff: int = 0
+) -> Path:
+    """``n`` rows of ``chars`` characters of answer. With ``tokenizer_dir`` each row is trimmed to at most
+    ``cutoff`` tokens in the qwen3 chat format (a margin of 32 for what the chat template adds around the answer), so rows are all
+    about cutoff long and none is over it. Only a train split (no evaluation in the timing)."""
     d.mkdir(parents=True, exist_ok=True)
+    tok = None
+    if tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     rows = []
     for i in range(n):
         body, k = [], 0
         while sum(map(len, body)) < chars:
             body.append(FACTS[(i * 7 + k) % len(FACTS)])
             k += 1
+        question = f"请详细解释密码学概念 {i}。"
+        answer = "<think>\n先分析定义，再给出例子。\n</think>\n\n" + "".join(body)
+        if tok is not None:
+            msgs = [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+            overhead = len(tok.apply_chat_template(msgs, tokenize=True)) + 32
+            answer = fit_answer(tok, answer, cutoff - overhead)
         rows.append(
             {
                 "messages": [
-                    {"role": "user", "content": f"请详细解释密码学概念 {i}。"},
-                    {
-                        "role": "assistant",
-                        "content": "<think>\n先分析定义，再给出例子。\n</think>\n\n" + "".join(body),
-                    },
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer},
                 ]
             }
         )

@@ -154,11 +154,18 @@ def main() -> int:
     root = a.out.resolve()
     root.mkdir(parents=True, exist_ok=True)
     dest = Path(os.environ["OUT"]) if os.environ.get("OUT") else root
+    dest.mkdir(parents=True, exist_ok=True)
     model_dir, model_cfg = make_model(root / "model", a.model)
     if cuda:
         torch.cuda.empty_cache()
     workloads = {
-        "fixed": (make_fixed_dataset(root / "ds_fixed", n=400, chars=3 * a.cutoff), a.cutoff, a.runs)
+        "fixed": (
+            make_fixed_dataset(
+                root / "ds_fixed", n=400, chars=3 * a.cutoff, tokenizer_dir=model_dir, cutoff=a.cutoff
+            ),
+            a.cutoff,
+            a.runs,
+        )
     }
     if a.real_dataset:
         workloads["real"] = (train_only_copy(a.real_dataset, root / "ds_real"), a.real_cutoff, a.real_runs)

@@ -72,7 +72,9 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     dest = Path(os.environ["OUT"]) if os.environ.get("OUT") else root
     model_dir, model_cfg = make_model(root / "model", a.model)
-    ds = make_fixed_dataset(root / "ds_fixed", n=400, chars=3 * a.cutoff)
+    ds = make_fixed_dataset(
+        root / "ds_fixed", n=400, chars=3 * a.cutoff, tokenizer_dir=model_dir, cutoff=a.cutoff
+    )
     result: dict[str, Any] = {
         "what": "issue 15: thinktune train per strategy on 1 and 2 GPUs, random-weight model, fixed-length rows, "
         "global batch 16, seed 7",
