@@ -23,7 +23,7 @@ checked on every poll (about twice a second):
   that of the last edit before the fault
 
 Faults are only injected where their effect is countable: into a steady job (phase Running, its whole current
-gang Running) or onto a node whose jobs are all steady, while no pod in the namespace is unbound.
+gang Running), or onto a node while every job is steady (none is creating pods that could land there).
 
     uv run --no-sync python bench/chaos_soak.py --seconds 600 --seed 13
 writes bench/results/chaos_soak.json (figures and the command line); on a violation the timeline is printed and
@@ -487,9 +487,11 @@ class Soak:
     def _node_target(
         self, snap: dict[str, Any], steady: list[str], unbound: bool
     ) -> tuple[str, list[str]] | None:
-        """A healthy node running pods of steady jobs only (their restarts are then exactly countable), while
-        no pod anywhere waits to be scheduled (it could land on the node before the operator saw the fault)."""
-        if unbound or len(self.bad_nodes) >= self.max_bad_nodes:
+        """A healthy node with pods, while every job is steady: a job that is creating its gang (new, or
+        recovering) could get a worker bound to the node between this snapshot and the fault, and take a
+        restart nobody charged to it."""
+        live = [n for n in self.jobs if n in snap["jobs"]]
+        if unbound or len(self.bad_nodes) >= self.max_bad_nodes or set(live) - set(steady):
             return None
         jobs_on: dict[str, set[str]] = {}
         for p in snap["pods"]:
@@ -601,6 +603,7 @@ class Soak:
 
     def kill_operator(self) -> None:
         self.op.kill()
+        self.op_ready_at = None
         self.op_down_until = now_s() + self.rng.uniform(0.0, 3.0)
         self.counts["operator_kills"] += 1
         self.note("operator kill -9")
@@ -757,10 +760,17 @@ def soak(
         op.stop()
     result["wall_s"] = round(time.monotonic() - t0, 1)
     result["chaos_s"] = seconds
+    result["operator_log"] = str(op.log_path)
     if result["violations"]:
         log(f"---- timeline (seed {seed}) ----")
         for line in s.timeline:
             log(line)
+        jobs = sorted({v.split(":")[0] for v in result["violations"]})
+        lines = op.log_path.read_text(errors="replace").splitlines()
+        for job in jobs:
+            log(f"---- operator log about {job} (last 60 lines; all of it in {op.log_path}) ----")
+            for line in [x for x in lines if job in x or x.startswith("=====")][-60:]:
+                log(line[:400])
     return result
 
 
@@ -771,17 +781,24 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=10)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "chaos_soak.json"))
     ap.add_argument("--state-dir", default=None, help="sandbox state dir (default: a temporary one)")
+    ap.add_argument(
+        "--log-dir", default=None, help="where the operator log is kept (default: a new temp dir)"
+    )
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     print(f"seed {seed}", flush=True)
     from thinktune_sandbox import ControlPlane
 
+    logs = Path(
+        args.log_dir or tempfile.mkdtemp(prefix="chaos-soak-logs-")
+    )  # kept: read it after a violation
+    logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="chaos-soak-") as tmp:
         state = Path(args.state_dir or Path(tmp) / "sandbox")
         cp = ControlPlane(state, nodes=1)
         cp.up()
         try:
-            result = soak(cp, args.seconds, seed, args.nodes, Path(tmp), log=lambda m: print(m, flush=True))
+            result = soak(cp, args.seconds, seed, args.nodes, logs, log=lambda m: print(m, flush=True))
         finally:
             cp.down()
     out = {
