@@ -287,7 +287,7 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
         for ex in report["examples"]:
             lines += _example_lines(ex)
     if report.get("review"):
-        from thinktune.evaluate.review import review_markdown
+        from thinktune.evaluate.review_summary import review_markdown
 
         lines += [*review_markdown(report["review"], level=2), ""]
     if report.get("perTerm"):

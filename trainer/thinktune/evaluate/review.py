@@ -42,7 +42,9 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-CRITERIA = ("accuracy", "fluency", "professionalism")
+# the review's shape and its rendering live in review_summary (the evaluation report renders it too)
+from thinktune.evaluate.review_summary import CRITERIA, RUBRIC, RUBRIC_KEYS, review_markdown
+
 COLUMNS = (
     "item_id",
     "reviewer",
@@ -59,15 +61,6 @@ SCORE_MIN, SCORE_MAX = 1, 5
 # fine-tuned model's.
 MODELS = ("finetuned", "base")
 PREFERENCES = ("finetuned", "base", "tie")
-# Domain-accuracy rubric: yes/no checks a cryptography expert answers per answer (bilingual: reviewers are
-# Chinese-speaking, the project's docs are English). The pass rate per check is reported per model.
-RUBRIC = (
-    ("terms", "术语使用正确 · terms used correctly (SM2/SM3/SM4, 分组密码, 消息认证码 …)"),
-    ("facts", "事实与参数正确 · facts and parameters right (key, block, digest sizes; GM/T, NIST standards)"),
-    ("secure", "无不安全建议 · no insecure advice (ECB, MD5/SHA-1 signatures, hard-coded keys, nonce reuse)"),
-    ("consistent", "思考支持结论 · the reasoning supports the answer"),
-)
-RUBRIC_KEYS = tuple(k for k, _ in RUBRIC)
 RUBRIC_VALUES = ("yes", "no")
 STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 MAX_COMMENT = 20_000
@@ -583,65 +576,6 @@ def import_review_sheet(path: str | Path, *, threshold: float = 3.0) -> dict[str
         "flagged": [i for i in items if i["flagged"]],
         "perItem": items,
     }
-
-
-def review_markdown(summary: dict[str, Any], *, level: int = 1) -> list[str]:
-    """The summary as Markdown lines (``level``: heading level of its title; the evaluation report embeds it
-    one level down)."""
-
-    def f(v):
-        return "–" if v is None else f"{v:.2f}"
-
-    h = "#" * level
-    lines = [
-        f"{h} Expert review",
-        "",
-        f"{summary['items']} items, {summary['rows']} scored rows, "
-        f"{summary['pending']} pending; reviewers: {', '.join(r or '(blank)' for r in summary['reviewers'])}",
-        "",
-        "| criterion | mean | exact agreement | within one | Krippendorff α |",
-        "|---|---|---|---|---|",
-    ]
-    for c in CRITERIA:
-        a = summary["agreement"][c]
-        lines.append(
-            f"| {c} | {f(summary['means'][c])} | {f(a['exact'])} | {f(a['withinOne'])} | "
-            f"{f(a['krippendorffAlpha'])} |"
-        )
-    by_model = summary.get("byModel") or {}
-    if "base" in by_model:
-        lines += ["", f"{h}# Fine-tuned vs base (blind)", "", "| | " + " | ".join(by_model) + " |"]
-        lines.append("|---" * (len(by_model) + 1) + "|")
-        for c in CRITERIA:
-            lines.append(f"| {c} | " + " | ".join(f(m["means"][c]) for m in by_model.values()) + " |")
-        for k, label in RUBRIC:
-            lines.append(
-                f"| rubric: {label} | "
-                + " | ".join(f(m["rubric"][k]["rate"]) for m in by_model.values())
-                + " |"
-            )
-    pref = summary.get("preference") or {}
-    if pref.get("votes"):
-        lines += [
-            "",
-            f"A/B preference over {pref['items']} items ({pref['votes']} votes): fine-tuned {pref['finetuned']}, "
-            f"base {pref['base']}, tie {pref['tie']}; fine-tuned win rate **{f(pref['finetunedWinRate'])}** "
-            "(ties count half).",
-        ]
-    if summary["flagged"]:
-        lines += [
-            "",
-            f"{h}# Items below {summary['threshold']:g}",
-            "",
-            "| item | accuracy | fluency | professionalism | comments |",
-            "|---|---|---|---|---|",
-        ]
-        for i in summary["flagged"]:
-            lines.append(
-                f"| {i['item_id']} | {f(i['accuracy'])} | {f(i['fluency'])} | {f(i['professionalism'])} | "
-                f"{' / '.join(i['comments'])} |"
-            )
-    return lines
 
 
 def write_review_summary(summary: dict[str, Any], out_dir: str | Path) -> Path:
