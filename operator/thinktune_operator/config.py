@@ -20,6 +20,8 @@ DEFAULT_GPU_FAULT_TAINTS = (
 @dataclass(frozen=True)
 class OperatorConfig:
     metrics_port: int = 8080
+    # loopback unless told otherwise: a local operator (the sandbox) serves no one else; the chart sets 0.0.0.0
+    metrics_address: str = "127.0.0.1"
     workspace_pvc: str = "thinktune-workspace"
     progress_source: str = "auto"  # auto | http | annotation | none
     progress_interval_s: float = 15.0
@@ -44,6 +46,7 @@ class OperatorConfig:
         e = os.environ.get
         return cls(
             metrics_port=int(e("THINKTUNE_METRICS_PORT", "8080")),
+            metrics_address=e("THINKTUNE_METRICS_ADDRESS", "127.0.0.1"),
             workspace_pvc=e("THINKTUNE_WORKSPACE_PVC", "thinktune-workspace"),
             progress_source=e("THINKTUNE_PROGRESS_SOURCE", "auto"),
             progress_interval_s=float(e("THINKTUNE_PROGRESS_INTERVAL", "15")),

@@ -56,8 +56,8 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **kwa
     metrics = get_metrics()
     if cfg.metrics_port:
         try:
-            start_http_server(cfg.metrics_port)
-            logger.info("metrics on :%d/metrics", cfg.metrics_port)
+            start_http_server(cfg.metrics_port, addr=cfg.metrics_address)
+            logger.info("metrics on %s:%d/metrics", cfg.metrics_address, cfg.metrics_port)
         except OSError as e:  # e.g. a second local operator: reconcile anyway, just without metrics
             logger.warning(
                 "metrics port %d unavailable (%s): Prometheus endpoint disabled", cfg.metrics_port, e

@@ -153,7 +153,7 @@ def test_deployment_is_restricted_recreate_single_replica():
     assert "--all-namespaces" in c["args"] and "--standalone" in c["args"]
     assert "--module=thinktune_operator.main" in c["args"]
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["THINKTUNE_METRICS_PORT"] == "8080"
+    assert env["THINKTUNE_METRICS_PORT"] == "8080" and env["THINKTUNE_METRICS_ADDRESS"] == "0.0.0.0"
     assert c["image"] == "ghcr.io/thinktune/operator:0.1.0"
     assert {p["name"] for p in c["ports"]} == {"metrics", "health"}
 

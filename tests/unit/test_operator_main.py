@@ -27,3 +27,11 @@ def test_handlers_register_without_finalizers():
     assert not list(reg._spawning.get_all_handlers())  # no daemons/timers (they force a finalizer)
     kinds = {h.selector.any_name for h in reg._watching.get_all_handlers()}
     assert {"finetunejobs", "datasetbuilds", "modelexports", "pods", "nodes"} <= kinds
+
+
+def test_metrics_bind_loopback_unless_configured(monkeypatch):
+    """A local operator (the sandbox sets no address) serves metrics on loopback only; the chart says 0.0.0.0."""
+    monkeypatch.delenv("THINKTUNE_METRICS_ADDRESS", raising=False)
+    assert OperatorConfig.from_env().metrics_address == "127.0.0.1"
+    monkeypatch.setenv("THINKTUNE_METRICS_ADDRESS", "0.0.0.0")
+    assert OperatorConfig.from_env().metrics_address == "0.0.0.0"
