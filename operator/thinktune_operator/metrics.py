@@ -183,7 +183,7 @@ class OperatorMetrics:
         )
         self.replacement_seconds = Histogram(
             f"{PREFIX}_gpu_failure_replacement_seconds",
-            "Time from detecting an infrastructure failure until the replacement gang is created",
+            "Time from detecting an infrastructure failure until every worker of the replacement gang runs",
             registry=r,
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
         )

@@ -12,7 +12,7 @@ from thinktune.spec import DatasetCounts, ExportArtifact
 from thinktune_operator.config import OperatorConfig
 from thinktune_operator.planners import finetunejob as P
 from thinktune_operator.planners import single_pod as S
-from thinktune_operator.planners.common import GangCreated, GangScheduled, GpuFailure, Restart
+from thinktune_operator.planners.common import GangRunning, GangScheduled, GpuFailure, Restart
 from thinktune_sandbox.testing import termination_text
 
 CFG = OperatorConfig()
@@ -201,12 +201,13 @@ def test_gpu_failure_restarts_whole_gang_avoiding_node():
         assert terms["nodeSelectorTerms"][0]["matchFields"] == [
             {"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}
         ]
-    assert GangCreated(1) in p.observations
+    assert not [o for o in p.observations if isinstance(o, GangRunning)]  # created, not running yet
     # the failed pod of attempt 0 (terminal) was deleted, not waited for
     assert any(d.name == "j-a0-w1" for d in p.deletes)
     # new gang runs on n0 and n2
     p, b = run(b, [wpod(1, 0, node="n0"), wpod(1, 1, node="n2")], now=T0 + timedelta(seconds=70))
     assert b["status"]["phase"] == "Running" and cond(b["status"], "Restarting")["status"] == "False"
+    assert GangRunning(1) in p.observations  # the replacement histogram stops here
 
 
 def test_node_not_ready_under_running_pod():

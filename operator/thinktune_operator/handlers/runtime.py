@@ -22,7 +22,7 @@ from typing import Any
 from ..config import OperatorConfig
 from ..kube import CORE_KINDS, Kube, NotInstalled, Rejected
 from ..metrics import OperatorMetrics, get_metrics
-from ..planners.common import Event, GangCreated, GangScheduled, GpuFailure, Observation, Plan, Restart
+from ..planners.common import Event, GangRunning, GangScheduled, GpuFailure, Observation, Plan, Restart
 from ..rejections import Rejection, backoff_delay, blocked, unblocked
 
 log = logging.getLogger("thinktune_operator")
@@ -319,9 +319,9 @@ class Runtime:
                     self.restart_detected[key] = (attempt, time.monotonic())
             case GpuFailure(node=node, reason=reason):
                 m.gpu_failures.labels(ns, node, reason).inc()
-            case GangCreated(attempt=created):
+            case GangRunning(attempt=running):
                 rec = self.restart_detected.get(key)
-                if rec is not None and rec[0] == created:
+                if rec is not None and rec[0] == running:
                     m.replacement_seconds.observe(time.monotonic() - rec[1])
                     del self.restart_detected[key]
             case GangScheduled(attempt=scheduled, seconds=seconds) if seconds is not None:

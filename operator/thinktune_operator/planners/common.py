@@ -40,7 +40,9 @@ class GpuFailure:
 
 
 @dataclass(frozen=True)
-class GangCreated:
+class GangRunning:
+    """Every worker of this attempt runs (the end of a replacement: what the replacement histogram times)."""
+
     attempt: int
 
 
@@ -50,7 +52,7 @@ class GangScheduled:
     seconds: float | None  # creation -> last PodScheduled; None while a condition is missing
 
 
-Observation = Restart | GpuFailure | GangCreated | GangScheduled
+Observation = Restart | GpuFailure | GangRunning | GangScheduled
 
 
 @dataclass

@@ -30,7 +30,7 @@ from ..gpu_health import NodeHealth, Verdict, classify_pod, node_health, termina
 from .common import (
     Delete,
     Event,
-    GangCreated,
+    GangRunning,
     GangScheduled,
     GpuFailure,
     Plan,
@@ -453,7 +453,6 @@ def _create_gang(j: Job) -> bool:
             "GangCreated",
             f"created {spec.num_nodes} worker(s) for attempt {j.attempt}{resume}{avoiding}",
         )
-        j.p.observations.append(GangCreated(j.attempt))
     if s.get("startTime") is None:
         s["startTime"] = j.sb.ts()
     if s.get("phase") != "Restarting":
@@ -522,6 +521,7 @@ def _track_gang(j: Job) -> bool:
     done = sum(1 for x in pods if pod_phase(x) == "Succeeded")
     if running and len(running) + done == n:
         if j.sb.cond("Running", True, "AllWorkersRunning", f"attempt {a}: {n} worker(s) running"):
+            j.p.observations.append(GangRunning(a))
             resumed = " (resumed from checkpoint)" if a else ""
             j.event("Normal", "Running", f"attempt {a}: all {n} worker(s) running{resumed}")
         j.sb.cond_off("Restarting", "Recovered", f"attempt {a} running")
