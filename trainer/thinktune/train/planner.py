@@ -943,7 +943,7 @@ def _packing_args(c: Planning, args: dict[str, Any]) -> None:
             "bench/NOTES-gpu.md); it pays only with FlashAttention-2. Suggestion: packing false unless "
             "flash-attn is installed."
         )
-    if c.micro_batch > 1:
+    if c.on_gpu and c.micro_batch > 1:
         c.warnings.append(
             "with FlashAttention-2 LLaMA Factory's neat packing requires micro-batch 1 (#10317)."
         )
