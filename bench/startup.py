@@ -3,7 +3,7 @@ with the same arguments (issue 14's "~11 s on top"): on CPU with thinktune's tin
 with bench/gpu_train.py's model and fixed-length dataset.
 
     python bench/startup.py OUT_DIR [--attempts 2] [--model DIR --dataset DIR] [--cutoff 256] [--global-batch 4]
-        [--micro-batch 2 | 0 = planner] [--no-direct]
+        [--micro-batch 2 | 0 = planner] [--no-direct] [--keep-kernel-cache]
 
 Phases of the thinktune run, from the wall clock of this script and the files the run writes:
 ``parent`` (CLI start -> the launcher writes ``.thinktune/attempt-0.json``: imports, tokenizer, token counting,
@@ -145,12 +145,14 @@ def main() -> int:
     ap.add_argument("--micro-batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--no-direct", action="store_true")
+    ap.add_argument("--keep-kernel-cache", action="store_true", help="use the caller's TRITON_CACHE_DIR")
     a = ap.parse_args()
     root = a.out.resolve()
     root.mkdir(parents=True, exist_ok=True)
     job, ds = write_inputs(root, a)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "THINKTUNE_METRICS_PORT": "0"}
-    env.pop("TRITON_CACHE_DIR", None)  # cold = thinktune's default under the (fresh) output dir
+    if not a.keep_kernel_cache:
+        env.pop("TRITON_CACHE_DIR", None)  # cold = thinktune's default under the (fresh) output dir
     result: dict = {"loadavg_before": os.getloadavg(), "cpu_count": os.cpu_count(), "thinktune": []}
     result["args"] = {k: str(v) for k, v in vars(a).items()}
     for i in range(a.attempts):
