@@ -90,9 +90,12 @@ def load_model(
         if adapter_path and (Path(adapter_path) / "tokenizer_config.json").is_file()
         else model_path
     )
+    from thinktune.progress import step
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
-        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype)
+        with step(f"loading {Path(str(model_path)).name} for evaluation", quiet_below=2.0):
+            tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
+            model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype)
     except OSError as e:
         raise EvaluationError(
             f"cannot load model {model_path}: {e}. Pass a local model directory, or a hub id "

@@ -77,6 +77,7 @@ def export_model(
         variant_bits,
     )
     from thinktune.export.verify import verify_variants
+    from thinktune.progress import step
     from thinktune.tiny_model import read_tiny_marker
 
     res, spec = export.resource, export.resource.spec
@@ -102,7 +103,8 @@ def export_model(
     merge_info: dict[str, Any] | None = None
     if spec.merge:
         log(f"merging {adapter} into {base}")
-        merge_info = merge_adapter(base, adapter, output_dir / "merged", backend=merge_backend)
+        with step("merging the adapter"):
+            merge_info = merge_adapter(base, adapter, output_dir / "merged", backend=merge_backend)
         notes += merge_info.get("notes", [])
         merged_dir = Path(merge_info["path"])
         artifacts.append(
@@ -159,8 +161,8 @@ def export_model(
                     q.calibration_samples,
                     q.calibration_seq_len,
                 )
-            log(f"quantizing {name}")
-            info = quantize(q, merged_dir, dst, calibration=calib)
+            with step(f"quantizing {name} ({q.method})"):
+                info = quantize(q, merged_dir, dst, calibration=calib)
             entry.update(size_bytes=_dir_size(dst), info=info, group_size=info["group_size"])
             notes += [f"{name}: {n}" for n in info["notes"]]
         except (QuantizationUnavailable, QuantizationError) as e:
@@ -179,15 +181,15 @@ def export_model(
                 a["warnings"].append("not verified: no test split found")
         else:
             samples = M.load_samples(test_file, limit=spec.verify.samples)
-            log(f"verifying {', '.join(a['name'] for a in to_verify)} on {len(samples)} test samples")
-            verification = verify_variants(
-                str(merged_dir),
-                to_verify,
-                samples,
-                spec=spec.verify,
-                max_new_tokens=verify_max_new_tokens,
-                log=log,
-            )
+            with step(f"verifying {', '.join(a['name'] for a in to_verify)} on {len(samples)} test samples"):
+                verification = verify_variants(
+                    str(merged_dir),
+                    to_verify,
+                    samples,
+                    spec=spec.verify,
+                    max_new_tokens=verify_max_new_tokens,
+                    log=log,
+                )
             artifacts[0]["perplexity"] = verification["merged"]["perplexity"]
             artifacts[0]["term_accuracy"] = verification["merged"]["termAccuracy"]
             for a in to_verify:
