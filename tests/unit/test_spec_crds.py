@@ -349,3 +349,24 @@ def test_volume_rejects_parent_paths_in_both_places():
 def test_cluster_path_rule(value, error):
     got = cluster_path_error(value)
     assert (got is None) if error is None else (error in (got or ""))
+
+
+def test_every_spec_field_says_what_an_edit_means():
+    """kubectl explain <kind>.spec.<field> tells users whether an edit is refused, applied now, at the next attempt
+    or re-runs the stage (thinktune.spec.edit_rule); numNodes is the immutable one (CEL self == oldSelf)."""
+    import yaml
+    from thinktune.crdgen import crd_for
+    from thinktune.spec import KINDS
+
+    words = ("Immutable", "Edits apply", "An edit")
+    for kind in KINDS.values():
+        spec = crd_for(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        for name, prop in spec["properties"].items():
+            assert any(w in prop.get("description", "") for w in words), (kind.kind_name, name)
+    ftj = crd_for(KINDS["FineTuneJob"])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+        "spec"
+    ]
+    assert "Immutable" in ftj["properties"]["numNodes"]["description"]
+    assert "immediately" in ftj["properties"]["runPolicy"]["description"]
+    assert "next attempt" in ftj["properties"]["training"]["description"]
+    assert yaml.safe_dump(ftj)  # still plain YAML

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from thinktune.spec import GROUP, KINDS, VERSION, Resource, SpecModel
+from thinktune.spec import GROUP, KINDS, VERSION, Resource, SpecModel, edit_rule
 
 _DROP = {"title", "discriminator"}
 
@@ -174,6 +174,12 @@ def crd_for(kind: type[Resource]) -> dict[str, Any]:
     status_schema.pop("required", None)
     status_schema["description"] = f"Observed state of the {kind.kind_name}, written by the operator."
     spec_schema["description"] = kind.description
+    for name, prop in spec_schema.get("properties", {}).items():
+        rule = edit_rule(kind.kind_name, name)
+        text = prop.get("description", "").rstrip()
+        # a field whose own description already says what an edit does keeps its words
+        if not any(w in text for w in ("Immutable", "Edits apply", "An edit")):
+            prop["description"] = f"{text} {rule}".strip()
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -1198,6 +1198,30 @@ class ObjectMeta(BaseModel):
     generation: int | None = None
 
 
+# What an edit of a spec field means, per kind (`kubectl explain <kind>.spec.<field>` says it: crdgen appends the
+# sentence to each top-level field's description; nested fields follow their top-level field). The operator
+# enforces it: numNodes by a CEL transition rule; a FineTuneJob's per-attempt ConfigMap is written from the
+# generation that starts the attempt; DatasetBuild/ModelExport pods are one per spec version (content-hashed).
+EDIT_IMMUTABLE = "Immutable: delete and recreate the resource to change it."
+EDIT_NEXT_ATTEMPT = (
+    "Edits apply at the next attempt: a running gang keeps the spec it started with; the next gang (after a "
+    "failure, a restart or a resume) is built from the edited spec."
+)
+EDIT_IMMEDIATE = "Edits apply immediately: the operator reads it on every reconcile."
+EDIT_RERUN = "An edit re-runs the stage: the operator starts a new pod for the new spec generation."
+
+
+def edit_rule(kind_name: str, field: str) -> str:
+    """The edit sentence for a top-level spec field (its camelCase name)."""
+    if kind_name != "FineTuneJob":
+        return EDIT_RERUN
+    if field == "numNodes":
+        return EDIT_IMMUTABLE
+    if field == "runPolicy":
+        return EDIT_IMMEDIATE + " (schedulingPolicy: at the next gang)."
+    return EDIT_NEXT_ATTEMPT
+
+
 class Resource(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     # per-kind metadata used by crdgen and the operator
