@@ -242,3 +242,11 @@ def workspace_pvc(
         },
         "spec": spec,
     }
+
+
+def default_image_for(pod_opts: Any, cfg: Any) -> str | None:
+    """The operator's default workload image (THINKTUNE_DEFAULT_IMAGE) replaces the spec's built-in default image,
+    never one the CR author chose; None keeps the spec's."""
+    if cfg.default_image and pod_opts.image == type(pod_opts)().image:
+        return cfg.default_image
+    return None

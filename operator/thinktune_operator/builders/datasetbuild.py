@@ -66,6 +66,6 @@ def children(body: dict[str, Any], cfg: OperatorConfig) -> tuple[dict[str, Any],
         m,
         cm_name,
         annotations={N.A_SPEC_HASH: common.spec_hash(body)},
-        image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None,
+        image=common.default_image_for(spec.pod, cfg),
     )
     return cm, pod, out

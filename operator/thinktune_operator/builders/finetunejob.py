@@ -12,6 +12,7 @@ from thinktune.spec import FineTuneJobSpec, SchedulingPolicy, Volume, parse_clus
 
 from .. import names as N
 from ..config import OperatorConfig
+from . import common
 from .common import Mounts, base_pod, cr_configmap, env, gpu_count, object_meta, resolved_cr
 
 COMPONENT = "worker"
@@ -173,7 +174,7 @@ def worker_pod(
         N.job_configmap_name(name, attempt),
         labels,
         annotations,
-        image=cfg.default_image if spec.pod.image == type(spec.pod)().image and cfg.default_image else None,
+        image=common.default_image_for(spec.pod, cfg),
     )
     ps = pod["spec"]
     ps["hostname"] = N.worker_pod_name(name, attempt, rank)

@@ -87,6 +87,6 @@ def children(
         m,
         cm_name,
         annotations={N.A_SPEC_HASH: common.spec_hash(body)},
-        image=cfg.default_image if cfg.default_image and spec.pod.image == type(spec.pod)().image else None,
+        image=common.default_image_for(spec.pod, cfg),
     )
     return cm, pod, out

@@ -168,6 +168,20 @@ def not_allowed(body: dict[str, Any], now: datetime, message: str) -> Plan:
     return p
 
 
+def admit(body: dict[str, Any], now: datetime, cfg: Any, parse: Any) -> tuple[Any, Plan | None]:
+    """Every planner's first decision: the spec parses (else Failed/InvalidSpec) and the operator's policy allows
+    it (else Blocked/NotAllowed). Returns (spec, None) to go on, or (None, the plan that says why not)."""
+    from pydantic import ValidationError
+
+    try:
+        spec = parse(body)
+    except ValidationError as e:
+        return None, invalid_spec(body, now, e)
+    if (err := service_account_error(spec.pod, cfg)) is not None:
+        return None, not_allowed(body, now, err)
+    return spec, None
+
+
 def invalid_spec(body: dict[str, Any], now: datetime, error: Exception) -> Plan:
     """The CR does not validate against thinktune.spec: Failed, with the validation error once as an Event."""
     sb = StatusBuilder(body.get("status"), now, body["metadata"].get("generation"))

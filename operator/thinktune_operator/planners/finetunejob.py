@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
 from thinktune import contract
 from thinktune.spec import FineTuneJobSpec, Volume
 
@@ -36,12 +35,10 @@ from .common import (
     Plan,
     Restart,
     StatusBuilder,
-    invalid_spec,
+    admit,
     is_scheduled,
     is_terminating,
-    not_allowed,
     pod_phase,
-    service_account_error,
     unschedulable,
 )
 
@@ -186,12 +183,9 @@ def plan(
     now: datetime,
     cfg: OperatorConfig,
 ) -> Plan:
-    try:
-        spec = B.parse_spec(body)
-    except ValidationError as e:
-        return invalid_spec(body, now, e)
-    if (err := service_account_error(spec.pod, cfg)) is not None:
-        return not_allowed(body, now, err)
+    spec, refused = admit(body, now, cfg, B.parse_spec)
+    if refused is not None:
+        return refused
     j = _observe(body, spec, pods, nodes, dataset, now, cfg)
     for phase in PHASES:
         if phase(j):

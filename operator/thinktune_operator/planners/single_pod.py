@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
 from thinktune import contract
 from thinktune.spec import Volume
 
@@ -19,11 +18,9 @@ from .common import (
     Event,
     Plan,
     StatusBuilder,
-    invalid_spec,
+    admit,
     is_terminating,
-    not_allowed,
     pod_phase,
-    service_account_error,
     unschedulable,
 )
 
@@ -157,12 +154,9 @@ def plan_datasetbuild(
     now: datetime,
     cfg: OperatorConfig,
 ) -> Plan:
-    try:
-        spec = DB.parse_spec(body)
-    except ValidationError as e:
-        return invalid_spec(body, now, e)
-    if (err := service_account_error(spec.pod, cfg)) is not None:
-        return not_allowed(body, now, err)
+    spec, refused = admit(body, now, cfg, DB.parse_spec)
+    if refused is not None:
+        return refused
     h = spec_hash(body)
 
     def build():
@@ -197,12 +191,9 @@ def plan_modelexport(
     now: datetime,
     cfg: OperatorConfig,
 ) -> Plan:
-    try:
-        spec = ME.parse_spec(body)
-    except ValidationError as e:
-        return invalid_spec(body, now, e)
-    if (err := service_account_error(spec.pod, cfg)) is not None:
-        return not_allowed(body, now, err)
+    spec, refused = admit(body, now, cfg, ME.parse_spec)
+    if refused is not None:
+        return refused
 
     def build():
         adapter, base = None, None
