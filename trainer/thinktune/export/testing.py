@@ -72,18 +72,9 @@ def write_tiny_dataset(out_dir: str | Path, *, n_test: int = 4) -> Path:
     (out / "train.json").write_text(json.dumps(recs, ensure_ascii=False, indent=1), encoding="utf-8")
     (out / "val.json").write_text(json.dumps(recs[:2], ensure_ascii=False, indent=1), encoding="utf-8")
     (out / "test.json").write_text(json.dumps(recs[:n_test], ensure_ascii=False, indent=1), encoding="utf-8")
-    cols = {
-        "formatting": "sharegpt",
-        "columns": {"messages": "messages"},
-        "tags": {
-            "role_tag": "role",
-            "content_tag": "content",
-            "user_tag": "user",
-            "assistant_tag": "assistant",
-            "system_tag": "system",
-        },
-    }
-    info = {f"tiny_{s}": {"file_name": f"{s}.json", **cols} for s in ("train", "val", "test")}
+    from thinktune.data.writer import dataset_info
+
+    info = dataset_info("tiny")  # the DatasetBuild's own dataset_info.json shape
     (out / "dataset_info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     return out
 

@@ -332,26 +332,29 @@ def build_report(
     return report
 
 
+# the planner's decisions the report shows, in this order (report.json's "plan" and report.md's "Plan")
+PLAN_KEYS = (
+    "strategy",
+    "device",
+    "precision",
+    "method",
+    "world_size",
+    "micro_batch_size",
+    "gradient_accumulation_steps",
+    "global_batch_size",
+    "gradient_checkpointing",
+    "liger_kernel",
+    "lora_rank",
+    "lora_alpha",
+    "cutoff_len",
+    "total_steps",
+)
+
+
 def _plan_summary(plan: dict[str, Any] | None) -> dict[str, Any] | None:
     if not plan:
         return None
-    keys = (
-        "strategy",
-        "device",
-        "precision",
-        "method",
-        "world_size",
-        "micro_batch_size",
-        "gradient_accumulation_steps",
-        "global_batch_size",
-        "gradient_checkpointing",
-        "liger_kernel",
-        "lora_rank",
-        "lora_alpha",
-        "cutoff_len",
-        "total_steps",
-    )
-    return {k: plan.get(k) for k in keys if k in plan}
+    return {k: plan.get(k) for k in PLAN_KEYS if k in plan}
 
 
 def _fmt(v: Any, nd: int = 4) -> str:
@@ -407,22 +410,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     if "teacher_forced_accuracy" in r["plots"]:
         lines += [f"![teacher-forced accuracy]({r['plots']['teacher_forced_accuracy']})", ""]
     lines += ["## Plan", ""]
-    for k in (
-        "strategy",
-        "device",
-        "precision",
-        "method",
-        "world_size",
-        "micro_batch_size",
-        "gradient_accumulation_steps",
-        "global_batch_size",
-        "gradient_checkpointing",
-        "liger_kernel",
-        "lora_rank",
-        "lora_alpha",
-        "cutoff_len",
-        "total_steps",
-    ):
+    for k in PLAN_KEYS:
         if k in plan:
             lines.append(f"- {k}: `{plan[k]}`")
     if plan.get("explanations"):
