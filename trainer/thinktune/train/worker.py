@@ -23,6 +23,22 @@ import types
 from pathlib import Path
 
 
+def allow_indexed_cpu_locations() -> None:
+    """Resuming a multi-process CPU (gloo) run: transformers' Trainer loads the checkpoint's optimizer.pt with
+    ``map_location=args.device``, which is ``cpu:<local rank>`` there, and torch has no deserializer for an
+    indexed CPU location ("don't know how to restore data location ... (tagged with cpu:0)"). Register one that
+    keeps such storages on the CPU. Only this worker process is affected; CUDA locations are untouched."""
+    import torch
+
+    def tag(obj):  # never tags: saving keeps torch's own "cpu" location
+        return None
+
+    def restore(obj, location: str):
+        return obj if location.startswith("cpu:") else None
+
+    torch.serialization.register_package(11, tag, restore)
+
+
 def ensure_torchaudio_importable() -> None:
     """LLaMA Factory's mm_plugin imports torchaudio at module top. A torchaudio build that does not match the
     installed torch (e.g. torchaudio 2.11.1 against torch 2.11.0: undefined symbol in libtorchaudio.so) makes
@@ -74,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     callback = None
     try:
         cap_gpu_memory(cfg.get("memory_budget_gib"))
+        allow_indexed_cpu_locations()
         ensure_torchaudio_importable()
         from llamafactory.train.tuner import run_exp
 
