@@ -162,8 +162,10 @@ def test_malformed_files_rejected_with_line_numbers_and_rest_loads(tmp_path, tok
     )
     rep = build_dataset(spec, src, ds, progress=False, tokenizer=tok)
     rej = [json.loads(x) for x in (ds / "rejects.jsonl").read_text().splitlines()]
-    bad_files = {f.name for f in BAD.iterdir()} - {"broken-fence.md"}  # repaired with a warning, kept
+    # repaired with a warning and kept: an unclosed fence, and GBK lines converted to UTF-8
+    bad_files = {f.name for f in BAD.iterdir()} - {"broken-fence.md", "bad-encoding.md"}
     assert bad_files <= {r["source_file"] for r in rej}
+    assert any(w.startswith("bad-encoding.md:3: not UTF-8") for w in rep["warnings"]), rep["warnings"]
     assert any(w.startswith("broken-fence.md:5:1: code fence") for w in rep["warnings"])
     assert all(r["line"] >= 1 and r["source"].startswith(f"{r['source_file']}:{r['line']}") for r in rej)
     assert any("too long" in r["reason"] for r in rej)
