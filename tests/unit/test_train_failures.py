@@ -105,3 +105,22 @@ def test_exit_records_pick_most_severe(tmp_path):
     assert worst["rank"] == 0 and worst["code"] == 75
     f.clear_exit_records(tmp_path)
     assert f.read_exit_records(tmp_path) == [] and f.most_severe([]) is None
+
+
+def test_exit_records_of_a_gang_sharing_output_dir_stay_with_their_node(tmp_path):
+    """Issue 17: the pods of a 2-node gang share output_dir. Node 1's rank hit the GPU failure (75); node 0's
+    rank only lost its peer (gloo: connection closed). Node 0's launcher must not report 75 (its pod would then
+    name node 0 as the failed GPU node, and the operator would avoid the healthy node)."""
+    from thinktune.train.launcher import node_ranks
+    from thinktune.train.planner import WorldInfo
+
+    f.write_exit_record(tmp_path, rank=1, code=75, category="gpu_failure", reason="uncorrectable ECC error")
+    f.write_exit_record(tmp_path, rank=0, code=1, category="application", reason="Connection closed by peer")
+    node0 = node_ranks(WorldInfo(nnodes=2, nproc_per_node=1, node_rank=0))
+    node1 = node_ranks(WorldInfo(nnodes=2, nproc_per_node=1, node_rank=1))
+    assert f.most_severe(f.read_exit_records(tmp_path, node0))["code"] == 1
+    assert f.most_severe(f.read_exit_records(tmp_path, node1))["code"] == 75
+    assert list(node_ranks(WorldInfo(nnodes=2, nproc_per_node=4, node_rank=1))) == [4, 5, 6, 7]
+    # a launch of node 0 clears its own ranks' records, never the other node's verdict
+    f.clear_exit_records(tmp_path, node0)
+    assert [r["rank"] for r in f.read_exit_records(tmp_path)] == [1]

@@ -166,7 +166,9 @@ def handle_fatal(error: BaseException, *, termination_log: str | os.PathLike[str
 
 # ---------------------------------------------------------------------------------------------------------
 # Per-rank exit records: torchrun exits 1 whatever its children's codes were, so each rank leaves its verdict in
-# output_dir/.thinktune/exit-rank<R>.json and the launcher takes the most severe one.
+# output_dir/.thinktune/exit-rank<R>.json and the launcher takes the most severe one *of its own node's ranks*:
+# the pods of a multi-node gang share output_dir, and a healthy node whose rank only lost its peer must not
+# report the peer's GPU failure as its own (the operator would then blame, and avoid, the healthy node).
 
 
 def exit_record_dir(output_dir: str | os.PathLike[str]) -> Path:
@@ -194,9 +196,22 @@ def write_exit_record(
     return p
 
 
-def read_exit_records(output_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+_RECORD = re.compile(r"^exit-rank(\d+)\.json$")
+
+
+def _record_files(output_dir: str | os.PathLike[str], ranks: range | None) -> list[Path]:
+    """The exit-record files in output_dir, only those of global ranks in ``ranks`` when given."""
     out = []
     for f in sorted(exit_record_dir(output_dir).glob("exit-rank*.json")):
+        m = _RECORD.match(f.name)
+        if m and (ranks is None or int(m.group(1)) in ranks):
+            out.append(f)
+    return out
+
+
+def read_exit_records(output_dir: str | os.PathLike[str], ranks: range | None = None) -> list[dict[str, Any]]:
+    out = []
+    for f in _record_files(output_dir, ranks):
         try:
             out.append(json.loads(f.read_text()))
         except (OSError, ValueError):
@@ -204,8 +219,8 @@ def read_exit_records(output_dir: str | os.PathLike[str]) -> list[dict[str, Any]
     return out
 
 
-def clear_exit_records(output_dir: str | os.PathLike[str]) -> None:
-    for f in exit_record_dir(output_dir).glob("exit-rank*.json"):
+def clear_exit_records(output_dir: str | os.PathLike[str], ranks: range | None = None) -> None:
+    for f in _record_files(output_dir, ranks):
         f.unlink(missing_ok=True)
 
 

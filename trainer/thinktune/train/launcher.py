@@ -138,6 +138,13 @@ def _pump(src: TextIO, log_file: TextIO, view: Any, tail: list[str]) -> None:
             del tail[:100]
 
 
+def node_ranks(world: WorldInfo) -> range:
+    """The global ranks torchrun starts on this node (the exit records this launcher may read: the pods of a
+    gang share output_dir, so the others are other nodes' verdicts)."""
+    first = world.node_rank * world.nproc_per_node
+    return range(first, first + world.nproc_per_node)
+
+
 def needs_torchrun(args: dict[str, Any]) -> bool:
     """DeepSpeed, FSDP and Megatron need a distributed launch even for one process (LF: FORCE_TORCHRUN=1)."""
     return bool(args.get("deepspeed") or args.get("fsdp") or args.get("tensor_model_parallel_size"))
@@ -170,7 +177,8 @@ def launch(
     cfg_path = meta / f"attempt-{attempt}{node}.json"
     cfg_path.write_text(json.dumps(config, ensure_ascii=False, indent=1))
 
-    clear_exit_records(output_dir)
+    own_ranks = node_ranks(world)
+    clear_exit_records(output_dir, own_ranks)
     tpath_start = termination_log_path(config.get("termination_log"))
     if tpath_start is not None and tpath_start.is_file():
         try:
@@ -240,7 +248,7 @@ def launch(
                 for line in [t for t in tail if "@@thinktune" not in t][-25:]:
                     view.console.print(line.replace("[", "\\["), highlight=False)
     raw_rc = rc
-    worst = most_severe(read_exit_records(output_dir)) if rc != 0 else None
+    worst = most_severe(read_exit_records(output_dir, own_ranks)) if rc != 0 else None
     if worst is not None and int(worst.get("code", 0)) in (EXIT_GPU_FAILURE, EXIT_OOM):
         rc = int(worst["code"])  # torchrun reports 1 for any failed child: use the ranks' own verdict
     tpath = termination_log_path(config.get("termination_log"))
