@@ -35,3 +35,31 @@ def test_metrics_bind_loopback_unless_configured(monkeypatch):
     assert OperatorConfig.from_env().metrics_address == "127.0.0.1"
     monkeypatch.setenv("THINKTUNE_METRICS_ADDRESS", "0.0.0.0")
     assert OperatorConfig.from_env().metrics_address == "0.0.0.0"
+
+
+def test_final_states_of_deleted_pods_are_kept_per_known_cr_and_bounded():
+    """The runtime keeps each pod's last seen state, so a worker deleted before a reconcile looked is still
+    passed to the planner (as `gone`) with its node and conditions; bounded per CR, dropped with the CR."""
+    from prometheus_client import CollectorRegistry
+    from thinktune_operator.handlers import runtime as R
+    from thinktune_operator.handlers.watch import compact_pod
+    from thinktune_operator.metrics import OperatorMetrics
+
+    rt = R.Runtime(OperatorConfig(), kube=None, reconcile=None, node_kinds=frozenset(),
+                   metrics=OperatorMetrics(CollectorRegistry()))  # fmt: skip
+    key = ("FineTuneJob", "ml", "j")
+
+    def pod(name, node="n1"):
+        return compact_pod({"metadata": {"name": name, "namespace": "ml"}, "spec": {"nodeName": node}})
+
+    rt.remember_pod(key, pod("j-a0-w0"))
+    assert rt.gone_pods(key, []) == []  # the CR is not known yet: nothing would ever forget it
+    rt.known[key] = 1
+    for i in range(R.FINAL_STATES_PER_CR + 3):
+        rt.remember_pod(key, pod(f"j-a{i}-w0"))
+    live = [pod(f"j-a{R.FINAL_STATES_PER_CR + 2}-w0")]
+    gone = rt.gone_pods(key, live)
+    assert len(gone) == R.FINAL_STATES_PER_CR - 1 and gone[0]["metadata"]["name"] == "j-a3-w0"
+    assert all(p["spec"]["nodeName"] == "n1" for p in gone)
+    rt.forget(key)
+    assert rt.gone_pods(key, []) == []

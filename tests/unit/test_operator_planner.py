@@ -104,8 +104,8 @@ def wpod(
     return p
 
 
-def run(body, pods=(), nodes=NODES, dataset=None, now=T0, cfg=CFG):
-    p = P.plan(body, list(pods), nodes, dataset, now, cfg)
+def run(body, pods=(), nodes=NODES, dataset=None, now=T0, cfg=CFG, gone=()):
+    p = P.plan(body, list(pods), nodes, dataset, now, cfg, gone=list(gone))
     body = copy.deepcopy(body)
     body["status"] = p.status
     return p, body
@@ -237,6 +237,42 @@ def test_disruption_target_pod():
     )
     _, b = run(b, [wpod(0, 0), w1])
     assert b["status"]["failedNodes"][0]["reason"] == "DisruptionTarget"
+
+
+def evicted(pod):
+    """What the Eviction API leaves: DisruptionTarget first, then the deletion."""
+    pod["status"]["conditions"].append(
+        {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+    )
+    pod["metadata"]["deletionTimestamp"] = ts(T0 + timedelta(seconds=4))
+    return pod
+
+
+def test_evicted_worker_seen_terminating_is_a_disruption_not_a_plain_deletion():
+    _, b = run(job(), [wpod(0, 0), wpod(0, 1)])
+    _, b = run(b, [wpod(0, 0), evicted(wpod(0, 1))], now=T0 + timedelta(seconds=5))
+    assert b["status"]["restarts"]["infrastructure"] == 1
+    assert [(f["node"], f["reason"]) for f in b["status"]["failedNodes"]] == [("n1", "DisruptionTarget")]
+
+
+def test_evicted_worker_gone_before_any_reconcile_is_judged_by_its_final_state():
+    """kwok (and a fast kubelet) remove an evicted pod at once: the index no longer has it, its final state
+    (kept by the runtime) still says where it ran and why it went."""
+    _, b = run(job(), [wpod(0, 0), wpod(0, 1)])
+    p, b = run(b, [wpod(0, 0)], now=T0 + timedelta(seconds=5), gone=[evicted(wpod(0, 1))])
+    assert b["status"]["attempt"] == 1 and cond(b["status"], "Restarting")["reason"] == "DisruptionTarget"
+    assert [(f["node"], f["reason"]) for f in b["status"]["failedNodes"]] == [("n1", "DisruptionTarget")]
+    # a final state of an older attempt says nothing about this one
+    _, b2 = run(b, [], now=T0 + timedelta(seconds=6), gone=[evicted(wpod(0, 1)), evicted(wpod(0, 0))])
+    assert b2["status"]["attempt"] == 1 and b2["status"]["restarts"]["infrastructure"] == 1
+
+
+def test_deleted_worker_that_had_failed_keeps_its_own_verdict():
+    _, b = run(job(), [wpod(0, 0), wpod(0, 1)])
+    failed = wpod(0, 1, phase="Failed", exit_code=1, message="Traceback: ValueError")
+    _, b = run(b, [wpod(0, 0)], now=T0 + timedelta(seconds=5), gone=[failed])
+    assert b["status"]["restarts"] == {"application": 1, "infrastructure": 0, "oom": 0}
+    assert b["status"]["failedNodes"] == []
 
 
 def test_application_failure_uses_backoff_limit_and_keeps_nodes():

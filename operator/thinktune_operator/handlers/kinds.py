@@ -9,29 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import kopf
 from thinktune.spec import GROUP, VERSION
 
-from ..config import OperatorConfig
 from ..planners import finetunejob, single_pod
 from ..planners.common import Plan
 from . import runtime as R
 
-# (CR, its pods, nodes, the CR it depends on or None, now, config) -> Plan
-Planner = Callable[
-    [
-        dict[str, Any],
-        list[dict[str, Any]],
-        dict[str, dict[str, Any]],
-        dict[str, Any] | None,
-        datetime,
-        OperatorConfig,
-    ],
-    Plan,
-]
+# (CR, its pods, nodes, the CR it depends on or None, now, config[, gone=final states of its deleted pods]) -> Plan
+Planner = Callable[..., Plan]
 
 
 @dataclass(frozen=True)
@@ -47,6 +35,8 @@ class Kind:
     planner: Planner
     dependency: Dependency | None = None
     uses_nodes: bool = False  # plans placement itself (node health, capacity): gets the node index every time
+    # judges lost pods (a gang member that vanished): gets the final states of its deleted pods as `gone`
+    reads_gone_pods: bool = False
 
 
 def _plan_datasetbuild(body, pods, nodes, _dependency, now, cfg) -> Plan:  # type: ignore[no-untyped-def]
@@ -63,6 +53,7 @@ KINDS: dict[str, Kind] = {
             finetunejob.plan,
             Dependency("datasetRef", "DatasetBuild"),
             uses_nodes=True,
+            reads_gone_pods=True,
         ),
         Kind(
             "ModelExport",
@@ -74,7 +65,9 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def reconcile(rt: R.Runtime, key: R.Key, pods: list[dict], nodes: dict[str, dict]) -> float | None:
+def reconcile(
+    rt: R.Runtime, key: R.Key, pods: list[dict], gone: list[dict], nodes: dict[str, dict]
+) -> float | None:
     """Fetch the live CR (and the one it depends on), plan, apply. Runs on a worker thread."""
     kind, ns, name = key
     k = KINDS[kind]
@@ -82,7 +75,8 @@ def reconcile(rt: R.Runtime, key: R.Key, pods: list[dict], nodes: dict[str, dict
     if body is None:
         return None
     dependency = rt.referenced_cr(body, k.dependency.field, k.dependency.kind, ns) if k.dependency else None
-    return rt.apply(key, body, k.planner(body, pods, nodes, dependency, R.utcnow(), rt.cfg))
+    extra = {"gone": gone} if k.reads_gone_pods else {}
+    return rt.apply(key, body, k.planner(body, pods, nodes, dependency, R.utcnow(), rt.cfg, **extra))
 
 
 def on_cr_event(k: Kind, type_: str | None, body: Any, namespace: str, name: str) -> None:

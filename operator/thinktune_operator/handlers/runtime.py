@@ -28,7 +28,10 @@ from ..rejections import Rejection, backoff_delay, blocked, unblocked
 log = logging.getLogger("thinktune_operator")
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
-Reconcile = Callable[["Runtime", Key, list[dict], dict[str, dict]], "float | None"]
+# (runtime, key, its live pods, its pods gone since they were last seen, nodes) -> requeue delay
+Reconcile = Callable[["Runtime", Key, list[dict], list[dict], dict[str, dict]], "float | None"]
+# final states kept per CR: enough for every rank of a large gang lost at once, bounded for a CR that churns
+FINAL_STATES_PER_CR = 64
 
 
 class WorkQueue:
@@ -149,6 +152,11 @@ class Runtime:
         self.restart_detected: dict[Key, tuple[int, float]] = {}
         self.node_signature: dict[str, tuple] = {}
         self.rejections: dict[Key, int] = {}  # key -> consecutive refused applies (backoff)
+        # key -> pod name -> the pod as last seen, kept after the pod is deleted (its final state). A pod can be
+        # gone before a reconcile looks (an eviction deletes it a moment after marking it DisruptionTarget; kwok
+        # and a fast kubelet remove it at once): the final state still says which node and why, where the index
+        # alone would only say "missing". In memory only: after an operator restart a vanished pod is PodLost.
+        self.pod_states: dict[Key, dict[str, dict[str, Any]]] = {}
         self.resync_task: asyncio.Task | None = None
 
     # ---- index snapshots (event-loop thread only)
@@ -168,6 +176,23 @@ class Runtime:
                 out[name] = n
         return out
 
+    def remember_pod(self, key: Key, pod: dict[str, Any]) -> None:
+        """Record a pod event's state (event-loop thread); the oldest states beyond the bound are dropped. Only
+        for CRs the operator knows: pods deleted with their CR (garbage collection) would otherwise leave
+        states behind that nothing forgets."""
+        if key not in self.known:
+            return
+        states = self.pod_states.setdefault(key, {})
+        states.pop(pod["metadata"]["name"], None)  # re-insert: dict order is recency
+        states[pod["metadata"]["name"]] = pod
+        while len(states) > FINAL_STATES_PER_CR:
+            del states[next(iter(states))]
+
+    def gone_pods(self, key: Key, live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Last seen states of this CR's pods that are no longer in the pod index."""
+        names = {p["metadata"]["name"] for p in live}
+        return [dict(p) for n, p in (self.pod_states.get(key) or {}).items() if n not in names]
+
     def owners_on_node(self, node: str) -> set[Key]:
         idx = self.indices.get("pods_by_node")
         if idx is None or node not in idx:
@@ -176,11 +201,12 @@ class Runtime:
 
     async def _reconcile(self, key: Key) -> float | None:
         pods = self.pods_of(key)
+        gone = self.gone_pods(key, pods)
         nodes = self.nodes() if key[0] in self.node_kinds or pods else {}
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         try:
-            return await loop.run_in_executor(self.executor, self.reconcile, self, key, pods, nodes)
+            return await loop.run_in_executor(self.executor, self.reconcile, self, key, pods, gone, nodes)
         finally:
             self.metrics.reconcile_seconds.labels(key[0]).observe(time.perf_counter() - t0)
 
@@ -188,6 +214,7 @@ class Runtime:
         """A CR was deleted: drop everything kept about it (event-loop thread)."""
         self.known.pop(key, None)
         self.rejections.pop(key, None)
+        self.pod_states.pop(key, None)
         self.queue.forget(key)
         self.metrics.view.forget(*key)
         self.last_phase.pop(key, None)

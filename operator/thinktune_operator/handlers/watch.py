@@ -95,8 +95,12 @@ async def nodes_by_name(name: str, body: kopf.Body, **_: Any) -> dict:
 @kopf.on.event("pods", labels=POD_FILTER)
 async def pod_event(body: kopf.Body, namespace: str, **_: Any) -> None:
     o = _owner(body)
-    if o is not None:
-        R.enqueue((o[0], namespace, o[1]))
+    if o is None:
+        return
+    key = (o[0], namespace, o[1])
+    if R.RUNTIME is not None:
+        R.RUNTIME.remember_pod(key, compact_pod(body))  # on DELETED too: the final state
+    R.enqueue(key)
 
 
 @kopf.on.event("nodes")

@@ -12,7 +12,7 @@ built) and returns True when the Plan is complete.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -61,6 +61,7 @@ class Job:
     current: dict[int, dict[str, Any]]  # rank -> pod of the current attempt
     old: list[dict[str, Any]]  # pods of earlier attempts
     all_pods: list[dict[str, Any]]
+    gone: dict[int, dict[str, Any]] = field(default_factory=dict)  # rank -> final state of a deleted worker
     dataset_vol: Volume | None = None
     blocking: list[str] = field(default_factory=list)  # old pods a new gang must wait for
 
@@ -182,11 +183,15 @@ def plan(
     dataset: dict[str, Any] | None,
     now: datetime,
     cfg: OperatorConfig,
+    gone: Sequence[dict[str, Any]] = (),
 ) -> Plan:
+    """`gone`: the last seen states of this job's pods that no longer exist (handlers/runtime.py keeps them),
+    so a worker deleted before any reconcile saw it terminating is still judged by its node and conditions."""
     spec, refused = admit(body, now, cfg, B.parse_spec)
     if refused is not None:
         return refused
     j = _observe(body, spec, pods, nodes, dataset, now, cfg)
+    j.gone = {r: p for r, p in _pods_by_attempt(list(gone)).get(j.attempt, {}).items() if r not in j.current}
     for phase in PHASES:
         if phase(j):
             break
@@ -346,9 +351,7 @@ def _verdicts(j: Job) -> list[tuple[int, Verdict]]:
     out: list[tuple[int, Verdict]] = []
     for rank, pod in sorted(j.current.items()):
         if is_terminating(pod) and pod_phase(pod) not in TERMINAL:
-            out.append(
-                (rank, Verdict("infrastructure", "PodDeleted", "worker deleted from outside", _node_of(pod)))
-            )
+            out.append((rank, _deleted(j, pod)))
             continue
         v = classify_pod(pod, _health(j.nodes, _node_of(pod), j.cfg))
         if v is not None:
@@ -359,8 +362,22 @@ def _verdicts(j: Job) -> list[tuple[int, Verdict]]:
         # every rank of this attempt was seen running: a missing one was deleted (evicted, or deleted while
         # the operator was down and the pod is gone without a trace), never still being created. Recreating
         # it under the same attempt would hide a lost worker from the counters and the Events.
-        out.append((missing[0], Verdict("infrastructure", "PodLost", f"worker(s) {missing} disappeared")))
+        seen = [r for r in missing if r in j.gone]
+        if seen:  # its final state says where it ran and why it went
+            out.append((seen[0], _deleted(j, j.gone[seen[0]])))
+        else:
+            out.append((missing[0], Verdict("infrastructure", "PodLost", f"worker(s) {missing} disappeared")))
     return out
+
+
+def _deleted(j: Job, pod: dict[str, Any]) -> Verdict:
+    """A deleted worker: what its last state says (an eviction's DisruptionTarget, a GPU failure, a node gone
+    bad, a failure of its own before it was deleted), else a deletion from outside, which is infrastructure:
+    the training itself did not fail."""
+    v = classify_pod(pod, _health(j.nodes, _node_of(pod), j.cfg))
+    if v is not None:
+        return v
+    return Verdict("infrastructure", "PodDeleted", "worker deleted from outside", _node_of(pod))
 
 
 def _succeeded(j: Job) -> bool:
