@@ -38,8 +38,8 @@ def _size(path: Path) -> int:
 class Phase:
     """Wall time, peak GPU memory and peak host RSS (lifetime maximum, so monotone) of one step."""
 
-    def __init__(self, name: str, record: dict):
-        self.name, self.record = name, record
+    def __init__(self, name: str, record: dict, on_exit=None):
+        self.name, self.record, self.on_exit = name, record, on_exit
 
     def __enter__(self):
         import torch
@@ -54,12 +54,17 @@ class Phase:
         import torch
 
         entry = {"seconds": round(time.monotonic() - self.t0, 2)}
+        if exc and exc[0] is not None:
+            entry["completed"] = False
+            entry["error"] = f"{exc[0].__name__}: {exc[1]}"[:500]
         if torch.cuda.is_available():
             torch.cuda.synchronize()
             entry["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         entry["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         self.record[self.name] = entry
         print(f"[export_gpu] {self.name}: {entry}", flush=True)
+        if self.on_exit:
+            self.on_exit()
         return False
 
 
@@ -124,8 +129,36 @@ def main() -> int:
 
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    from importlib.metadata import version
+
     phases: dict = {}
-    with Phase("build_base", phases):
+    rows: dict = {}
+    report: dict = {
+        "what": "export on one GPU: merge -> GPTQ W4A16 (AutoRound, GPTQ format) + INT8 (compressed-tensors) -> "
+        "verify (bench/export_gpu.py)",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python " + " ".join(sys.argv),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "model": "tiny Qwen3 (hidden 128)" if args.tiny else "random-weight Qwen3-4B architecture (bf16)",
+        "versions": {p: version(p) for p in ("auto-round", "compressed-tensors", "transformers", "torch")},
+        "status": "running",
+        "phases": phases,
+        "variants": rows,
+    }
+
+    def save(status: str | None = None) -> None:
+        """The JSON after every phase, so a run stopped at its time limit still leaves what it measured."""
+        if status:
+            report["status"] = status
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+            tmp.write_text(
+                json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+            )
+            tmp.replace(args.json)
+
+    with Phase("build_base", phases, save):
         if args.tiny:
             from thinktune.tiny_model import make_tiny_model
 
@@ -140,12 +173,13 @@ def main() -> int:
 
             base = make_qwen3_4b_random(out / "base")
     ds = datasets(out / "dataset")
-    with Phase("adapter", phases):
+    with Phase("adapter", phases, save):
         adapter = random_adapter(base, out / "adapter")
-    with Phase("merge", phases):
+    with Phase("merge", phases, save):
         merged = Path(merge_adapter(base, adapter, out / "merged", backend=args.merge_backend)["path"])
+    report["merged_size_bytes"] = _size(merged)
     tok = AutoTokenizer.from_pretrained(str(merged))
-    variants, rows = [], {}
+    variants = []
     specs = [
         QuantizeSpec(
             method="gptq",
@@ -164,54 +198,49 @@ def main() -> int:
             calib, stats = calibration_batches(
                 load_samples(ds / "train.json"), tok, q.calibration_samples, q.calibration_seq_len
             )
-        with Phase(f"quantize {name}", phases):
-            info = quantize(q, merged, out / name, calibration=calib)
-        rows[name] = {
-            "spec": q.model_dump(by_alias=True, exclude_none=True),
-            "calibration": stats,
-            "group_size": info["group_size"],
-            "device": info["device"],
-            "size_bytes": _size(out / name),
+        rows[name] = {"spec": q.model_dump(by_alias=True, exclude_none=True), "calibration": stats}
+        try:
+            with Phase(f"quantize {name}", phases):
+                info = quantize(q, merged, out / name, calibration=calib)
+        except Exception as e:  # noqa: BLE001 - record it, still quantize and verify the others
+            rows[name].update(phases[f"quantize {name}"], error=f"{type(e).__name__}: {e}"[:1000])
+            save()
+            continue
+        rows[name].update(
+            group_size=info["group_size"],
+            device=info["device"],
+            size_bytes=_size(out / name),
             **phases[f"quantize {name}"],
-        }
-        variants.append({"name": name, "path": str(out / name), "info": info})
-    with Phase("verify", phases):
-        res = verify_variants(
-            str(merged),
-            variants,
-            load_samples(ds / "test.json"),
-            spec=VerifySpec(samples=args.samples),
-            max_new_tokens=args.max_new_tokens,
-            log=lambda m: print(f"[export_gpu] {m}", flush=True),
         )
-    for name, v in res["variants"].items():
-        rows[name]["verification"] = {k: v.get(k) for k in (
-            "perplexityIncrease", "top1Agreement", "roundTrip", "charAccuracyVsMerged", "termAccuracy",
-            "termAccuracyDrop", "verified", "warnings", "vllm",
-        )}  # fmt: skip
-    gptq_s = rows[specs[0].variant_name()]["seconds"]
-    from importlib.metadata import version
-
-    report = {
-        "what": "export on one GPU: merge -> GPTQ W4A16 (AutoRound, GPTQ format) + INT8 (compressed-tensors) -> "
-        "verify (bench/export_gpu.py)",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(sys.argv),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "model": "tiny Qwen3 (hidden 128)" if args.tiny else "random-weight Qwen3-4B architecture (bf16)",
-        "versions": {p: version(p) for p in ("auto-round", "compressed-tensors", "transformers", "torch")},
-        "merged_size_bytes": _size(merged),
-        "phases": phases,
-        "variants": rows,
-        "merged": res["merged"],
-        "vllm": res["vllm"],
-        "goal": {"gptq_4bit_under_s": 600, "gptq_4bit_s": gptq_s, "met": gptq_s < 600},
+        variants.append({"name": name, "path": str(out / name), "info": info})
+        save()
+    if variants:
+        with Phase("verify", phases, save):
+            res = verify_variants(
+                str(merged),
+                variants,
+                load_samples(ds / "test.json"),
+                spec=VerifySpec(samples=args.samples),
+                max_new_tokens=args.max_new_tokens,
+                log=lambda m: print(f"[export_gpu] {m}", flush=True),
+            )
+        for name, v in res["variants"].items():
+            rows[name]["verification"] = {k: v.get(k) for k in (
+                "perplexity", "perplexityIncrease", "top1Agreement", "roundTrip", "charAccuracyVsMerged",
+                "termAccuracy", "termAccuracyDrop", "verified", "warnings", "vllm",
+            )}  # fmt: skip
+        report["verification"] = {k: res.get(k) for k in ("samples", "maxNewTokens", "thresholds")}
+        report["merged"] = res["merged"]
+        report["vllm"] = res["vllm"]
+    gptq_s = rows[specs[0].variant_name()].get("seconds")
+    gptq_ok = "error" not in rows[specs[0].variant_name()]
+    report["goal"] = {
+        "gptq_4bit_under_s": 600,
+        "gptq_4bit_s": gptq_s,
+        "met": bool(gptq_ok and gptq_s is not None and gptq_s < 600),
     }
-    text = json.dumps(report, indent=2, ensure_ascii=False, default=str)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    save("complete")
+    print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     return 0
 
 

@@ -95,10 +95,12 @@ def lf_default_args(model: Path, ds: Path, out: Path, cutoff: int, steps: int, c
     return args
 
 
-def thinktune_job(name: str, model: Path, out: Path, cutoff: int, steps: int, over: dict[str, Any]) -> dict:
+def thinktune_job(
+    name: str, model: Path, out: Path, cutoff: int, steps: int, over: dict[str, Any], global_batch: int = 16
+) -> dict:
     training = {
         "maxSteps": steps,
-        "globalBatchSize": 16,
+        "globalBatchSize": global_batch,
         "cutoffLen": cutoff,
         "loggingSteps": 1,
         "evalSteps": 100_000,
@@ -147,6 +149,14 @@ def main() -> int:
     ap.add_argument("--runs", default=DEFAULT_RUNS)
     ap.add_argument("--real-runs", default="lf_default,thinktune,thinktune_packing")
     ap.add_argument("--run-timeout", type=float, default=420)
+    ap.add_argument(
+        "--global-batch",
+        type=int,
+        default=16,
+        help="thinktune runs' globalBatchSize (rows per optimizer step)",
+    )
+    ap.add_argument("--rows", type=int, default=400, help="rows in the fixed workload")
+    ap.add_argument("--tag", default="", help="suffix of the JSON name: gpu-train<-TAG>.json")
     a = ap.parse_args()
     import torch
 
@@ -161,7 +171,11 @@ def main() -> int:
     workloads = {
         "fixed": (
             make_fixed_dataset(
-                root / "ds_fixed", n=400, chars=3 * a.cutoff, tokenizer_dir=model_dir, cutoff=a.cutoff
+                root / f"ds_fixed_{a.cutoff}",
+                n=a.rows,
+                chars=3 * a.cutoff,
+                tokenizer_dir=model_dir,
+                cutoff=a.cutoff,
             ),
             a.cutoff,
             a.runs,
@@ -181,16 +195,16 @@ def main() -> int:
             "kind": a.model,
             **{k: model_cfg.get(k) for k in ("hidden_size", "num_hidden_layers", "vocab_size")},
         },
-        "memory_budget": "not run: trainer/thinktune/spec.py has no training.memoryBudgetGiB (or equivalent); "
-        "the planner sizes from the detected GPU memory only",
+        "global_batch_thinktune": a.global_batch,
         "workloads": {},
     }
 
     def save() -> None:
         text = json.dumps(result, ensure_ascii=False, indent=1)
-        (root / "gpu-train.json").write_text(text)
+        name = f"gpu-train-{a.tag}.json" if a.tag else "gpu-train.json"
+        (root / name).write_text(text)
         if dest != root:
-            (dest / "gpu-train.json").write_text(text)
+            (dest / name).write_text(text)
 
     for wname, (ds, cutoff, runs) in workloads.items():
         lengths = token_lengths(ds, model_dir, cutoff)
@@ -258,7 +272,13 @@ def main() -> int:
             elif run in THINKTUNE_VARIANTS:
                 over = THINKTUNE_VARIANTS[run]
                 job = thinktune_job(
-                    f"bench-{run}".replace("_", "-"), model_dir, rdir / "out", cutoff, a.steps, over
+                    f"bench-{run}".replace("_", "-"),
+                    model_dir,
+                    rdir / "out",
+                    cutoff,
+                    a.steps,
+                    over,
+                    a.global_batch,
                 )
                 jf = rdir / "job.json"
                 jf.write_text(json.dumps(job))
@@ -302,6 +322,24 @@ def main() -> int:
                 continue
             summ = summarize(recs, t_start=t0, t_end=t1, model_cfg=model_cfg, mean_seq=mean_seq, warm=None)
             wres["runs"][run] = {"exit_code": rc, **summ, **info}
+            budget = (info.get("overrides") or {}).get("training", {}).get("memoryBudgetGiB")
+            if budget is not None:
+                # peak_gib is torch's max_memory_allocated (the callback's snapshot); the cap is on the allocator
+                peak = summ.get("peak_gib")
+                wres["runs"][run]["memory_budget_gib"] = budget
+                wres["runs"][run]["under_budget"] = None if peak is None else peak <= budget
+                plan = rdir / "out" / "plan" / "plan.json"
+                if plan.is_file():
+                    try:
+                        pj = json.loads(plan.read_text())
+                        wres["runs"][run]["plan_memory_budget_gib"] = pj.get("memory_budget_gib")
+                        wres["runs"][run]["plan_memory_estimate_gib"] = pj.get("memory_estimate_gib")
+                    except (OSError, ValueError):
+                        pass
+                # an OOM under the cap shows up as a retry (attempt-1.json ...) with a smaller micro-batch
+                wres["runs"][run]["attempts"] = len(
+                    list((rdir / "out" / ".thinktune").glob("attempt-*.json"))
+                )
             if rc != 0 or "error" in summ:
                 wres["runs"][run]["log_tail"] = tail(log, 40)
             print(
