@@ -613,3 +613,38 @@ def test_unschedulable_gang_says_why_and_times_out():
     assert cond(b["status"], "Waiting")["reason"] == "GangScheduleTimeout"
     assert {d.name for d in p.deletes} == {"j-a0-w0", "j-a0-w1"}  # the scheduled worker releases its GPUs
     assert b["status"]["restarts"]["infrastructure"] == 0  # not charged to any budget
+
+
+def test_peer_failing_first_waits_for_the_ranks_own_verdict():
+    """Issue 17: node n1's GPU fails (rank 1 exits 75); rank 0 on the healthy n0 loses its collective peer and
+    exits 1 first. Judged at once, that was an application restart and n1 was never avoided. The planner waits
+    (cfg.peer_settle_s from the first finishedAt) while a worker of the gang still runs."""
+
+    def failed(pod, t):
+        pod["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = ts(t)
+        return pod
+
+    body = job(runPolicy={"backoffLimit": 3, "infraFailureLimit": 3})
+    _, b = run(body, [wpod(0, 0), wpod(0, 1)])
+    collateral = failed(wpod(0, 0, "Failed", exit_code=1, message="Connection closed by peer"), T0)
+    p, b2 = run(b, [collateral, wpod(0, 1)], now=T0 + timedelta(seconds=1))
+    assert b2["status"].get("attempt", 0) == 0 and not p.deletes and p.requeue_after <= 1
+    gpu = termination_text(
+        contract.FailureMessage(
+            reason="GPUFailure",
+            category="gpu_failure",
+            detail="uncorrectable ECC error",
+            node="n1",
+            exit_code=75,
+        )
+    )
+    cause = failed(
+        wpod(0, 1, "Failed", exit_code=GPU_FAILURE_EXIT_CODE, message=gpu), T0 + timedelta(seconds=2)
+    )
+    _, b3 = run(b2, [collateral, cause], now=T0 + timedelta(seconds=2))
+    st = b3["status"]
+    assert st["attempt"] == 1 and st["restarts"]["infrastructure"] == 1 and st["restarts"]["application"] == 0
+    assert [f["node"] for f in st["failedNodes"]] == ["n1"]
+    # no verdict from the peer within the window: the application failure is judged as before
+    _, b4 = run(b2, [collateral, wpod(0, 1)], now=T0 + timedelta(seconds=CFG.peer_settle_s + 1))
+    assert b4["status"]["attempt"] == 1 and b4["status"]["restarts"]["application"] == 1

@@ -25,7 +25,14 @@ from ..builders import finetunejob as B
 from ..builders.common import gpu_count
 from ..conditions import parse_time
 from ..config import OperatorConfig
-from ..gpu_health import NodeHealth, Verdict, classify_pod, node_health, termination_message
+from ..gpu_health import (
+    NodeHealth,
+    Verdict,
+    classify_pod,
+    node_health,
+    terminated_state,
+    termination_message,
+)
 from .common import (
     Delete,
     Event,
@@ -343,8 +350,28 @@ def _judge(j: Job) -> bool:
     chosen = infra or app
     if chosen is None:
         return False
+    if infra is None and _peers_settling(j, verdicts):
+        j.p.requeue(1)
+        return True
     _restart(j, *chosen)
     return True
+
+
+def _peers_settling(j: Job, verdicts: list[tuple[int, Verdict]]) -> bool:
+    """One rank's failure takes its peers down with it (their collective loses a member), and a peer may report
+    first, with an application error, before the rank that caused it (say its GPU failed: exit 75). While a
+    worker of the gang still runs and the first failure ended less than `peer_settle_s` ago, wait for the
+    other workers' own verdicts, so that the cause, not the collateral, is judged and its node avoided."""
+    if j.cfg.peer_settle_s <= 0:
+        return False
+    failed = {r for r, _ in verdicts}
+    if not any(pod_phase(p) not in TERMINAL for r, p in j.current.items() if r not in failed):
+        return False
+    ended = [
+        parse_time((terminated_state(j.current[r]) or {}).get("finishedAt")) for r in failed if r in j.current
+    ]
+    ended = [t for t in ended if t is not None]
+    return bool(ended) and (j.now - min(ended)).total_seconds() < j.cfg.peer_settle_s
 
 
 def _verdicts(j: Job) -> list[tuple[int, Verdict]]:
