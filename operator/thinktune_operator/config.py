@@ -37,7 +37,7 @@ class OperatorConfig:
     failed_node_ttl_s: float = 3600.0
     # a worker failed with an application error while others of its gang still run: wait this long (from its
     # finishedAt) for theirs, since the rank that caused it (a GPU failure) may report after its peers
-    peer_settle_s: float = 5.0
+    peer_settle_s: float = 15.0
     coscheduling_scheduler: str | None = None
     volcano_scheduler: str = "volcano"
     default_image: str | None = None
@@ -59,7 +59,7 @@ class OperatorConfig:
             gpu_fault_taints=_env_list("THINKTUNE_GPU_FAULT_TAINTS", DEFAULT_GPU_FAULT_TAINTS),
             stop_grace_s=float(e("THINKTUNE_STOP_GRACE_SECONDS", "30")),
             failed_node_ttl_s=float(e("THINKTUNE_FAILED_NODE_TTL_SECONDS", "3600")),
-            peer_settle_s=float(e("THINKTUNE_PEER_SETTLE_SECONDS", "5")),
+            peer_settle_s=float(e("THINKTUNE_PEER_SETTLE_SECONDS", "15")),
             coscheduling_scheduler=e("THINKTUNE_COSCHEDULING_SCHEDULER") or None,
             volcano_scheduler=e("THINKTUNE_VOLCANO_SCHEDULER", "volcano"),
             default_image=e("THINKTUNE_DEFAULT_IMAGE") or None,
