@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from openai_server import serve  # the sibling script's handler (this script's folder is on sys.path)
 
 
 def reply_for(script: dict, msgs: list[dict]) -> str:
@@ -31,40 +32,7 @@ def reply_for(script: dict, msgs: list[dict]) -> str:
 
 def main() -> None:
     script = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    port_file, log = Path(sys.argv[2]), Path(sys.argv[3])
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                self.send_error(404, "only /v1/chat/completions")
-                return
-            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with log.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(req["messages"], ensure_ascii=False) + "\n")
-            body = json.dumps(
-                {
-                    "object": "chat.completion",
-                    "model": req.get("model", "default"),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": reply_for(script, req["messages"])},
-                        }
-                    ],
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    port_file.write_text(str(server.server_address[1]))
-    server.serve_forever()
+    serve(lambda msgs: reply_for(script, msgs), Path(sys.argv[2]), log=Path(sys.argv[3]))
 
 
 if __name__ == "__main__":
