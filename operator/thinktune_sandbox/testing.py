@@ -264,6 +264,34 @@ class Cluster:
             args += ["-n", ns]
         self.kubectl(*args)
 
+    def complete_pod(self, ns: str, name: str, message: contract.TerminationMessage) -> None:
+        """The pod exits 0 with what the workload's writer leaves in the termination log (kwok runs no
+        process): what a kubelet would report."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        pod = self.get("pod", name, ns)
+        assert pod is not None, f"pod {ns}/{name} not found"
+        statuses = [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {
+                    "terminated": {
+                        "exitCode": 0,
+                        "reason": "Completed",
+                        "message": termination_text(message),
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+            for c in pod["spec"]["containers"]
+        ]
+        self.patch_status("pod", name, {"status": {"phase": "Succeeded", "containerStatuses": statuses}}, ns)
+
 
 def token_kubeconfig(admin_kubeconfig: Path | str, token: str, out: Path | str) -> Path:
     """A kubeconfig for the same cluster that authenticates with a ServiceAccount token (RBAC tests)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from thinktune_sandbox import ControlPlane, default_bin_dir
 from thinktune_sandbox.controlplane import KUBE_BINARIES, KWOK_STAGES
+from thinktune_sandbox.testing import Cluster, OperatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build-binaries.sh"
@@ -44,3 +45,19 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield cp
     finally:
         cp.down()
+
+
+# A module's own `cluster` fixture (test_sandbox_pods: its sandbox's control plane) overrides this one.
+@pytest.fixture(scope="module")
+def cluster(control_plane: ControlPlane) -> Cluster:
+    return Cluster(control_plane)
+
+
+@pytest.fixture(scope="module")
+def op(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One operator process per test module, against the session's control plane."""
+    p = OperatorProcess(
+        control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log"
+    ).start()
+    yield p
+    p.stop()

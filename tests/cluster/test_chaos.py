@@ -32,11 +32,6 @@ def _soak_module():
     return mod
 
 
-@pytest.fixture(scope="module")
-def cluster(control_plane):
-    return Cluster(control_plane)
-
-
 def test_journaled_events_posted_after_crash(cluster, control_plane, tmp_path):
     """The operator died after writing a decision to status and before its Events: the next operator posts
     what status.pendingEvents holds, under the recorded names (one already posted is not posted twice), and

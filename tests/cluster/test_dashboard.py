@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from thinktune import contract
 from thinktune.spec import DatasetCounts
 from thinktune.train.exporter import PromMetrics
-from thinktune_sandbox.testing import Cluster, OperatorProcess, free_port, ftj, termination_text, wait_for
+from thinktune_sandbox.testing import Cluster, OperatorProcess, free_port, ftj, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -119,32 +119,6 @@ def substitute(expr: str) -> str:
     )
 
 
-def complete(cluster: Cluster, name: str, message: contract.TerminationMessage) -> None:
-    """The pod exits 0 with the termination message the workload's writer leaves (kwok runs no process)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    pod = cluster.get("pod", name, NS)
-    cs = [
-        {
-            "name": c["name"],
-            "image": c["image"],
-            "imageID": "",
-            "ready": False,
-            "restartCount": 0,
-            "state": {
-                "terminated": {
-                    "exitCode": 0,
-                    "reason": "Completed",
-                    "message": termination_text(message),
-                    "startedAt": now,
-                    "finishedAt": now,
-                }
-            },
-        }
-        for c in pod["spec"]["containers"]
-    ]
-    cluster.patch_status("pod", name, {"status": {"phase": "Succeeded", "containerStatuses": cs}}, NS)
-
-
 @pytest.mark.skipif(
     prometheus_bin() is None,
     reason="prometheus missing: apt-get install -y prometheus (tools/build-binaries.sh --prometheus)",
@@ -175,8 +149,8 @@ def test_every_dashboard_panel_returns_data(control_plane, tmp_path):
             ],
             30,
         )[0]
-        complete(
-            cluster,
+        cluster.complete_pod(
+            NS,
             build["metadata"]["name"],
             contract.DatasetResult(
                 counts=DatasetCounts(documents=3, samples=120, rejects=5, train=84, val=18, test=18),
@@ -216,8 +190,8 @@ def test_every_dashboard_panel_returns_data(control_plane, tmp_path):
         )
         cluster.kubectl("label", "pod", p0["metadata"]["name"], "-n", NS, f"{POD_FAIL_LABEL}=true")
         (p1,) = wait_for("train attempt 1", lambda: running("train", 1), 30)
-        complete(
-            cluster,
+        cluster.complete_pod(
+            NS,
             p1["metadata"]["name"],
             contract.TrainResult(metrics={"eval_loss": 1.05, "rouge_l": 0.33, "term_accuracy": 0.7}),
         )

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from thinktune_sandbox.testing import KWOK_TOLERATION, POOL_LABEL, Cluster, OperatorProcess, wait_for
+from thinktune_sandbox.testing import KWOK_TOLERATION, POOL_LABEL, Cluster, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -188,20 +188,6 @@ def runtime_table(pool: str) -> list[tuple[str, dict[str, Any]]]:
         ("mex-missing-finetunejob", mex),
         ("mex-missing-serviceaccount", _set(mex, ("pod", "serviceAccountName"), "nope")),
     ]
-
-
-@pytest.fixture(scope="module")
-def cluster(control_plane):
-    return Cluster(control_plane)
-
-
-@pytest.fixture(scope="module")
-def op(control_plane, tmp_path_factory):
-    p = OperatorProcess(
-        control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log"
-    ).start()
-    yield p
-    p.stop()
 
 
 def _clean(doc: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from thinktune import contract
 from thinktune.spec import DatasetCounts, ExportArtifact
-from thinktune_sandbox.testing import Cluster, OperatorProcess, ftj, termination_text, wait_for
+from thinktune_sandbox.testing import ftj, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -26,20 +26,6 @@ POD_FAIL_DELAY = "pod-container-running-failed.stage.kwok.x-k8s.io/delay"
 GPU_EXIT = str(contract.EXIT_GPU_FAILURE)  # the exit code kwok fakes for a GPU failure
 # "within seconds": failure injected -> replacement gang Running
 REPLACEMENT_BUDGET_S = 20
-
-
-@pytest.fixture(scope="module")
-def cluster(control_plane):
-    return Cluster(control_plane)
-
-
-@pytest.fixture(scope="module")
-def op(control_plane, tmp_path_factory):
-    p = OperatorProcess(
-        control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log"
-    ).start()
-    yield p
-    p.stop()
 
 
 @pytest.fixture
@@ -391,33 +377,6 @@ def test_suspend_and_resume(cluster, env, op):
     assert cond(st, "Suspended")["reason"] == "Resumed" and st["restarts"]["infrastructure"] == 0
 
 
-def _complete_pod(cluster, ns, name, message: contract.TerminationMessage):
-    """The pod exits 0 with what the workload's writer leaves in the termination log (kwok runs no process)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    pod = cluster.get("pod", name, ns)
-    statuses = [
-        {
-            "name": c["name"],
-            "image": c["image"],
-            "imageID": "",
-            "ready": False,
-            "restartCount": 0,
-            "started": False,
-            "state": {
-                "terminated": {
-                    "exitCode": 0,
-                    "reason": "Completed",
-                    "message": termination_text(message),
-                    "startedAt": now,
-                    "finishedAt": now,
-                }
-            },
-        }
-        for c in pod["spec"]["containers"]
-    ]
-    cluster.patch_status("pod", name, {"status": {"phase": "Succeeded", "containerStatuses": statuses}}, ns)
-
-
 def test_dataset_finetune_export_chain(cluster, env, op):
     ns = env
     cluster.gpu_pool(ns, 1)
@@ -475,7 +434,7 @@ def test_dataset_finetune_export_chain(cluster, env, op):
         output_path="/workspace/thinktune-workspace/datasets/crypto",
         report_path="/workspace/thinktune-workspace/datasets/crypto/report.json",
     )
-    _complete_pod(cluster, ns, build["metadata"]["name"], report)
+    cluster.complete_pod(ns, build["metadata"]["name"], report)
     st = wait_for(
         "dataset done",
         lambda: (s := status(cluster, ns, "crypto", "datasetbuild")).get("phase") == "Succeeded" and s,
@@ -517,8 +476,7 @@ def test_dataset_finetune_export_chain(cluster, env, op):
         ),
         20,
     )
-    _complete_pod(
-        cluster,
+    cluster.complete_pod(
         ns,
         pod["metadata"]["name"],
         contract.TrainResult(
@@ -541,8 +499,7 @@ def test_dataset_finetune_export_chain(cluster, env, op):
         30,
     )[0]
     assert "nvidia.com/gpu" not in json.dumps(exp["spec"]["containers"][0]["resources"])  # int8 runs on CPU
-    _complete_pod(
-        cluster,
+    cluster.complete_pod(
         ns,
         exp["metadata"]["name"],
         contract.ExportResult(
@@ -586,7 +543,7 @@ def test_deadline_ttl_and_clean_pod_policy(cluster, env, op):
     (pod,) = start_gang(
         cluster, ns, "ttl", 1, runPolicy={"cleanPodPolicy": "All", "ttlSecondsAfterFinished": 3}
     )
-    _complete_pod(cluster, ns, pod["metadata"]["name"], contract.TrainResult(adapter_path="/w/runs/ttl"))
+    cluster.complete_pod(ns, pod["metadata"]["name"], contract.TrainResult(adapter_path="/w/runs/ttl"))
     wait_for("job deleted after TTL", lambda: cluster.get("finetunejob", "ttl", ns) is None, 30)
     wait_for("pods cleaned", lambda: not cluster.worker_pods(ns, "ttl"), 30)
 
