@@ -117,6 +117,12 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--merge-backend", default="peft", choices=["peft", "llamafactory", "auto"])
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--verify-each",
+        action="store_true",
+        help="verify each variant right after its quantization (the merged model is measured again per "
+        "variant), so a run stopped at a time limit keeps the first variant's figures",
+    )
     args = ap.parse_args()
 
     import torch
@@ -191,6 +197,30 @@ def main() -> int:
         ),
         QuantizeSpec(method="int8"),
     ]
+
+    def verify(vs: list, phase: str) -> None:
+        with Phase(phase, phases, save):
+            res = verify_variants(
+                str(merged),
+                vs,
+                load_samples(ds / "test.json"),
+                spec=VerifySpec(samples=args.samples),
+                max_new_tokens=args.max_new_tokens,
+                log=lambda m: print(f"[export_gpu] {m}", flush=True),
+            )
+        for name, v in res["variants"].items():
+            rows[name]["verification"] = {k: v.get(k) for k in (
+                "perplexity", "perplexityIncrease", "top1Agreement", "roundTrip", "charAccuracyVsMerged",
+                "termAccuracy", "termAccuracyDrop", "verified", "warnings", "vllm",
+            )}  # fmt: skip
+        report["verification"] = {k: res.get(k) for k in ("samples", "maxNewTokens", "thresholds")}
+        report.setdefault(
+            "merged", res["merged"]
+        )  # measured again per call with --verify-each: keep the first
+        report.setdefault("merged_per_verify", []).append(res["merged"])
+        report["vllm"] = res["vllm"]
+        save()
+
     for q in specs:
         name = q.variant_name()
         calib = stats = None
@@ -214,24 +244,10 @@ def main() -> int:
         )
         variants.append({"name": name, "path": str(out / name), "info": info})
         save()
-    if variants:
-        with Phase("verify", phases, save):
-            res = verify_variants(
-                str(merged),
-                variants,
-                load_samples(ds / "test.json"),
-                spec=VerifySpec(samples=args.samples),
-                max_new_tokens=args.max_new_tokens,
-                log=lambda m: print(f"[export_gpu] {m}", flush=True),
-            )
-        for name, v in res["variants"].items():
-            rows[name]["verification"] = {k: v.get(k) for k in (
-                "perplexity", "perplexityIncrease", "top1Agreement", "roundTrip", "charAccuracyVsMerged",
-                "termAccuracy", "termAccuracyDrop", "verified", "warnings", "vllm",
-            )}  # fmt: skip
-        report["verification"] = {k: res.get(k) for k in ("samples", "maxNewTokens", "thresholds")}
-        report["merged"] = res["merged"]
-        report["vllm"] = res["vllm"]
+        if args.verify_each:  # this variant's figures land before the next quantization starts
+            verify([variants[-1]], f"verify {name}")
+    if variants and not args.verify_each:
+        verify(variants, "verify")
     gptq_s = rows[specs[0].variant_name()].get("seconds")
     gptq_ok = "error" not in rows[specs[0].variant_name()]
     report["goal"] = {
