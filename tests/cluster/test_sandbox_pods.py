@@ -137,7 +137,7 @@ def quick_start_docs() -> list[dict[str, Any]]:
     """examples/crypto/ as `kubectl apply -f examples/crypto/` sends it, plus the test's overlay. The example is
     sized for minutes of CPU training (2 epochs = 60 steps, a generation evaluation of 8 answers x 320 tokens, a
     20-iteration calibration); the overlay keeps every stage and every kind of field and trims only amounts:
-    QS_STEPS steps (checkpoint and evaluation at the end, validation loss at the start), 2 evaluation answers of
+    QS_STEPS steps (a checkpoint and the validation loss at the end and at the start), 2 evaluation answers of
     48 tokens, a 2-iteration calibration on 4 x 64 tokens, 2 verification samples, one thread per process."""
     docs = [yaml.safe_load(f.read_text()) for f in sorted(EXAMPLES.glob("*.yaml"))]
     by_kind = {d["kind"]: d for d in docs}
@@ -145,9 +145,9 @@ def quick_start_docs() -> list[dict[str, Any]]:
     ftj = by_kind["FineTuneJob"]["spec"]
     train = ftj["training"]
     train.pop("numTrainEpochs", None)
-    train.update(
-        maxSteps=QS_STEPS, evalSteps=QS_STEPS, saveSteps=QS_STEPS, loggingSteps=1, cutoffLen=512
-    )  # the longest sample of examples/crypto is 448 tokens: none truncated
+    # validation loss at the start (the example's eval_on_start) and at the end (the evaluation after training
+    # always runs): none in between. The longest sample of examples/crypto is 448 tokens: none truncated.
+    train.update(maxSteps=QS_STEPS, evalSteps=QS_STEPS + 1, saveSteps=QS_STEPS, loggingSteps=1, cutoffLen=512)
     ftj["evaluation"] = {
         **(ftj.get("evaluation") or {}),
         "maxSamples": 2,
@@ -179,6 +179,9 @@ def gang_job(name: str, metrics_port: int, pool: str | None = None, **extra: Any
         "globalBatchSize": 4,
         "cutoffLen": 512,  # the longest sample of examples/crypto is 448 tokens: none truncated
         "saveSteps": 2,
+        # no validation pass between steps (unset: one every step of 8, ~40 s each on a loaded 2-core machine);
+        # the one after training still runs
+        "evalSteps": GANG_STEPS + 1,
         "loggingSteps": 1,
         "saveTotalLimit": 10,
     }
@@ -334,10 +337,19 @@ def release_when_bound(cluster: Cluster, job: str, held: str) -> list[str]:
 
 
 class Launch:
-    """What `launched` started: futures of the background watchers and the chaos nodes."""
+    """What `launched` started: futures of the background watchers, the chaos nodes, when the quick start was
+    applied (wall clock)."""
 
-    def __init__(self, chaos_nodes: list[str], panels: Future, released: Future) -> None:
-        self.chaos_nodes, self.panels, self.released = chaos_nodes, panels, released
+    def __init__(self, chaos_nodes: list[str], panels: Future, released: Future, applied: float) -> None:
+        self.chaos_nodes, self.panels, self.released, self.applied = chaos_nodes, panels, released, applied
+
+    def took(self, s: dict[str, Any]) -> str:
+        """A status' completionTime as seconds after the quick start's apply (the phase lines print when a
+        test looks, which can be later)."""
+        from datetime import datetime
+
+        done = datetime.fromisoformat(s["completionTime"].replace("Z", "+00:00")).timestamp()
+        return f"done {done - self.applied:.0f} s after the apply"
 
 
 @pytest.fixture(scope="module")
@@ -369,6 +381,7 @@ def launched(sandbox, cluster, prometheus):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    applied = time.time()
     cluster.apply(*quick_start_docs())
     phase("quick start applied (examples/crypto/ + the test overlay)")
     _, err = model.communicate(timeout=600)
@@ -384,6 +397,7 @@ def launched(sandbox, cluster, prometheus):
             chaos,
             panels=pool.submit(watch_panels, cluster, prometheus, "gang-ref"),
             released=pool.submit(release_when_bound, cluster, "gang-chaos", held),
+            applied=applied,
         )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -434,7 +448,9 @@ def test_gpu_failure_and_sigkill_resume_from_checkpoint_to_the_same_adapter(sand
     if "exitCode" in term:
         assert term["exitCode"] == 137 and term.get("signal") == 9, term
     final = wait_phase(cluster, "finetunejob", name, 1500)
-    phase(f"chaos job Succeeded: restarts {final['restarts']}, attempt {final.get('attempt')}")
+    phase(
+        f"chaos job Succeeded ({launched.took(final)}): restarts {final['restarts']}, attempt {final.get('attempt')}"
+    )
     assert final["restarts"]["infrastructure"] >= 1 and final["restarts"]["application"] >= 1, final
     assert final["progress"]["step"] == GANG_STEPS
     assert final["plan"]["globalBatchSize"] == 4 and final["plan"]["nnodes"] == 2
@@ -478,6 +494,9 @@ def test_quick_start_runs_to_completion(sandbox, cluster, launched):
     print(
         json.dumps({"dataset": ds["counts"], "train": ftj["metrics"], "export": sorted(variants)}, indent=1)
     )
+    phase(
+        f"quick start: dataset {launched.took(ds)}, training {launched.took(ftj)}, export {launched.took(mex)}"
+    )
 
 
 @pytest.mark.timeout(2700)
@@ -487,6 +506,7 @@ def test_two_worker_gang_trains_over_gloo_and_feeds_the_dashboard(sandbox, clust
     got = launched.panels.result(timeout=1800)
     phase(f"dashboard training panels from the pods: {json.dumps(got)}")
     s = wait_phase(cluster, "finetunejob", name, 1500)
+    phase(f"{name}: {launched.took(s)}")
     assert s["progress"]["step"] == GANG_STEPS and s["metrics"].get("trainLoss", 0) > 0, s
     assert s["plan"]["nnodes"] == 2 and s["plan"]["globalBatchSize"] == 4, s["plan"]
     out = sandbox.workspace_dir / "runs" / name
