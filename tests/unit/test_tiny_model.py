@@ -188,7 +188,7 @@ def test_warm_start_learns_the_training_prose_and_says_so(tmp_path, tiny_dir):
         {
             "messages": [
                 {"role": "user", "content": f"问题{i}？"},
-                {"role": "assistant", "content": f"<think>\n先回忆定义。\n</think>\n\n{a}"},
+                {"role": "assistant", "content": f"<think>\n先回忆定义{i}。\n</think>\n\n{a}"},
             ],
             "source_file": "sm3.md" if "SM3" in a else "sm4.md",
             "source_line": 10 - i,
@@ -198,11 +198,18 @@ def test_warm_start_learns_the_training_prose_and_says_so(tmp_path, tiny_dir):
     train = tmp_path / "train.json"
     train.write_text(json.dumps(rows * 3, ensure_ascii=False), encoding="utf-8")
     texts = warm_start_texts(train)
-    # one text per document, its answers in source order, no reasoning, no questions
-    assert texts == [
-        f"<think>\n\n</think>\n\n{answers[1]}\n\n{answers[0]}<|im_end|>",
-        f"<think>\n\n</think>\n\n{answers[2]}<|im_end|>",
-    ]
+
+    # one text per document: its answers in source order, each followed by the words of its reasoning shuffled
+    # (the same reasoning gives the same shuffle, so repeated samples add nothing); no questions
+    def words(i: int) -> str:
+        return "".join(sorted(f"先回忆定义{i}。"))
+
+    for text, expected in ((texts[0], [1, 0]), (texts[1], [2])):
+        assert text.startswith("<think>\n\n</think>\n\n") and text.endswith("<|im_end|>")
+        paragraphs = text.removeprefix("<think>\n\n</think>\n\n").removesuffix("<|im_end|>").split("\n\n")
+        assert paragraphs[0::2] == [answers[i] for i in expected]
+        assert ["".join(sorted(p)) for p in paragraphs[1::2]] == [words(i) for i in expected]
+    assert len(texts) == 2 and not any("问题" in t for t in texts)
 
     warm = make_tiny_model(tmp_path / "warm", warm_start=train, log=lambda _: None)
     marker = read_tiny_marker(warm)["warm_start"]

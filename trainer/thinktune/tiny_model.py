@@ -10,10 +10,12 @@ Size: the embedding (151,936 x hidden) dominates: ~39 MB in float32 at hidden 64
 Warm start (``warm_start=TRAIN_FILE``). A random model cannot learn from LoRA alone: its tied embeddings have
 norm ~0.16 and LoRA trains neither them nor the final norm, so no logit can exceed ~1.3 and the loss stays at
 ln(151,936) = 11.9 whatever the adapter does. Like the real Qwen3-Thinking, a useful base has to have been
-pretrained first. ``warm_start`` does that briefly on the *prose of the training split's documents* (never
-val/test), without the chat template, the questions or the reasoning, which are what fine-tuning adds. It runs
-where the model is made (``makeTiny``), so a job on a real model never runs it. The softmax is exact over the
-whole vocabulary but cheap: rows of tokens the training split never uses are zero (see ``_pretrain``).
+pretrained first. ``warm_start`` does that briefly on the training split only (never val/test): the prose of
+its documents and the *words* of its reasoning in a shuffled order (see ``warm_start_texts``), without the chat
+template, the questions or the reasoning's sentences, which are what fine-tuning adds; the final norm starts
+large enough that fine-tuning can make a token likely (``WARM_FINAL_NORM``). It runs where the model is made
+(``makeTiny``), so a job on a real model never runs it. The softmax is exact over the whole vocabulary but
+cheap: rows of tokens the training split never uses are zero (see ``_pretrain``).
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ def make_tiny_model(
     }
     if warm:
         marker["purpose"] = (
-            "briefly pretrained on a training split's answers (see warm_start) for CPU demos; a toy model"
+            "briefly pretrained on a training split's prose and reasoning words (see warm_start) for CPU demos; a toy model"
         )
     (out / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
     return out
@@ -200,19 +202,43 @@ def _messages(row: dict) -> list[dict]:
     ]
 
 
+def _reasoning_words(reasoning: str) -> str:
+    """The words of a reasoning trace (jieba) in an order shuffled by the trace itself (deterministic; the same
+    trace twice gives the same text): its vocabulary without its sentences."""
+    import logging
+    import random
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    words = [w for w in jieba.lcut(reasoning) if w.strip()]
+    random.Random(reasoning).shuffle(words)
+    return "".join(words)
+
+
 def warm_start_texts(train_file: Path) -> list[str]:
-    """The prose of the training split's documents: per document (``source_file``), its answers in source order,
-    the reasoning removed, as one text in Qwen3's empty-thinking form ``<think>\n\n</think>\n\n...<|im_end|>``
-    (the special tokens a real Qwen3 base knows). Neither the chat template nor the questions nor the reasoning
-    are in it: those are what fine-tuning has to teach."""
+    """What the tiny base is pretrained on, from the training split only: per document (``source_file``), its
+    answers in source order (the document's prose) with, after each, the *words* of that sample's reasoning in
+    a shuffled order, as one text in Qwen3's empty-thinking form ``<think>\n\n</think>\n\n...<|im_end|>``.
+
+    Why the shuffled words: a real base knows every word of the language, but the prose of 31 documents lacks
+    the words the reasoning is made of (原文, 要点, 推理, 结论, ...: a quarter of the reasoning's tokens). Their
+    embedding rows would stay random, and LoRA, which trains neither the embedding nor the final norm, could
+    never raise their logits above the ~150k untrained ones: the loss plateaus near 10. Shuffled, the words
+    give every row a meaning without teaching the reasoning's sentences or structure. Neither the chat
+    template nor the questions nor the reasoning itself are in it: those are what fine-tuning has to teach."""
     rows = json.loads(Path(train_file).read_text(encoding="utf-8"))
-    docs: dict[str, dict[str, float]] = {}  # document -> answer -> its place in the document
+    docs: dict[str, dict[str, float]] = {}  # document -> paragraph -> its place in the document
     for n, row in enumerate(rows):
         for m in _messages(row):
-            answer = m["content"].rpartition(THINK_CLOSE)[2].strip()
+            reasoning, _, answer = m["content"].rpartition(THINK_CLOSE)
+            answer, reasoning = answer.strip(), reasoning.replace(THINK_OPEN, "").strip()
             if m["role"] in ("assistant", "gpt") and answer:
-                doc = docs.setdefault(str(row.get("source_file") or f"row {n}"), {})
-                doc.setdefault(answer, float(row.get("source_line") or n))
+                name = str(row.get("source_file") or f"row {n}")
+                doc, place = docs.setdefault(name, {}), float(row.get("source_line") or n)
+                doc.setdefault(answer, place)
+                if reasoning:
+                    doc.setdefault(_reasoning_words(reasoning), place + 0.5)
     if not docs:
         raise ValueError(
             f"{train_file}: no assistant answers to warm-start the tiny model on; expected a LLaMA Factory "
@@ -297,6 +323,8 @@ def _pretrain(model, tok, train_file: Path, *, seed: int, log) -> dict:
         model.train()
         return v
 
+    with torch.no_grad():  # logit headroom for fine-tuning, see WARM_FINAL_NORM
+        model.model.norm.weight.fill_(WARM_FINAL_NORM)
     model.train()
     best, best_state, bad, first, step, curve = held_loss(), None, 0, None, 0, []
     start_held = best
@@ -334,7 +362,7 @@ def _pretrain(model, tok, train_file: Path, *, seed: int, log) -> dict:
     emb.requires_grad_(True)
     elapsed = time.monotonic() - t0
     log(
-        f"[tiny] warm start on the prose of {len(docs)} training documents ({len(held)} held out to decide when "
+        f"[tiny] warm start on the prose and reasoning words of {len(docs)} training documents ({len(held)} held out to decide when "
         f"to stop): {kept} of {step} steps kept, held-out loss {start_held:.2f} -> {best:.2f}, {elapsed:.0f} s "
         f"(exact softmax over the {len(vocab)} token ids the training split uses; the other rows are zero)"
     )
@@ -359,6 +387,12 @@ WARM_BATCH = 8
 WARM_LR = 3e-3
 WARM_HOLDOUT = 8  # every 8th training document is held out of the warm start to decide when to stop
 WARM_EVAL_EVERY, WARM_PATIENCE, WARM_MAX_STEPS = 25, 2, 200
+# The final RMSNorm's weight at the start of the warm start (Qwen3 initialises it to 1). A token's logit is at
+# most |norm weight * normalised hidden| * |its row| = 8 * w * |row| at hidden 64, and a softmax over ~150k zero
+# logits needs a logit above ln(150k) = 11.9 before the token gets any probability. At w = 1 the brief warm start
+# leaves rows of norm ~0.75: a ceiling of ~8, i.e. at most ~2 % for any token, and LoRA (which trains neither the
+# norm nor the rows) cannot lift it: the loss stalled near 7. A real Qwen3 has no such ceiling.
+WARM_FINAL_NORM = 12.0
 
 
 def read_tiny_marker(model_dir: str | Path) -> dict | None:
