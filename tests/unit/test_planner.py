@@ -262,6 +262,19 @@ def test_lora_rank_by_model_size_and_gpu_count():
     assert 30 < big.billions < 35
     p = run(spec(), H200_1, model=big)
     assert p.lora_rank == 32 and p.lora_alpha == 64
+    assert p.learning_rate == 5e-5 and p.args["learning_rate"] == 5e-5
+
+
+def test_learning_rate_by_method_and_model_size_unless_requested():
+    """One CR serves the tiny CPU demo and Qwen3-4B (`thinktune run --model ...`): the planner picks the rate."""
+    tiny, four_b = run(spec(), CPU, model=TINY), run(spec(), H200_1)
+    assert (tiny.learning_rate, four_b.learning_rate) == (1e-2, 1e-4)
+    assert four_b.args["learning_rate"] == 1e-4 and four_b.summary().learning_rate == 1e-4
+    assert any("Learning rate 0.0001: lora on a 4.02 B model" in e for e in four_b.explanations)
+    full = run(spec(finetuning={"method": "full"}), H200_8)
+    assert full.learning_rate == 1e-5
+    asked = run(spec(training={"learningRate": 3e-4}), H200_1)
+    assert asked.args["learning_rate"] == 3e-4 and "Learning rate 0.0003 (requested)." in asked.explanations
 
 
 def test_qlora_when_memory_is_short():

@@ -132,6 +132,7 @@ class PlanSummary(ContractModel):
     liger_kernel: bool
     lora_rank: int | None = None
     lora_alpha: int | None = None
+    learning_rate: float | None = None  # absent in statuses written before the planner chose it
     cutoff_len: int
     total_steps: int | None = None
     memory_estimate_gib: float | None = None

@@ -663,7 +663,14 @@ class TrainingSpec(SpecModel):
     max_steps: int | None = Field(
         default=None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
     )
-    learning_rate: float = Field(default=1e-4, gt=0, lt=1, description="Peak learning rate.")
+    learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Peak learning rate (default: the planner's choice by method and model size: LoRA 1e-4 "
+        "from 0.1 B parameters, 5e-5 from 30 B, 1e-2 for the sub-0.1 B test models of make-tiny-model; full "
+        "fine-tuning 1e-5, 1e-3 for test models).",
+    )
     global_batch_size: int = Field(
         default=16,
         ge=1,

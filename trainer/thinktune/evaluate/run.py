@@ -507,7 +507,7 @@ def evaluate_job(
     training = {
         "epochs": spec.training.num_train_epochs,
         "loraRank": spec.finetuning.lora.rank or (plan.lora_rank if plan else None),
-        "learningRate": spec.training.learning_rate,
+        "learningRate": spec.training.learning_rate or (plan.learning_rate if plan else None),
     }
     out = job.output_dir / "eval"
     report = evaluate_model(

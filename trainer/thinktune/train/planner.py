@@ -143,6 +143,7 @@ class Plan(BaseModel):
     liger_kernel: bool
     lora_rank: int | None = None
     lora_alpha: int | None = None
+    learning_rate: float
     cutoff_len: int
     total_steps: int | None = None
     memory_estimate_gib: dict[str, float] = Field(default_factory=dict)
@@ -166,6 +167,7 @@ class Plan(BaseModel):
             liger_kernel=self.liger_kernel,
             lora_rank=self.lora_rank,
             lora_alpha=self.lora_alpha,
+            learning_rate=self.learning_rate,
             cutoff_len=self.cutoff_len,
             total_steps=self.total_steps,
             memory_estimate_gib=self.memory_estimate_gib.get("total"),
@@ -204,6 +206,7 @@ class Planning:
     strategy: str = "single"
     micro_batch: int = 1
     gc: bool = False
+    learning_rate: float = 1e-4
 
     def take(self, d: Decision[T]) -> T:
         self.explanations.extend(d.explanations)
@@ -370,6 +373,23 @@ def decide_lora(c: Planning) -> Decision[tuple[int, int]]:
         f"'{lora.target}' ({m.lora_params(rank, lora.target):,} trainable parameters).",
     ]
     return Decision((rank, alpha), tuple(expl))
+
+
+def decide_learning_rate(c: Planning) -> Decision[float]:
+    """Peak learning rate by method and model size unless requested. LoRA's 1e-4 is LLaMA Factory's example
+    value for 1-10 B models; the tiny models of make-tiny-model (a few million parameters, warm-started) need
+    two orders more to move in a CPU demo's few dozen steps, and the same CR must stay right for both."""
+    requested = c.spec.training.learning_rate
+    if requested is not None:
+        return Decision(requested, (f"Learning rate {requested:g} (requested).",))
+    b = c.model.billions
+    if c.method in ("lora", "qlora"):
+        lr, why = (
+            (1e-2, "<0.1 B: a test model") if b < 0.1 else (1e-4, "0.1-30 B") if b < 30 else (5e-5, ">=30 B")
+        )
+    else:
+        lr, why = (1e-3, "<0.1 B: a test model") if b < 0.1 else (1e-5, "full/freeze fine-tuning")
+    return Decision(lr, (f"Learning rate {lr:g}: {c.method} on a {b:.2f} B model ({why}).",))
 
 
 def decide_cutoff(c: Planning) -> Decision[int]:
@@ -768,6 +788,7 @@ def plan(
     c.precision = c.take(decide_precision(c))
     c.method, c.quant_bit = c.take(decide_method(c))
     c.lora_rank, c.lora_alpha = c.take(decide_lora(c))
+    c.learning_rate = c.take(decide_learning_rate(c))
     c.cutoff = c.take(decide_cutoff(c))
     c.liger = c.take(decide_liger(c))
     c.per_rank = c.take(decide_per_rank_batch(c))
@@ -812,6 +833,7 @@ def plan(
         liger_kernel=c.liger,
         lora_rank=c.lora_rank if lora else None,
         lora_alpha=c.lora_alpha if lora else None,
+        learning_rate=c.learning_rate,
         cutoff_len=c.cutoff,
         total_steps=total_steps,
         memory_estimate_gib=est.as_dict() if c.on_gpu else {},
@@ -851,7 +873,7 @@ def _base_args(
         "save_total_limit": t.save_total_limit,
         "per_device_train_batch_size": c.micro_batch,
         "gradient_accumulation_steps": accum,
-        "learning_rate": t.learning_rate,
+        "learning_rate": c.learning_rate,
         "num_train_epochs": t.num_train_epochs,
         "lr_scheduler_type": t.lr_scheduler_type,
         # transformers 5 deprecates warmup_ratio: give steps when the total is known

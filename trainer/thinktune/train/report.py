@@ -346,6 +346,7 @@ PLAN_KEYS = (
     "liger_kernel",
     "lora_rank",
     "lora_alpha",
+    "learning_rate",
     "cutoff_len",
     "total_steps",
 )
