@@ -48,7 +48,7 @@ from typing import Any
 
 import yaml
 from thinktune import contract
-from thinktune_sandbox.testing import Cluster, OperatorProcess, ftj, termination_text
+from thinktune_sandbox.testing import Cluster, OperatorProcess, ftj, terminated_statuses
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "thinktune.io", "v1alpha1", "finetunejobs"
@@ -533,26 +533,7 @@ class Soak:
             pod=name,
             exit_code=contract.EXIT_GPU_FAILURE,
         )
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        statuses = [
-            {
-                "name": c["name"],
-                "image": c["image"],
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "state": {
-                    "terminated": {
-                        "exitCode": contract.EXIT_GPU_FAILURE,
-                        "reason": "Error",
-                        "message": termination_text(msg),
-                        "startedAt": stamp,
-                        "finishedAt": stamp,
-                    }
-                },
-            }
-            for c in pod["spec"]["containers"]
-        ]
+        statuses = terminated_statuses(pod, contract.EXIT_GPU_FAILURE, msg)
         self.core.patch_namespaced_pod_status(
             name, self.ns, {"status": {"phase": "Failed", "containerStatuses": statuses}}
         )

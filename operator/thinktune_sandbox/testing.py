@@ -267,30 +267,38 @@ class Cluster:
     def complete_pod(self, ns: str, name: str, message: contract.TerminationMessage) -> None:
         """The pod exits 0 with what the workload's writer leaves in the termination log (kwok runs no
         process): what a kubelet would report."""
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         pod = self.get("pod", name, ns)
         assert pod is not None, f"pod {ns}/{name} not found"
-        statuses = [
-            {
-                "name": c["name"],
-                "image": c["image"],
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "started": False,
-                "state": {
-                    "terminated": {
-                        "exitCode": 0,
-                        "reason": "Completed",
-                        "message": termination_text(message),
-                        "startedAt": now,
-                        "finishedAt": now,
-                    }
-                },
-            }
-            for c in pod["spec"]["containers"]
-        ]
+        statuses = terminated_statuses(pod, 0, message)
         self.patch_status("pod", name, {"status": {"phase": "Succeeded", "containerStatuses": statuses}}, ns)
+
+
+def terminated_statuses(
+    pod: dict[str, Any], exit_code: int, message: contract.TerminationMessage
+) -> list[dict[str, Any]]:
+    """containerStatuses of a pod whose containers exited with `exit_code` and left `message` (through the
+    workload's own writer) in their termination log, as a kubelet reports them."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return [
+        {
+            "name": c["name"],
+            "image": c["image"],
+            "imageID": "",
+            "ready": False,
+            "restartCount": 0,
+            "started": False,
+            "state": {
+                "terminated": {
+                    "exitCode": exit_code,
+                    "reason": "Completed" if exit_code == 0 else "Error",
+                    "message": termination_text(message),
+                    "startedAt": now,
+                    "finishedAt": now,
+                }
+            },
+        }
+        for c in pod["spec"]["containers"]
+    ]
 
 
 def token_kubeconfig(admin_kubeconfig: Path | str, token: str, out: Path | str) -> Path:
