@@ -1,0 +1,10 @@
+# sourced from the repo root on the device machine
+cd .gpu/src || exit 1
+if [ ! -f /tmp/site/.done ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../../.whl/*.whl || exit 1
+  touch /tmp/site/.done
+fi
+export PYTHONPATH=/tmp/site:$PWD/trainer:$PWD/operator PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 BENCH_COMMIT=$(cat COMMIT)
+export TRITON_CACHE_DIR=/tmp/kcache/triton TORCHINDUCTOR_CACHE_DIR=/tmp/kcache/inductor
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader
