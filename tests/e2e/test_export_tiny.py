@@ -189,7 +189,7 @@ def test_verify_orders_variants_and_catches_the_broken_one(work, merged, variant
     # a zero tolerance turns any perplexity change into a warning
     strict = verify_variants(
         merged["path"],
-        [{"name": "int4", "path": variants["int4"]["path"]}],
+        [{"name": "int4", "path": variants["int4"]["path"], "info": variants["int4"]}],
         samples[:2],
         spec=VerifySpec(samples=2, max_perplexity_increase=0.0, min_top1_agreement=0.0),
         max_new_tokens=0,
