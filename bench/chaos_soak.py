@@ -288,13 +288,14 @@ class Soak:
             else:
                 self.two_gangs.pop(name, None)
             # no pod on a known-bad node
-            # a node the job recorded as failed without the node showing it (exit 75, eviction) is avoided
-            # for the TTL; one that showed it (NotReady, cordon, ...) until repaired, which bad_nodes covers
+            # a node the job recorded as failed without the node showing it (exit 75) is avoided for the TTL;
+            # one that showed it (NotReady, cordon, ...) until repaired, which bad_nodes covers; an eviction or
+            # deletion does not implicate the node (avoided: false)
             ttl = float(OPERATOR_ENV["THINKTUNE_FAILED_NODE_TTL_SECONDS"])
             failed = {
                 f.get("node"): api_time(f.get("time"))
                 for f in st.get("failedNodes") or []
-                if not f.get("nodeUnhealthy")
+                if not f.get("nodeUnhealthy") and f.get("avoided") is not False
             }
             for p in (pp for ps in g.values() for pp in ps):
                 node = p["spec"].get("nodeName")

@@ -4,6 +4,7 @@ budgets, waiting for capacity, suspend/resume, deadlines, TTL and crash-safety (
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta
 
 from thinktune import contract
@@ -262,6 +263,13 @@ def test_evicted_worker_gone_before_any_reconcile_is_judged_by_its_final_state()
     p, b = run(b, [wpod(0, 0)], now=T0 + timedelta(seconds=5), gone=[evicted(wpod(0, 1))])
     assert b["status"]["attempt"] == 1 and cond(b["status"], "Restarting")["reason"] == "DisruptionTarget"
     assert [(f["node"], f["reason"]) for f in b["status"]["failedNodes"]] == [("n1", "DisruptionTarget")]
+    # recorded, charged to the infrastructure budget, but the node is not avoided: its own condition decides
+    assert (
+        b["status"]["failedNodes"][0]["avoided"] is False and b["status"]["restarts"]["infrastructure"] == 1
+    )
+    p, _ = run(b, [], now=T0 + timedelta(seconds=6))
+    pods = [o for o in p.creates if o["kind"] == "Pod"]
+    assert len(pods) == 2 and "n1" not in json.dumps([o["spec"].get("affinity") for o in pods])
     # a final state of an older attempt says nothing about this one
     _, b2 = run(b, [], now=T0 + timedelta(seconds=6), gone=[evicted(wpod(0, 1)), evicted(wpod(0, 0))])
     assert b2["status"]["attempt"] == 1 and b2["status"]["restarts"]["infrastructure"] == 1

@@ -1020,6 +1020,12 @@ class FailureRecord(StatusModel):
         description="The node itself looked broken (NotReady, cordoned, tainted, GPUs missing): it is used "
         "again as soon as it looks healthy; otherwise after THINKTUNE_FAILED_NODE_TTL_SECONDS.",
     )
+    avoided: bool | None = Field(
+        default=None,
+        description="false when the failure does not implicate the node (an eviction or preemption, a worker "
+        "deleted from outside): new gangs may use the node at once, its own condition decides. Otherwise new "
+        "gangs keep off it until it is forgiven (see nodeUnhealthy).",
+    )
 
 
 class RestartCounts(StatusModel):

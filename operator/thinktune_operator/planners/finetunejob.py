@@ -50,6 +50,14 @@ from .common import (
 )
 
 TERMINAL = ("Succeeded", "Failed")
+# infrastructure verdicts that say nothing about the node: the worker was taken away (eviction, preemption,
+# deletion), its node did not break it. Recorded in failedNodes (and charged to the infra budget), not avoided.
+NODE_NEUTRAL = ("DisruptionTarget", "PodDeleted", "PodLost")
+
+
+def _avoided(failed_nodes: list[dict[str, Any]]) -> list[str]:
+    """Nodes new gangs keep off: every recorded failure's node but those the failure did not implicate."""
+    return sorted({f["node"] for f in failed_nodes if f.get("node") and f.get("avoided") is not False})
 
 
 @dataclass
@@ -465,7 +473,7 @@ def _create_gang(j: Job) -> bool:
         return True
     if not j.current:
         _forgive_nodes(j)
-    avoid = sorted({f["node"] for f in s["failedNodes"] if f.get("node")})
+    avoid = _avoided(s["failedNodes"])
     if not j.current and j.nodes and _wait_for_capacity(j, avoid):
         return True
     if j.sb.cond_off("Waiting", "CapacityAvailable", "healthy capacity available"):
@@ -677,6 +685,7 @@ def _restart(j: Job, rank: int, v: Verdict) -> None:
                 "reason": v.reason,
                 "time": j.sb.ts(),
                 "nodeUnhealthy": bool(h is not None and not h.healthy),
+                "avoided": v.reason not in NODE_NEUTRAL,
             }
             s["failedNodes"] = [f for f in s["failedNodes"] if f.get("node") != v.node] + [rec]
     j.p.observations.append(Restart(budget_key, v.reason))
@@ -691,7 +700,7 @@ def _restart(j: Job, rank: int, v: Verdict) -> None:
     budget = f"{budget_key} failure {restarts[budget_key]}/{limit}"
     j.attempt += 1
     s["attempt"] = j.attempt
-    avoid = sorted({f["node"] for f in s["failedNodes"] if f.get("node")})
+    avoid = _avoided(s["failedNodes"])
     detail = v.reason + (f" ({v.message})" if v.message else "")
     msg = (
         f"worker {rank}{where}{gpu}: {detail}; {budget}; stopping the gang "
