@@ -98,7 +98,7 @@ async def pod_event(body: kopf.Body, namespace: str, **_: Any) -> None:
     if o is None:
         return
     key = (o[0], namespace, o[1])
-    if R.RUNTIME is not None:
+    if R.RUNTIME is not None and KINDS[o[0]].reads_gone_pods:
         R.RUNTIME.remember_pod(key, compact_pod(body))  # on DELETED too: the final state
     R.enqueue(key)
 
