@@ -34,6 +34,8 @@ A_RESUME = f"{GROUP}/resume-from-checkpoint"
 A_PROGRESS = contract.PROGRESS_ANNOTATION  # JSON progress (the `annotation` progress source; kwok tests)
 A_SPEC_HASH = f"{GROUP}/spec-hash"
 A_GENERATION = f"{GROUP}/generation"  # metadata.generation of the CR a child was built from
+# nodes a worker's affinity keeps it off (comma-separated), so a stuck gang can tell its exclusions went stale
+A_AVOIDED_NODES = f"{GROUP}/avoided-nodes"
 A_KUEUE_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
 A_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 

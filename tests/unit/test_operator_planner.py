@@ -4,6 +4,7 @@ budgets, waiting for capacity, suspend/resume, deadlines, TTL and crash-safety (
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -275,6 +276,20 @@ def test_evicted_worker_gone_before_any_reconcile_is_judged_by_its_final_state()
     assert b2["status"]["attempt"] == 1 and b2["status"]["restarts"]["infrastructure"] == 1
 
 
+def test_worker_evicted_and_gone_before_the_gang_was_marked_running_is_still_a_restart():
+    """The eviction lands right after the pods start, before any reconcile set Running, and kwok deletes the pod
+    at once. A missing rank that was seen is a deletion, not a pod still being created: the gang restarts as a
+    new attempt instead of silently recreating the rank under the same one."""
+    p, b = run(job())
+    assert not cond(b["status"], "Running")
+    p, b = run(b, [wpod(0, 0)], now=T0 + timedelta(seconds=3), gone=[evicted(wpod(0, 1))])
+    assert b["status"]["attempt"] == 1 and cond(b["status"], "Restarting")["reason"] == "DisruptionTarget"
+    assert b["status"]["restarts"]["infrastructure"] == 1
+    # never seen at all (the create is still in flight to the index): created again, no verdict
+    p, b2 = run(job(), [wpod(0, 0)], now=T0 + timedelta(seconds=3))
+    assert b2["status"]["attempt"] == 0 and _pods_on(p) == ["j-a0-w1"]
+
+
 def test_deleted_worker_that_had_failed_keeps_its_own_verdict():
     _, b = run(job(), [wpod(0, 0), wpod(0, 1)])
     failed = wpod(0, 1, phase="Failed", exit_code=1, message="Traceback: ValueError")
@@ -372,7 +387,8 @@ def test_suspend_and_resume():
     assert b["status"]["phase"] == "Suspended" and cond(b["status"], "Suspended")["status"] == "True"
     assert sorted(d.name for d in p.deletes) == ["j-a0-w0", "j-a0-w1"]
     b["spec"]["runPolicy"] = {"suspend": False}
-    p, b = run(b, [])
+    # the runtime still holds the final states of the workers the suspend deleted: they are not lost workers
+    p, b = run(b, [], gone=[wpod(0, 0, deleting=T0), wpod(0, 1, deleting=T0)])
     assert cond(b["status"], "Suspended")["reason"] == "Resumed" and b["status"]["attempt"] == 1
     assert [o["metadata"]["name"] for o in p.creates if o["kind"] == "Pod"] == ["j-a1-w0", "j-a1-w1"]
     assert b["status"]["restarts"]["infrastructure"] == 0
@@ -656,3 +672,38 @@ def test_peer_failing_first_waits_for_the_ranks_own_verdict():
     # no verdict from the peer within the window: the application failure is judged as before
     _, b4 = run(b2, [collateral, wpod(0, 1)], now=T0 + timedelta(seconds=CFG.peer_settle_s + 1))
     assert b4["status"]["attempt"] == 1 and b4["status"]["restarts"]["application"] == 1
+
+
+def test_unschedulable_gang_kept_off_a_node_usable_again_is_released_at_once():
+    """A worker's node affinity is fixed when it is created: rank 1 keeps off n1 (exit 75 there) and n2 is full.
+    Once n1's failure is forgiven (TTL) the gang is released and placed again without waiting for
+    scheduleTimeoutSeconds; while n1 is still avoided it waits."""
+    two = {n: gpu_node(n) for n in ("n0", "n1", "n2")}
+    cfg = dataclasses.replace(CFG, failed_node_ttl_s=30.0)  # well inside the 300 s scheduleTimeoutSeconds
+    failed = {"node": "n1", "reason": "GPUFailure", "time": ts(T0), "nodeUnhealthy": False, "avoided": True}
+    body = job(status={"attempt": 1, "failedNodes": [failed], "phase": "Restarting"})
+    p, b = run(body, nodes=two, cfg=cfg, now=T0 + timedelta(seconds=1))
+    pods = {o["metadata"]["name"]: o for o in p.creates if o["kind"] == "Pod"}
+    assert pods["j-a1-w1"]["metadata"]["annotations"]["thinktune.io/avoided-nodes"] == "n1"
+    stuck = [
+        wpod(1, 0, node="n0"),
+        wpod(1, 1, "Pending", node="", annotations={"thinktune.io/avoided-nodes": "n1"}),
+    ]
+    stuck[1]["status"]["conditions"] = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/3 nodes are available",
+        }
+    ]
+    p, b = run(b, stuck, nodes=two, cfg=cfg, now=T0 + timedelta(seconds=5))
+    assert b["status"]["attempt"] == 1 and not p.deletes  # n1 still avoided: waits
+    later = T0 + timedelta(seconds=cfg.failed_node_ttl_s + 1)
+    p, b = run(b, stuck, nodes=two, cfg=cfg, now=later)
+    assert b["status"]["attempt"] == 2 and {d.name for d in p.deletes} == {"j-a1-w0", "j-a1-w1"}
+    assert [e.reason for e in p.events if e.reason == "GangRescheduled"] == ["GangRescheduled"]
+    assert b["status"]["restarts"]["infrastructure"] == 0 and "n1" in b["status"]["message"]
+    p, b = run(b, [], nodes=two, cfg=cfg, now=later)
+    assert _pods_on(p) == ["j-a2-w0", "j-a2-w1"]
+    assert "n1" not in json.dumps([o["spec"].get("affinity") for o in p.creates if o["kind"] == "Pod"])

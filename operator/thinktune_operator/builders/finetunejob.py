@@ -158,6 +158,8 @@ def worker_pod(
         "prometheus.io/port": str(port),
         "prometheus.io/path": "/metrics",
     }
+    if avoid:
+        annotations[N.A_AVOIDED_NODES] = ",".join(sorted(set(avoid)))
     sp = spec.run_policy.scheduling_policy
     group = N.podgroup_name(name, attempt)
     scheduler = GANG_SCHEDULERS[sp.gang_scheduler]

@@ -76,7 +76,8 @@ class Job:
     current: dict[int, dict[str, Any]]  # rank -> pod of the current attempt
     old: list[dict[str, Any]]  # pods of earlier attempts
     all_pods: list[dict[str, Any]]
-    gone: dict[int, dict[str, Any]] = field(default_factory=dict)  # rank -> final state of a deleted worker
+    # attempt -> rank -> final state of a deleted worker (by attempt: a resume moves to the next one mid-plan)
+    gone: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
     dataset_vol: Volume | None = None
     blocking: list[str] = field(default_factory=list)  # old pods a new gang must wait for
 
@@ -206,7 +207,7 @@ def plan(
     if refused is not None:
         return refused
     j = _observe(body, spec, pods, nodes, dataset, now, cfg)
-    j.gone = {r: p for r, p in _pods_by_attempt(list(gone)).get(j.attempt, {}).items() if r not in j.current}
+    j.gone = _pods_by_attempt(list(gone))
     for phase in PHASES:
         if phase(j):
             break
@@ -393,14 +394,18 @@ def _verdicts(j: Job) -> list[tuple[int, Verdict]]:
             out.append((rank, v))
     n = j.spec.num_nodes
     missing = sorted(set(range(n)) - set(j.current))
-    if missing and not out and j.sb.is_true("Running"):
-        # every rank of this attempt was seen running: a missing one was deleted (evicted, or deleted while
-        # the operator was down and the pod is gone without a trace), never still being created. Recreating
-        # it under the same attempt would hide a lost worker from the counters and the Events.
-        seen = [r for r in missing if r in j.gone]
+    if missing and not out:
+        # A missing rank that was seen (its final state is kept) was deleted from outside: the operator deletes
+        # pods of the current attempt only after moving to the next one. That holds before the gang was ever
+        # Running too (an eviction right after the pods start). Recreating it under the same attempt would hide
+        # a lost worker from the counters and the Events.
+        gone = j.gone.get(j.attempt, {})
+        seen = [r for r in missing if r in gone]
         if seen:  # its final state says where it ran and why it went
-            out.append((seen[0], _deleted(j, j.gone[seen[0]])))
-        else:
+            out.append((seen[0], _deleted(j, gone[seen[0]])))
+        elif j.sb.is_true("Running"):
+            # every rank of this attempt was seen running, so a missing one never is still being created: it
+            # was deleted while the operator was down and is gone without a trace
             out.append((missing[0], Verdict("infrastructure", "PodLost", f"worker(s) {missing} disappeared")))
     return out
 
@@ -583,7 +588,7 @@ def _track_gang(j: Job) -> bool:
         msg += f"; {why}"
         if j.sb.cond("Scheduled", False, "Unschedulable", why):
             j.event("Warning", "Unschedulable", f"attempt {a}: {why}")
-        if _gang_timed_out(j, pods, why):
+        if _gang_timed_out(j, pods, why) or _exclusions_stale(j, pods):
             return True
     elif len(scheduled) == n and any(c.get("type") == "Scheduled" for c in j.s.get("conditions") or []):
         j.sb.cond("Scheduled", True, "AllScheduled", f"attempt {a}: {n} worker(s) scheduled")
@@ -608,16 +613,56 @@ def _gang_timed_out(j: Job, pods: list[dict[str, Any]], why: str) -> bool:
     if left > 0:
         j.p.requeue(left)
         return False
-    deletes, _ = _stop(pods, j.nodes, j.cfg, j.now)
-    j.p.deletes += deletes
-    j.attempt += 1
-    j.s["attempt"] = j.attempt
+    _release_gang(j, pods)
     msg = f"gang not fully scheduled within {timeout}s: released its workers ({why}); retrying as attempt {j.attempt}"
     j.sb.cond("Waiting", True, "GangScheduleTimeout", msg)
     j.sb.phase("Waiting", msg)
     j.event("Warning", "GangScheduleTimeout", msg)
     j.p.requeue(min(30.0, float(timeout)))
     return True
+
+
+def _exclusions_stale(j: Job, pods: list[dict[str, Any]]) -> bool:
+    """An unschedulable worker's affinity is fixed at creation: it keeps off the nodes avoided then. When one of
+    them is usable again (its failure forgiven, the node repaired) the gang would otherwise sit until
+    scheduleTimeoutSeconds although a node for it exists. Release it at once and let the next attempt place
+    it with the current exclusions. Not a failure: no budget is charged."""
+    excluded: set[str] = set()
+    for p in pods:
+        if not is_scheduled(p) and not is_terminating(p):
+            listed = (p["metadata"].get("annotations") or {}).get(N.A_AVOIDED_NODES) or ""
+            excluded |= {n for n in listed.split(",") if n}
+    if not excluded:
+        return False
+    still = {
+        f["node"]
+        for f in j.s["failedNodes"]
+        if f.get("node") and f.get("avoided") is not False and not forgiven(f, j.nodes, j.now, j.cfg)
+    }
+    gpus = gpu_count(j.spec.resources_per_node, j.cfg.gpu_resource)
+    usable = sorted(excluded & set(eligible_nodes(j.nodes, still, gpus, j.spec.pod.node_selector, j.cfg)))
+    if not usable:
+        return False
+    _release_gang(j, pods)
+    msg = (
+        f"gang not fully scheduled while node(s) {', '.join(usable)} its workers keep off are usable again: "
+        f"released its workers; retrying as attempt {j.attempt} without them excluded"
+    )
+    if j.s.get("phase") != "Restarting":
+        j.sb.phase("Pending", msg)
+    else:
+        j.s["message"] = msg
+    j.event("Normal", "GangRescheduled", msg)
+    j.p.requeue(0.2)
+    return True
+
+
+def _release_gang(j: Job, pods: list[dict[str, Any]]) -> None:
+    """Delete a gang that never fully scheduled (it never trained) and move on to the next attempt."""
+    deletes, _ = _stop(pods, j.nodes, j.cfg, j.now)
+    j.p.deletes += deletes
+    j.attempt += 1
+    j.s["attempt"] = j.attempt
 
 
 PHASES: tuple[Callable[[Job], bool], ...] = (
