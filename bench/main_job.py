@@ -77,9 +77,12 @@ def _learning(out: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/main_job_cpu.json")
+    ap.add_argument("--keep", type=Path, help="run in this directory and keep it (default: a temporary one)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp) / "crypto"
+        work = a.keep if a.keep else Path(tmp) / "crypto"
+        if a.keep and a.keep.exists():
+            raise SystemExit(f"--keep {a.keep} exists: name a new directory")
         shutil.copytree(ROOT / "examples/crypto", work, ignore=shutil.ignore_patterns("out"))
         env = dict(os.environ, HF_HUB_OFFLINE="1")
         t0 = time.monotonic()

@@ -534,3 +534,13 @@ def test_micro_batch_sized_by_the_longest_sample_not_the_cutoff():
         spec(training={"cutoffLen": 4096, "globalBatchSize": 64, "packing": True}), RTX_24, longest=512
     )
     assert packed.micro_batch_size == by_cutoff.micro_batch_size  # packing fills rows to cutoffLen
+
+
+def test_logits_at_labelled_positions_unless_liger_or_a_loss_reads_them():
+    cpu = run(spec(), CPU)
+    assert cpu.labelled_logits and any("labelled positions" in e for e in cpu.explanations)
+    assert not run(spec(), H200_1).labelled_logits  # Liger's fused loss never builds the logits
+    assert run(spec(), H200_1, packages={**ALL_PKGS, "liger_kernel": False}).labelled_logits
+    smooth = run(spec(training={"extraArgs": {"label_smoothing_factor": 0.1}}), CPU)
+    assert not smooth.labelled_logits
+    assert any("label_smoothing_factor" in e for e in smooth.explanations)

@@ -2,7 +2,7 @@
 
 ``plan()`` is a pure function (no I/O, no torch): the same inputs always give the same ``Plan``. It reads as an
 ordered list of decisions (``decide_device``, ``decide_precision``, ``decide_method``, ``decide_lora``,
-``decide_cutoff``, ``decide_liger``, ``decide_per_rank_batch``, ``decide_strategy``, ``decide_memory_fallback``,
+``decide_cutoff``, ``decide_liger``, ``decide_labelled_logits``, ``decide_per_rank_batch``, ``decide_strategy``, ``decide_memory_fallback``,
 ``decide_micro_batch``, ``decide_checkpointing``, ``decide_accumulation``, ``decide_steps``); each returns a
 ``Decision``: its value, one human sentence per choice, and warnings (bad or risky inputs, with a suggestion).
 Later steps read the earlier values from the ``Planning`` they share; nothing else is mutable.
@@ -141,6 +141,9 @@ class Plan(BaseModel):
     requested_global_batch_size: int
     gradient_checkpointing: bool
     liger_kernel: bool
+    labelled_logits: bool = Field(
+        default=False, description="Training computes logits only where a label is scored (same loss)."
+    )
     lora_rank: int | None = None
     lora_alpha: int | None = None
     learning_rate: float
@@ -431,6 +434,31 @@ def decide_liger(c: Planning) -> Decision[bool]:
         (
             "Liger kernels on (fused RoPE/RMSNorm/SwiGLU and fused linear cross-entropy: measured "
             "+16-40% tokens/s and far less logits memory at vocab 151,936).",
+        ),
+    )
+
+
+# LLaMA Factory arguments under which something reads the training logits at every position (a loss of its own
+# or label smoothing): logits at labelled positions only would hand them a shorter tensor
+LOGIT_READING_ARGS = ("label_smoothing_factor", "use_dft_loss", "use_eaft_loss", "use_asft_loss")
+
+
+def decide_labelled_logits(c: Planning) -> Decision[bool]:
+    """The [tokens x 151,936] logits are most of a step for a small model (profiled on the CPU demo: ~85 %), and
+    a row whose label is masked (system/user prompt, padding: 39 % of the demo's rows) only costs. With the
+    fused Liger loss no full logits exist anyway."""
+    if c.liger:
+        return Decision(False)
+    reading = [k for k in LOGIT_READING_ARGS if c.spec.training.extra_args.get(k)]
+    if reading:
+        return Decision(
+            False, (f"Logits at every position: extraArgs {', '.join(reading)} read them in the loss.",)
+        )
+    return Decision(
+        True,
+        (
+            "Logits only at labelled positions in training (prompt and padding rows skipped; same loss): "
+            "thinktune/train/worker_callbacks.py LabelledLogits.",
         ),
     )
 
@@ -791,6 +819,7 @@ def plan(
     c.learning_rate = c.take(decide_learning_rate(c))
     c.cutoff = c.take(decide_cutoff(c))
     c.liger = c.take(decide_liger(c))
+    labelled_logits = c.take(decide_labelled_logits(c))
     c.per_rank = c.take(decide_per_rank_batch(c))
     c.strategy = c.take(decide_strategy(c))
     c.method, c.quant_bit, c.strategy = c.take(decide_memory_fallback(c))
@@ -831,6 +860,7 @@ def plan(
         requested_global_batch_size=spec.training.global_batch_size,
         gradient_checkpointing=gc,
         liger_kernel=c.liger,
+        labelled_logits=labelled_logits,
         lora_rank=c.lora_rank if lora else None,
         lora_alpha=c.lora_alpha if lora else None,
         learning_rate=c.learning_rate,

@@ -116,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
             quality_metrics=bool(cfg.get("quality_metrics", True)),
         )
         tokenized = prepare_tokenized(args)
-        run_exp(args=args, callbacks=[*worker_callbacks(args, tokenized), callback])
+        run_exp(
+            args=args,
+            callbacks=[
+                *worker_callbacks(args, tokenized, labelled_logits=bool(cfg.get("labelled_logits"))),
+                callback,
+            ],
+        )
         return 0
     except BaseException as e:  # noqa: BLE001 - the exit code is the contract
         if isinstance(e, SystemExit) and (e.code in (0, None)):

@@ -7,7 +7,8 @@ training forward when the plan switched the Trainer's own count off (``include_n
 packing: LLaMA Factory's neat packing turns the attention mask into segment ids, or with sdpa into a 4D float
 mask, and the Trainer's ``non_padding`` count sums that mask: -3.7e19 tokens per step in
 bench/results/gpu-train-2026-12-01.json). It writes ``state.num_input_tokens_seen``, which ``ThinktuneCallback``
-turns into tokens/s, so it must come before it in the callback list.
+turns into tokens/s, so it must come before it in the callback list. ``LabelledLogits``: the plan's
+``labelled_logits`` (thinktune/train/planner.py decide_labelled_logits).
 """
 
 from __future__ import annotations
@@ -93,9 +94,66 @@ class NonPaddingTokens(TrainerCallback):
             self._handle = None
 
 
-def worker_callbacks(args: dict[str, Any], tokenized_final: str | None) -> list[TrainerCallback]:
+class LabelledLogits(TrainerCallback):
+    """Training forwards compute the logits only at the positions whose next-token label is scored.
+
+    transformers' causal-LM heads take ``logits_to_keep`` as a tensor of positions and their loss takes
+    ``shift_labels`` already shifted; a forward pre-hook on that head (the innermost ``*ForCausalLM`` whose
+    ``forward`` has ``logits_to_keep``) passes both when the Trainer's batch carries ``labels``. Positions are the
+    union over the micro-batch (a row's unscored positions in it are -100), so the loss and its gradient are the
+    ones of the full logits: masked rows add nothing to either. Only in training mode: evaluation and the
+    teacher-forced scoring read the full logits."""
+
+    def __init__(self) -> None:
+        self._handle: Any = None
+        self.rows_kept = 0
+        self.rows_total = 0
+
+    @staticmethod
+    def head(model: Any) -> Any:
+        import inspect
+
+        for m in model.modules():
+            if type(m).__name__.endswith("ForCausalLM") and hasattr(m, "lm_head"):
+                if "logits_to_keep" in inspect.signature(type(m).forward).parameters:
+                    return m
+        return None
+
+    def keep(self, module, args, kwargs):
+        labels = kwargs.get("labels")
+        if not module.training or labels is None or kwargs.get("shift_labels") is not None:
+            return None
+        if kwargs.get("logits_to_keep"):  # a caller's own choice
+            return None
+        import torch.nn.functional as F
+
+        shift = F.pad(labels, (0, 1), value=-100)[..., 1:]
+        positions = (shift != -100).any(dim=0).nonzero().squeeze(-1)
+        self.rows_kept += int(positions.numel()) * shift.shape[0]
+        self.rows_total += shift.numel()
+        return args, {**kwargs, "logits_to_keep": positions, "shift_labels": shift[:, positions].contiguous()}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        head = self.head(model) if model is not None else None
+        if head is None:
+            print("[thinktune] labelled-positions logits: no causal-LM head with logits_to_keep; full logits")
+            return
+        if self._handle is None:
+            self._handle = head.register_forward_pre_hook(self.keep, with_kwargs=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+def worker_callbacks(
+    args: dict[str, Any], tokenized_final: str | None, labelled_logits: bool = False
+) -> list[TrainerCallback]:
     """The callbacks ``args`` (after ``cache.prepare_tokenized``) call for, in the order they must run."""
     out: list[TrainerCallback] = []
+    if labelled_logits:
+        out.append(LabelledLogits())
     if args.get("include_num_input_tokens_seen", "no") in ("no", False):
         out.append(NonPaddingTokens())
     staging = args.get("tokenized_path")
