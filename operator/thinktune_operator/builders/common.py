@@ -199,6 +199,31 @@ def base_pod(
     }
 
 
+def single_pod(
+    body: dict[str, Any],
+    name: str,
+    component: str,
+    pod_opts: Any,
+    container: dict[str, Any],
+    mounts: Mounts,
+    config_map: str,
+    cfg: Any,
+) -> dict[str, Any]:
+    """The one pod of a DatasetBuild or ModelExport: annotated with its CR's spec hash (a changed spec gets a
+    new pod), on the operator's default image unless the CR names one."""
+    return base_pod(
+        body,
+        name,
+        component,
+        pod_opts,
+        container,
+        mounts,
+        config_map,
+        annotations={N.A_SPEC_HASH: spec_hash(body)},
+        image=default_image_for(pod_opts, cfg),
+    )
+
+
 def gpu_count(resources: dict[str, Any] | None, gpu_resource: str = "nvidia.com/gpu") -> int:
     r = resources or {}
     for section in ("limits", "requests"):

@@ -13,7 +13,7 @@ from thinktune.spec import DatasetBuildSpec, parse_cluster
 from .. import names as N
 from ..config import OperatorConfig
 from . import common
-from .common import Mounts, base_pod, cr_configmap, resolved_cr, without_gpu
+from .common import Mounts, cr_configmap, resolved_cr, single_pod, without_gpu
 
 COMPONENT = "dataset-build"
 
@@ -57,15 +57,5 @@ def children(body: dict[str, Any], cfg: OperatorConfig) -> tuple[dict[str, Any],
         ],
         "resources": without_gpu(spec.resources, cfg.gpu_resource),  # CPU work: never hold a GPU
     }
-    pod = base_pod(
-        body,
-        pod_name(body),
-        COMPONENT,
-        spec.pod,
-        container,
-        m,
-        cm_name,
-        annotations={N.A_SPEC_HASH: common.spec_hash(body)},
-        image=common.default_image_for(spec.pod, cfg),
-    )
+    pod = single_pod(body, pod_name(body), COMPONENT, spec.pod, container, m, cm_name, cfg)
     return cm, pod, out

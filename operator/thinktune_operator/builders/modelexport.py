@@ -13,7 +13,7 @@ from thinktune.spec import ModelExportSpec, Volume, parse_cluster
 from .. import names as N
 from ..config import OperatorConfig
 from . import common
-from .common import Mounts, base_pod, cr_configmap, gpu_count, resolved_cr, without_gpu
+from .common import Mounts, cr_configmap, gpu_count, resolved_cr, single_pod, without_gpu
 
 COMPONENT = "export"
 GPU_METHODS = {"gptq"}
@@ -78,15 +78,5 @@ def children(
         "command": ["thinktune", "export", "-f", f"{N.CONFIG_MOUNT}/{N.CR_FILE}"],
         "resources": resources_for(spec, cfg),
     }
-    pod = base_pod(
-        body,
-        pod_name(body),
-        COMPONENT,
-        spec.pod,
-        container,
-        m,
-        cm_name,
-        annotations={N.A_SPEC_HASH: common.spec_hash(body)},
-        image=common.default_image_for(spec.pod, cfg),
-    )
+    pod = single_pod(body, pod_name(body), COMPONENT, spec.pod, container, m, cm_name, cfg)
     return cm, pod, out
