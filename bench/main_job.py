@@ -23,6 +23,58 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+NGRAM = 4
+
+
+def _loss_by_novelty(out: Path) -> dict:
+    """Validation loss of the base and the fine-tuned model, split by what fine-tuning on the training split
+    can teach: tokens that end a 4-gram also found in the training split's answers (its recurring phrases,
+    e.g. the template reasoning) vs the rest (text the training split never shows). The second part bounds
+    how far the validation loss of a tiny model can fall, whatever the adapter learns."""
+    import torch
+    from peft import PeftModel
+    from thinktune.qwen_tokenizer import load_qwen3_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    tok = load_qwen3_tokenizer()
+
+    def rows(split: str) -> list[tuple[list[int], int]]:
+        out_rows = []
+        for r in json.loads((out / f"dataset/{split}.json").read_text()):
+            msgs = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
+            prompt = tok.apply_chat_template(
+                msgs[:-1], tokenize=True, add_generation_prompt=True, return_dict=False
+            )
+            out_rows.append((tok.apply_chat_template(msgs, tokenize=True, return_dict=False), len(prompt)))
+        return out_rows
+
+    seen = {
+        tuple(ids[i : i + NGRAM])
+        for ids, p in rows("train")
+        for i in range(p - NGRAM + 1, len(ids) - NGRAM + 1)
+    }
+    val = rows("val")
+
+    def parts(model) -> dict:
+        sums = {"recurring": [0.0, 0], "novel": [0.0, 0]}
+        for ids, p in val:
+            with torch.no_grad():
+                lp = torch.log_softmax(model(input_ids=torch.tensor(ids)[None]).logits[0].float(), -1)
+            for i in range(p, len(ids)):
+                part = "recurring" if tuple(ids[i - NGRAM + 1 : i + 1]) in seen else "novel"
+                sums[part][0] -= float(lp[i - 1, ids[i]])
+                sums[part][1] += 1
+        total = sum(n for _, n in sums.values())
+        return {
+            k: {"loss": round(v / max(n, 1), 3), "share": round(n / total, 3)} for k, (v, n) in sums.items()
+        }
+
+    base = AutoModelForCausalLM.from_pretrained(out / "tiny-qwen3", dtype=torch.float32).eval()
+    before = parts(base)
+    after = parts(PeftModel.from_pretrained(base, str(out / "lora")).eval())
+    return {"ngram": NGRAM, "base": before, "fine_tuned": after}
+
+
 def _learning(out: Path) -> dict:
     """What shows the model learned: validation loss and teacher-forced accuracy at the first evaluation (the
     base, eval_on_start) and the last, training time and tokens/s (metrics.jsonl), and the test generations."""
@@ -100,6 +152,7 @@ def main() -> int:
         tr = json.loads((work / "out/lora/report.json").read_text())
         ex = json.loads((work / "out/export/report.json").read_text())
         learning = _learning(work / "out")
+        learning["val_loss_by_novelty"] = _loss_by_novelty(work / "out")
     result = {
         "benchmark": "main_job_cpu",
         "command": "uv run --no-sync python bench/main_job.py",

@@ -63,3 +63,29 @@ def test_perplexity_and_top1_agreement():
     assert ppl["answer"] == pytest.approx(math.exp(4.0 / 4)) and ppl["tokens"] == 6
     assert I.perplexity([I.ResponseScore(0.0, 0, 0.0, 0, [])])["full"] is None
     assert I.top1_agreement(a, b) == pytest.approx(3 / 4)  # positions compared: 3 + 1
+
+
+def test_sampled_generations_use_the_models_settings_and_are_reproducible(tmp_path):
+    """evaluation.decoding sampling: the model's generation_config (Qwen3-Thinking's 0.6 / 0.95 / 20, which
+    make-tiny-model copies), seeded: the same seed gives the same answers, another seed others; greedy is the
+    default verification relies on."""
+    torch = pytest.importorskip("torch")
+    from thinktune.qwen_tokenizer import load_qwen3_tokenizer
+    from thinktune.tiny_model import make_tiny_model
+    from transformers import AutoModelForCausalLM
+
+    path = make_tiny_model(tmp_path / "m", num_layers=1, log=lambda _: None)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok = load_qwen3_tokenizer()
+    assert I.sampling_settings(model) == {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
+    samples = [
+        M.Sample(messages=[{"role": "user", "content": q}], reference="", id=str(n))
+        for n, q in enumerate(["什么是SM4？", "AES-GCM 的 nonce 能重复吗？", "HMAC 是什么？"])
+    ]
+
+    def texts(**kw):
+        return [g["text"] for g in I.generate(model, tok, samples, max_new_tokens=12, batch_size=2, **kw)]
+
+    a, b = texts(sampling=True, seed=0), texts(sampling=True, seed=0)
+    assert a == b and texts(sampling=True, seed=1) != a
+    assert texts() == texts() != a  # greedy: deterministic, and not what sampling chose

@@ -880,6 +880,13 @@ class EvaluationSpec(SpecModel):
     max_new_tokens: int = Field(
         default=1024, ge=1, description="Generation length (thinking traces are long)."
     )
+    decoding: Literal["sampling", "greedy"] = Field(
+        default="sampling",
+        description="sampling: the model's own generation_config (Qwen3-Thinking-2507: temperature 0.6, "
+        "top_p 0.95, top_k 20), seeded by `seed`, as its model card asks (greedy decoding makes thinking "
+        "models repeat themselves endlessly); greedy: the argmax at every step.",
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the sampled generations (reproducible runs).")
     base_samples: int = Field(
         default=4,
         ge=0,

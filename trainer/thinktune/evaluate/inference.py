@@ -4,7 +4,7 @@
 only, split into thinking and answer tokens, plus the argmax token ids (for top-1 agreement between two models,
 :func:`top1_agreement`); :func:`perplexity` aggregates them. Prompts are rendered exactly like LLaMA Factory's
 ``qwen3`` template renders them in training (ChatML; the response starts with ``<think>\\n``), so the perplexity
-here is the exp of the eval loss. :func:`generate` produces the greedy answers that the pure text metrics of
+here is the exp of the eval loss. :func:`generate` produces the (greedy or sampled) answers that the pure text metrics of
 ``thinktune.evaluate.metrics`` score.
 """
 
@@ -161,11 +161,38 @@ def generation_prompt(tokenizer, messages: Sequence[dict[str, str]]) -> tuple[st
     return prompt, prefill
 
 
+def sampling_settings(model) -> dict[str, Any]:
+    """The model's own sampling settings (its generation_config), or Qwen3-Thinking's where it has none."""
+    gc = getattr(model, "generation_config", None)
+    own = {k: getattr(gc, k, None) for k in ("temperature", "top_p", "top_k")}
+    return {k: v if v is not None else QWEN3_THINKING_SAMPLING[k] for k, v in own.items()}
+
+
+# Qwen3-4B-Thinking-2507's generation_config.json (and its model card's recommendation for thinking mode)
+QWEN3_THINKING_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
+
+
 def generate(
-    model, tokenizer, samples: Sequence[Sample], *, max_new_tokens: int, batch_size: int = 4, progress=None
+    model,
+    tokenizer,
+    samples: Sequence[Sample],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 4,
+    progress=None,
+    sampling: bool = False,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Greedy generations: [{"text": prefill + generated, "new_tokens": n, "hit_limit": bool}]."""
+    """Generations: [{"text": prefill + generated, "new_tokens": n, "hit_limit": bool}]. Greedy by default (what
+    verification compares token by token); ``sampling``: the model's own settings (``sampling_settings``), each
+    batch seeded from ``seed`` and its position, so a run is reproducible."""
     import torch
+
+    decode = (
+        {"do_sample": True, **sampling_settings(model)}
+        if sampling
+        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    )
 
     device = next(model.parameters()).device
     old_side = tokenizer.padding_side
@@ -185,16 +212,15 @@ def generate(
             enc = tokenizer(
                 [p for p, _ in prompts], return_tensors="pt", padding=True, add_special_tokens=False
             ).to(device)
+            if sampling:
+                torch.manual_seed(seed + i)
             with torch.no_grad():
                 gen = model.generate(
                     **enc,
-                    do_sample=False,
                     max_new_tokens=max_new_tokens,
                     eos_token_id=sorted(eos_ids) or None,
                     pad_token_id=tokenizer.pad_token_id,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
+                    **decode,
                 )
             new = gen[:, enc["input_ids"].shape[1] :]
             for row, (_, prefill) in zip(new.tolist(), prompts, strict=True):

@@ -38,6 +38,16 @@ def fmt(v: Any, digits: int = 3) -> str:
 # Examples
 
 
+def _decoding_line(gen: dict[str, Any]) -> str:
+    """How the answers were generated, e.g. `sampled (temperature 0.6, top_p 0.95, top_k 20, seed 0)`."""
+    if gen.get("decoding", "greedy") == "greedy":
+        return "greedy"
+    return (
+        f"sampled (temperature {gen.get('temperature')}, top_p {gen.get('top_p')}, top_k {gen.get('top_k')}, "
+        f"seed {gen.get('seed')})"
+    )
+
+
 def example_score(scores: dict[str, Any]) -> float:
     """One number to rank a sample by: the mean of the answer's ROUGE-L and character accuracy and the full
     text's term accuracy (a missing term accuracy, no glossary term in the reference, counts as 0)."""
@@ -199,7 +209,8 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
         f"- model: `{report['model']}`"
         + (f" + adapter `{report['adapter']}`" if report.get("adapter") else ""),
         f"- test file: `{report['testFile']}` ({report['samples']} samples)",
-        f"- generation: greedy, maxNewTokens {report['generation']['maxNewTokens']}, prompt "
+        f"- generation: {_decoding_line(report['generation'])}, maxNewTokens "
+        f"{report['generation']['maxNewTokens']}, prompt "
         f"{'pre-fills <think>' if report['generation']['prefill'] else 'without pre-fill'}",
         f"- finished: {report['finished']} ({report['seconds']:.0f} s)",
         "",

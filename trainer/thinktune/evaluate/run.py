@@ -1,4 +1,4 @@
-"""Evaluate a (base + LoRA adapter) model on a test split: perplexity on the assistant turn, greedy generations
+"""Evaluate a (base + LoRA adapter) model on a test split: perplexity on the assistant turn, generations
 with the Qwen3-Thinking prompt, BLEU / ROUGE-L / character / term / concept accuracy per part (answer, thinking,
 full), thinking-format compliance, and recommendations where a metric is below ``spec.thresholds``.
 
@@ -240,7 +240,13 @@ def evaluate_loaded(
             model, tokenizer, samples, max_length=max_length, progress=lambda: tick(1)
         )
         gens = inference.generate(
-            model, tokenizer, samples, max_new_tokens=spec.max_new_tokens, batch_size=bs, progress=tick
+            model,
+            tokenizer,
+            samples,
+            max_new_tokens=spec.max_new_tokens,
+            batch_size=bs,
+            progress=tick,
+            **_decoding(spec),
         )
     preds = [g["text"] for g in gens]
     per = [M.score_prediction(p, s.reference, matcher) for p, s in zip(preds, samples, strict=True)]
@@ -248,6 +254,8 @@ def evaluate_loaded(
     metrics["perplexity"] = inference.perplexity(scores)
     _, prefill = inference.generation_prompt(tokenizer, samples[0].messages) if samples else ("", "")
     generation = {
+        "decoding": spec.decoding,
+        **({"seed": spec.seed, **inference.sampling_settings(model)} if spec.decoding == "sampling" else {}),
         "maxNewTokens": spec.max_new_tokens,
         "samples": len(samples),
         "prefill": prefill,
@@ -263,6 +271,10 @@ def evaluate_loaded(
         "responseScores": scores,
         "perTerm": M.per_term_table(per),
     }
+
+
+def _decoding(spec: EvaluationSpec) -> dict[str, Any]:
+    return {"sampling": spec.decoding == "sampling", "seed": spec.seed}
 
 
 def _matcher(terms):
@@ -288,7 +300,7 @@ def base_comparison(
     progress=True,
 ) -> dict[str, Any] | None:
     """The base model on the first ``spec.base_samples`` samples: the adapter of the loaded PeftModel switched
-    off (no second copy of the weights), same prompt, same greedy settings. None when there is no adapter or
+    off (no second copy of the weights), same prompt, same decoding (and seed). None when there is no adapter or
     baseSamples is 0. ``finetuned``: evaluate_loaded's result, cut to the same samples for the comparison."""
     from thinktune.evaluate import inference
     from thinktune.evaluate import metrics as M
@@ -308,6 +320,7 @@ def base_comparison(
             max_new_tokens=spec.max_new_tokens,
             batch_size=_batch_size(model),
             progress=tick,
+            **_decoding(spec),
         )
     matcher = _matcher(terms)
     refs = [s.reference for s in subset]
