@@ -50,7 +50,7 @@ POOL_KEY, CHAOS_POOL = "sandbox.thinktune.io/pool", "chaos"
 # need a GPU, validation panels an evaluation, DCGM a dcgm-exporter).
 TRAINING_PANELS = ("ETA", "Training loss", "Learning rate", "Tokens / s (all ranks)", "Gradient norm")
 GANG_STEPS = 8
-QS_STEPS = 6  # the quick start overlay: steps of the example's 1-node job (the example trains 3 epochs: 360)
+QS_STEPS = 6  # the quick start overlay: steps of the example's 1-node job (the example trains 4 epochs: 480)
 INJECTED = "3:CUDA error: uncorrectable ECC error encountered (INJECTED by the sandbox node annotation)"
 HOLD_TAINT = {"key": "sandbox.thinktune.io/hold", "value": "test", "effect": "NoSchedule"}
 T0 = time.monotonic()
@@ -135,7 +135,7 @@ def wait_phase(cluster: Cluster, kind: str, name: str, timeout: float, want: str
 
 def quick_start_docs() -> list[dict[str, Any]]:
     """examples/crypto/ as `kubectl apply -f examples/crypto/` sends it, plus the test's overlay. The example is
-    sized for minutes of CPU training (3 epochs = 360 steps, a generation evaluation of 8 answers x 320 tokens, a
+    sized for minutes of CPU training (4 epochs = 480 steps, a generation evaluation of 8 answers x 320 tokens, a
     20-iteration calibration); the overlay keeps every stage and every kind of field and trims only amounts:
     QS_STEPS steps (a checkpoint and the validation loss at the end and at the start), 2 evaluation answers of
     48 tokens, a 2-iteration calibration on 4 x 64 tokens, 2 verification samples, one thread per process, a
