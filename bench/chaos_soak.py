@@ -743,6 +743,10 @@ def soak(
     result["wall_s"] = round(time.monotonic() - t0, 1)
     result["chaos_s"] = seconds
     result["operator_log"] = str(op.log_path)
+    # the whole timeline beside the operator log, pass or fail: a violation seen once can be read afterwards
+    (Path(log_dir) / "timeline.txt").write_text(
+        "\n".join([*s.timeline, "---- violations ----", *result["violations"]]) + "\n"
+    )
     if result["violations"]:
         log(f"---- timeline (seed {seed}) ----")
         for line in s.timeline:
