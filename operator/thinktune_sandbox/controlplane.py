@@ -616,6 +616,62 @@ class ControlPlane:
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         return files
 
+    def wait_for_garbage_collection(self, timeout: float = 120.0) -> float:
+        """Wait until the garbage collector deletes the children of a thinktune.io object; returns the seconds.
+
+        kube-controller-manager learns about CRDs installed after it started from discovery, which it re-reads
+        every 30 s or so; until then it logs "unable to get REST mapping for thinktune.io/v1alpha1/..." and a
+        deleted CR's pods, ConfigMaps and Services stay (seen: a chaos soak run first in a session reported
+        them as orphans 30 s after the deletion). A probe CR with one owned ConfigMap, deleted at once: when the
+        ConfigMap is gone, the collector handles thinktune.io kinds."""
+        import json
+
+        if not self.crds_dir.is_dir():
+            return 0.0
+        t0 = time.monotonic()
+        ns = "thinktune-gc-probe"
+        self.kubectl("create", "namespace", ns, check=False)
+        cr = {
+            "apiVersion": "thinktune.io/v1alpha1",
+            "kind": "DatasetBuild",
+            "metadata": {"name": "gc-probe", "namespace": ns},
+            "spec": {"source": {"path": "probe"}, "output": {"path": "probe-out"}},
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(cr))
+        uid = self.kubectl(
+            "get", "datasetbuild", "gc-probe", "-n", ns, "-o", "jsonpath={.metadata.uid}"
+        ).stdout
+        child = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "gc-probe-child",
+                "namespace": ns,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "thinktune.io/v1alpha1",
+                        "kind": "DatasetBuild",
+                        "name": "gc-probe",
+                        "uid": uid,
+                    }
+                ],
+            },
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(child))
+        self.kubectl("delete", "datasetbuild", "gc-probe", "-n", ns, "--wait=false")
+        while time.monotonic() - t0 < timeout:
+            res = self.kubectl(
+                "get", "configmap", "gc-probe-child", "-n", ns, "--ignore-not-found", "-o", "name"
+            )
+            if not res.stdout.strip():
+                self.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        raise ControlPlaneError(
+            f"the garbage collector did not delete a thinktune.io object's child within {timeout:.0f} s "
+            f"(see {self.state_dir}/logs/kube-controller-manager.log)"
+        )
+
     def create_workspace(self, namespace: str = "default", name: str = "thinktune-workspace") -> None:
         """The PVC the operator mounts by default (spec.*.pvc empty), bound to a static hostPath PV: there is no
         storage provisioner in the sandbox, and without the claim example CRs would stay Pending."""

@@ -42,6 +42,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     cp = ControlPlane(tmp_path_factory.mktemp("sandbox"), nodes=2, gpus_per_node=8, bin_dir=bin_dir)
     cp.up()
     try:
+        # the first tests delete CRs and count on their children being collected (the chaos soak's orphans)
+        print(f"garbage collector handles thinktune.io kinds after {cp.wait_for_garbage_collection():.1f} s")
         yield cp
     finally:
         cp.down()
