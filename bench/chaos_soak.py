@@ -783,8 +783,8 @@ def main() -> int:
         state = Path(args.state_dir or Path(tmp) / "sandbox")
         cp = ControlPlane(state, nodes=1)
         cp.up()
-        cp.wait_for_garbage_collection()  # deleted jobs' children are counted as orphans after 30 s
         try:
+            cp.wait_for_garbage_collection()  # deleted jobs' children are counted as orphans after 30 s
             result = soak(cp, args.seconds, seed, args.nodes, logs, log=lambda m: print(m, flush=True))
         finally:
             cp.down()
