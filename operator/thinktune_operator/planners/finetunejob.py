@@ -634,11 +634,7 @@ def _exclusions_stale(j: Job, pods: list[dict[str, Any]]) -> bool:
             excluded |= {n for n in listed.split(",") if n}
     if not excluded:
         return False
-    still = {
-        f["node"]
-        for f in j.s["failedNodes"]
-        if f.get("node") and f.get("avoided") is not False and not forgiven(f, j.nodes, j.now, j.cfg)
-    }
+    still = set(_avoided([f for f in j.s["failedNodes"] if not forgiven(f, j.nodes, j.now, j.cfg)]))
     gpus = gpu_count(j.spec.resources_per_node, j.cfg.gpu_resource)
     usable = sorted(excluded & set(eligible_nodes(j.nodes, still, gpus, j.spec.pod.node_selector, j.cfg)))
     if not usable:
