@@ -33,20 +33,19 @@ def _loss_by_novelty(out: Path) -> dict:
     how far the validation loss of a tiny model can fall, whatever the adapter learns."""
     import torch
     from peft import PeftModel
+    from thinktune.evaluate import inference
+    from thinktune.evaluate import metrics as M
     from thinktune.qwen_tokenizer import load_qwen3_tokenizer
     from transformers import AutoModelForCausalLM
 
     tok = load_qwen3_tokenizer()
 
     def rows(split: str) -> list[tuple[list[int], int]]:
-        out_rows = []
-        for r in json.loads((out / f"dataset/{split}.json").read_text()):
-            msgs = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
-            prompt = tok.apply_chat_template(
-                msgs[:-1], tokenize=True, add_generation_prompt=True, return_dict=False
-            )
-            out_rows.append((tok.apply_chat_template(msgs, tokenize=True, return_dict=False), len(prompt)))
-        return out_rows
+        """(ids, response start) of each sample, encoded as LLaMA Factory trains on it."""
+        encoded = [
+            inference.encode_sample(tok, s, 1 << 20) for s in M.load_samples(out / f"dataset/{split}.json")
+        ]
+        return [(ids, start) for ids, start, _, _ in encoded]
 
     seen = {
         tuple(ids[i : i + NGRAM])
