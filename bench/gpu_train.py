@@ -155,6 +155,9 @@ def main() -> int:
         default=16,
         help="thinktune runs' globalBatchSize (rows per optimizer step)",
     )
+    ap.add_argument(
+        "--hf-micro-batch", type=int, default=8, help="(b)'s micro-batch (8 fits 139 GiB, 4 an 80 GiB card)"
+    )
     ap.add_argument("--rows", type=int, default=400, help="rows in the fixed workload")
     ap.add_argument("--tag", default="", help="suffix of the JSON name: gpu-train<-TAG>.json")
     a = ap.parse_args()
@@ -254,8 +257,8 @@ def main() -> int:
                     "model": str(model_dir),
                     "dataset": str(ds),
                     "cutoff": cutoff,
-                    "micro_batch": 8 if cuda else 2,
-                    "accum": 2,
+                    "micro_batch": a.hf_micro_batch if cuda else 2,
+                    "accum": 16 // a.hf_micro_batch if cuda else 2,
                     "steps": a.steps,
                     "lora_rank": 16,
                     "liger": True,

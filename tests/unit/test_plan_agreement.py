@@ -96,22 +96,22 @@ def test_the_issue_example_agrees(gib):
 
 
 def test_one_small_gpu_gets_multi_gpu_guidance():
-    """Qwen3-8B's bf16 weights alone (15.3 GiB) exceed a 16 GiB card's budget: the doctor names how many such
-    GPUs and which strategy would fit, and the planner agrees on that machine."""
-    hw = card(16.0, interconnect="pcie")
+    """Qwen3-8B's bf16 weights (15.3 GiB) and its activations at 2048 tokens exceed a 24 GiB card's budget: the
+    doctor names how many such GPUs and which strategy would fit, and the planner agrees on that machine."""
+    hw = card(24.0, interconnect="pcie")
     setting = DoctorSetting(seq_len=2048)
     report = run_doctor("Qwen/Qwen3-8B", hardware=hw, setting=setting, packages=NO_LIGER)
     assert not report.fits["lora"]
     assert "larger GPU" not in report.recommendation
-    assert report.multi_gpu.startswith("LoRA bf16 fits on 2x GPU16 16 GiB with strategy zero3")
+    assert report.multi_gpu.startswith("LoRA bf16 fits on 2x GPU24 24 GiB with strategy zero3")
     assert report.multi_gpu in report.recommendation
-    two = planned(card(16.0, 2, interconnect="pcie"), setting, "lora", NO_LIGER, shape=QWEN3_8B)
+    two = planned(card(24.0, 2, interconnect="pcie"), setting, "lora", NO_LIGER, shape=QWEN3_8B)
     assert two.fits and two.method == "lora" and two.strategy == "zero3"
 
 
 def test_sharding_over_the_gpus_present_fits():
-    """Two 16 GiB cards: the plan shards over both, so the doctor says it can train (no guidance needed)."""
-    hw = card(16.0, 2, interconnect="pcie")
+    """Two 24 GiB cards: the plan shards over both, so the doctor says it can train (no guidance needed)."""
+    hw = card(24.0, 2, interconnect="pcie")
     report = run_doctor("Qwen/Qwen3-8B", hardware=hw, packages=NO_LIGER)
     assert report.fits["lora"] and report.plan["strategy"] == "zero3" and report.multi_gpu == ""
     assert "strategy zero3" in report.recommendation

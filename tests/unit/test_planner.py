@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from thinktune.hardware import HardwareInfo
 from thinktune.spec import FineTuneJobSpec
-from thinktune.train.memory import ModelShape, TrainShape, estimate
+from thinktune.train.memory import ModelShape, TrainShape, estimate, usable_gib
 from thinktune.train.planner import (
     TRAINER_IMAGE_PACKAGES,
     DatasetFacts,
@@ -59,6 +59,7 @@ def gpus(
 CPU = {"cuda_available": False, "gpus": [], "cpu_count": 2, "ram_total_gib": 23.0, "disk_free_gib": 50.0}
 RTX_24 = gpus(1, 24.0, "NVIDIA GeForce RTX 4090", "8.9")
 H200_1 = gpus(1, 139.8)
+H100_1 = gpus(1, 79.6, "NVIDIA H100 80GB HBM3")
 H200_2 = gpus(2, 139.8)
 H200_8 = gpus(8, 139.8)
 A100_40_8_PCIE = gpus(8, 39.4, "NVIDIA A100-PCIE-40GB", "8.0", interconnect="pcie")
@@ -175,26 +176,71 @@ def test_global_batch_smaller_than_world():
     assert any("not divisible" in w for w in p.warnings)
 
 
-BENCH = json.loads((REPO / "bench" / "train_planner_h200.json").read_text())
+def _full_length_runs() -> list[tuple[str, dict, float]]:
+    """Measured torch peaks of runs whose rows are as long as the cutoff allows (2,033-2,035 tokens at 2048), with
+    the shape each ran: the committed GPU benchmarks' thinktune runs (their resolved LLaMA Factory arguments) and
+    the hand-tuned (b) runs (their config). The H100 thinktune run OOMed at micro-batch 8 and ran its retry at
+    micro-batch 4 with checkpointing (its log, in the JSON's note), so that is the shape its peak belongs to."""
+    out = []
+    for name in ("gpu-train-2026-12-01.json", "gpu-train-2026-12-07-h100.json"):
+        runs = json.loads((REPO / "bench" / "results" / name).read_text())["workloads"]["fixed"]["runs"]
+        for run, r in runs.items():
+            if not r.get("peak_gib") or r.get("exit_code") != 0:
+                continue
+            if run == "hf_peft":
+                c = r["config"]
+                shape = {
+                    "micro_batch": c["micro_batch"],
+                    "gc": c["gradient_checkpointing"],
+                    "liger": c["liger"],
+                }
+                shape["rank"] = c["lora_rank"]
+            elif run == "lf_default":
+                shape = {"micro_batch": 1, "gc": True, "liger": False, "rank": r["args"]["lora_rank"]}
+            elif r.get("plan_args") and r["plan_args"].get("lora_dropout") == 0.0:
+                pa = r["plan_args"]
+                shape = {
+                    "micro_batch": pa["per_device_train_batch_size"],
+                    "gc": not pa["disable_gradient_checkpointing"],
+                    "liger": pa["enable_liger_kernel"],
+                    "rank": pa["lora_rank"],
+                }
+                if "h100" in name:  # the OOM retry: micro-batch halved, checkpointing on
+                    shape.update(micro_batch=shape["micro_batch"] // 2, gc=True)
+            else:
+                continue  # LoRA dropout 0.05 keeps a copy of every adapted input: no longer a default
+            out.append((f"{name}:{run}", shape, r["peak_gib"]))
+    return out
 
 
-@pytest.mark.parametrize("run_name", sorted(BENCH["runs"]))
-def test_estimate_tracks_the_measured_llamafactory_runs(run_name):
-    """bench/train_planner_h200.json: thinktune's own LLaMA Factory runs on one H200. The estimate may not be
-    below the measured peak (an OOM costs a retry) nor more than 15% above it (a slower plan than needed)."""
-    r = BENCH["runs"][run_name]
-    pl = r["plan"]
-    shape = TrainShape(
-        method=pl["method"],
-        lora_rank=pl["lora_rank"],
-        micro_batch=pl["micro_batch_size"],
-        seq=pl["cutoff_len"],
-        gradient_checkpointing=pl["gradient_checkpointing"],
-        liger=pl["liger_kernel"],
+FULL_LENGTH_RUNS = _full_length_runs()
+
+
+def test_full_length_runs_are_found():
+    assert len(FULL_LENGTH_RUNS) >= 5, FULL_LENGTH_RUNS
+
+
+@pytest.mark.parametrize("name,shape,measured", FULL_LENGTH_RUNS, ids=[r[0] for r in FULL_LENGTH_RUNS])
+def test_estimate_tracks_the_measured_full_length_runs(name, shape, measured):
+    """The estimate (for rows of cutoffLen tokens) may not be below the measured peak (an OOM costs a retry) nor
+    more than 15 % above it (a slower plan than needed)."""
+    t = TrainShape(
+        lora_rank=shape["rank"],
+        micro_batch=shape["micro_batch"],
+        seq=2048,
+        gradient_checkpointing=shape["gc"],
+        liger=shape["liger"],
     )
-    est = estimate(QWEN3_4B, shape).total
-    measured = r["measured_peak_allocated_gib"]
+    est = estimate(QWEN3_4B, t).total
     assert measured <= est <= 1.15 * measured, (est, measured)
+
+
+def test_an_80_gib_card_is_planned_below_what_oomed_there():
+    """2026-12-07, one H100 80GB: the old calibration planned micro-batch 8 without checkpointing (82.7 GiB measured
+    on an H200) and OOMed; micro-batch 4 measured 50.6 GiB."""
+    p = run(spec(), H100_1)
+    assert p.memory_estimate_gib["total"] <= usable_gib(79.6)
+    assert (p.micro_batch_size, p.gradient_checkpointing) == (4, False)
 
 
 def test_h200_picks_the_fastest_measured_config():
@@ -505,11 +551,14 @@ def test_warmup_steps_from_ratio():
 @pytest.mark.parametrize("budget,cutoff", [(48, 2048), (24, 2048), (24, 8192)])
 def test_memory_budget_is_honoured(budget, cutoff):
     """spec.training.memoryBudgetGiB: the plan's own estimate stays under the budget (it may trade micro-batch for
-    checkpointing to get there) and the global batch is kept (issue 14: 48 GiB at 2048, 24 GiB at 2048 and 8192)."""
+    checkpointing to get there) and the global batch is kept (issue 14: 48 GiB at 2048, 24 GiB at 2048 and 8192).
+    The worker caps the allocator's reserved memory at the budget, so the plan keeps the fragmentation margin: on
+    one H100 (2026-12-07) a plan estimated at 38.7 GiB (micro-batch 4, old calibration; 50.6 GiB measured) OOMed
+    under a 48 GiB cap."""
     full = run(spec(training={"cutoffLen": cutoff}), H200_1)
     p = run(spec(training={"cutoffLen": cutoff, "memoryBudgetGiB": budget}), H200_1)
-    assert p.memory_budget_gib == budget
-    assert p.fits and p.memory_estimate_gib["total"] <= budget
+    assert p.memory_budget_gib == pytest.approx(budget * 0.92, abs=0.01)
+    assert p.fits and p.memory_estimate_gib["total"] <= budget * 0.92
     assert full.memory_estimate_gib["total"] > budget  # the budget is what changed the plan
     assert p.global_batch_size == full.global_batch_size
 

@@ -7,19 +7,24 @@ can print it with ``--json``. All sizes are GiB (2**30 bytes) as floats.
 Limits are what *this process* may use: CPU count honours affinity and the cgroup CPU quota, RAM honours
 the cgroup memory limit -- inside a Kubernetes pod the node's totals would overstate what we get.
 
-torch is imported lazily inside ``detect_hardware`` (the operator image has none); without torch, or
-without a driver, the result simply says ``cuda_available=False`` and why.
+GPUs come from ``nvidia-smi`` when it can answer exactly, so the planner's process (``thinktune train``'s
+parent) neither imports torch nor holds a CUDA context on every GPU; otherwise torch is imported lazily
+inside ``detect_hardware`` (the operator image has none). Without torch, or without a driver, the result
+simply says ``cuda_available=False`` and why.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
@@ -297,13 +302,189 @@ def _disk_free(path: str | os.PathLike[str]) -> tuple[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------- gpus
+#
+# ``detect_hardware`` runs in the parent process of ``thinktune train`` (the planner), whose workers
+# import torch themselves. Asking torch for the GPUs there costs the torch import plus CUDA initialisation
+# (seconds on a multi-GPU node) and leaves a CUDA context (~0.5 GiB) on every GPU, held by the parent for
+# the whole run. So the driver's own tool answers first; torch stays the fallback for everything
+# nvidia-smi cannot answer exactly the way CUDA would (no nvidia-smi, UUIDs in CUDA_VISIBLE_DEVICES, MIG,
+# a CPU-only torch build, a driver too old for torch's CUDA, ...).
+
+_NO_TORCH = "torch is not installed (install the trainer extra: uv sync --extra trainer)"
+_SMI_QUERY = "index,name,memory.total,memory.free,compute_cap,mig.mode.current,driver_version"
+_SMI_TIMEOUT_S = 10  # a hung driver must not stall start-up; torch then gets its chance
+_VISIBLE_LIST = re.compile(r"^[0-9]+(,[0-9]+)*$")
+MIB = 1024**2
+# Oldest driver that runs any CUDA runtime of a major version (NVIDIA's minor-version compatibility).
+_MIN_DRIVER = {11: (450, 80, 2), 12: (525, 60, 13), 13: (580,)}
+
+
+def _torch_build_versions(spec: ModuleSpec) -> tuple[str | None, str | None] | None:
+    """``(torch.__version__, torch.version.cuda)`` read from ``torch/version.py`` without importing torch.
+
+    The file is generated at build time as plain assignments (``__version__ = '2.11.0+cu130'``,
+    ``cuda: Optional[str] = '13.0'``), so ``ast`` reads them safely. ``None`` when the file is missing or
+    has no ``cuda`` assignment (a layout we do not know: torch answers).
+    """
+    if not spec.origin:
+        return None
+    try:
+        tree = ast.parse(Path(spec.origin).with_name("version.py").read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        elif isinstance(node, ast.AnnAssign):
+            target = node.target
+        else:
+            continue
+        if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
+            found[target.id] = node.value.value
+    if "cuda" not in found:
+        return None
+    version = found.get("__version__")
+    if not isinstance(version, str):
+        import importlib.metadata  # here: its import costs more than the rest of this module's
+
+        try:  # the wheel's metadata lacks the local tag (+cu130) but is the next-best answer
+            version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+    cuda = found["cuda"]
+    return version, cuda if isinstance(cuda, str) else None
+
+
+def parse_nvidia_smi_gpus(text: str) -> tuple[list[GpuInfo], str] | None:
+    """Parse ``nvidia-smi --query-gpu=<_SMI_QUERY> --format=csv,noheader,nounits`` output.
+
+    One line per physical GPU: ``0, NVIDIA H200, 143771, 143000, 9.0, Disabled, 580.65.06`` (memory in
+    MiB; the MIG column reads ``[N/A]`` on GPUs without MIG). Returns the GPUs, indexed as nvidia-smi does
+    (callers re-index for CUDA_VISIBLE_DEVICES), and the driver version. ``None`` when any line does not
+    parse (``[N/A]`` memory, an error message, a comma in a GPU name ...), when no GPU is listed, or when a
+    GPU is in MIG mode (CUDA then sees MIG instances, not the whole GPU nvidia-smi describes).
+    """
+    gpus: list[GpuInfo] = []
+    drivers: set[str] = set()
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) != 7:
+            return None
+        index, name, total_mib, free_mib, cc, mig, driver = cells
+        if mig.lower() == "enabled" or not re.fullmatch(r"\d+\.\d+", cc):
+            return None
+        try:
+            gpus.append(
+                GpuInfo(
+                    index=int(index),
+                    name=name,
+                    total_gib=round(float(total_mib) * MIB / GIB, 2),
+                    free_gib=round(float(free_mib) * MIB / GIB, 2),
+                    compute_capability=cc,
+                    bf16=_cc_supports_bf16(cc),
+                )
+            )
+        except ValueError:
+            return None
+        drivers.add(driver)
+    if not gpus or len(drivers) != 1:
+        return None
+    return gpus, drivers.pop()
+
+
+def _driver_runs(driver: str, cuda: str) -> bool:
+    """Whether the driver runs torch's CUDA runtime; when unsure, False (torch then says what it sees)."""
+    try:
+        have = tuple(int(p) for p in driver.split("."))
+        need = _MIN_DRIVER.get(int(cuda.split(".")[0]))
+    except ValueError:
+        return False
+    return need is not None and have >= need
+
+
+def _visible_indices(env: Mapping[str, str]) -> list[int] | None:
+    """The physical GPU indices CUDA_VISIBLE_DEVICES selects, in its order; ``[]`` = unset (all).
+
+    ``None`` for anything but a plain comma list of distinct integers: UUIDs (``GPU-...``, ``MIG-...``),
+    the empty string or ``-1`` (no GPU at all), spaces, repeats -- torch then decides, rather than this
+    file re-implementing CUDA's parsing of those cases.
+    """
+    raw = env.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return []
+    if not _VISIBLE_LIST.match(raw):
+        return None
+    indices = [int(i) for i in raw.split(",")]
+    return indices if len(set(indices)) == len(indices) else None
+
+
+def _select_visible(gpus: list[GpuInfo], env: Mapping[str, str]) -> list[GpuInfo] | None:
+    """The GPUs a CUDA process would see, re-indexed 0..n-1 as CUDA does; ``None`` when unsure.
+
+    nvidia-smi numbers GPUs in PCI bus order; CUDA's default order (CUDA_DEVICE_ORDER=FASTEST_FIRST) agrees
+    only when all GPUs are the same model (ties go by PCI bus id). On a mixed machine the indices in
+    CUDA_VISIBLE_DEVICES -- and torch's device numbers -- could mean other GPUs, so torch answers there.
+    """
+    wanted = _visible_indices(env)
+    if wanted is None:
+        return None
+    same_model = len({(g.name, g.compute_capability, g.total_gib) for g in gpus}) == 1
+    if not same_model and env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        return None
+    by_index = {g.index: g for g in gpus}
+    wanted = wanted or sorted(by_index)
+    if any(i not in by_index for i in wanted):  # CUDA cuts the list at an invalid index: rare, torch answers
+        return None
+    return [replace(by_index[physical], index=i) for i, physical in enumerate(wanted)]
+
+
+def _gpus_from_nvidia_smi(cuda: str) -> list[GpuInfo] | None:
+    """The GPUs torch would see, per nvidia-smi; ``None`` when it is missing, fails, or is unclear."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    cmd = [exe, f"--query-gpu={_SMI_QUERY}", "--format=csv,noheader,nounits"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_SMI_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    parsed = parse_nvidia_smi_gpus(proc.stdout) if proc.returncode == 0 else None
+    if parsed is None or not _driver_runs(parsed[1], cuda):
+        return None
+    return _select_visible(parsed[0], os.environ)
 
 
 def _detect_gpus(notes: list[str]) -> tuple[list[GpuInfo], str | None, str | None]:
+    """The visible GPUs plus ``torch.__version__`` and ``torch.version.cuda`` (the CUDA torch was built for).
+
+    nvidia-smi answers when it can, and torch is then not imported (see the comment above); the version
+    strings then come from torch's generated ``version.py``, the values torch itself would report. A
+    CPU-only torch build goes to the torch path: nvidia-smi would list GPUs this torch cannot use.
+    """
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        notes.append(_NO_TORCH)
+        return [], None, None
+    versions = _torch_build_versions(spec)
+    if versions is not None and versions[1] is not None:
+        gpus = _gpus_from_nvidia_smi(versions[1])
+        if gpus is not None:
+            return gpus, versions[0], versions[1]
+    return _detect_gpus_with_torch(notes)
+
+
+def _detect_gpus_with_torch(notes: list[str]) -> tuple[list[GpuInfo], str | None, str | None]:
+    """The exact answer, at the price of importing torch and a CUDA context on every GPU."""
     try:
         import torch
     except ImportError:
-        notes.append("torch is not installed (install the trainer extra: uv sync --extra trainer)")
+        notes.append(_NO_TORCH)
         return [], None, None
     version = torch.__version__
     cuda = torch.version.cuda

@@ -30,16 +30,18 @@ from thinktune.spec import DEFAULT_BASE_MODEL
 
 GiB = 1024**3
 
-# --- calibration (bench/train_planner_h200.json: LLaMA Factory 0.9.5 on one H200, Qwen3-4B architecture,
-# LoRA r=16 on all linears, bf16, cutoffLen 2048, ~2k-token samples) -------------------------------------------
-# Measured torch peak: 65.4 GiB at micro-batch 8 without checkpointing, Liger on; 51.0 GiB at micro-batch 4 with
-# Liger off. The previous constants (53.4 and 22, fitted on a plain transformers+peft script, notes in
-# /work/shared/notes/measured-anchors.md: 84.9 and 72.1 GiB for the same shapes) estimated 83.1 and 71.0 GiB,
-# 27% and 39% above what thinktune's own LLaMA Factory run uses. Calibrated towards the measurement, keeping
-# ~7% margin (an OOM costs a retry, a too-cautious plan only speed): 44 B per token per (layer x hidden unit)
-# gives 69.9 GiB for the first run, and 13 B per vocabulary entry for the unfused cross-entropy (fp32 logits,
-# their gradient and a bf16 copy) gives 54.0 GiB for the second.
-ACT_BYTES_PER_LAYER_HIDDEN = 44.0  # activations kept per token without checkpointing, bf16, Liger
+# --- calibration: LLaMA Factory 0.9.5 / transformers+peft, Liger on, LoRA r16 on all linears, dropout 0, bf16,
+# Qwen3-4B architecture, rows of 2,033-2,035 tokens at cutoffLen 2048 (every row as long as the cutoff allows, the
+# case a plan must survive: LLaMA Factory pads each micro-batch to its longest row). torch peaks measured:
+#   micro-batch 4, no checkpointing: 50.56 GiB (one H100, bench/results/gpu-train-2026-12-07-h100.json, (b));
+#   micro-batch 8, no checkpointing: 82.72 GiB (one H200, bench/results/gpu-train-2026-12-01.json, (b) and (c)).
+# The peak is not proportional to the micro-batch (a line through both leaves ~10 GiB at micro-batch 0 that no
+# run with checkpointing shows); a line through the origin and the larger per-token figure, 61 B per token per
+# (layer x hidden unit), is exact at micro-batch 4, 13 % above at 8, and 0-5 % above the real-length run
+# (micro-batch 4 of <= 501-token rows: 18.2 GiB). The earlier constant, 44, was fitted on bench/train_planner_h200
+# .json, whose "~2k-token" rows averaged ~1,570 tokens: at full-length rows it estimated 69.9 GiB for 82.7
+# measured, so an 80 GiB card OOMed at micro-batch 8 and under memoryBudgetGiB 48 at micro-batch 4 (2026-12-07).
+ACT_BYTES_PER_LAYER_HIDDEN = 61.0  # activations kept per token without checkpointing, bf16, Liger
 LOGITS_BYTES_PER_VOCAB = 13.0  # per token without Liger's fused linear cross-entropy
 # With checkpointing only each layer's bf16 input survives (2 B) plus the recomputed layer and its gradient
 # (~4 B per layer-hidden in all). Checked against the plain-script anchors (no LLaMA Factory run with
@@ -324,6 +326,13 @@ def estimate(m: ModelShape, t: TrainShape) -> MemoryEstimate:
 def usable_gib(gpu_total_gib: float) -> float:
     """What the planner may fill on a card of ``gpu_total_gib`` (see the module docstring)."""
     return max(0.0, gpu_total_gib * USABLE_FRACTION - RESERVED_GIB)
+
+
+def budget_usable_gib(budget_gib: float) -> float:
+    """What the planner may fill under ``spec.training.memoryBudgetGiB``. The worker caps PyTorch's allocator at the
+    budget (reserved memory, fragmentation included) while the estimate is of allocated memory, so the plan keeps
+    the card's margin for fragmentation (``USABLE_FRACTION``); the CUDA context is outside the cap."""
+    return budget_gib * USABLE_FRACTION
 
 
 def max_micro_batch(m: ModelShape, t: TrainShape, budget_gib: float) -> int:

@@ -35,6 +35,7 @@ from thinktune.train.memory import (
     MemoryEstimate,
     ModelShape,
     TrainShape,
+    budget_usable_gib,
     estimate,
     host_ram_for_offload_gib,
     usable_gib,
@@ -225,7 +226,7 @@ class Planning:
         if self.on_gpu:
             card = usable_gib(self.hw.min_gpu_total_gib)
             budget = self.spec.training.memory_budget_gib
-            return min(card, budget) if budget else card
+            return min(card, budget_usable_gib(budget)) if budget else card
         return max(1.0, self.hw.ram_total_gib * 0.8 / max(1, self.world.nproc_per_node))
 
     @property
