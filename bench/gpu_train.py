@@ -20,8 +20,8 @@ Runs (each a fresh process, one after another):
   training.packing (neat packing); ``thinktune_mb16`` microBatchSize 16; ``thinktune_budget48`` /
   ``thinktune_budget24`` training.memoryBudgetGiB 48 / 24 (peak memory must stay under it).
 
-Tokens/s count non-padding tokens only (HF ``include_num_input_tokens_seen: non_padding``; (b) counts its
-attention mask), over the steady steps (the first third skipped). Writes OUT_DIR/gpu-train.json, and
+Tokens/s count non-padding tokens only ((a): HF ``include_num_input_tokens_seen: non_padding``; (c): thinktune's
+``NonPaddingTokens`` callback; (b) counts its attention mask), over the steady steps (the first third skipped). Writes OUT_DIR/gpu-train.json, and
 bench/results/gpu-train-<date>.json-shaped output to $OUT when set.
 """
 

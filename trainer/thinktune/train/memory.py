@@ -41,6 +41,8 @@ GiB = 1024**3
 # (micro-batch 4 of <= 501-token rows: 18.2 GiB). The earlier constant, 44, was fitted on bench/train_planner_h200
 # .json, whose "~2k-token" rows averaged ~1,570 tokens: at full-length rows it estimated 69.9 GiB for 82.7
 # measured, so an 80 GiB card OOMed at micro-batch 8 and under memoryBudgetGiB 48 at micro-batch 4 (2026-12-07).
+# Checked on the H100 after the change (same JSON): the planner's micro-batch 4 estimated 50.6, ran at 49.9;
+# budget 48 -> micro-batch 2, 29.3 vs 29.0; budget 24 -> micro-batch 8 with checkpointing, 15.9 vs 14.4.
 ACT_BYTES_PER_LAYER_HIDDEN = 61.0  # activations kept per token without checkpointing, bf16, Liger
 LOGITS_BYTES_PER_VOCAB = 13.0  # per token without Liger's fused linear cross-entropy
 # With checkpointing only each layer's bf16 input survives (2 B) plus the recomputed layer and its gradient

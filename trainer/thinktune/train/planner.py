@@ -920,7 +920,10 @@ def _base_args(
         "report_to": "none",
         "disable_gradient_checkpointing": not c.gc,
         "ddp_timeout": 180000000,
-        "include_num_input_tokens_seen": "non_padding",
+        # thinktune counts the non-padding tokens itself (worker_callbacks.NonPaddingTokens, on the device, one sync
+        # per log): the Trainer's own count ("non_padding") calls .item() on every micro-batch, a host-device sync
+        # that stalls the kernel queue, and under packing it sums segment ids.
+        "include_num_input_tokens_seen": "no",
         "dataloader_num_workers": 2 if on_gpu else 0,
         "preprocessing_num_workers": min(16, max(1, c.hw.cpu_count // max(1, c.world.nproc_per_node)))
         if on_gpu
@@ -981,10 +984,9 @@ def _base_args(
 
 def _packing_args(c: Planning, args: dict[str, Any]) -> None:
     """Neat packing, and the token count it breaks: its attention_mask holds segment ids (a 4D float mask with
-    sdpa), so the Trainer's ``non_padding`` count sums garbage (-3.7e19 tokens/step,
-    bench/results/gpu-train-2026-12-01.json); the worker counts instead (thinktune/train/worker_callbacks.py)."""
+    sdpa), so the Trainer's ``non_padding`` count would sum garbage (-3.7e19 tokens/step,
+    bench/results/gpu-train-2026-12-01.json); the worker counts instead, packed or not (worker_callbacks.py)."""
     args["neat_packing"] = True
-    args["include_num_input_tokens_seen"] = "no"
     c.explanations.append(
         "Neat packing (block-diagonal attention, no cross-contamination between samples); tokens/s counted by "
         "thinktune from the input ids (the Trainer's count would sum the packed attention mask)."
