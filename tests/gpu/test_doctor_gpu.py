@@ -60,8 +60,12 @@ def test_tiny_model_can_train_here(tmp_path):
     assert report.fits["lora"] and report.fits["full"]
 
 
+def _gpu_gib() -> float:
+    return torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0.0
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not torch.cuda.is_available() or not _is_h200(), reason="needs ~25 GiB of GPU memory")
+@pytest.mark.skipif(_gpu_gib() < 30, reason="needs ~25 GiB of GPU memory")
 def test_lora_estimate_bounds_a_real_qwen3_4b_step():
     """One LoRA step on a random-weight Qwen3-4B: the estimate must cover the measured peak, without
     overshooting by more than 25%."""
