@@ -18,7 +18,9 @@ Runs (each a fresh process, one after another):
   ``lf_thinktune_args`` (c)'s resolved LLaMA Factory arguments run without thinktune's launcher and callback;
   ``thinktune_dropout0`` finetuning.lora.dropout 0 (the default since this bench; was 0.05); ``thinktune_packing``
   training.packing (neat packing); ``thinktune_mb16`` microBatchSize 16; ``thinktune_budget48`` /
-  ``thinktune_budget24`` training.memoryBudgetGiB 48 / 24 (peak memory must stay under it).
+  ``thinktune_budget24`` training.memoryBudgetGiB 48 / 24 (peak memory must stay under it);
+  ``thinktune_lf_recipe`` (a)'s recipe through thinktune: its losses must match (a)'s
+  (``lf_recipe_loss_max_abs_diff``) and its speed is what thinktune adds at one recipe.
 
 Tokens/s count non-padding tokens only ((a): HF ``include_num_input_tokens_seen: non_padding``; (c): thinktune's
 ``NonPaddingTokens`` callback; (b) counts its attention mask), over the steady steps (the first third skipped). Writes OUT_DIR/gpu-train.json, and
@@ -130,6 +132,20 @@ THINKTUNE_VARIANTS: dict[str, dict[str, Any]] = {
     "thinktune_dropout0": {"finetuning": {"lora": {"dropout": 0.0}}},
     "thinktune_packing": {"training": {"packing": True}},
     "thinktune_mb16": {"training": {"microBatchSize": 16}},
+    # (a)'s recipe through thinktune (rank 8, 1 x 8, checkpointing, no Liger, lr 1e-4 cosine, warm-up 0.1): its loss
+    # curve must match (a)'s for the same data and seed, and its speed shows what thinktune adds at one recipe
+    "thinktune_lf_recipe": {
+        "finetuning": {"lora": {"rank": 8}},
+        "training": {
+            "globalBatchSize": 8,
+            "microBatchSize": 1,
+            "learningRate": 1.0e-4,
+            "lrSchedulerType": "cosine",
+            "warmupRatio": 0.1,
+            "gradientCheckpointing": "on",
+            "ligerKernel": "off",
+        },
+    },
     # issue 14 item 4: the plan must stay under spec.training.memoryBudgetGiB (the worker caps the allocator)
     "thinktune_budget48": {"training": {"memoryBudgetGiB": 48}},
     "thinktune_budget24": {"training": {"memoryBudgetGiB": 24}},
@@ -356,6 +372,11 @@ def main() -> int:
         wa = runs_done.get("lf_default", {}).get("tokens_per_s")
         wb = runs_done.get("hf_peft", {}).get("tokens_per_s")
         wres["thinktune_tokens_per_s"] = c
+        la = runs_done.get("lf_default", {}).get("losses")
+        lc = runs_done.get("thinktune_lf_recipe", {}).get("losses")
+        if la and lc:  # the same recipe, data and seed: the curves should agree within bf16 noise
+            diffs = [abs(x - y) for x, y in zip(la, lc, strict=False)]
+            wres["lf_recipe_loss_max_abs_diff"] = round(max(diffs), 4)
         wres["ratio_vs_lf_default"] = round(c / wa, 3) if c and wa else None
         wres["ratio_vs_hf_peft"] = round(c / wb, 3) if c and wb else None
         best = max(
