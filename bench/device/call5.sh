@@ -14,3 +14,5 @@ run $G/b --cutoff 8192 --steps 5 --global-batch 4 --rows 40 --runs thinktune_bud
 echo "all done at ${SECONDS}s"
 cp $G/b/gpu-train-*.json $OUT/ 2>/dev/null
 for f in $G/a/fixed-thinktune*/log.txt $G/b/fixed-thinktune*/log.txt; do echo "== $f"; grep "\[plan\]\|\[launch\]\|\[oom\]\|Error" $f | head -12; done > $OUT/run-tails.txt 2>&1
+# whole logs (LLaMA Factory's lines carry timestamps: where the ~85 s before the first step go)
+tar czf $OUT/logs.tgz $G/a/fixed-*/log.txt $G/b/fixed-*/log.txt 2>/dev/null
