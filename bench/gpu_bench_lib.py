@@ -141,6 +141,31 @@ def run_logged(
     return rc, t0, time.time()
 
 
+def run_thinktune(
+    job: dict[str, Any], rdir: Path, dataset: Path, env: dict[str, str], timeout: float
+) -> tuple[int, float, float, list[dict[str, Any]], dict[str, Any]]:
+    """``thinktune train`` on ``job`` (written to rdir/job.json) with the dataset given: (exit code, start, end,
+    per-step records from its metrics.jsonl, the first attempt's resolved LLaMA Factory arguments or {})."""
+    jf = rdir / "job.json"
+    jf.write_text(json.dumps(job))
+    cmd = [
+        sys.executable,
+        "-m",
+        "thinktune.cli",
+        "train",
+        "-f",
+        str(jf),
+        "--dataset",
+        str(dataset),
+        "--no-progress",
+    ]
+    rc, t0, t1 = run_logged(cmd, rdir / "log.txt", env, timeout)
+    recs = records_from_metrics(rdir / "out" / "metrics.jsonl")
+    resolved = rdir / "out" / ".thinktune" / "attempt-0.json"
+    args = json.loads(resolved.read_text())["args"] if resolved.is_file() else {}
+    return rc, t0, t1, recs, args
+
+
 def tail(path: Path, n: int = 30) -> list[str]:
     try:
         return path.read_text(errors="replace").splitlines()[-n:]

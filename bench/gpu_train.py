@@ -46,8 +46,8 @@ from gpu_bench_lib import (  # noqa: E402
     make_fixed_dataset,
     make_model,
     read_records,
-    records_from_metrics,
     run_logged,
+    run_thinktune,
     summarize,
     tail,
     token_lengths,
@@ -126,6 +126,23 @@ def thinktune_job(
         "spec": spec,
     }
 
+
+# the resolved LLaMA Factory arguments each thinktune run records (the plan's speed-relevant choices)
+PLAN_ARG_KEYS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "disable_gradient_checkpointing",
+    "enable_liger_kernel",
+    "lora_rank",
+    "lora_dropout",
+    "flash_attn",
+    "optim",
+    "packing",
+    "neat_packing",
+    "deepspeed",
+    "fsdp",
+    "bf16",
+)
 
 THINKTUNE_VARIANTS: dict[str, dict[str, Any]] = {
     "thinktune": {},
@@ -299,43 +316,10 @@ def main() -> int:
                     over,
                     a.global_batch,
                 )
-                jf = rdir / "job.json"
-                jf.write_text(json.dumps(job))
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "thinktune.cli",
-                    "train",
-                    "-f",
-                    str(jf),
-                    "--dataset",
-                    str(ds),
-                    "--no-progress",
-                ]
-                rc, t0, t1 = run_logged(cmd, log, env, a.run_timeout)
-                recs = records_from_metrics(rdir / "out" / "metrics.jsonl")
+                rc, t0, t1, recs, r_args = run_thinktune(job, rdir, ds, env, a.run_timeout)
                 info["overrides"] = over
-                resolved = rdir / "out" / ".thinktune" / "attempt-0.json"
-                if resolved.is_file():
-                    r_args = json.loads(resolved.read_text())["args"]
-                    info["plan_args"] = {
-                        k: r_args.get(k)
-                        for k in (
-                            "per_device_train_batch_size",
-                            "gradient_accumulation_steps",
-                            "disable_gradient_checkpointing",
-                            "enable_liger_kernel",
-                            "lora_rank",
-                            "lora_dropout",
-                            "flash_attn",
-                            "optim",
-                            "packing",
-                            "neat_packing",
-                            "deepspeed",
-                            "fsdp",
-                            "bf16",
-                        )
-                    }
+                if r_args:
+                    info["plan_args"] = {k: r_args.get(k) for k in PLAN_ARG_KEYS}
             else:
                 wres["runs"][run] = {"error": f"unknown run {run!r}"}
                 continue

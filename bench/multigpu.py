@@ -30,13 +30,12 @@ from gpu_bench_lib import (  # noqa: E402
     git_commit,
     make_fixed_dataset,
     make_model,
-    records_from_metrics,
-    run_logged,
+    run_thinktune,
     summarize,
     tail,
     versions,
 )
-from gpu_train import thinktune_job  # noqa: E402
+from gpu_train import PLAN_ARG_KEYS, thinktune_job  # noqa: E402
 
 DEFAULT_RUNS = (
     "lora:single:1,lora:ddp:2,lora:zero2:2,lora:zero3:2,lora:fsdp:2,full:zero3:1,full:zero3:2,full:fsdp:2"
@@ -114,43 +113,17 @@ def main() -> int:
         job = thinktune_job(
             f"mg-{method}-{strategy}-{gpus}", model_dir, rdir / "out", a.cutoff, a.steps, over
         )
-        jf = rdir / "job.json"
-        jf.write_text(json.dumps(job))
         extra = {"NPROC_PER_NODE": str(gpus)}
         if cuda:
             extra["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
         env = base_env(extra)
-        cmd = [
-            sys.executable,
-            "-m",
-            "thinktune.cli",
-            "train",
-            "-f",
-            str(jf),
-            "--dataset",
-            str(ds),
-            "--no-progress",
-        ]
-        rc, t0, t1 = run_logged(cmd, rdir / "log.txt", env, a.run_timeout)
-        recs = records_from_metrics(rdir / "out" / "metrics.jsonl")
+        rc, t0, t1, recs, r_args = run_thinktune(job, rdir, ds, env, a.run_timeout)
         summ = summarize(
             recs, t_start=t0, t_end=t1, model_cfg=model_cfg, mean_seq=a.cutoff, method=method, world=gpus
         )
         rec: dict[str, Any] = {"method": method, "strategy": strategy, "gpus": gpus, "exit_code": rc, **summ}
-        resolved = rdir / "out" / ".thinktune" / "attempt-0.json"
-        if resolved.is_file():
-            r_args = json.loads(resolved.read_text())["args"]
-            rec["plan_args"] = {
-                k: r_args.get(k)
-                for k in (
-                    "per_device_train_batch_size",
-                    "gradient_accumulation_steps",
-                    "disable_gradient_checkpointing",
-                    "enable_liger_kernel",
-                    "deepspeed",
-                    "fsdp",
-                )
-            }
+        if r_args:
+            rec["plan_args"] = {k: r_args.get(k) for k in PLAN_ARG_KEYS}
         if rc != 0 or "error" in summ:
             rec["log_tail"] = tail(rdir / "log.txt", 40)
         runs[key] = rec
