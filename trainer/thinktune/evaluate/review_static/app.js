@@ -44,17 +44,24 @@ async function load(reviewer, index) {
   render();
 }
 
-function send(payload) {
+function post(payload) {
+  return fetch("/api/save", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(payload),
+    keepalive: true,
+  });
+}
+
+// Saves go out one after another (state.queue), except when the page is going away: a request still waiting in
+// the queue then would never start, so it starts at once (keepalive lets it outlive the page).
+function send(payload, now = false) {
   window.reviewPending += 1;
   setStatus("saving…");
+  const started = now ? post(payload) : null;
   state.queue = state.queue
     .then(async () => {
-      const r = await fetch("/api/save", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(payload),
-        keepalive: true,
-      });
+      const r = await (started || post(payload));
       const body = await r.json();
       if (!r.ok) throw new Error(body.error);
       const what = payload.field === "preference" ? "preference" : `${payload.slot} ${payload.field}`;
@@ -67,16 +74,17 @@ function send(payload) {
     });
 }
 
-function save(item, slot, field, value) {
+function save(item, slot, field, value, now = false) {
   if (field === "preference") item.preference = value;
   else item.answers.find((a) => a.slot === slot).saved[field] = value;
-  send({ reviewer: state.reviewer, item: item.id, slot, field, value });
+  send({ reviewer: state.reviewer, item: item.id, slot, field, value }, now);
 }
 
-function flushComments() {
+// now: the page is going away (pagehide), so the comments' requests must start before it does
+function flushComments(now = false) {
   for (const [key, fn] of state.timers) {
     clearTimeout(fn.timer);
-    fn();
+    fn(now);
     state.timers.delete(key);
   }
 }
@@ -147,9 +155,9 @@ function renderAnswer(item, answer) {
   const ta = el("textarea", { placeholder: "comment 评语", value: answer.saved.comment || "" });
   ta.dataset.slot = answer.slot;
   const key = `${item.id}\u0000${answer.slot}`;
-  const commit = () => {
+  const commit = (now = false) => {
     state.timers.delete(key);
-    if ((answer.saved.comment || "") !== ta.value) save(item, answer.slot, "comment", ta.value);
+    if ((answer.saved.comment || "") !== ta.value) save(item, answer.slot, "comment", ta.value, now);
   };
   ta.addEventListener("input", () => {
     const prev = state.timers.get(key);
@@ -157,7 +165,7 @@ function renderAnswer(item, answer) {
     commit.timer = setTimeout(commit, 400);
     state.timers.set(key, commit);
   });
-  ta.addEventListener("change", commit);
+  ta.addEventListener("change", () => commit());
   section.append(el("label", { class: "comment" }, "Comment", ta));
   return section;
 }
@@ -279,7 +287,7 @@ document.addEventListener("keydown", (e) => {
 });
 
 // the comment typed in the last 400 ms goes out with the page (fetch keepalive outlives it)
-window.addEventListener("pagehide", flushComments);
+window.addEventListener("pagehide", () => flushComments(true));
 
 document.getElementById("who").addEventListener("submit", (e) => {
   e.preventDefault();
