@@ -141,11 +141,30 @@ def run_logged(
     return rc, t0, time.time()
 
 
+# the resolved LLaMA Factory arguments each thinktune run records (the plan's speed-relevant choices)
+PLAN_ARG_KEYS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "disable_gradient_checkpointing",
+    "enable_liger_kernel",
+    "lora_rank",
+    "lora_dropout",
+    "flash_attn",
+    "optim",
+    "packing",
+    "neat_packing",
+    "deepspeed",
+    "fsdp",
+    "bf16",
+)
+
+
 def run_thinktune(
     job: dict[str, Any], rdir: Path, dataset: Path, env: dict[str, str], timeout: float
 ) -> tuple[int, float, float, list[dict[str, Any]], dict[str, Any]]:
     """``thinktune train`` on ``job`` (written to rdir/job.json) with the dataset given: (exit code, start, end,
-    per-step records from its metrics.jsonl, the first attempt's resolved LLaMA Factory arguments or {})."""
+    per-step records from its metrics.jsonl, the ``PLAN_ARG_KEYS`` of the first attempt's resolved LLaMA Factory
+    arguments, or {} when it wrote none)."""
     jf = rdir / "job.json"
     jf.write_text(json.dumps(job))
     cmd = [
@@ -162,8 +181,10 @@ def run_thinktune(
     rc, t0, t1 = run_logged(cmd, rdir / "log.txt", env, timeout)
     recs = records_from_metrics(rdir / "out" / "metrics.jsonl")
     resolved = rdir / "out" / ".thinktune" / "attempt-0.json"
-    args = json.loads(resolved.read_text())["args"] if resolved.is_file() else {}
-    return rc, t0, t1, recs, args
+    if not resolved.is_file():
+        return rc, t0, t1, recs, {}
+    args = json.loads(resolved.read_text())["args"]
+    return rc, t0, t1, recs, {k: args.get(k) for k in PLAN_ARG_KEYS}
 
 
 def tail(path: Path, n: int = 30) -> list[str]:

@@ -127,23 +127,6 @@ def thinktune_job(
     }
 
 
-# the resolved LLaMA Factory arguments each thinktune run records (the plan's speed-relevant choices)
-PLAN_ARG_KEYS = (
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "disable_gradient_checkpointing",
-    "enable_liger_kernel",
-    "lora_rank",
-    "lora_dropout",
-    "flash_attn",
-    "optim",
-    "packing",
-    "neat_packing",
-    "deepspeed",
-    "fsdp",
-    "bf16",
-)
-
 THINKTUNE_VARIANTS: dict[str, dict[str, Any]] = {
     "thinktune": {},
     "thinktune_dropout0": {"finetuning": {"lora": {"dropout": 0.0}}},
@@ -316,10 +299,10 @@ def main() -> int:
                     over,
                     a.global_batch,
                 )
-                rc, t0, t1, recs, r_args = run_thinktune(job, rdir, ds, env, a.run_timeout)
+                rc, t0, t1, recs, plan_args = run_thinktune(job, rdir, ds, env, a.run_timeout)
                 info["overrides"] = over
-                if r_args:
-                    info["plan_args"] = {k: r_args.get(k) for k in PLAN_ARG_KEYS}
+                if plan_args:
+                    info["plan_args"] = plan_args
             else:
                 wres["runs"][run] = {"error": f"unknown run {run!r}"}
                 continue

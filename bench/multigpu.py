@@ -35,7 +35,7 @@ from gpu_bench_lib import (  # noqa: E402
     tail,
     versions,
 )
-from gpu_train import PLAN_ARG_KEYS, thinktune_job  # noqa: E402
+from gpu_train import thinktune_job  # noqa: E402
 
 DEFAULT_RUNS = (
     "lora:single:1,lora:ddp:2,lora:zero2:2,lora:zero3:2,lora:fsdp:2,full:zero3:1,full:zero3:2,full:fsdp:2"
@@ -117,13 +117,13 @@ def main() -> int:
         if cuda:
             extra["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
         env = base_env(extra)
-        rc, t0, t1, recs, r_args = run_thinktune(job, rdir, ds, env, a.run_timeout)
+        rc, t0, t1, recs, plan_args = run_thinktune(job, rdir, ds, env, a.run_timeout)
         summ = summarize(
             recs, t_start=t0, t_end=t1, model_cfg=model_cfg, mean_seq=a.cutoff, method=method, world=gpus
         )
         rec: dict[str, Any] = {"method": method, "strategy": strategy, "gpus": gpus, "exit_code": rc, **summ}
-        if r_args:
-            rec["plan_args"] = {k: r_args.get(k) for k in PLAN_ARG_KEYS}
+        if plan_args:
+            rec["plan_args"] = plan_args
         if rc != 0 or "error" in summ:
             rec["log_tail"] = tail(rdir / "log.txt", 40)
         runs[key] = rec

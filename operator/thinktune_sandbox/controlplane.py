@@ -12,6 +12,7 @@ import dataclasses
 import fcntl
 import http.client
 import importlib.util
+import json
 import os
 import shutil
 import ssl
@@ -624,8 +625,6 @@ class ControlPlane:
         deleted CR's pods, ConfigMaps and Services stay (seen: a chaos soak run first in a session reported
         them as orphans 30 s after the deletion). A probe CR with one owned ConfigMap, deleted at once: when the
         ConfigMap is gone, the collector handles thinktune.io kinds."""
-        import json
-
         if not self.crds_dir.is_dir():
             return 0.0
         t0 = time.monotonic()
@@ -675,8 +674,6 @@ class ControlPlane:
     def create_workspace(self, namespace: str = "default", name: str = "thinktune-workspace") -> None:
         """The PVC the operator mounts by default (spec.*.pvc empty), bound to a static hostPath PV: there is no
         storage provisioner in the sandbox, and without the claim example CRs would stay Pending."""
-        import json
-
         pv = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
