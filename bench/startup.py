@@ -3,7 +3,7 @@ with the same arguments (issue 14's "~11 s on top"): on CPU with thinktune's tin
 with bench/gpu_train.py's model and fixed-length dataset.
 
     python bench/startup.py OUT_DIR [--attempts 2] [--model DIR --dataset DIR] [--cutoff 256] [--global-batch 4]
-        [--micro-batch 2 | 0 = planner] [--no-direct] [--keep-kernel-cache]
+        [--micro-batch 2 | 0 = planner] [--no-direct] [--profile] [--keep-kernel-cache]
 
 Phases of the thinktune run, from the wall clock of this script and the files the run writes:
 ``parent`` (CLI start -> the launcher writes ``.thinktune/attempt-0.json``: imports, tokenizer, token counting,
@@ -41,6 +41,66 @@ class First(TrainerCallback):
             print("@@first_step", time.time() - t0, flush=True)
 args = json.load(open(sys.argv[1]))
 run_exp(args=args, callbacks=[First()])
+"""
+
+# The direct run, profiled over optimizer steps 3-4 (after the warm-up steps): kernel time against the window's
+# wall time (how much the GPU idles), the host-device syncs, and with CUDA the Python line of every synchronizing
+# call (torch.cuda.set_sync_debug_mode("warn") warns at each one; the warning carries the caller's line).
+PROFILE = r"""
+import collections, json, sys, time, warnings
+t0 = float(sys.argv[2])
+from thinktune.train.worker import ensure_torchaudio_importable
+ensure_torchaudio_importable()
+import torch
+from torch.profiler import ProfilerActivity, profile
+from transformers import TrainerCallback
+from llamafactory.train.tuner import run_exp
+cuda = torch.cuda.is_available()
+SYNC_OPS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "aten::_local_scalar_dense",
+            "aten::item", "cudaMemcpyAsync", "aten::nonzero", "cudaLaunchKernel")
+class Prof(TrainerCallback):
+    def __init__(self):
+        self.prof, self.rec, self.out = None, None, {}
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 1:
+            print("@@first_step", time.time() - t0, flush=True)
+        if state.global_step == 2:
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode("warn")
+            self.rec = warnings.catch_warnings(record=True)
+            self.caught = self.rec.__enter__()
+            warnings.simplefilter("always")
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+            self.prof = profile(activities=acts)
+            self.prof.__enter__()
+            self.w0 = time.perf_counter()
+        elif state.global_step == 4 and self.prof is not None:
+            if cuda:
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - self.w0
+            self.prof.__exit__(None, None, None)
+            if cuda:
+                torch.cuda.set_sync_debug_mode(0)
+            self.rec.__exit__(None, None, None)
+            ka = self.prof.key_averages()
+            dev = lambda e: getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
+            kernels_s = sum(dev(e) for e in ka) / 1e6
+            lines = collections.Counter(f"{w.filename}:{w.lineno}" for w in self.caught
+                                        if "synchroniz" in str(w.message))
+            self.out = {
+                "window_steps": 2, "window_wall_s": round(wall, 3), "device_kernel_s": round(kernels_s, 3),
+                "device_busy": round(kernels_s / wall, 3) if cuda else None,
+                "ops": {e.key: e.count for e in ka if e.key in SYNC_OPS},
+                "sync_warnings_by_line": dict(lines.most_common(25)),
+                "top_self_cpu_ms": [[e.key, e.count, round(e.self_cpu_time_total / 1e3, 1)]
+                                    for e in sorted(ka, key=lambda e: -e.self_cpu_time_total)[:20]],
+                "top_self_device_ms": [[e.key, e.count, round(dev(e) / 1e3, 1)]
+                                       for e in sorted(ka, key=lambda e: -dev(e))[:20]] if cuda else [],
+            }
+            print("@@profile " + json.dumps(self.out), flush=True)
+args = json.load(open(sys.argv[1]))
+run_exp(args=args, callbacks=[Prof()])
 """
 
 
@@ -119,19 +179,29 @@ def thinktune_run(job: Path, ds: Path, out: Path, env: dict[str, str], fail_at: 
     }
 
 
-def direct_run(out: Path, env: dict[str, str]) -> dict:
+def direct_run(out: Path, env: dict[str, str], profiled: bool = False) -> dict:
     args = json.loads((out / "plan" / "plan.json").read_text())["args"]
     args = {**args, "output_dir": str(out.parent / "direct"), "tokenized_path": None}
+    if profiled:  # no checkpoint inside the profiled steps (the thinktune runs save every step to resume)
+        args["save_strategy"] = "no"
     cfg = out.parent / "direct.json"
     cfg.write_text(json.dumps({k: v for k, v in args.items() if v is not None}))
     t0 = time.time()
     p = subprocess.run(
-        [PY, "-c", DIRECT, str(cfg), str(t0)], env=env, capture_output=True, text=True, cwd=REPO
+        [PY, "-c", PROFILE if profiled else DIRECT, str(cfg), str(t0)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     line = next((x for x in p.stdout.splitlines() if x.startswith("@@first_step")), None)
     if p.returncode != 0 or line is None:
         raise SystemExit(f"direct run_exp failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
-    return {"time_to_first_step_s": round(float(line.split()[1]), 2), "wall_s": round(time.time() - t0, 2)}
+    res = {"time_to_first_step_s": round(float(line.split()[1]), 2), "wall_s": round(time.time() - t0, 2)}
+    prof = next((x for x in p.stdout.splitlines() if x.startswith("@@profile ")), None)
+    if profiled:
+        res["profile"] = json.loads(prof.split(" ", 1)[1]) if prof else None
+    return res
 
 
 def main() -> int:
@@ -145,6 +215,9 @@ def main() -> int:
     ap.add_argument("--micro-batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--no-direct", action="store_true")
+    ap.add_argument(
+        "--profile", action="store_true", help="profile the direct run's steps 3-4 (needs --steps 5+)"
+    )
     ap.add_argument("--keep-kernel-cache", action="store_true", help="use the caller's TRITON_CACHE_DIR")
     a = ap.parse_args()
     root = a.out.resolve()
@@ -160,7 +233,7 @@ def main() -> int:
         result["thinktune"].append(thinktune_run(job, ds, root / "out", env, fail_at))
         print("thinktune", result["thinktune"][-1], flush=True)
     if not a.no_direct:
-        result["direct_run_exp"] = direct_run(root / "out", env)
+        result["direct_run_exp"] = direct_run(root / "out", env, profiled=a.profile)
         print("direct", result["direct_run_exp"], flush=True)
     result["loadavg_after"] = os.getloadavg()
     dest = Path(os.environ["OUT"]) if os.environ.get("OUT") else root

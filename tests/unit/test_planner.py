@@ -96,7 +96,10 @@ def run(
         model=model,
         world=world,
         dataset=DatasetFacts(
-            size=size, has_val=kw.pop("has_val", True), longest_sample=kw.pop("longest", None)
+            size=size,
+            has_val=kw.pop("has_val", True),
+            longest_sample=kw.pop("longest", None),
+            total_tokens=kw.pop("tokens", None),
         ),
         packages=kw.pop("packages", ALL_PKGS),
         **kw,
@@ -591,3 +594,28 @@ def test_logits_at_labelled_positions_unless_liger_or_a_loss_reads_them():
     smooth = run(spec(training={"extraArgs": {"label_smoothing_factor": 0.1}}), CPU)
     assert not smooth.labelled_logits
     assert any("label_smoothing_factor" in e for e in smooth.explanations)
+
+
+# ------------------------------------------------------------------------------------- dataset preprocessing
+def test_preprocessing_runs_in_process_until_workers_pay_for_their_tokenizer_copies():
+    """bench/results/preprocess_workers_cpu.json: each worker costs ~3 s (the tokenizer pickled to it), the work
+    ~1.1 us per token; 160 x 2k-token rows took 50 s with the old fixed 16 workers on the H100 machine."""
+    from thinktune.train.planner import PREPROCESS_S_PER_TOKEN, PREPROCESS_S_PER_WORKER
+
+    def workers(tokens, hw=H200_1, world=None):
+        p = run(spec(), hw, world=world, tokens=tokens)
+        return p.args["preprocessing_num_workers"], p.explanations
+
+    n, expl = workers(160 * 2034)  # the benchmark's fixed workload: ~0.4 s of work
+    assert n is None and any("in one process: 325,440 train/val tokens" in e for e in expl)
+    assert workers(None)[0] is None  # unknown size: in process
+    # the break-even: N workers cost N x 3 s + s / N, least at sqrt(s / 3 s); 2 only from s = 12 s
+    just_below = int(4 * PREPROCESS_S_PER_WORKER / PREPROCESS_S_PER_TOKEN * 0.99)
+    assert workers(just_below)[0] is None and workers(int(just_below * 1.03))[0] == 2
+    n, expl = workers(100_000 * 2048)  # ~225 s in one process
+    assert n == 8 and any("with 8 worker processes" in e for e in expl)
+    assert workers(10**10)[0] == 16  # capped
+    # capped by the CPUs each rank has: 16 cores shared by 8 ranks of one node
+    assert workers(10**10, hw=H200_8, world=WorldInfo(nproc_per_node=8))[0] == 16  # 128 cores / 8
+    assert workers(10**10, hw=gpus(8, 139.8) | {"cpu_count": 16}, world=WorldInfo(nproc_per_node=8))[0] == 2
+    assert workers(10**10, hw=CPU)[0] == 2

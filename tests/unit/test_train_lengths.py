@@ -68,6 +68,45 @@ def test_drop_writes_the_rest_and_a_rejects_file(dataset, tokenizer, tmp_path):
     assert all(r["tokens"] > 512 and r["messages"] for r in rejects)
 
 
+def test_the_parent_counts_with_the_model_dirs_tokenizer_json_and_gets_transformers_counts(
+    tokenizer, tmp_path
+):
+    """The trainer's parent counts through ``tokenizers`` (load_counting_tokenizer) so it never imports
+    transformers/torch; LLaMA Factory tokenizes with transformers: the counts must be the same, on the corpus,
+    the gold documents (written by other hands, Traditional script, emoji, code) and the chat rendering."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from thinktune.data.validate import render_chat, token_lengths
+    from thinktune.qwen_tokenizer import load_counting_tokenizer
+
+    repo = Path(__file__).resolve().parents[2]
+    model = tmp_path / "model"
+    tokenizer.save_pretrained(model)
+    fast = load_counting_tokenizer(model)
+    assert type(fast).__module__.startswith("tokenizers")  # the fast path, not transformers
+    docs = sorted((repo / "tests" / "data" / "gold").rglob("*.md")) + sorted(
+        (repo / "examples" / "crypto" / "corpus").rglob("*.md")
+    )
+    texts = [d.read_bytes().decode("utf-8", errors="replace") for d in docs]
+    assert len(texts) > 40
+    chats = [
+        render_chat([{"role": "user", "content": t[:200]}, {"role": "assistant", "content": t}])
+        for t in texts
+    ]
+    mixed = ["e\u0301 café\u3000全角　空格 \U0001f510🔑", "\ufeff", "", "<think>\n\n</think>\n\n"]
+    for batch in (texts, chats, mixed):
+        assert token_lengths(batch, fast) == token_lengths(batch, tokenizer)
+    code = (
+        "import sys; from thinktune.qwen_tokenizer import load_counting_tokenizer as L; "
+        "from thinktune.data.validate import token_lengths as T; "
+        f"assert T(['密码学'], L({str(model)!r}))[0] > 0; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
 def test_planner_takes_the_longest_sample_when_cutoff_is_unset():
     from thinktune.hardware import HardwareInfo
     from thinktune.train.memory import ModelShape

@@ -67,10 +67,14 @@ def structural_problems(messages: Sequence[dict[str, str]]) -> list[tuple[str, s
 
 
 def token_lengths(texts: Sequence[str], tokenizer: Any, batch_size: int = 512) -> list[int]:
-    """Token counts of ``texts`` with a HF tokenizer (or any callable tokenizer returning input_ids)."""
+    """Token counts of ``texts`` with a HF tokenizer, a ``tokenizers.Tokenizer`` (``encode_batch``) or any
+    callable tokenizer returning input_ids."""
     out: list[int] = []
     for i in range(0, len(texts), batch_size):
         chunk = list(texts[i : i + batch_size])
+        if hasattr(tokenizer, "encode_batch"):
+            out.extend(len(e.ids) for e in tokenizer.encode_batch(chunk, add_special_tokens=False))
+            continue
         try:
             enc = tokenizer(chunk, add_special_tokens=False)
             ids = enc["input_ids"]

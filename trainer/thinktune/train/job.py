@@ -20,7 +20,7 @@ from thinktune import contract
 from thinktune.errors import InputError, TrainingFailed
 from thinktune.hardware import detect_hardware, installed_packages
 from thinktune.progress import step
-from thinktune.qwen_tokenizer import load_tokenizer
+from thinktune.qwen_tokenizer import load_counting_tokenizer
 from thinktune.resolve import ResolvedDataset, ResolvedJob, check_model_available
 from thinktune.spec import FineTuneJobStatus
 from thinktune.train.cache import cached_lengths, input_fingerprint
@@ -69,16 +69,17 @@ def train_job(
         lengths = cached_lengths(  # a restarted pod skips the tokenizer and the count (train/cache.py)
             output_dir,
             input_fingerprint(job.dataset.dir, model_path),
-            lambda: count_lengths(job.dataset, load_tokenizer(model_path)),
+            lambda: count_lengths(job.dataset, load_counting_tokenizer(model_path)),
         )
 
-    def make_plan(ds: ResolvedDataset, longest: int) -> Plan:
+    def make_plan(ds: ResolvedDataset, kept: list[int]) -> Plan:
         facts = DatasetFacts(
             dir=str(ds.dir),
             name=ds.name,
             size=ds.train_samples,
             has_val=ds.has_val,
-            longest_sample=longest,
+            longest_sample=max(kept, default=0),
+            total_tokens=sum(kept),
             fingerprint=input_fingerprint(ds.dir, model_path),  # keys the tokenized-dataset cache
         )
         return plan(
@@ -92,7 +93,7 @@ def train_job(
             packages=installed_packages(),
         )
 
-    p: Plan = make_plan(job.dataset, lengths.longest)
+    p: Plan = make_plan(job.dataset, [n for v in lengths.per_split.values() for n in v])
     ds = enforce_cutoff(
         job.dataset,
         lengths,
@@ -109,9 +110,7 @@ def train_job(
             f"({dropped}); listed in {output_dir / REJECTS_FILE}; training reads {ds.dir}"
         )
         length_report.update(dropped_to=str(output_dir / REJECTS_FILE), dataset_dir=str(ds.dir))
-        p = make_plan(
-            ds, max((n for v in lengths.per_split.values() for n in v if n <= p.cutoff_len), default=0)
-        )
+        p = make_plan(ds, [n for v in lengths.per_split.values() for n in v if n <= p.cutoff_len])
     dataset_dir, ds_name, has_val, ds_size = job.dataset.dir, ds.name, ds.has_val, ds.train_samples
     write_plan_files(p, output_dir)
     log(

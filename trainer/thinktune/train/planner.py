@@ -108,6 +108,7 @@ class DatasetFacts(BaseModel):
     size: int | None = None  # training samples, when known: sets total steps and intervals
     has_val: bool = True
     longest_sample: int | None = None  # tokens of the longest train/val sample (thinktune/train/lengths.py)
+    total_tokens: int | None = None  # tokens of all train/val samples, what LLaMA Factory tokenizes
     # dataset + tokenizer + LLaMA Factory version (thinktune/train/cache.py input_fingerprint): keys the tokenized cache
     fingerprint: str | None = None
 
@@ -783,6 +784,47 @@ def decide_steps(
     return Decision((total, save, evals), expl)
 
 
+# LLaMA Factory's tokenization ("Running tokenizer on dataset", datasets.map) in one process, per token, and what
+# each extra worker costs: map(num_proc=N) pickles the function, which holds the tokenizer (15.6 MB for Qwen3),
+# once per shard in the parent, and each worker loads it. Measured by bench/preprocess_workers.py
+# (results/preprocess_workers_cpu.json): 1.0-1.2 us per token in process; 160 rows x 2k tokens took 1.9 s in
+# process, 8.0 s with 2 workers; on the H100 machine 16 workers took 50 s for the same rows (~3 s per worker).
+PREPROCESS_S_PER_TOKEN = 1.1e-6
+PREPROCESS_S_PER_WORKER = 3.0
+MAX_PREPROCESS_WORKERS = 16
+
+
+def decide_preprocessing_workers(c: Planning, total_tokens: int | None) -> Decision[int | None]:
+    """LLaMA Factory's ``preprocessing_num_workers``: None (in process) unless the dataset is large enough that
+    splitting it pays for the workers. With s = the in-process time, N workers take ~N x 3 s + s / N, least at
+    N = sqrt(s / 3 s); below 2 the pool only adds time."""
+    tokens = total_tokens
+    if tokens is None:
+        return Decision(
+            None,
+            ("Dataset preprocessing in one process (the dataset's token count is unknown).",),
+        )
+    alone = tokens * PREPROCESS_S_PER_TOKEN
+    cap = min(MAX_PREPROCESS_WORKERS, max(1, c.hw.cpu_count // max(1, c.world.nproc_per_node)))
+    n = min(cap, int(math.sqrt(alone / PREPROCESS_S_PER_WORKER)))
+    if n < 2:
+        return Decision(
+            None,
+            (
+                f"Dataset preprocessing in one process: {tokens:,} train/val tokens take ~{alone:.0f} s there; "
+                f"each worker process would add ~{PREPROCESS_S_PER_WORKER:.0f} s (the tokenizer is pickled to it).",
+            ),
+        )
+    est = n * PREPROCESS_S_PER_WORKER + alone / n
+    return Decision(
+        n,
+        (
+            f"Dataset preprocessing with {n} worker processes: {tokens:,} train/val tokens, ~{alone:.0f} s in one "
+            f"process, ~{est:.0f} s with {n} (each adds ~{PREPROCESS_S_PER_WORKER:.0f} s; at most {cap} here).",
+        ),
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The planner
 
@@ -830,10 +872,17 @@ def plan(
     total_steps, save_steps, eval_steps = c.take(
         decide_steps(c, ds.size, c.micro_batch * accum * world.world_size)
     )
+    preprocess_workers = c.take(decide_preprocessing_workers(c, ds.total_tokens))
 
     out_dir = output_dir or spec.output.path
     args = _base_args(
-        c, ds, model_path or spec.model.name_or_path, out_dir, accum, total_steps, save_steps, eval_steps
+        c,
+        ds,
+        model_path or spec.model.name_or_path,
+        out_dir,
+        accum,
+        (total_steps, save_steps, eval_steps),
+        preprocess_workers,
     )
     files, env = _strategy_setup(c, args, f"{out_dir.rstrip('/')}/plan")
     mb, accum, gc = _apply_extra_args(c, args, accum)
@@ -879,12 +928,12 @@ def _base_args(
     model_path: str,
     out_dir: str,
     accum: int,
-    total_steps: int | None,
-    save_steps: int,
-    eval_steps: int,
+    steps: tuple[int | None, int, int],
+    preprocess_workers: int | None,
 ) -> dict[str, Any]:
     """The LLaMA Factory arguments every strategy shares."""
     t, ft, on_gpu = c.spec.training, c.spec.finetuning, c.on_gpu
+    total_steps, save_steps, eval_steps = steps
     args: dict[str, Any] = {
         "model_name_or_path": model_path,
         "trust_remote_code": False,
@@ -925,9 +974,7 @@ def _base_args(
         # that stalls the kernel queue, and under packing it sums segment ids.
         "include_num_input_tokens_seen": "no",
         "dataloader_num_workers": 2 if on_gpu else 0,
-        "preprocessing_num_workers": min(16, max(1, c.hw.cpu_count // max(1, c.world.nproc_per_node)))
-        if on_gpu
-        else None,
+        "preprocessing_num_workers": preprocess_workers,
         "plot_loss": False,
     }
     if t.max_steps:
