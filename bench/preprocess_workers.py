@@ -1,6 +1,6 @@
 """LLaMA Factory's dataset preprocessing ("Running tokenizer on dataset") against ``preprocessing_num_workers``.
 
-On the H100 (2026-12-07, bench/results/gpu-train-2026-12-07b-h100.json) LLaMA Factory spent 50 s tokenizing 160
+On the H100 (2026-12-07, bench/results/lf_default_startup_h100.log) LLaMA Factory spent 50 s tokenizing 160
 rows of 2k tokens with 16 workers, 3.2 rows/s, while the tokenizer alone encodes such a row in ~2 ms. The suspected
 cause: ``datasets.map(num_proc=N)`` sends every shard's job to a process pool with the function pickled (dill),
 and the function holds the tokenizer (15.6 MB pickled for Qwen3: ~1.6 s to dill, ~0.9 s to load on this machine),
