@@ -131,7 +131,13 @@ def test_gang_on_gpu_nodes_with_torchrun_env(cluster, env, op):
 
 
 def _assert_replaced(cluster, ns, name, bad_node, reason, nodes, t0):
-    new = wait_for("replacement gang", lambda: running_pods(cluster, ns, name, 1), REPLACEMENT_BUDGET_S, 0.1)
+    # the whole gang: the operator creates its pods one by one, so one Running pod of two is not yet the gang
+    new = wait_for(
+        "replacement gang",
+        lambda: len(p := running_pods(cluster, ns, name, 1)) >= nodes and p,
+        REPLACEMENT_BUDGET_S,
+        0.1,
+    )
     elapsed = time.monotonic() - t0
     assert len(new) == nodes
     assert bad_node not in {p["spec"]["nodeName"] for p in new}, "replacement landed on the failed node"
