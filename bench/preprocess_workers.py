@@ -70,7 +70,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     model = a.model or model_dir(a.out)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "trainer"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "trainer"), env.get("PYTHONPATH")]))
     results = []
     for n in [int(x) for x in a.rows.split(",")]:
         ds = make_fixed_dataset(a.out / f"ds_{n}", n=n, chars=a.chars, tokenizer_dir=model, cutoff=a.cutoff)

@@ -28,27 +28,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
-DIRECT = r"""
-import sys, time, json
-t0 = float(sys.argv[2])
-from thinktune.train.worker import ensure_torchaudio_importable
-ensure_torchaudio_importable()
-from transformers import TrainerCallback
-from llamafactory.train.tuner import run_exp
-class First(TrainerCallback):
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == 1:
-            print("@@first_step", time.time() - t0, flush=True)
-args = json.load(open(sys.argv[1]))
-run_exp(args=args, callbacks=[First()])
-"""
-
-# The direct run, profiled over optimizer steps 3-4 (after the warm-up steps): kernel time against the window's
-# wall time (how much the GPU idles), the host-device syncs, and with CUDA the Python line of every synchronizing
-# call (torch.cuda.set_sync_debug_mode("warn") warns at each one; the warning carries the caller's line).
-PROFILE = r"""
+# LLaMA Factory's run_exp on a resolved-arguments file, printing the time to its first optimizer step. With a
+# third argument "profile", optimizer steps 3-4 (after the warm-up steps) run under torch.profiler: kernel time
+# against the window's wall time (how much the GPU idles), the counts of the synchronizing ops (and of kernel
+# launches), and with CUDA the Python line of every synchronizing call (torch.cuda.set_sync_debug_mode("warn")
+# warns at each one; the warning carries the caller's line).
+RUN_EXP = r"""
 import collections, json, sys, time, warnings
 t0 = float(sys.argv[2])
+profiled = sys.argv[3:] == ["profile"]
 from thinktune.train.worker import ensure_torchaudio_importable
 ensure_torchaudio_importable()
 import torch
@@ -56,14 +44,14 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import TrainerCallback
 from llamafactory.train.tuner import run_exp
 cuda = torch.cuda.is_available()
-SYNC_OPS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "aten::_local_scalar_dense",
-            "aten::item", "cudaMemcpyAsync", "aten::nonzero", "cudaLaunchKernel")
-class Prof(TrainerCallback):
-    def __init__(self):
-        self.prof, self.rec, self.out = None, None, {}
+COUNTED_OPS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+               "aten::_local_scalar_dense", "aten::item", "cudaMemcpyAsync", "aten::nonzero", "cudaLaunchKernel")
+class Timing(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if state.global_step == 1:
             print("@@first_step", time.time() - t0, flush=True)
+        if not profiled:
+            return
         if state.global_step == 2:
             if cuda:
                 torch.cuda.synchronize()
@@ -75,7 +63,7 @@ class Prof(TrainerCallback):
             self.prof = profile(activities=acts)
             self.prof.__enter__()
             self.w0 = time.perf_counter()
-        elif state.global_step == 4 and self.prof is not None:
+        elif state.global_step == 4:
             if cuda:
                 torch.cuda.synchronize()
             wall = time.perf_counter() - self.w0
@@ -88,19 +76,19 @@ class Prof(TrainerCallback):
             kernels_s = sum(dev(e) for e in ka) / 1e6
             lines = collections.Counter(f"{w.filename}:{w.lineno}" for w in self.caught
                                         if "synchroniz" in str(w.message))
-            self.out = {
+            out = {
                 "window_steps": 2, "window_wall_s": round(wall, 3), "device_kernel_s": round(kernels_s, 3),
                 "device_busy": round(kernels_s / wall, 3) if cuda else None,
-                "ops": {e.key: e.count for e in ka if e.key in SYNC_OPS},
+                "ops": {e.key: e.count for e in ka if e.key in COUNTED_OPS},
                 "sync_warnings_by_line": dict(lines.most_common(25)),
                 "top_self_cpu_ms": [[e.key, e.count, round(e.self_cpu_time_total / 1e3, 1)]
                                     for e in sorted(ka, key=lambda e: -e.self_cpu_time_total)[:20]],
                 "top_self_device_ms": [[e.key, e.count, round(dev(e) / 1e3, 1)]
                                        for e in sorted(ka, key=lambda e: -dev(e))[:20]] if cuda else [],
             }
-            print("@@profile " + json.dumps(self.out), flush=True)
+            print("@@profile " + json.dumps(out), flush=True)
 args = json.load(open(sys.argv[1]))
-run_exp(args=args, callbacks=[Prof()])
+run_exp(args=args, callbacks=[Timing()])
 """
 
 
@@ -188,7 +176,7 @@ def direct_run(out: Path, env: dict[str, str], profiled: bool = False) -> dict:
     cfg.write_text(json.dumps({k: v for k, v in args.items() if v is not None}))
     t0 = time.time()
     p = subprocess.run(
-        [PY, "-c", PROFILE if profiled else DIRECT, str(cfg), str(t0)],
+        [PY, "-c", RUN_EXP, str(cfg), str(t0), *(["profile"] if profiled else [])],
         env=env,
         capture_output=True,
         text=True,

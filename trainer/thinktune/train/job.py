@@ -93,7 +93,7 @@ def train_job(
             packages=installed_packages(),
         )
 
-    p: Plan = make_plan(job.dataset, [n for v in lengths.per_split.values() for n in v])
+    p: Plan = make_plan(job.dataset, lengths.counts())
     ds = enforce_cutoff(
         job.dataset,
         lengths,
@@ -110,7 +110,7 @@ def train_job(
             f"({dropped}); listed in {output_dir / REJECTS_FILE}; training reads {ds.dir}"
         )
         length_report.update(dropped_to=str(output_dir / REJECTS_FILE), dataset_dir=str(ds.dir))
-        p = make_plan(ds, [n for v in lengths.per_split.values() for n in v if n <= p.cutoff_len])
+        p = make_plan(ds, lengths.counts(up_to=p.cutoff_len))
     dataset_dir, ds_name, has_val, ds_size = job.dataset.dir, ds.name, ds.has_val, ds.train_samples
     write_plan_files(p, output_dir)
     log(

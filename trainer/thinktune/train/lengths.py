@@ -30,9 +30,13 @@ class Lengths:
 
     per_split: dict[str, list[int]] = field(default_factory=dict)
 
+    def counts(self, up_to: int | None = None) -> list[int]:
+        """Every sample's count, all splits (only those of at most ``up_to`` tokens when given)."""
+        return [n for v in self.per_split.values() for n in v if up_to is None or n <= up_to]
+
     @property
     def longest(self) -> int:
-        return max((n for v in self.per_split.values() for n in v), default=0)
+        return max(self.counts(), default=0)
 
     def over(self, cutoff: int) -> dict[str, list[int]]:
         """Row indices longer than ``cutoff``, per split."""

@@ -794,11 +794,10 @@ PREPROCESS_S_PER_WORKER = 3.0
 MAX_PREPROCESS_WORKERS = 16
 
 
-def decide_preprocessing_workers(c: Planning, total_tokens: int | None) -> Decision[int | None]:
+def decide_preprocessing_workers(c: Planning, tokens: int | None) -> Decision[int | None]:
     """LLaMA Factory's ``preprocessing_num_workers``: None (in process) unless the dataset is large enough that
     splitting it pays for the workers. With s = the in-process time, N workers take ~N x 3 s + s / N, least at
-    N = sqrt(s / 3 s); below 2 the pool only adds time."""
-    tokens = total_tokens
+    N = sqrt(s / 3 s); below 2 the pool only adds time. ``tokens``: all train/val tokens, None when not counted."""
     if tokens is None:
         return Decision(
             None,
