@@ -1,9 +1,9 @@
 """LLaMA Factory's dataset preprocessing ("Running tokenizer on dataset") against ``preprocessing_num_workers``.
 
 On the H100 (2026-12-07, bench/results/lf_default_startup_h100.log) LLaMA Factory spent 50 s tokenizing 160
-rows of 2k tokens with 16 workers, 3.2 rows/s, while the tokenizer alone encodes such a row in ~2 ms. The suspected
+rows of 2k tokens with 16 workers, 3.2 rows/s; in one process the same rows take ~2 s (the JSON). The suspected
 cause: ``datasets.map(num_proc=N)`` sends every shard's job to a process pool with the function pickled (dill),
-and the function holds the tokenizer (15.6 MB pickled for Qwen3: ~1.6 s to dill, ~0.9 s to load on this machine),
+and the function holds the tokenizer (``tokenizer_pickle`` in the JSON: its size and the time to dill and load it),
 so small datasets pay N pickles in the parent and N loads in the workers. This measures it: each setting in a
 fresh process, ``overwrite_cache`` on, the same model directory and dataset.
 
@@ -54,6 +54,24 @@ def model_dir(root: Path) -> Path:
 
         make_tiny_model(d)
     return d
+
+
+def tokenizer_pickle(model: Path) -> dict:
+    """What each worker of ``datasets.map(num_proc=N)`` is sent: the tokenizer, dill-pickled (datasets' pickler),
+    and what loading it back costs."""
+    import pickle
+    import time
+
+    import dill
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model))
+    t = time.time()
+    blob = dill.dumps(tok)
+    dumped = time.time() - t
+    t = time.time()
+    pickle.loads(blob)
+    return {"bytes": len(blob), "dill_dumps_s": round(dumped, 2), "loads_s": round(time.time() - t, 2)}
 
 
 def main() -> None:
@@ -112,6 +130,7 @@ def main() -> None:
         "host": {"cpu_count": os.cpu_count(), "machine": platform.machine()},
         "chars_per_row": a.chars,
         "cutoff": a.cutoff,
+        "tokenizer_pickle": tokenizer_pickle(model),
         "results": results,
     }
     (a.out / "preprocess_workers.json").write_text(json.dumps(out, indent=1))

@@ -261,8 +261,8 @@ def load_qwen3_tokenizer(*, rebuild: bool = False) -> PreTrainedTokenizerFast:
 def load_counting_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
     """A tokenizer for counting tokens only: a model directory's ``tokenizer.json`` through the ``tokenizers``
     library when there is one, else ``load_tokenizer``. The same Rust tokenizer transformers wraps (identical ids:
-    tests/unit/test_train_lengths.py), without importing transformers and torch: 0.5 s against 4.3 s on a 2-core
-    machine, and the trainer's parent process then never loads torch (bench/NOTES-gpu.md, start-up)."""
+    tests/unit/test_train_lengths.py), without importing transformers and torch: the trainer's parent never loads
+    torch, and its start-up fell from 5.4 to 2.4 s on a 2-core machine (bench/results/startup_cpu_parent_tokenizers.json)."""
     path = Path(os.fspath(name_or_path)).expanduser()
     if os.fspath(name_or_path) != BUILTIN_QWEN3 and (path / "tokenizer.json").is_file():
         from tokenizers import Tokenizer

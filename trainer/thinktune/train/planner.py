@@ -787,8 +787,9 @@ def decide_steps(
 # LLaMA Factory's tokenization ("Running tokenizer on dataset", datasets.map) in one process, per token, and what
 # each extra worker costs: map(num_proc=N) pickles the function, which holds the tokenizer (15.6 MB for Qwen3),
 # once per shard in the parent, and each worker loads it. Measured by bench/preprocess_workers.py
-# (bench/results/preprocess_workers_cpu.json): 1.0-1.2 us per token in process; 160 rows x 2k tokens took 1.9 s in
-# process, 8.0 s with 2 workers; on the H100 machine 16 workers took 50 s for the same rows (~3 s per worker).
+# (bench/results/preprocess_workers_cpu.json): 1.1-1.3 us per token in process; 160 rows x 2k tokens took 2.0 s in
+# process, 6.4 s with 2 workers (~2.2 s per worker); on the H100 machine 16 workers took 50 s for the same rows
+# (~3 s per worker, the figure used).
 PREPROCESS_S_PER_TOKEN = 1.1e-6
 PREPROCESS_S_PER_WORKER = 3.0
 MAX_PREPROCESS_WORKERS = 16
