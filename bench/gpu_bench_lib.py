@@ -376,3 +376,82 @@ def token_lengths(dataset_dir: Path, tokenizer_dir: Path, cutoff: int) -> list[i
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         out.append(min(len(ids), cutoff))
     return out
+
+
+class ProfileWindow:
+    """Optimizer steps under ``torch.profiler`` (CPU + CUDA) and ``torch.cuda.set_sync_debug_mode("warn")``: kernel
+    time against the window's wall time (how long the GPU waits on the host), the counts of the synchronizing ops
+    and of kernel launches, the Python line of every synchronizing call (the warning carries the caller's line), and
+    the top ops by host and by device time. ``start()`` after one step ends, ``stop(steps)`` after the last
+    profiled one; the same shape for every trainer measured, so two runs' windows compare op by op."""
+
+    COUNTED_OPS = (
+        "cudaStreamSynchronize",
+        "cudaDeviceSynchronize",
+        "cudaEventSynchronize",
+        "aten::_local_scalar_dense",
+        "aten::item",
+        "cudaMemcpyAsync",
+        "aten::nonzero",
+        "cudaLaunchKernel",
+    )
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.cuda = torch.cuda.is_available()
+        self.prof: Any = None
+
+    def start(self) -> None:
+        import warnings
+
+        from torch.profiler import ProfilerActivity, profile
+
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.torch.cuda.set_sync_debug_mode("warn")
+        self.rec = warnings.catch_warnings(record=True)
+        self.caught = self.rec.__enter__()
+        warnings.simplefilter("always")
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
+        self.prof = profile(activities=acts)
+        self.prof.__enter__()
+        self.w0 = time.perf_counter()
+
+    def stop(self, steps: int) -> dict[str, Any]:
+        import collections
+
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        wall = time.perf_counter() - self.w0
+        self.prof.__exit__(None, None, None)
+        if self.cuda:
+            self.torch.cuda.set_sync_debug_mode(0)
+        self.rec.__exit__(None, None, None)
+        ka = self.prof.key_averages()
+
+        def dev(e: Any) -> float:
+            return getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
+
+        kernels_s = sum(dev(e) for e in ka) / 1e6
+        lines = collections.Counter(
+            f"{w.filename}:{w.lineno}" for w in self.caught if "synchroniz" in str(w.message)
+        )
+        return {
+            "window_steps": steps,
+            "window_wall_s": round(wall, 3),
+            "device_kernel_s": round(kernels_s, 3),
+            "device_busy": round(kernels_s / wall, 3) if self.cuda else None,
+            "ops": {e.key: e.count for e in ka if e.key in self.COUNTED_OPS},
+            "sync_warnings_by_line": dict(lines.most_common(25)),
+            "top_self_cpu_ms": [
+                [e.key, e.count, round(e.self_cpu_time_total / 1e3, 1)]
+                for e in sorted(ka, key=lambda e: -e.self_cpu_time_total)[:25]
+            ],
+            "top_self_device_ms": [
+                [e.key, e.count, round(dev(e) / 1e3, 1)] for e in sorted(ka, key=lambda e: -dev(e))[:40]
+            ]
+            if self.cuda
+            else [],
+        }

@@ -1,9 +1,13 @@
 """One LLaMA Factory run with a step recorder: ``python bench/gpu_lf_run.py CONFIG.json``.
 
-CONFIG: ``{"args": {...LLaMA Factory arguments...}, "records": "steps.jsonl"}``. Runs ``run_exp`` in this process
-(no thinktune callback, no launcher): the same library thinktune drives, so the difference between this and
+CONFIG: ``{"args": {...LLaMA Factory arguments...}, "records": "steps.jsonl", "profile_last": 0, "profile_out":
+"profile.json", "labelled_logits": false}``. Runs ``run_exp`` in this process
+(no thinktune metrics callback, no launcher; the worker's own callbacks the arguments call for, as
+thinktune/train/worker.py adds them): the same library thinktune drives, so the difference between this and
 ``thinktune train`` on the same arguments is what thinktune adds. The recorder synchronises the GPU once per
 optimizer step (so the time stamp is the step's end) and writes bench/gpu_bench_lib.py's step-record shape.
+With ``profile_last`` N, the last N optimizer steps run under ``gpu_bench_lib.ProfileWindow`` (written to
+``profile_out``); their records say ``"profiled": true`` so the timing summary leaves them out.
 """
 
 from __future__ import annotations
@@ -23,9 +27,14 @@ def main() -> int:
 
     ensure_torchaudio_importable()
     import torch
-    from gpu_bench_lib import write_record
+    from gpu_bench_lib import ProfileWindow, write_record
     from llamafactory.train.tuner import run_exp
+    from thinktune.train.worker_callbacks import worker_callbacks
     from transformers import TrainerCallback
+
+    last = int(cfg.get("profile_last") or 0)
+    max_steps = int(cfg["args"].get("max_steps") or 0)
+    window = ProfileWindow() if last and max_steps > last else None
 
     class Recorder(TrainerCallback):
         def __init__(self) -> None:
@@ -41,15 +50,26 @@ def main() -> int:
                 "loss": None,
                 "peak_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0,
             }
+            step = self.pending["step"]
+            if window is not None and step > max_steps - last:
+                self.pending["profiled"] = True
+                if step == max_steps:
+                    Path(cfg["profile_out"]).write_text(json.dumps(window.stop(last)))
+            elif window is not None and step == max_steps - last:
+                window.start()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            # the Trainer logs after on_step_end of the same step: attach that step's loss, then write it
+            # the Trainer logs after on_step_end of the same step: attach that step's loss (and the token count,
+            # which thinktune's NonPaddingTokens updates at the log), then write it
             if self.pending is not None and logs and "loss" in logs:
                 self.pending["loss"] = logs["loss"]
+                self.pending["tokens_seen"] = int(getattr(state, "num_input_tokens_seen", 0) or 0)
                 write_record(records, self.pending)
                 self.pending = None
 
-    run_exp(args=cfg["args"], callbacks=[Recorder()])
+    # thinktune's own token count where its arguments switched the Trainer's off (as its worker adds it)
+    extra = worker_callbacks(cfg["args"], None, labelled_logits=bool(cfg.get("labelled_logits")))
+    run_exp(args=cfg["args"], callbacks=[*extra, Recorder()])
     return 0
 
 

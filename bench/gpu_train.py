@@ -16,6 +16,7 @@ Runs (each a fresh process, one after another):
 - ``thinktune``   (c) ``python -m thinktune.cli train`` on a FineTuneJob (globalBatchSize 16): the planner decides.
 - levers, each one change against (c), to find where (c) loses against (b) (bench/NOTES-gpu.md):
   ``lf_thinktune_args`` (c)'s resolved LLaMA Factory arguments run without thinktune's launcher and callback;
+  ``lf_thinktune_args_no_nan_filter`` the same with the Trainer's per-micro-batch NaN/Inf test of the loss off;
   ``thinktune_dropout0`` finetuning.lora.dropout 0 (the default since this bench; was 0.05); ``thinktune_packing``
   training.packing (neat packing); ``thinktune_mb16`` microBatchSize 16; ``thinktune_budget48`` /
   ``thinktune_budget24`` training.memoryBudgetGiB 48 / 24 (peak memory must stay under it);
@@ -56,6 +57,13 @@ from gpu_bench_lib import (  # noqa: E402
 )
 
 DEFAULT_RUNS = "hf_peft,lf_default,thinktune,lf_thinktune_args,thinktune_dropout0"
+
+# (c)'s resolved arguments run directly, each with these changed (levers measured without a planner change)
+LF_ARG_VARIANTS: dict[str, dict[str, Any]] = {
+    "lf_thinktune_args": {},
+    # transformers' Trainer tests each micro-batch's loss for NaN/Inf in Python: a host-device sync (b) does not make
+    "lf_thinktune_args_no_nan_filter": {"logging_nan_inf_filter": False},
+}
 
 
 def lf_default_args(model: Path, ds: Path, out: Path, cutoff: int, steps: int, cuda: bool) -> dict[str, Any]:
@@ -175,6 +183,12 @@ def main() -> int:
         "--hf-micro-batch", type=int, default=8, help="(b)'s micro-batch (8 fits 139 GiB, 4 an 80 GiB card)"
     )
     ap.add_argument("--rows", type=int, default=400, help="rows in the fixed workload")
+    ap.add_argument(
+        "--profile-last",
+        type=int,
+        default=0,
+        help="profile the last N optimizer steps of the hf_peft and lf_* runs (left out of their timing)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the JSON name: gpu-train<-TAG>.json")
     a = ap.parse_args()
     import torch
@@ -250,7 +264,10 @@ def main() -> int:
             recs_path.unlink(missing_ok=True)
             log = rdir / "log.txt"
             info: dict[str, Any] = {}
-            if run == "lf_default" or run == "lf_thinktune_args":
+            prof_path = rdir / "profile.json"
+            prof_path.unlink(missing_ok=True)
+            prof_conf = {"profile_last": a.profile_last, "profile_out": str(prof_path)}
+            if run == "lf_default" or run in LF_ARG_VARIANTS:
                 if run == "lf_default":
                     args = lf_default_args(model_dir, ds, rdir / "out", cutoff, a.steps, cuda)
                 else:
@@ -258,10 +275,13 @@ def main() -> int:
                     if not src.is_file():
                         wres["runs"][run] = {"error": f"needs the thinktune run first ({src} missing)"}
                         continue
-                    args = dict(json.loads(src.read_text())["args"])
+                    resolved = json.loads(src.read_text())
+                    args = dict(resolved["args"])
                     args.update({"output_dir": str(rdir / "out"), "overwrite_output_dir": True})
+                    args.update(LF_ARG_VARIANTS[run])
+                    prof_conf["labelled_logits"] = bool(resolved.get("labelled_logits"))
                 cfg = rdir / "cfg.json"
-                cfg.write_text(json.dumps({"args": args, "records": str(recs_path)}))
+                cfg.write_text(json.dumps({"args": args, "records": str(recs_path), **prof_conf}))
                 rc, t0, t1 = run_logged(
                     [sys.executable, str(BENCH / "gpu_lf_run.py"), str(cfg)], log, env, a.run_timeout
                 )
@@ -281,6 +301,7 @@ def main() -> int:
                     "gradient_checkpointing": False,
                     "seed": 7,
                     "records": str(recs_path),
+                    **prof_conf,
                 }
                 cfg.write_text(json.dumps(conf))
                 rc, t0, t1 = run_logged(
@@ -306,6 +327,9 @@ def main() -> int:
             else:
                 wres["runs"][run] = {"error": f"unknown run {run!r}"}
                 continue
+            if prof_path.is_file():  # profiled steps run slower: their times stay out of the summary
+                info["profile"] = json.loads(prof_path.read_text())
+                recs = [r for r in recs if not r.get("profiled")]
             summ = summarize(recs, t_start=t0, t_end=t1, model_cfg=model_cfg, mean_seq=mean_seq, warm=None)
             wres["runs"][run] = {"exit_code": rc, **summ, **info}
             budget = (info.get("overrides") or {}).get("training", {}).get("memoryBudgetGiB")

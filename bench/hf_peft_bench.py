@@ -4,9 +4,11 @@
 
 CONFIG: ``{"model": DIR, "dataset": DIR (dataset_info.json with bench_train), "cutoff": 2048, "micro_batch": 8,
 "accum": 2, "steps": 10, "lora_rank": 16, "liger": true, "gradient_checkpointing": false, "seed": 7,
-"records": "steps.jsonl"}``. Rows go through the model's chat template, are cut at ``cutoff`` and padded to the
+"records": "steps.jsonl", "profile_last": 0, "profile_out": "profile.json"}``. Rows go through the model's chat template, are cut at ``cutoff`` and padded to the
 longest row of each micro-batch (labels -100 on padding); fused AdamW, gradient clipping at 1.0, bf16 autocast
-on CUDA. Writes one step record per optimizer step (bench/gpu_bench_lib.py's shape).
+on CUDA. Writes one step record per optimizer step (bench/gpu_bench_lib.py's shape). With ``profile_last`` N, the
+last N steps run under ``gpu_bench_lib.ProfileWindow`` (records marked ``"profiled": true``), as
+bench/gpu_lf_run.py's do, so the two windows compare op by op.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> int:
     cfg = json.loads(Path(sys.argv[1]).read_text())
     import torch
-    from gpu_bench_lib import write_record
+    from gpu_bench_lib import ProfileWindow, write_record
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -79,8 +81,13 @@ def main() -> int:
         return ids.to(dev), mask.to(dev), labels.to(dev), int(mask.sum())
 
     seen, micro = 0, 0
+    last = int(cfg.get("profile_last") or 0)
+    window = ProfileWindow() if last and cfg["steps"] > last else None
     model.train()
     for step in range(1, cfg["steps"] + 1):
+        profiled = window is not None and step > cfg["steps"] - last
+        if profiled and step == cfg["steps"] - last + 1:
+            window.start()
         total = 0.0
         for _ in range(accum):
             ids, mask, labels, ntok = batch(micro)
@@ -102,8 +109,11 @@ def main() -> int:
                 "tokens_seen": seen,
                 "loss": loss_value,
                 "peak_bytes": torch.cuda.max_memory_allocated() if cuda else 0,
+                **({"profiled": True} if profiled else {}),
             },
         )
+        if profiled and step == cfg["steps"]:
+            Path(cfg["profile_out"]).write_text(json.dumps(window.stop(last)))
     return 0
 
 

@@ -29,23 +29,18 @@ REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 # LLaMA Factory's run_exp on a resolved-arguments file, printing the time to its first optimizer step. With a
-# third argument "profile", optimizer steps 3-4 (after the warm-up steps) run under torch.profiler: kernel time
-# against the window's wall time (how much the GPU idles), the counts of the synchronizing ops (and of kernel
-# launches), and with CUDA the Python line of every synchronizing call (torch.cuda.set_sync_debug_mode("warn")
-# warns at each one; the warning carries the caller's line).
+# third argument "profile", optimizer steps 3-4 (after the warm-up steps) run under bench/gpu_bench_lib.py's
+# ProfileWindow (kernel time against wall time, the synchronizing ops and the Python line of each).
 RUN_EXP = r"""
-import collections, json, sys, time, warnings
+import json, sys, time
 t0 = float(sys.argv[2])
 profiled = sys.argv[3:] == ["profile"]
+sys.path.insert(0, "bench")  # run with the repository root as cwd
 from thinktune.train.worker import ensure_torchaudio_importable
 ensure_torchaudio_importable()
-import torch
-from torch.profiler import ProfilerActivity, profile
+from gpu_bench_lib import ProfileWindow
 from transformers import TrainerCallback
 from llamafactory.train.tuner import run_exp
-cuda = torch.cuda.is_available()
-COUNTED_OPS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
-               "aten::_local_scalar_dense", "aten::item", "cudaMemcpyAsync", "aten::nonzero", "cudaLaunchKernel")
 class Timing(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if state.global_step == 1:
@@ -53,40 +48,10 @@ class Timing(TrainerCallback):
         if not profiled:
             return
         if state.global_step == 2:
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.set_sync_debug_mode("warn")
-            self.rec = warnings.catch_warnings(record=True)
-            self.caught = self.rec.__enter__()
-            warnings.simplefilter("always")
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-            self.prof = profile(activities=acts)
-            self.prof.__enter__()
-            self.w0 = time.perf_counter()
+            self.window = ProfileWindow()
+            self.window.start()
         elif state.global_step == 4:
-            if cuda:
-                torch.cuda.synchronize()
-            wall = time.perf_counter() - self.w0
-            self.prof.__exit__(None, None, None)
-            if cuda:
-                torch.cuda.set_sync_debug_mode(0)
-            self.rec.__exit__(None, None, None)
-            ka = self.prof.key_averages()
-            dev = lambda e: getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
-            kernels_s = sum(dev(e) for e in ka) / 1e6
-            lines = collections.Counter(f"{w.filename}:{w.lineno}" for w in self.caught
-                                        if "synchroniz" in str(w.message))
-            out = {
-                "window_steps": 2, "window_wall_s": round(wall, 3), "device_kernel_s": round(kernels_s, 3),
-                "device_busy": round(kernels_s / wall, 3) if cuda else None,
-                "ops": {e.key: e.count for e in ka if e.key in COUNTED_OPS},
-                "sync_warnings_by_line": dict(lines.most_common(25)),
-                "top_self_cpu_ms": [[e.key, e.count, round(e.self_cpu_time_total / 1e3, 1)]
-                                    for e in sorted(ka, key=lambda e: -e.self_cpu_time_total)[:20]],
-                "top_self_device_ms": [[e.key, e.count, round(dev(e) / 1e3, 1)]
-                                       for e in sorted(ka, key=lambda e: -dev(e))[:20]] if cuda else [],
-            }
-            print("@@profile " + json.dumps(out), flush=True)
+            print("@@profile " + json.dumps(self.window.stop(2)), flush=True)
 args = json.load(open(sys.argv[1]))
 run_exp(args=args, callbacks=[Timing()])
 """
