@@ -434,7 +434,10 @@ class ProfileWindow:
         def dev(e: Any) -> float:
             return getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
 
-        kernels_s = sum(dev(e) for e in ka) / 1e6
+        from torch.autograd import DeviceType
+
+        # the kernels' own rows: an op's row (aten::mm) repeats its kernels' time (counted twice before 2026-12-07b)
+        kernels_s = sum(dev(e) for e in ka if e.device_type == DeviceType.CUDA) / 1e6
         lines = collections.Counter(
             f"{w.filename}:{w.lineno}" for w in self.caught if "synchroniz" in str(w.message)
         )

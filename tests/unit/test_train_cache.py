@@ -15,7 +15,15 @@ from thinktune.spec import FineTuneJobSpec
 from thinktune.train import cache
 from thinktune.train.memory import ModelShape
 from thinktune.train.planner import DatasetFacts, WorldInfo, plan
-from thinktune.train.worker_callbacks import NonPaddingTokens, PublishTokenized, worker_callbacks
+from thinktune.train.worker_callbacks import (
+    CausalRightPadding,
+    LoraCastUnderAutocast,
+    NonPaddingTokens,
+    PublishTokenized,
+    worker_callbacks,
+)
+
+FORWARD_SHORTCUTS = [CausalRightPadding, LoraCastUnderAutocast]
 
 H200 = {
     "cuda_available": True,
@@ -88,9 +96,12 @@ def test_the_worker_counts_tokens_and_packing_warns_about_sdpa():
     assert any("3x slower" in w and "flash-attn" in w for w in p.warnings), p.warnings
     # unpacked too: the Trainer's count syncs the host with the GPU on every micro-batch
     assert planned().args["include_num_input_tokens_seen"] == "no"
-    # the worker then counts, and the counter runs before ThinktuneCallback
-    assert isinstance(worker_callbacks(p.args, None)[0], NonPaddingTokens)
-    assert [type(cb) for cb in worker_callbacks(planned().args, None)] == [NonPaddingTokens]
+    # the worker then counts (the worker puts these before ThinktuneCallback), after the two forward shortcuts
+    assert [type(cb) for cb in worker_callbacks(p.args, None)] == [*FORWARD_SHORTCUTS, NonPaddingTokens]
+    assert [type(cb) for cb in worker_callbacks(planned().args, None)] == [
+        *FORWARD_SHORTCUTS,
+        NonPaddingTokens,
+    ]
 
 
 def test_kernel_cache_env_defaults_to_the_output_volume(tmp_path):

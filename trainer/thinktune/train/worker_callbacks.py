@@ -8,7 +8,11 @@ packing: LLaMA Factory's neat packing turns the attention mask into segment ids,
 mask, and the Trainer's ``non_padding`` count sums that mask: -3.7e19 tokens per step in
 bench/results/gpu-train-2026-12-01.json). It writes ``state.num_input_tokens_seen``, which ``ThinktuneCallback``
 turns into tokens/s, so it must come before it in the callback list. ``LabelledLogits``: the plan's
-``labelled_logits`` (thinktune/train/planner.py decide_labelled_logits).
+``labelled_logits`` (thinktune/train/planner.py decide_labelled_logits). ``CausalRightPadding`` and
+``LoraCastUnderAutocast``: two exact shortcuts in every training forward, measured in bench/NOTES-gpu.md (profile of
+2026-12-07, H100): a padded batch's attention mask sent SDPA to its masked path (4x the attention time of the causal
+kernel and K/V repeated to every query head), and peft cast each LoRA input to float32 for autocast to cast it
+straight back (two activation-sized copies per LoRA layer, ~18 % of the GPU's time).
 """
 
 from __future__ import annotations
@@ -147,11 +151,111 @@ class LabelledLogits(TrainerCallback):
             self._handle = None
 
 
+def _causal_lm(model: Any) -> Any:
+    """The innermost ``*ForCausalLM`` module: its forward runs inside the Trainer's autocast (accelerate wraps the
+    outer model's forward) and after the outer model's hooks (``NonPaddingTokens`` reads the mask first)."""
+    for m in model.modules():
+        if type(m).__name__.endswith("ForCausalLM"):
+            return m
+    return None
+
+
+class CausalRightPadding(TrainerCallback):
+    """Training forwards of a right-padded batch go without the attention mask.
+
+    Under a causal mask a real token attends only to earlier positions, which right padding keeps real, so the
+    mask changes nothing but the outputs at the padding positions themselves, whose labels are -100: the loss and
+    every gradient are the ones of the masked forward. Without the mask transformers calls SDPA causal (flash
+    kernel, grouped K/V heads as they are) instead of with a dense [batch, 1, seq, seq] mask. Checked on the device
+    for every batch (0/1 mask, ones before zeros in each row, labels -100 wherever the mask is 0): one sync, which
+    replaces the one transformers makes to test the mask; anything else (left padding, packed segment ids, a 4D
+    mask) is passed on untouched."""
+
+    def __init__(self) -> None:
+        self._handle: Any = None
+        self.dropped = 0
+        self.kept = 0
+
+    def drop(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if not module.training or mask is None or mask.dim() != 2 or mask.shape[1] < 2:
+            return None
+        ok = ((mask == 0) | (mask == 1)).all() & (mask[:, 1:] <= mask[:, :-1]).all()
+        labels = kwargs.get("labels")
+        if labels is not None and labels.shape == mask.shape:
+            ok = ok & ((mask == 1) | (labels == -100)).all()
+        if not bool(ok):  # the one sync
+            self.kept += 1
+            return None
+        self.dropped += 1
+        return args, {**kwargs, "attention_mask": None}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        lm = _causal_lm(model) if model is not None else None
+        if lm is not None and self._handle is None:
+            self._handle = lm.register_forward_pre_hook(self.drop, with_kwargs=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        if self.dropped or self.kept:
+            print(
+                f"[thinktune] attention: {self.dropped} right-padded training batches ran causal without a mask, "
+                f"{self.kept} kept their mask",
+                flush=True,
+            )
+
+
+class LoraCastUnderAutocast(TrainerCallback):
+    """peft casts each LoRA layer's input to the adapter's dtype (float32 here: LLaMA Factory keeps trainable weights
+    in float32); under autocast the matmul casts it straight back to bfloat16/float16, so the two activation-sized
+    copies (and their backward) change no value. While autocast is on, the cast is off (peft's own switch,
+    ``cast_input_dtype_enabled``); without autocast (CPU float32, generation outside the Trainer) it stays on:
+    checked at every forward of the causal LM, the switch flipped only when the state changes."""
+
+    def __init__(self) -> None:
+        self._handle: Any = None
+        self._layers: list[Any] = []
+        self._state: bool | None = None  # autocast on at the last forward
+
+    def set(self, module, args, kwargs):
+        import torch
+
+        ids = kwargs.get("input_ids")
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        if ids is None:
+            return None
+        on = torch.is_autocast_enabled(ids.device.type)
+        if on != self._state:
+            for layer in self._layers:
+                layer.cast_input_dtype_enabled = not on
+            self._state = on
+        return None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        lm = _causal_lm(model) if model is not None else None
+        if lm is None or self._handle is not None:
+            return
+        self._layers = [m for m in lm.modules() if hasattr(m, "cast_input_dtype_enabled")]
+        if self._layers:
+            self._handle = lm.register_forward_pre_hook(self.set, with_kwargs=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        for layer in self._layers:  # peft's default for whatever runs the model next
+            layer.cast_input_dtype_enabled = True
+        self._state = None
+
+
 def worker_callbacks(
     args: dict[str, Any], tokenized_final: str | None, labelled_logits: bool = False
 ) -> list[TrainerCallback]:
     """The callbacks ``args`` (after ``cache.prepare_tokenized``) call for, in the order they must run."""
-    out: list[TrainerCallback] = []
+    out: list[TrainerCallback] = [CausalRightPadding(), LoraCastUnderAutocast()]
     if labelled_logits:
         out.append(LabelledLogits())
     if args.get("include_num_input_tokens_seen", "no") in ("no", False):
