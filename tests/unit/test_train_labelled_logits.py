@@ -75,3 +75,25 @@ def test_evaluation_and_callers_choices_are_left_alone(model):
     finally:
         handle.remove()
     assert hook.rows_total == 0
+
+
+def test_under_lora_the_hook_runs_and_the_loss_is_the_same(model):
+    """LLaMA Factory trains a PeftModelForCausalLM, whose LoraModel calls the causal LM's forward directly: a hook
+    on the head never ran there. on_train_begin hooks the model the Trainer calls."""
+    peft = pytest.importorskip("peft")
+    import copy
+
+    lora = peft.get_peft_model(
+        copy.deepcopy(model), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
+    lora.train()
+    full = lora(**batch())
+    hook = LabelledLogits()
+    hook.on_train_begin(None, None, None, model=lora)
+    try:
+        kept = lora(**batch())
+    finally:
+        hook.on_train_end(None, None, None)
+    assert hook.rows_kept and hook.rows_kept < hook.rows_total
+    assert kept.logits.shape[1] < full.logits.shape[1] == 24
+    assert torch.allclose(full.loss, kept.loss, rtol=1e-6, atol=1e-6), (full.loss, kept.loss)

@@ -106,7 +106,12 @@ def test_evaluation_and_unpadded_batches_are_left_alone(model):
 @pytest.fixture()
 def lora_model(tiny_path):
     base = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.bfloat16)
-    cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"])
+    cfg = peft.LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"],
+        task_type="CAUSAL_LM",
+    )  # as LLaMA Factory builds it: a PeftModelForCausalLM, named like the causal LM it wraps
     m = peft.get_peft_model(base, cfg)
     for p in m.parameters():
         if p.requires_grad:
@@ -157,3 +162,27 @@ def test_lora_input_cast_skipped_under_autocast_same_values(lora_model):
     # at least the forward's x.to(float32) and autocast's cast back per LoRA layer (2 layers x 4 targets) are gone
     # (155 -> 127 copies when written: the backward's casts of the same tensors go too)
     assert base_copies - copies >= 2 * len(layers), (base_copies, copies, len(layers))
+
+
+def test_hooks_sit_inside_the_trainers_autocast(lora_model):
+    """The Trainer's autocast is accelerate's wrapper around the outer (peft) model's forward: a hook on that model
+    would run before autocast begins (first GPU run: the casts stayed). The hooks go on the causal LM inside it."""
+    from accelerate import Accelerator
+
+    model = Accelerator(mixed_precision="bf16", cpu=True).prepare_model(lora_model)
+    lm = _causal_lm(model)
+    assert type(lm).__name__ == "Qwen3ForCausalLM", type(lm).__name__
+    cb = LoraCastUnderAutocast()
+    pad = CausalRightPadding()
+    pad.on_train_begin(None, None, None, model=model)
+    cb.on_train_begin(None, None, None, model=model)
+    layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    try:
+        model.train()
+        model(**padded_batch("right"))  # no autocast of our own: accelerate's
+        assert not any(m.cast_input_dtype_enabled for m in layers)
+        assert pad.dropped == 1
+    finally:
+        cb.on_train_end(None, None, None)
+        pad.on_train_end(None, None, None)
+    assert all(m.cast_input_dtype_enabled for m in layers)

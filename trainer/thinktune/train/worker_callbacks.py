@@ -72,7 +72,8 @@ class NonPaddingTokens(TrainerCallback):
         tok = getattr(processing_class, "tokenizer", processing_class)
         self.pad_id = getattr(tok, "pad_token_id", None)
         if model is not None and self._handle is None:
-            self._handle = model.register_forward_pre_hook(self.count, with_kwargs=True)
+            # first of the hooks on this module: CausalRightPadding, registered on it too, drops the mask it reads
+            self._handle = model.register_forward_pre_hook(self.count, with_kwargs=True, prepend=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "loss" not in logs:
@@ -143,7 +144,9 @@ class LabelledLogits(TrainerCallback):
             print("[thinktune] labelled-positions logits: no causal-LM head with logits_to_keep; full logits")
             return
         if self._handle is None:
-            self._handle = head.register_forward_pre_hook(self.keep, with_kwargs=True)
+            # on the model the Trainer calls, which passes the two arguments through to the head: peft's LoraModel
+            # calls the head's forward directly, so a hook on the head never ran under LoRA
+            self._handle = model.register_forward_pre_hook(self.keep, with_kwargs=True)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._handle is not None:
@@ -152,10 +155,13 @@ class LabelledLogits(TrainerCallback):
 
 
 def _causal_lm(model: Any) -> Any:
-    """The innermost ``*ForCausalLM`` module: its forward runs inside the Trainer's autocast (accelerate wraps the
-    outer model's forward) and after the outer model's hooks (``NonPaddingTokens`` reads the mask first)."""
+    """The causal LM that owns ``lm_head`` (``Qwen3ForCausalLM``), not a wrapper named like one (peft's
+    ``PeftModelForCausalLM``). Hooks that need the Trainer's autocast go on its decoder body (``.model``): accelerate
+    wraps the outer model's forward in autocast, so a hook on the outer model runs before autocast begins, and peft's
+    LoraModel calls the causal LM's forward directly, so a hook on it never runs; the body is called through
+    ``__call__`` inside both."""
     for m in model.modules():
-        if type(m).__name__.endswith("ForCausalLM"):
+        if type(m).__name__.endswith("ForCausalLM") and "lm_head" in m._modules:
             return m
     return None
 
@@ -191,9 +197,8 @@ class CausalRightPadding(TrainerCallback):
         return args, {**kwargs, "attention_mask": None}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        lm = _causal_lm(model) if model is not None else None
-        if lm is not None and self._handle is None:
-            self._handle = lm.register_forward_pre_hook(self.drop, with_kwargs=True)
+        if model is not None and self._handle is None:  # the model the Trainer calls: it sees the labels
+            self._handle = model.register_forward_pre_hook(self.drop, with_kwargs=True)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._handle is not None:
@@ -239,8 +244,9 @@ class LoraCastUnderAutocast(TrainerCallback):
         if lm is None or self._handle is not None:
             return
         self._layers = [m for m in lm.modules() if hasattr(m, "cast_input_dtype_enabled")]
+        body = lm._modules.get("model") or lm  # called through __call__ by the causal LM: its hooks run
         if self._layers:
-            self._handle = lm.register_forward_pre_hook(self.set, with_kwargs=True)
+            self._handle = body.register_forward_pre_hook(self.set, with_kwargs=True)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._handle is not None:
