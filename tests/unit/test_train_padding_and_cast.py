@@ -186,3 +186,19 @@ def test_hooks_sit_inside_the_trainers_autocast(lora_model):
         cb.on_train_end(None, None, None)
         pad.on_train_end(None, None, None)
     assert all(m.cast_input_dtype_enabled for m in layers)
+
+
+def test_flash_attention_keeps_its_mask(model):
+    """flash-attn's varlen path skips padding positions itself: there the mask is the cheaper way."""
+    saved = model.config._attn_implementation
+    try:
+        model.config._attn_implementation = "flash_attention_2"
+        hook = CausalRightPadding()
+        hook.on_train_begin(None, None, None, model=model)
+        assert hook._handle is None
+        model.config._attn_implementation = "sdpa"
+        hook.on_train_begin(None, None, None, model=model)
+        assert hook._handle is not None
+    finally:
+        model.config._attn_implementation = saved
+        hook.on_train_end(None, None, None)

@@ -197,6 +197,12 @@ class CausalRightPadding(TrainerCallback):
         return args, {**kwargs, "attention_mask": None}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        lm = _causal_lm(model) if model is not None else None
+        attn = str(getattr(getattr(lm, "config", None), "_attn_implementation", "sdpa"))
+        if attn.startswith(
+            "flash"
+        ):  # flash-attn's varlen path skips padding itself: the mask is cheaper there
+            return
         if model is not None and self._handle is None:  # the model the Trainer calls: it sees the labels
             self._handle = model.register_forward_pre_hook(self.drop, with_kwargs=True)
 
