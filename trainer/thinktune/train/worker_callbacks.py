@@ -199,9 +199,8 @@ class CausalRightPadding(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         lm = _causal_lm(model) if model is not None else None
         attn = str(getattr(getattr(lm, "config", None), "_attn_implementation", "sdpa"))
-        if attn.startswith(
-            "flash"
-        ):  # flash-attn's varlen path skips padding itself: the mask is cheaper there
+        # flash-attn's varlen path skips padding positions itself: the mask is the cheaper way there
+        if attn.startswith("flash"):
             return
         if model is not None and self._handle is None:  # the model the Trainer calls: it sees the labels
             self._handle = model.register_forward_pre_hook(self.drop, with_kwargs=True)
@@ -223,7 +222,8 @@ class LoraCastUnderAutocast(TrainerCallback):
     in float32); under autocast the matmul casts it straight back to bfloat16/float16, so the two activation-sized
     copies (and their backward) change no value. While autocast is on, the cast is off (peft's own switch,
     ``cast_input_dtype_enabled``); without autocast (CPU float32, generation outside the Trainer) it stays on:
-    checked at every forward of the causal LM, the switch flipped only when the state changes."""
+    checked at every forward of the decoder body (``_causal_lm`` says why there), the switch flipped only when the
+    state changes."""
 
     def __init__(self) -> None:
         self._handle: Any = None
@@ -250,7 +250,10 @@ class LoraCastUnderAutocast(TrainerCallback):
         if lm is None or self._handle is not None:
             return
         self._layers = [m for m in lm.modules() if hasattr(m, "cast_input_dtype_enabled")]
-        body = lm._modules.get("model") or lm  # called through __call__ by the causal LM: its hooks run
+        body = lm._modules.get(
+            "model"
+        )  # the decoder body, called through __call__ by the causal LM: its hooks run
+        body = lm if body is None else body
         if self._layers:
             self._handle = body.register_forward_pre_hook(self.set, with_kwargs=True)
 
