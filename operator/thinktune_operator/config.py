@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from thinktune.contract import truthy
+
 
 def _env_list(name: str, default: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in os.environ.get(name, default).split(",") if x.strip())
@@ -43,6 +45,9 @@ class OperatorConfig:
     default_image: str | None = None
     # ServiceAccounts a CR's pod.serviceAccountName may name (the chart's operator.allowedServiceAccounts)
     allowed_service_accounts: tuple[str, ...] = ("default",)
+    # trainer pods share compiled kernels under the workspace PVC (.thinktune/kernel-cache): a fresh job skips the
+    # compile an earlier one paid; off: each job keeps its own on its output volume
+    shared_kernel_cache: bool = True
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -64,4 +69,5 @@ class OperatorConfig:
             volcano_scheduler=e("THINKTUNE_VOLCANO_SCHEDULER", "volcano"),
             default_image=e("THINKTUNE_DEFAULT_IMAGE") or None,
             allowed_service_accounts=_env_list("THINKTUNE_ALLOWED_SERVICE_ACCOUNTS", "default"),
+            shared_kernel_cache=truthy(e("THINKTUNE_SHARED_KERNEL_CACHE", "true")),
         )

@@ -42,6 +42,9 @@ A_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 CONFIG_MOUNT = "/etc/thinktune"
 CR_FILE = "cr.yaml"
 WORKSPACE_ROOT = "/workspace"
+KERNEL_CACHE_PATH = (
+    ".thinktune/kernel-cache"  # on the workspace PVC: compiled kernels every trainer pod shares
+)
 TERMINATION_LOG = contract.DEFAULT_TERMINATION_LOG
 MASTER_PORT = 29500
 

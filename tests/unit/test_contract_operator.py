@@ -195,6 +195,34 @@ def test_worker_env_is_only_what_the_pod_reads():
     assert {contract.ENV_TERMINATION_LOG, contract.ENV_METRICS_PORT, contract.ENV_NODE_RANK} <= names
 
 
+def test_trainer_pods_share_the_kernel_cache_the_trainer_reads():
+    """The builder's env and workspace mount, fed to the trainer's own reader (cache.kernel_cache_env): every job's
+    Triton/Inductor cache lands in one directory of the workspace PVC; with the setting off, each job's own."""
+    from dataclasses import replace
+
+    from thinktune.train.cache import kernel_cache_env
+
+    spec = B.parse_spec(job_body())
+    pod = B.worker_pod(job_body(), spec, CFG, attempt=0, rank=0, avoid=[], dataset=None)
+    c = pod["spec"]["containers"][0]
+    pod_env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    shared = pod_env[contract.ENV_KERNEL_CACHE]
+    assert shared == f"{N.WORKSPACE_ROOT}/{CFG.workspace_pvc}/{N.KERNEL_CACHE_PATH}"
+    assert any(shared.startswith(m["mountPath"] + "/") for m in c["volumeMounts"])  # on a mounted volume
+    out = kernel_cache_env(f"{N.WORKSPACE_ROOT}/{CFG.workspace_pvc}/out", pod_env)
+    assert (
+        out["TRITON_CACHE_DIR"] == f"{shared}/triton"
+        and out["TORCHINDUCTOR_CACHE_DIR"] == f"{shared}/inductor"
+    )
+    # a user's own TRITON_CACHE_DIR (spec.pod.env) still wins
+    assert "TRITON_CACHE_DIR" not in kernel_cache_env("/o", {**pod_env, "TRITON_CACHE_DIR": "/mine"})
+
+    own = B.worker_pod(job_body(), spec, replace(CFG, shared_kernel_cache=False), 0, 0, [], None)
+    own_env = {e["name"]: e.get("value") for e in own["spec"]["containers"][0]["env"]}
+    assert contract.ENV_KERNEL_CACHE not in own_env
+    assert kernel_cache_env("/o", own_env)["TRITON_CACHE_DIR"] == "/o/.thinktune/kernel-cache/triton"
+
+
 def test_dataset_and_export_results(tmp_path):
     from thinktune_operator.planners import single_pod as S
 

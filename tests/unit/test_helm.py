@@ -154,6 +154,15 @@ def test_deployment_is_restricted_recreate_single_replica():
     assert "--module=thinktune_operator.main" in c["args"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["THINKTUNE_METRICS_PORT"] == "8080" and env["THINKTUNE_METRICS_ADDRESS"] == "0.0.0.0"
+    # the operator reads the chart's rendering as the chart means it
+    from thinktune_operator.config import OperatorConfig
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value or "")
+        assert OperatorConfig.from_env().shared_kernel_cache is True
+        mp.setenv("THINKTUNE_SHARED_KERNEL_CACHE", "false")
+        assert OperatorConfig.from_env().shared_kernel_cache is False
     assert c["image"] == "ghcr.io/thinktune/operator:0.1.0"
     assert {p["name"] for p in c["ports"]} == {"metrics", "health"}
 

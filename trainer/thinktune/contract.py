@@ -52,6 +52,8 @@ ENV_NPROC_PER_NODE = "NPROC_PER_NODE"
 ENV_MASTER_ADDR = "MASTER_ADDR"
 ENV_MASTER_PORT = "MASTER_PORT"
 ENV_FORCE_TORCHRUN = "FORCE_TORCHRUN"
+# compiled kernels (Triton, Inductor) shared by every job that mounts it; unset: the job's output volume
+ENV_KERNEL_CACHE = "THINKTUNE_KERNEL_CACHE"
 
 POD_ENV = (
     ENV_TERMINATION_LOG,
@@ -65,6 +67,7 @@ POD_ENV = (
     ENV_MASTER_ADDR,
     ENV_MASTER_PORT,
     ENV_FORCE_TORCHRUN,
+    ENV_KERNEL_CACHE,
 )
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"

@@ -137,6 +137,9 @@ def worker_pod(
     ]
     if nnodes > 1 or nproc > 1:
         worker_env.append(env(contract.ENV_FORCE_TORCHRUN, "1"))
+    if cfg.shared_kernel_cache:
+        claim = mounts.claim_of(pvc=cfg.workspace_pvc)
+        worker_env.append(env(contract.ENV_KERNEL_CACHE, f"{N.WORKSPACE_ROOT}/{claim}/{N.KERNEL_CACHE_PATH}"))
     container = {
         "name": "trainer",
         "command": ["thinktune", "train", "-f", f"{N.CONFIG_MOUNT}/{JOB_FILE}"],

@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from thinktune.contract import ENV_KERNEL_CACHE
 from thinktune.fingerprint import hash_files
 
 if TYPE_CHECKING:  # the planner imports this module: keep it free of resolve/lengths at import time
@@ -140,9 +141,13 @@ def prepare_tokenized(
 
 
 def kernel_cache_env(output_dir: str | os.PathLike[str], env: dict[str, str]) -> dict[str, str]:
-    """TRITON_CACHE_DIR / TORCHINDUCTOR_CACHE_DIR on the output volume where ``env`` does not set them, and a
-    fresh launch id (the staging name of ``prepare_tokenized``)."""
-    root = Path(output_dir) / ".thinktune" / KERNEL_CACHE_DIR
+    """TRITON_CACHE_DIR / TORCHINDUCTOR_CACHE_DIR where ``env`` does not set them: under ``THINKTUNE_KERNEL_CACHE``
+    (the operator's shared directory on the workspace volume: a fresh job on the cluster finds the kernels an
+    earlier job compiled, 12 s of a fresh job's first step on an H100, bench/NOTES-gpu.md), else on the output
+    volume (a restart finds its own); and a fresh launch id (the staging name of ``prepare_tokenized``). Both
+    caches key their entries by source, compiler and GPU, and write by rename, so jobs can share one."""
+    shared = env.get(ENV_KERNEL_CACHE)
+    root = Path(shared) if shared else Path(output_dir) / ".thinktune" / KERNEL_CACHE_DIR
     out = {ENV_LAUNCH_ID: uuid.uuid4().hex[:12]}
     for name, sub in (("TRITON_CACHE_DIR", "triton"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
         if not env.get(name):
