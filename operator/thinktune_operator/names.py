@@ -42,9 +42,8 @@ A_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 CONFIG_MOUNT = "/etc/thinktune"
 CR_FILE = "cr.yaml"
 WORKSPACE_ROOT = "/workspace"
-KERNEL_CACHE_PATH = (
-    ".thinktune/kernel-cache"  # on the workspace PVC: compiled kernels every trainer pod shares
-)
+# at a PVC's root: compiled kernels every trainer pod writing there shares
+KERNEL_CACHE_PATH = ".thinktune/kernel-cache"
 TERMINATION_LOG = contract.DEFAULT_TERMINATION_LOG
 MASTER_PORT = 29500
 

@@ -197,7 +197,8 @@ def test_worker_env_is_only_what_the_pod_reads():
 
 def test_trainer_pods_share_the_kernel_cache_the_trainer_reads():
     """The builder's env and workspace mount, fed to the trainer's own reader (cache.kernel_cache_env): every job's
-    Triton/Inductor cache lands in one directory of the workspace PVC; with the setting off, each job's own."""
+    Triton/Inductor cache lands in one directory of the output's PVC (the workspace PVC unless the CR names
+    another); with the setting off, each job's own."""
     from dataclasses import replace
 
     from thinktune.train.cache import kernel_cache_env
@@ -209,6 +210,11 @@ def test_trainer_pods_share_the_kernel_cache_the_trainer_reads():
     shared = pod_env[contract.ENV_KERNEL_CACHE]
     assert shared == f"{N.WORKSPACE_ROOT}/{CFG.workspace_pvc}/{N.KERNEL_CACHE_PATH}"
     assert any(shared.startswith(m["mountPath"] + "/") for m in c["volumeMounts"])  # on a mounted volume
+    body = job_body()
+    body["spec"]["output"] = {"path": "out", "pvc": "team-pvc"}
+    other = B.worker_pod(body, B.parse_spec(body), CFG, attempt=0, rank=0, avoid=[], dataset=None)
+    other_env = {e["name"]: e.get("value") for e in other["spec"]["containers"][0]["env"]}
+    assert other_env[contract.ENV_KERNEL_CACHE] == f"{N.WORKSPACE_ROOT}/team-pvc/{N.KERNEL_CACHE_PATH}"
     out = kernel_cache_env(f"{N.WORKSPACE_ROOT}/{CFG.workspace_pvc}/out", pod_env)
     assert (
         out["TRITON_CACHE_DIR"] == f"{shared}/triton"

@@ -138,7 +138,9 @@ def worker_pod(
     if nnodes > 1 or nproc > 1:
         worker_env.append(env(contract.ENV_FORCE_TORCHRUN, "1"))
     if cfg.shared_kernel_cache:
-        claim = mounts.claim_of(pvc=cfg.workspace_pvc)
+        # on the output's PVC, which the pod mounts anyway (a namespace whose CRs all name their own PVCs may have
+        # no workspace PVC): jobs writing to one PVC share one cache
+        claim = mounts.claim_of(spec.output)
         worker_env.append(env(contract.ENV_KERNEL_CACHE, f"{N.WORKSPACE_ROOT}/{claim}/{N.KERNEL_CACHE_PATH}"))
     container = {
         "name": "trainer",

@@ -142,7 +142,7 @@ def prepare_tokenized(
 
 def kernel_cache_env(output_dir: str | os.PathLike[str], env: dict[str, str]) -> dict[str, str]:
     """TRITON_CACHE_DIR / TORCHINDUCTOR_CACHE_DIR where ``env`` does not set them: under ``THINKTUNE_KERNEL_CACHE``
-    (the operator's shared directory on the workspace volume: a fresh job on the cluster finds the kernels an
+    (the operator's shared directory at the root of the output's PVC: a fresh job on the cluster finds the kernels an
     earlier job compiled, 12 s of a fresh job's first step on an H100, bench/NOTES-gpu.md), else on the output
     volume (a restart finds its own); and a fresh launch id (the staging name of ``prepare_tokenized``). Both
     caches key their entries by source, compiler and GPU, and write by rename, so jobs can share one."""
