@@ -5,6 +5,6 @@ set -o pipefail
 source .gpu/env.sh || exit 1
 LIMIT=${LIMIT:-150}
 G=/tmp/g10; mkdir -p $G
-timeout $((LIMIT - SECONDS)) python3 bench/gpu_train.py $G --cutoff 2048 --steps 8 --rows 160 \
-  --runs thinktune,lf_thinktune_args --profile-last 2 --tag hooks-2048 --run-timeout 80 2>&1 | grep "gpu_train\]\|ratio"
+run $G --cutoff 2048 --steps 8 --rows 160 \
+  --runs thinktune,lf_thinktune_args --profile-last 2 --tag hooks-2048 --run-timeout 80
 echo "all done at ${SECONDS}s"

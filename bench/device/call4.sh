@@ -8,9 +8,7 @@ import sys, time; t = time.time()
 from thinktune.hardware import detect_hardware
 h = detect_hardware(); print('detect_hardware', round(time.time() - t, 2), 's; torch imported:', 'torch' in sys.modules, [(g.name, g.total_gib, g.free_gib) for g in h.gpus], h.torch_version, h.cuda_version)
 from thinktune.hardware import _detect_gpus_with_torch; t = time.time(); print('torch path', _detect_gpus_with_torch([]), round(time.time() - t, 2), 's')" 2>&1 | tee $OUT/hardware.txt
-MB=8; [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)" -lt 100000 ] && MB=4
 G=/tmp/gt; mkdir -p $G/a $G/b
-run() { timeout $((LIMIT - SECONDS)) python3 bench/gpu_train.py "$@" 2>&1 | grep "gpu_train\]\|ratio"; }
 run $G/a --cutoff 2048 --steps 8 --rows 160 --hf-micro-batch $MB --runs hf_peft,thinktune --tag main-2048 --run-timeout 150
 echo "main done at ${SECONDS}s"
 run $G/a --cutoff 2048 --steps 6 --rows 160 --runs thinktune_budget48,thinktune_budget24 --tag budget-2048 --run-timeout 120

@@ -3,9 +3,7 @@
 set -o pipefail
 source .gpu/env.sh || exit 1
 LIMIT=${LIMIT:-585}
-MB=8; [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)" -lt 100000 ] && MB=4
 G=/tmp/gt; mkdir -p $G/a $G/b
-run() { timeout $((LIMIT - SECONDS)) python3 bench/gpu_train.py "$@" 2>&1 | grep "gpu_train\]\|ratio"; }
 run $G/a --cutoff 2048 --steps 8 --rows 160 --hf-micro-batch $MB --runs hf_peft,thinktune,lf_default,thinktune_lf_recipe --tag main-2048 --run-timeout 130
 echo "main done at ${SECONDS}s"
 cp $G/a/gpu-train-*.json $OUT/

@@ -8,10 +8,9 @@ LIMIT=${LIMIT:-585}
 LIMIT=200 S=/tmp/su8 ATTEMPTS=1 STEPS=3 EXTRA=--no-direct bash "$(dirname "$0")/call6.sh" || exit 1
 echo "start-up done at ${SECONDS}s"
 source .gpu/env.sh || exit 1
-MB=8; [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)" -lt 100000 ] && MB=4
 G=/tmp/g8; mkdir -p $G; ln -sfn /tmp/su8/model $G/model
-timeout $((LIMIT - SECONDS)) python3 bench/gpu_train.py $G --cutoff 2048 --steps 10 --rows 160 --hf-micro-batch $MB \
+run $G --cutoff 2048 --steps 10 --rows 160 --hf-micro-batch $MB \
   --runs hf_peft,thinktune,lf_thinktune_args,lf_thinktune_args_no_nan_filter --profile-last 2 --tag profile-2048 \
-  --run-timeout 140 2>&1 | grep "gpu_train\]\|ratio"
+  --run-timeout 140
 echo "all done at ${SECONDS}s"
 tar czf $OUT/logs8.tgz $G/fixed-*/log.txt /tmp/su8/run/out/logs/*.log 2>/dev/null

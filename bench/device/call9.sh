@@ -5,11 +5,10 @@
 set -o pipefail
 source .gpu/env.sh || exit 1
 LIMIT=${LIMIT:-585}
-MB=8; [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)" -lt 100000 ] && MB=4
 G=/tmp/g9; mkdir -p $G
-timeout $((LIMIT - SECONDS)) python3 bench/gpu_train.py $G --cutoff 2048 --steps 10 --rows 160 --hf-micro-batch $MB \
+run $G --cutoff 2048 --steps 10 --rows 160 --hf-micro-batch $MB \
   --runs hf_peft,thinktune,lf_thinktune_args,lf_default,thinktune_budget48 --profile-last 2 --tag shortcuts-2048 \
-  --run-timeout 140 2>&1 | grep "gpu_train\]\|ratio"
+  --run-timeout 140
 echo "all done at ${SECONDS}s"
 for f in $G/fixed-thinktune*/out/logs/*.log; do echo "== $f"; grep "\[thinktune\] attention\|Error" $f; done
 tar czf $OUT/logs9.tgz $G/fixed-*/log.txt $G/fixed-thinktune*/out/logs/*.log 2>/dev/null
