@@ -4,9 +4,9 @@
 
 CONFIG: ``{"model": DIR, "dataset": DIR (dataset_info.json with bench_train), "cutoff": 2048, "micro_batch": 8,
 "accum": 2, "steps": 10, "lora_rank": 16, "liger": true, "gradient_checkpointing": false, "seed": 7,
-"records": "steps.jsonl", "profile_last": 0, "profile_out": "profile.json"}``. Rows go through the model's chat template, are cut at ``cutoff`` and padded to the
-longest row of each micro-batch (labels -100 on padding); fused AdamW, gradient clipping at 1.0, bf16 autocast
-on CUDA. Writes one step record per optimizer step (bench/gpu_bench_lib.py's shape). With ``profile_last`` N, the
+"records": "steps.jsonl", "profile_last": 0, "profile_out": "profile.json"}``. Rows go through the model's chat
+template, are cut at ``cutoff`` and padded to the longest row of each micro-batch (labels -100 on padding); fused
+AdamW, gradient clipping at 1.0, bf16 autocast on CUDA. Writes one step record per optimizer step (bench/gpu_bench_lib.py's shape). With ``profile_last`` N, the
 last N steps run under ``gpu_bench_lib.ProfileWindow`` (records marked ``"profiled": true``), as
 bench/gpu_lf_run.py's do, so the two windows compare op by op.
 """

@@ -45,8 +45,8 @@ class OperatorConfig:
     default_image: str | None = None
     # ServiceAccounts a CR's pod.serviceAccountName may name (the chart's operator.allowedServiceAccounts)
     allowed_service_accounts: tuple[str, ...] = ("default",)
-    # trainer pods share compiled kernels on their output's PVC (.thinktune/kernel-cache at its root): a fresh job skips the
-    # compile an earlier one paid; off: each job keeps its own on its output volume
+    # trainer pods share compiled kernels on their output's PVC (.thinktune/kernel-cache at its root): a fresh
+    # job skips the compile an earlier one paid; off: each job keeps its own on its output volume
     shared_kernel_cache: bool = True
 
     @classmethod

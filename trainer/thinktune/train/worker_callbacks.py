@@ -99,6 +99,18 @@ class NonPaddingTokens(TrainerCallback):
             self._handle = None
 
 
+def _causal_lm(model: Any) -> Any:
+    """The causal LM that owns ``lm_head`` (``Qwen3ForCausalLM``), not a wrapper named like one (peft's
+    ``PeftModelForCausalLM``). Hooks that need the Trainer's autocast go on its decoder body (``.model``): accelerate
+    wraps the outer model's forward in autocast, so a hook on the outer model runs before autocast begins, and peft's
+    LoraModel calls the causal LM's forward directly, so a hook on it never runs; the body is called through
+    ``__call__`` inside both."""
+    for m in model.modules():
+        if type(m).__name__.endswith("ForCausalLM") and "lm_head" in m._modules:
+            return m
+    return None
+
+
 class LabelledLogits(TrainerCallback):
     """Training forwards compute the logits only at the positions whose next-token label is scored.
 
@@ -116,12 +128,12 @@ class LabelledLogits(TrainerCallback):
 
     @staticmethod
     def head(model: Any) -> Any:
+        """The causal LM (``_causal_lm``) when its forward takes ``logits_to_keep``, else None."""
         import inspect
 
-        for m in model.modules():
-            if type(m).__name__.endswith("ForCausalLM") and hasattr(m, "lm_head"):
-                if "logits_to_keep" in inspect.signature(type(m).forward).parameters:
-                    return m
+        lm = _causal_lm(model)
+        if lm is not None and "logits_to_keep" in inspect.signature(type(lm).forward).parameters:
+            return lm
         return None
 
     def keep(self, module, args, kwargs):
@@ -152,18 +164,6 @@ class LabelledLogits(TrainerCallback):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-
-
-def _causal_lm(model: Any) -> Any:
-    """The causal LM that owns ``lm_head`` (``Qwen3ForCausalLM``), not a wrapper named like one (peft's
-    ``PeftModelForCausalLM``). Hooks that need the Trainer's autocast go on its decoder body (``.model``): accelerate
-    wraps the outer model's forward in autocast, so a hook on the outer model runs before autocast begins, and peft's
-    LoraModel calls the causal LM's forward directly, so a hook on it never runs; the body is called through
-    ``__call__`` inside both."""
-    for m in model.modules():
-        if type(m).__name__.endswith("ForCausalLM") and "lm_head" in m._modules:
-            return m
-    return None
 
 
 class CausalRightPadding(TrainerCallback):
@@ -250,9 +250,8 @@ class LoraCastUnderAutocast(TrainerCallback):
         if lm is None or self._handle is not None:
             return
         self._layers = [m for m in lm.modules() if hasattr(m, "cast_input_dtype_enabled")]
-        body = lm._modules.get(
-            "model"
-        )  # the decoder body, called through __call__ by the causal LM: its hooks run
+        # the decoder body, called through __call__ by the causal LM: its hooks run
+        body = lm._modules.get("model")
         body = lm if body is None else body
         if self._layers:
             self._handle = body.register_forward_pre_hook(self.set, with_kwargs=True)
