@@ -9,7 +9,7 @@ Phases of the thinktune run, from the wall clock of this script and the files th
 ``parent`` (CLI start -> the launcher writes ``.thinktune/attempt-0.json``: imports, tokenizer, token counting,
 planner), ``worker`` (-> the callback's ``begin`` record in ``metrics.jsonl``: torch/LLaMA Factory import, model
 load, dataset preprocessing), ``first_step`` (-> the first ``train`` record). The direct run: ``run_exp`` on the
-resolved arguments of the same plan, first ``on_step_end`` from process start. The first attempt fails at step 2
+resolved arguments of the same plan through bench/gpu_lf_run.py, its first step record from process start. The first attempt fails at step 2
 with an injected GPU failure (``THINKTUNE_INJECT_FAILURE``, exit 75); the second is what a gang restart does:
 the same job resumes in the same output, finding the tokenized dataset under ``.thinktune/tokenized`` and the
 kernel caches under ``.thinktune/kernel-cache``. Writes OUT_DIR/startup.json.
@@ -27,34 +27,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-
-# LLaMA Factory's run_exp on a resolved-arguments file, printing the time to its first optimizer step. With a
-# third argument "profile", optimizer steps 3-4 (after the warm-up steps) run under bench/gpu_bench_lib.py's
-# ProfileWindow (kernel time against wall time, the synchronizing ops and the Python line of each).
-RUN_EXP = r"""
-import json, sys, time
-t0 = float(sys.argv[2])
-profiled = sys.argv[3:] == ["profile"]
-sys.path.insert(0, "bench")  # run with the repository root as cwd
-from thinktune.train.worker import ensure_torchaudio_importable
-ensure_torchaudio_importable()
-from gpu_bench_lib import ProfileWindow
-from transformers import TrainerCallback
-from llamafactory.train.tuner import run_exp
-class Timing(TrainerCallback):
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == 1:
-            print("@@first_step", time.time() - t0, flush=True)
-        if not profiled:
-            return
-        if state.global_step == 2:
-            self.window = ProfileWindow()
-            self.window.start()
-        elif state.global_step == 4:
-            print("@@profile " + json.dumps(self.window.stop(2)), flush=True)
-args = json.load(open(sys.argv[1]))
-run_exp(args=args, callbacks=[Timing()])
-"""
 
 
 def write_inputs(root: Path, a: argparse.Namespace) -> tuple[Path, Path]:
@@ -133,27 +105,42 @@ def thinktune_run(job: Path, ds: Path, out: Path, env: dict[str, str], fail_at: 
 
 
 def direct_run(out: Path, env: dict[str, str], profiled: bool = False) -> dict:
+    """LLaMA Factory's run_exp on the same plan's resolved arguments through bench/gpu_lf_run.py (its step records
+    give the first step's time; with ``profiled``, its last 2 steps run under gpu_bench_lib.ProfileWindow)."""
     args = json.loads((out / "plan" / "plan.json").read_text())["args"]
     args = {**args, "output_dir": str(out.parent / "direct"), "tokenized_path": None}
     if profiled:  # no checkpoint inside the profiled steps (the thinktune runs save every step to resume)
         args["save_strategy"] = "no"
+    records, profile = out.parent / "direct-steps.jsonl", out.parent / "direct-profile.json"
+    records.unlink(missing_ok=True)
+    profile.unlink(missing_ok=True)
     cfg = out.parent / "direct.json"
-    cfg.write_text(json.dumps({k: v for k, v in args.items() if v is not None}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "args": {k: v for k, v in args.items() if v is not None},
+                "records": str(records),
+                "profile_last": 2 if profiled else 0,
+                "profile_out": str(profile),
+            }
+        )
+    )
     t0 = time.time()
     p = subprocess.run(
-        [PY, "-c", RUN_EXP, str(cfg), str(t0), *(["profile"] if profiled else [])],
+        [PY, str(REPO / "bench" / "gpu_lf_run.py"), str(cfg)],
         env=env,
         capture_output=True,
         text=True,
         cwd=REPO,
     )
-    line = next((x for x in p.stdout.splitlines() if x.startswith("@@first_step")), None)
-    if p.returncode != 0 or line is None:
+    steps = (
+        [json.loads(x) for x in records.read_text().splitlines() if x.strip()] if records.is_file() else []
+    )
+    if p.returncode != 0 or not steps:
         raise SystemExit(f"direct run_exp failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
-    res = {"time_to_first_step_s": round(float(line.split()[1]), 2), "wall_s": round(time.time() - t0, 2)}
-    prof = next((x for x in p.stdout.splitlines() if x.startswith("@@profile ")), None)
+    res = {"time_to_first_step_s": round(steps[0]["time"] - t0, 2), "wall_s": round(time.time() - t0, 2)}
     if profiled:
-        res["profile"] = json.loads(prof.split(" ", 1)[1]) if prof else None
+        res["profile"] = json.loads(profile.read_text()) if profile.is_file() else None
     return res
 
 
@@ -169,7 +156,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--no-direct", action="store_true")
     ap.add_argument(
-        "--profile", action="store_true", help="profile the direct run's steps 3-4 (needs --steps 5+)"
+        "--profile", action="store_true", help="profile the direct run's last 2 steps (needs --steps 3+)"
     )
     ap.add_argument("--keep-kernel-cache", action="store_true", help="use the caller's TRITON_CACHE_DIR")
     a = ap.parse_args()
