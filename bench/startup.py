@@ -3,7 +3,7 @@ with the same arguments (issue 14's "~11 s on top"): on CPU with thinktune's tin
 with bench/gpu_train.py's model and fixed-length dataset.
 
     python bench/startup.py OUT_DIR [--attempts 2] [--model DIR --dataset DIR] [--cutoff 256] [--global-batch 4]
-        [--micro-batch 2 | 0 = planner] [--no-direct] [--profile] [--keep-kernel-cache]
+        [--micro-batch 2 | 0 = planner] [--no-direct] [--profile] [--keep-kernel-cache] [--tag T]
 
 Phases of the thinktune run, from the wall clock of this script and the files the run writes:
 ``parent`` (CLI start -> the launcher writes ``.thinktune/attempt-0.json``: imports, tokenizer, token counting,
@@ -12,7 +12,9 @@ load, dataset preprocessing), ``first_step`` (-> the first ``train`` record). Th
 resolved arguments of the same plan through bench/gpu_lf_run.py, its first step record from process start. The first attempt fails at step 2
 with an injected GPU failure (``THINKTUNE_INJECT_FAILURE``, exit 75); the second is what a gang restart does:
 the same job resumes in the same output, finding the tokenized dataset under ``.thinktune/tokenized`` and the
-kernel caches under ``.thinktune/kernel-cache``. Writes OUT_DIR/startup.json.
+kernel caches under ``.thinktune/kernel-cache``. With ``THINKTUNE_KERNEL_CACHE`` set (the operator's shared
+kernel cache), every run's kernels go there, so a second invocation on a fresh OUT_DIR is a fresh job that finds an
+earlier job's kernels. Writes OUT_DIR/startup[-T].json (and to $OUT when set).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
+from thinktune.contract import ENV_KERNEL_CACHE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -159,6 +164,7 @@ def main() -> int:
         "--profile", action="store_true", help="profile the direct run's last 2 steps (needs --steps 3+)"
     )
     ap.add_argument("--keep-kernel-cache", action="store_true", help="use the caller's TRITON_CACHE_DIR")
+    ap.add_argument("--tag", default="", help="suffix of the JSON name: startup<-TAG>.json")
     a = ap.parse_args()
     root = a.out.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -168,6 +174,8 @@ def main() -> int:
         env.pop("TRITON_CACHE_DIR", None)  # cold = thinktune's default under the (fresh) output dir
     result: dict = {"loadavg_before": os.getloadavg(), "cpu_count": os.cpu_count(), "thinktune": []}
     result["args"] = {k: str(v) for k, v in vars(a).items()}
+    # the operator's shared kernel cache (cache.kernel_cache_env): a fresh output finds an earlier job's kernels
+    result["shared_kernel_cache"] = env.get(ENV_KERNEL_CACHE)
     for i in range(a.attempts):
         fail_at = 2 if i < a.attempts - 1 else None
         result["thinktune"].append(thinktune_run(job, ds, root / "out", env, fail_at))
@@ -178,7 +186,7 @@ def main() -> int:
     result["loadavg_after"] = os.getloadavg()
     dest = Path(os.environ["OUT"]) if os.environ.get("OUT") else root
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "startup.json").write_text(json.dumps(result, indent=1))
+    (dest / (f"startup-{a.tag}.json" if a.tag else "startup.json")).write_text(json.dumps(result, indent=1))
     return 0
 
 
