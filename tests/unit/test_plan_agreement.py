@@ -213,6 +213,11 @@ def test_plan_args_parse_with_llamafactory(name, tmp_path):
         assert finetuning_args.lora_rank == p.lora_rank and finetuning_args.lora_alpha == p.lora_alpha
     assert training_args.gradient_checkpointing is False or not args["disable_gradient_checkpointing"]
     assert model_args.model_name_or_path == args["model_name_or_path"]
+    if (
+        hw.gpu_count
+    ):  # batches copied to the GPU without a sync per tensor, from the pinned memory they come in
+        # (the Trainer's default; the CPU twin's use_cpu turns pinning off, so the plan must not set it)
+        assert training_args.accelerator_config.non_blocking and args.get("dataloader_pin_memory", True)
 
 
 def test_megatron_plans_are_not_llamafactory_standard_args():

@@ -30,26 +30,25 @@ from thinktune.spec import DEFAULT_BASE_MODEL
 
 GiB = 1024**3
 
-# --- calibration: LLaMA Factory 0.9.5 / transformers+peft, Liger on, LoRA r16 on all linears, dropout 0, bf16,
-# Qwen3-4B architecture, rows of 2,033-2,035 tokens at cutoffLen 2048 (every row as long as the cutoff allows, the
-# case a plan must survive: LLaMA Factory pads each micro-batch to its longest row). torch peaks measured:
-#   micro-batch 4, no checkpointing: 50.56 GiB (one H100, bench/results/gpu-train-2026-12-07-h100.json, (b));
-#   micro-batch 8, no checkpointing: 82.72 GiB (one H200, bench/results/gpu-train-2026-12-01.json, (b) and (c)).
-# The peak is not proportional to the micro-batch (a line through both leaves ~10 GiB at micro-batch 0 that no
-# run with checkpointing shows); a line through the origin and the larger per-token figure, 61 B per token per
-# (layer x hidden unit), is exact at micro-batch 4, 13 % above at 8, and 0-5 % above the real-length run
-# (micro-batch 4 of <= 501-token rows: 18.2 GiB). The earlier constant, 44, was fitted on bench/train_planner_h200
-# .json, whose "~2k-token" rows averaged ~1,570 tokens: at full-length rows it estimated 69.9 GiB for 82.7
-# measured, so an 80 GiB card OOMed at micro-batch 8 and under memoryBudgetGiB 48 at micro-batch 4 (2026-12-07).
-# Checked on the H100 after the change (same JSON): the planner's micro-batch 4 estimated 50.6, ran at 49.9;
-# budget 48 -> micro-batch 2, 29.3 vs 29.0; budget 24 -> micro-batch 8 with checkpointing, 15.9 vs 14.4.
-ACT_BYTES_PER_LAYER_HIDDEN = 61.0  # activations kept per token without checkpointing, bf16, Liger
+# --- calibration: LLaMA Factory 0.9.5 through thinktune's worker (LoRA inputs not cast to float32 under autocast,
+# right-padded batches causal without a mask: thinktune.train.worker_callbacks), Liger on, LoRA r16 on all
+# linears, dropout 0, bf16, Qwen3-4B architecture, rows as long as the cutoff allows (2,033-2,035 tokens at 2048,
+# 8,177-8,178 at 8192: LLaMA Factory pads each micro-batch to its longest row). torch peaks on one H100 80GB
+# (bench/results/gpu-train-2026-12-07d-h100-*.json):
+#   micro-batch 4, no checkpointing: 38.62 GiB; micro-batch 2, no checkpointing: 23.37 GiB
+#   -> 7.63 GiB per 2,034-token row: 43.7 B per token per (layer x hidden unit); ~8.1 GiB at micro-batch 0
+#      (bf16 weights 7.5 + LoRA state 0.5, as weight_bytes and TRAINABLE_STATE_BYTES say);
+#   micro-batch 8 with checkpointing: 13.20 GiB at 2048; micro-batch 2 with checkpointing: 13.21 GiB at 8192.
+# 45 B is 1.0-1.03x those peaks. The earlier 61 B (and its runs: (b), and (c) before 2026-12-07's third H100
+# session) included a bf16 copy of every LoRA input kept for the backward, made by peft's float32 cast and
+# autocast's cast back (LoraCastUnderAutocast removes both): plain transformers + peft still pays it (50.56 GiB
+# at micro-batch 4, 82.72 at 8 on an H200), thinktune's runs no longer do.
+ACT_BYTES_PER_LAYER_HIDDEN = 45.0  # activations kept per token without checkpointing, bf16, Liger
 LOGITS_BYTES_PER_VOCAB = 13.0  # per token without Liger's fused linear cross-entropy
-# With checkpointing only each layer's bf16 input survives (2 B) plus the recomputed layer and its gradient
-# (~4 B per layer-hidden in all). Checked against the plain-script anchors (no LLaMA Factory run with
-# checkpointing is recorded): micro-batch 8 x 2048 with Liger 14.0 GiB measured vs 15.3 estimated; 2 x 8192
-# without Liger 43.4 vs 45.5; 4 x 2048 without Liger 25.7 vs 26.7.
-GC_BYTES_PER_LAYER_HIDDEN = 4.0
+# With checkpointing only each layer's bf16 input survives (2 B per layer-hidden) plus the recomputed layer (the
+# term above, once) and the gradients flowing back: 3 B fits both checkpointed runs (13.96 GiB estimated for
+# 13.20 and 13.21 measured).
+GC_BYTES_PER_LAYER_HIDDEN = 3.0
 QLORA_NF4_BYTES = 0.516  # per quantized linear parameter (4 bits + double-quantised block scales)
 INT8_BYTES = 1.1
 TRAINABLE_STATE_BYTES = 16  # fp32 weight + fp32 grad + Adam m + v

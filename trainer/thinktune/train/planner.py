@@ -10,9 +10,11 @@ Later steps read the earlier values from the ``Planning`` they share; nothing el
 Memory comes from ``thinktune.train.memory`` (the same model ``thinktune doctor`` uses); the DeepSpeed / FSDP /
 Megatron configs from ``thinktune.train.strategies``.
 
-Speed: Liger without checkpointing is fastest when it fits (20.2k tok/s at 8x2048 vs 14.3k with GC), and even
-micro-batch 4 without GC (19.4k) beats micro-batch 8 with GC (/work/shared/notes/measured-anchors.md); so the
-planner drops checkpointing whenever a micro-batch >= 2 (or the whole per-device batch) fits without it.
+Speed: Liger without checkpointing is fastest when it fits (20.2k tok/s at 8x2048 vs 14.3k with GC,
+/work/shared/notes/measured-anchors.md), and micro-batch 4 without GC (20.4k) beats micro-batch 8 with GC (15.3k),
+but micro-batch 2 without GC (13.2k) does not (bench/results/gpu-train-2026-12-07d-h100-budgets-2048.json); so the
+planner drops checkpointing whenever a micro-batch of at least ``MIN_TOKENS_WITHOUT_CHECKPOINTING`` tokens (or the
+whole per-device batch) fits without it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ from thinktune.train.memory import (
 
 MICRO_BATCH_CANDIDATES = (64, 32, 16, 8, 4, 2, 1)
 MAX_AUTO_MICRO_BATCH = 16
+# Checkpointing off pays only when the micro-batch that fits without it still carries enough tokens to keep the
+# GPU busy. One H100, Qwen3-4B, 2,034-token rows (bench/results/gpu-train-2026-12-07d-h100-*.json): micro-batch 4
+# without checkpointing 20,414 tokens/s, micro-batch 8 with it 15,296, micro-batch 2 without it 13,230.
+MIN_TOKENS_WITHOUT_CHECKPOINTING = 8192
 # The trainer image has these; mcore_adapter (Megatron) is not part of it.
 TRAINER_IMAGE_PACKAGES = {
     "deepspeed": True,
@@ -662,8 +668,10 @@ def _divisors_desc(n: int) -> list[int]:
 
 
 def decide_micro_batch(c: Planning) -> Decision[tuple[int, bool]]:
-    """(micro-batch, gradient checkpointing), chosen together: the largest divisor of the per-process batch
-    that fits without checkpointing (at least 2, since micro-batch 4 without it beats 8 with it), else with."""
+    """(micro-batch, gradient checkpointing), chosen together: the largest divisor of the per-process batch that
+    fits without checkpointing, unless it is too small to keep the GPU busy (fewer than
+    ``MIN_TOKENS_WITHOUT_CHECKPOINTING`` tokens, and not the whole per-process batch) and a larger one fits with
+    checkpointing."""
     t = c.spec.training
     gc_req, per_rank = t.gradient_checkpointing, c.per_rank
     if t.micro_batch_size:
@@ -685,18 +693,19 @@ def decide_micro_batch(c: Planning) -> Decision[tuple[int, bool]]:
     if not c.on_gpu:
         mb = ([d for d in cands if d <= 4] or [1])[0]  # CPU: small steps keep the console responsive
         return Decision((mb, gc_req == "on"), (f"Micro-batch {mb}: CPU run.",))
+    plain = next((d for d in cands if c.fits(mb=d, gc=False)), None) if gc_req != "on" else None
+    recomputed = next((d for d in cands if c.fits(mb=d, gc=True)), None) if gc_req != "off" else None
     chosen = None
-    if gc_req in ("auto", "off"):
-        chosen = next(
-            (
-                (d, False)
-                for d in cands
-                if c.fits(mb=d, gc=False) and (d >= 2 or d == per_rank or gc_req == "off")
-            ),
-            None,
-        )
-    if chosen is None and gc_req in ("auto", "on"):
-        chosen = next(((d, True) for d in cands if c.fits(mb=d, gc=True)), None)
+    if plain is not None and (
+        gc_req == "off"
+        or recomputed is None
+        or recomputed <= plain
+        or plain == per_rank
+        or plain * c.row_tokens >= MIN_TOKENS_WITHOUT_CHECKPOINTING
+    ):
+        chosen = (plain, False)
+    elif recomputed is not None:
+        chosen = (recomputed, True)
     warn = []
     if chosen is None:
         chosen = (1, gc_req != "off")
@@ -724,12 +733,25 @@ def decide_checkpointing(c: Planning) -> Decision[bool]:
         )
     if gc_req == "auto":
         if gc:
-            return Decision(gc, ("Gradient checkpointing on: activations without it would not fit.",))
+            plain = next(
+                (d for d in _divisors_desc(c.per_rank) if d < c.micro_batch and c.fits(mb=d, gc=False)), None
+            )
+            if plain is None:
+                return Decision(gc, ("Gradient checkpointing on: activations without it would not fit.",))
+            return Decision(
+                gc,
+                (
+                    f"Gradient checkpointing on: without it only micro-batch {plain} x {c.row_tokens} tokens fits, "
+                    f"too few to keep the GPU busy (under {MIN_TOKENS_WITHOUT_CHECKPOINTING}); micro-batch "
+                    f"{c.micro_batch} with it is faster (measured on one H100: 2 x 2,048 without 13.2k tokens/s, "
+                    "8 x 2,048 with 15.3k).",
+                ),
+            )
         return Decision(
             gc,
             (
                 "Gradient checkpointing off: activations fit, and skipping the recompute is ~1.4x faster "
-                "(measured: Liger without checkpointing 20.2k tok/s vs 14.3k with it).",
+                "(measured: Liger without checkpointing 20.2k tok/s vs 14.3k with it at 8 x 2,048).",
             ),
         )
     warn = ()
@@ -978,6 +1000,9 @@ def _base_args(
         # off, a NaN loss reaches the log, where the anomaly detector reports it
         "logging_nan_inf_filter": False,
         "dataloader_num_workers": 2 if on_gpu else 0,
+        # batches come from pinned memory (the Trainer's default): copied to the GPU without blocking, instead of
+        # a host-device sync per tensor (3 per micro-batch in the H100 profile, bench/NOTES-gpu.md)
+        **({"accelerator_config": {"non_blocking": True}} if on_gpu else {}),
         "preprocessing_num_workers": preprocess_workers,
         "plot_loss": False,
     }
