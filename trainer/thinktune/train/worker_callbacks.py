@@ -12,7 +12,8 @@ turns into tokens/s, so it must come before it in the callback list. ``LabelledL
 ``LoraCastUnderAutocast``: two exact shortcuts in every training forward, measured in bench/NOTES-gpu.md (profile of
 2026-12-07, H100): a padded batch's attention mask sent SDPA to its masked path (4x the attention time of the causal
 kernel and K/V repeated to every query head), and peft cast each LoRA input to float32 for autocast to cast it
-straight back (two activation-sized copies per LoRA layer, ~18 % of the GPU's time).
+straight back (two activation-sized copies per LoRA layer, ~18 % of the GPU's time). ``LoraScaledAddmm``: the LoRA
+update added in a GEMM's epilogue instead of two output-sized elementwise kernels (equal within rounding).
 """
 
 from __future__ import annotations
@@ -265,11 +266,98 @@ class LoraCastUnderAutocast(TrainerCallback):
         self._state = None
 
 
+def _sharded_parameters(args: Any) -> bool:
+    """DeepSpeed ZeRO-3 or FSDP: parameters gathered by each module's own forward hooks."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return bool(is_deepspeed_zero3_enabled() or getattr(args, "fsdp", None))
+
+
+class LoraScaledAddmm(TrainerCallback):
+    """Each plain LoRA linear adds its low-rank update in the epilogue of one GEMM: ``addmm(base output, x A^T, B^T,
+    alpha=scaling)`` in place of peft's ``base + B(A(x)) * scaling``, whose multiply and add each read and write an
+    output-sized tensor (and the multiply again in the backward): with the LoRA input casts gone, the largest
+    elementwise kernels in the H100 profile (bench/NOTES-gpu.md). The sum is rounded once instead of three times:
+    equal to peft's within bfloat16 rounding, and to float32 rounding without autocast (tests). Only for layers
+    exactly ``peft``'s ``lora.Linear`` with one active vanilla adapter, no dropout, no bias on B, not merged, no
+    per-sample adapter names, and dtypes autocast (or equality) make one GEMM of; any other forward is peft's. Not
+    under ZeRO-3 or FSDP, which gather B's weight in its own forward hook."""
+
+    def __init__(self) -> None:
+        self._patched: list[Any] = []
+        self.fused = 0
+        self.fallback = 0
+
+    def _forward(self, layer: Any, original: Any):
+        import torch
+
+        def forward(x, *args, **kwargs):
+            adapters = layer.active_adapters
+            if (
+                kwargs
+                or args
+                or layer.disable_adapters
+                or layer.merged
+                or len(adapters) != 1
+                or adapters[0] not in layer.lora_A
+                or adapters[0] in layer.lora_variant
+                or not isinstance(layer.lora_dropout[adapters[0]], torch.nn.Identity)
+                or layer.lora_B[adapters[0]].bias is not None
+            ):
+                self.fallback += 1
+                return original(x, *args, **kwargs)
+            name = adapters[0]
+            lora_a, lora_b = layer.lora_A[name], layer.lora_B[name]
+            base = getattr(layer.base_layer, "weight", None)
+            if not torch.is_autocast_enabled(x.device.type) and not (
+                base is not None and x.dtype == base.dtype == lora_a.weight.dtype == lora_b.weight.dtype
+            ):
+                self.fallback += 1  # peft's type promotion and cast back
+                return original(x, *args, **kwargs)
+            result = layer.base_layer(x)
+            h = lora_a(layer._cast_input_dtype(x, lora_a.weight.dtype))
+            self.fused += 1
+            out = torch.addmm(
+                result.reshape(-1, result.shape[-1]),
+                h.reshape(-1, h.shape[-1]),
+                lora_b.weight.t(),
+                alpha=layer.scaling[name],
+            )
+            return out.view(result.shape).to(result.dtype)
+
+        return forward
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is None or self._patched:
+            return
+        try:
+            from peft.tuners.lora.layer import Linear
+        except ImportError:
+            return
+        if _sharded_parameters(args):
+            print("[thinktune] LoRA update: peft's own forward (ZeRO-3/FSDP gather each module's weights)")
+            return
+        for m in model.modules():
+            if type(m) is Linear and "forward" not in m.__dict__:
+                m.forward = self._forward(m, m.forward)
+                self._patched.append(m)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for m in self._patched:  # peft's forward for whatever runs the model next (merge, generation, export)
+            m.__dict__.pop("forward", None)
+        self._patched = []
+        if self.fused or self.fallback:
+            print(
+                f"[thinktune] LoRA update: {self.fused} layer forwards fused into one GEMM, {self.fallback} through peft",
+                flush=True,
+            )
+
+
 def worker_callbacks(
     args: dict[str, Any], tokenized_final: str | None, labelled_logits: bool = False
 ) -> list[TrainerCallback]:
     """The callbacks ``args`` (after ``cache.prepare_tokenized``) call for, in the order they must run."""
-    out: list[TrainerCallback] = [CausalRightPadding(), LoraCastUnderAutocast()]
+    out: list[TrainerCallback] = [CausalRightPadding(), LoraCastUnderAutocast(), LoraScaledAddmm()]
     if labelled_logits:
         out.append(LabelledLogits())
     if args.get("include_num_input_tokens_seen", "no") in ("no", False):
