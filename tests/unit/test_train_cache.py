@@ -18,12 +18,13 @@ from thinktune.train.planner import DatasetFacts, WorldInfo, plan
 from thinktune.train.worker_callbacks import (
     CausalRightPadding,
     LoraCastUnderAutocast,
+    LoraScaledAddmm,
     NonPaddingTokens,
     PublishTokenized,
     worker_callbacks,
 )
 
-FORWARD_SHORTCUTS = [CausalRightPadding, LoraCastUnderAutocast]
+FORWARD_SHORTCUTS = [CausalRightPadding, LoraCastUnderAutocast, LoraScaledAddmm]
 
 H200 = {
     "cuda_available": True,
