@@ -184,11 +184,12 @@ def _full_length_runs() -> list[tuple[str, dict, float]]:
     2048, 8,177-8,178 at 8192), with the shape each ran (its resolved LLaMA Factory arguments): (c), (c)'s arguments
     through LLaMA Factory directly with thinktune's worker callbacks, and the memoryBudgetGiB runs (micro-batch 2
     without, 8 and 2 with checkpointing). Only runs since the LoRA-cast hook took effect (2026-12-07's third H100
-    session, files ``-07d-``): earlier runs, and the plain transformers + peft anchor (b), keep a bf16 copy of every
+    session, files ``-07d-`` and later: H100 and H200): earlier runs, and the plain transformers + peft anchor (b), keep a bf16 copy of every
     LoRA input (memory.py's calibration note), which thinktune's worker no longer makes."""
     out = []
-    for name in sorted(p.name for p in (REPO / "bench" / "results").glob("gpu-train-2026-12-07d-*.json")):
-        fixed = json.loads((REPO / "bench" / "results" / name).read_text())["workloads"]["fixed"]
+    results = REPO / "bench" / "results"
+    for name in sorted(p.name for p in results.glob("gpu-train-2026-12-07[d-z]-*.json")):
+        fixed = json.loads((results / name).read_text())["workloads"]["fixed"]
         for run, r in fixed["runs"].items():
             args = r.get("plan_args") or r.get("args") or {}
             if (

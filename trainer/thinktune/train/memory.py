@@ -38,11 +38,12 @@ GiB = 1024**3
 #   micro-batch 4, no checkpointing: 38.62 GiB; micro-batch 2, no checkpointing: 23.37 GiB
 #   -> 7.63 GiB per 2,034-token row: 43.7 B per token per (layer x hidden unit); ~8.1 GiB at micro-batch 0
 #      (bf16 weights 7.5 + LoRA state 0.5, as weight_bytes and TRAINABLE_STATE_BYTES say);
-#   micro-batch 8 with checkpointing: 13.20 GiB at 2048; micro-batch 2 with checkpointing: 13.21 GiB at 8192.
-# 45 B is 1.0-1.03x those peaks. The earlier 61 B (and its runs: (b), and (c) before 2026-12-07's third H100
-# session) included a bf16 copy of every LoRA input kept for the backward, made by peft's float32 cast and
-# autocast's cast back (LoraCastUnderAutocast removes both): plain transformers + peft still pays it (50.56 GiB
-# at micro-batch 4, 82.72 at 8 on an H200), thinktune's runs no longer do.
+#   micro-batch 8 with checkpointing: 13.20 GiB at 2048; micro-batch 2 with checkpointing: 13.21 GiB at 8192;
+#   and on one H200 (bench/results/gpu-train-2026-12-07e-h200-addmm-2048.json) micro-batch 8 without: 69.05 GiB.
+# 45 B is 1.02-1.06x those peaks (1.03x at micro-batch 8). The earlier 61 B (and its runs: (b), and (c) before
+# 2026-12-07's third H100 session) included a bf16 copy of every LoRA input kept for the backward, made by peft's
+# float32 cast and autocast's cast back (LoraCastUnderAutocast removes both): plain transformers + peft still pays
+# it (50.56 GiB at micro-batch 4, 82.72 at 8 on an H200), thinktune's runs no longer do.
 ACT_BYTES_PER_LAYER_HIDDEN = 45.0  # activations kept per token without checkpointing, bf16, Liger
 LOGITS_BYTES_PER_VOCAB = 13.0  # per token without Liger's fused linear cross-entropy
 # With checkpointing only each layer's bf16 input survives (2 B per layer-hidden) plus the recomputed layer (the
