@@ -1,9 +1,9 @@
 """One LLaMA Factory run with a step recorder: ``python bench/gpu_lf_run.py CONFIG.json``.
 
 CONFIG: ``{"args": {...LLaMA Factory arguments...}, "records": "steps.jsonl", "profile_last": 0, "profile_out":
-"profile.json", "labelled_logits": false}``. Runs ``run_exp`` in this process
+"profile.json", "labelled_logits": false, "callbacks_left_out": []}``. Runs ``run_exp`` in this process
 (no thinktune metrics callback, no launcher; the worker's own callbacks the arguments call for, as
-thinktune/train/worker.py adds them): the same library thinktune drives, so the difference between this and
+thinktune/train/worker.py adds them, less those named in ``callbacks_left_out``): the same library thinktune drives, so the difference between this and
 ``thinktune train`` on the same arguments is what thinktune adds. The recorder synchronises the GPU once per
 optimizer step (so the time stamp is the step's end) and writes bench/gpu_bench_lib.py's step-record shape.
 With ``profile_last`` N, the last N optimizer steps run under ``gpu_bench_lib.ProfileWindow`` (written to
@@ -69,6 +69,8 @@ def main() -> int:
 
     # thinktune's own token count where its arguments switched the Trainer's off (as its worker adds it)
     extra = worker_callbacks(cfg["args"], None, labelled_logits=bool(cfg.get("labelled_logits")))
+    left_out = set(cfg.get("callbacks_left_out", ()))
+    extra = [cb for cb in extra if type(cb).__name__ not in left_out]
     run_exp(args=cfg["args"], callbacks=[*extra, Recorder()])
     return 0
 

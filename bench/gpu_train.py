@@ -63,6 +63,12 @@ LF_ARG_VARIANTS: dict[str, dict[str, Any]] = {
     "lf_thinktune_args": {},
     # transformers' Trainer tests each micro-batch's loss for NaN/Inf in Python: a host-device sync (b) does not make
     "lf_thinktune_args_no_nan_filter": {"logging_nan_inf_filter": False},
+    "lf_thinktune_args_peft_lora_update": {},
+}
+# ... or with these of thinktune's worker callbacks left out (a worker-side lever measured with and without)
+LF_CALLBACKS_LEFT_OUT: dict[str, tuple[str, ...]] = {
+    # peft's own `base + B(A(x)) * scaling` instead of the one-GEMM update (worker_callbacks.LoraScaledAddmm)
+    "lf_thinktune_args_peft_lora_update": ("LoraScaledAddmm",),
 }
 
 
@@ -280,6 +286,7 @@ def main() -> int:
                     args.update({"output_dir": str(rdir / "out"), "overwrite_output_dir": True})
                     args.update(LF_ARG_VARIANTS[run])
                     prof_conf["labelled_logits"] = bool(resolved.get("labelled_logits"))
+                    prof_conf["callbacks_left_out"] = list(LF_CALLBACKS_LEFT_OUT.get(run, ()))
                 cfg = rdir / "cfg.json"
                 cfg.write_text(json.dumps({"args": args, "records": str(recs_path), **prof_conf}))
                 rc, t0, t1 = run_logged(
