@@ -42,8 +42,8 @@ A_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 CONFIG_MOUNT = "/etc/thinktune"
 CR_FILE = "cr.yaml"
 WORKSPACE_ROOT = "/workspace"
-# at a PVC's root: compiled kernels every trainer pod writing there shares
-KERNEL_CACHE_PATH = ".thinktune/kernel-cache"
+# at a PVC's root: compiled kernels every trainer pod writing there shares (the trainer's own layout)
+KERNEL_CACHE_PATH = contract.KERNEL_CACHE_PATH
 TERMINATION_LOG = contract.DEFAULT_TERMINATION_LOG
 MASTER_PORT = 29500
 

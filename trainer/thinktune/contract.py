@@ -54,6 +54,9 @@ ENV_MASTER_PORT = "MASTER_PORT"
 ENV_FORCE_TORCHRUN = "FORCE_TORCHRUN"
 # compiled kernels (Triton, Inductor) shared by every job that mounts it; unset: the job's output volume
 ENV_KERNEL_CACHE = "THINKTUNE_KERNEL_CACHE"
+# where the kernel cache sits under a directory: a job's output dir (its own), or a PVC's root (the operator's
+# shared one, ENV_KERNEL_CACHE)
+KERNEL_CACHE_PATH = ".thinktune/kernel-cache"
 
 POD_ENV = (
     ENV_TERMINATION_LOG,

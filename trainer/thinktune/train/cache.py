@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from thinktune.contract import ENV_KERNEL_CACHE
+from thinktune.contract import ENV_KERNEL_CACHE, KERNEL_CACHE_PATH
 from thinktune.fingerprint import hash_files
 
 if TYPE_CHECKING:  # the planner imports this module: keep it free of resolve/lengths at import time
@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # the planner imports this module: keep it free of resolve/le
 
 TOKENIZED_DIR = "tokenized"
 LENGTHS_DIR = "lengths"
-KERNEL_CACHE_DIR = "kernel-cache"
 ENV_LAUNCH_ID = "THINKTUNE_LAUNCH_ID"  # one per launch, the same in every rank of the node: the staging name
 # DatasetDict.save_to_disk writes it first; the final path only appears by a rename after the save returned, so
 # there it means a whole dataset
@@ -147,7 +146,7 @@ def kernel_cache_env(output_dir: str | os.PathLike[str], env: dict[str, str]) ->
     volume (a restart finds its own); and a fresh launch id (the staging name of ``prepare_tokenized``). Both
     caches key their entries by source, compiler and GPU, and write by rename, so jobs can share one."""
     shared = env.get(ENV_KERNEL_CACHE)
-    root = Path(shared) if shared else Path(output_dir) / ".thinktune" / KERNEL_CACHE_DIR
+    root = Path(shared) if shared else Path(output_dir) / KERNEL_CACHE_PATH
     out = {ENV_LAUNCH_ID: uuid.uuid4().hex[:12]}
     for name, sub in (("TRITON_CACHE_DIR", "triton"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
         if not env.get(name):
