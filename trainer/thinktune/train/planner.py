@@ -667,6 +667,17 @@ def _divisors_desc(n: int) -> list[int]:
     )
 
 
+def _auto_micro_batches(c: Planning) -> list[int]:
+    """The micro-batches the planner picks from, largest first: divisors of the per-process batch up to
+    ``MAX_AUTO_MICRO_BATCH``."""
+    return [d for d in _divisors_desc(c.per_rank) if d <= MAX_AUTO_MICRO_BATCH] or [1]
+
+
+def _largest_fitting(c: Planning, gc: bool) -> int | None:
+    """The largest of ``_auto_micro_batches`` that fits with (``gc``) or without checkpointing, or None."""
+    return next((d for d in _auto_micro_batches(c) if c.fits(mb=d, gc=gc)), None)
+
+
 def decide_micro_batch(c: Planning) -> Decision[tuple[int, bool]]:
     """(micro-batch, gradient checkpointing), chosen together: the largest divisor of the per-process batch that
     fits without checkpointing, unless it is too small to keep the GPU busy (fewer than
@@ -689,12 +700,13 @@ def decide_micro_batch(c: Planning) -> Decision[tuple[int, bool]]:
                 "microBatchSize unset."
             )
         return Decision((mb, gc), (f"Micro-batch {mb} (requested).",), tuple(warn))
-    cands = [d for d in _divisors_desc(per_rank) if d <= MAX_AUTO_MICRO_BATCH] or [1]
     if not c.on_gpu:
-        mb = ([d for d in cands if d <= 4] or [1])[0]  # CPU: small steps keep the console responsive
+        mb = ([d for d in _auto_micro_batches(c) if d <= 4] or [1])[
+            0
+        ]  # CPU: small steps keep the console responsive
         return Decision((mb, gc_req == "on"), (f"Micro-batch {mb}: CPU run.",))
-    plain = next((d for d in cands if c.fits(mb=d, gc=False)), None) if gc_req != "on" else None
-    recomputed = next((d for d in cands if c.fits(mb=d, gc=True)), None) if gc_req != "off" else None
+    plain = _largest_fitting(c, gc=False) if gc_req != "on" else None
+    recomputed = _largest_fitting(c, gc=True) if gc_req != "off" else None
     chosen = None
     if plain is not None and (
         gc_req == "off"
@@ -733,10 +745,9 @@ def decide_checkpointing(c: Planning) -> Decision[bool]:
         )
     if gc_req == "auto":
         if gc:
-            plain = next(
-                (d for d in _divisors_desc(c.per_rank) if d < c.micro_batch and c.fits(mb=d, gc=False)), None
-            )
-            if plain is None:
+            # decide_micro_batch's choice: a smaller micro-batch fitted without checkpointing, or none did
+            plain = _largest_fitting(c, gc=False)
+            if plain is None or plain >= c.micro_batch:
                 return Decision(gc, ("Gradient checkpointing on: activations without it would not fit.",))
             return Decision(
                 gc,
