@@ -584,6 +584,15 @@ def test_checkpointing_only_where_the_micro_batch_without_it_is_too_small(budget
         assert any("too few to keep the GPU busy" in e for e in p.explanations), p.explanations
 
 
+def test_a_requested_micro_batch_is_not_explained_as_a_trade():
+    """microBatchSize 8 at 2,048 under 24 GiB needs checkpointing to fit; the plan must say that, not that a smaller
+    micro-batch without it was too small (the planner never considered one)."""
+    p = run(spec(training={"globalBatchSize": 16, "memoryBudgetGiB": 24, "microBatchSize": 8}), H100_1)
+    assert (p.micro_batch_size, p.gradient_checkpointing) == (8, True)
+    assert any("would not fit" in e for e in p.explanations), p.explanations
+    assert not any("too few to keep the GPU busy" in e for e in p.explanations), p.explanations
+
+
 def test_lora_dropout_defaults_to_zero():
     """bench/results/gpu-train-2026-12-01.json: dropout 0.05 cost 9.4 % tokens/s and 15 GiB on an H200."""
     p = run(spec(), H200_1)

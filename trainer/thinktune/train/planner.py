@@ -747,7 +747,8 @@ def decide_checkpointing(c: Planning) -> Decision[bool]:
         if gc:
             # decide_micro_batch's choice: a smaller micro-batch fitted without checkpointing, or none did
             plain = _largest_fitting(c, gc=False)
-            if plain is None or plain >= c.micro_batch:
+            # a requested microBatchSize was not traded for a smaller one: only its own fit decided
+            if plain is None or plain >= c.micro_batch or c.spec.training.micro_batch_size:
                 return Decision(gc, ("Gradient checkpointing on: activations without it would not fit.",))
             return Decision(
                 gc,
