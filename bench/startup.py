@@ -27,11 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
-from thinktune.contract import ENV_KERNEL_CACHE  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
+sys.path.insert(0, str(REPO / "trainer"))
+from thinktune.contract import ENV_KERNEL_CACHE  # noqa: E402
 
 
 def write_inputs(root: Path, a: argparse.Namespace) -> tuple[Path, Path]:
