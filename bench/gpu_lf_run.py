@@ -1,7 +1,7 @@
 """One LLaMA Factory run with a step recorder: ``python bench/gpu_lf_run.py CONFIG.json``.
 
 CONFIG: ``{"args": {...LLaMA Factory arguments...}, "records": "steps.jsonl", "profile_last": 0, "profile_out":
-"profile.json", "labelled_logits": false, "callbacks_left_out": []}``. Runs ``run_exp`` in this process
+"profile.json", "labelled_logits": false, "attention_kernel": "pytorch", "callbacks_left_out": []}``. Runs ``run_exp`` in this process
 (no thinktune metrics callback, no launcher; the worker's own callbacks the arguments call for, as
 thinktune/train/worker.py adds them, less those named in ``callbacks_left_out``): the same library thinktune drives, so the difference between this and
 ``thinktune train`` on the same arguments is what thinktune adds. The recorder synchronises the GPU once per
@@ -68,7 +68,12 @@ def main() -> int:
                 self.pending = None
 
     # thinktune's own token count where its arguments switched the Trainer's off (as its worker adds it)
-    extra = worker_callbacks(cfg["args"], None, labelled_logits=bool(cfg.get("labelled_logits")))
+    extra = worker_callbacks(
+        cfg["args"],
+        None,
+        labelled_logits=bool(cfg.get("labelled_logits")),
+        attention_kernel=str(cfg.get("attention_kernel", "pytorch")),
+    )
     left_out = set(cfg.get("callbacks_left_out", ()))
     extra = [cb for cb in extra if type(cb).__name__ not in left_out]
     run_exp(args=cfg["args"], callbacks=[*extra, Recorder()])

@@ -1,0 +1,111 @@
+"""PyTorch SDPA kernels on this GPU for Qwen3-4B's attention layout (32 query heads, 8 key/value heads, head size
+128, bf16, causal, grouped heads passed as transformers passes them in training without a mask): forward and
+forward+backward time per call for the flash, cuDNN and memory-efficient kernels, at the batch shapes the
+benchmarks train (micro-batch x row length), and what that is per optimizer step of the 4B model (36 layers).
+
+    python bench/sdpa_kernels.py OUT.json [--shapes 8x2048,16x512,2x8192] [--steps-layers 36] [--repeat 20]
+
+The number behind planner.decide_attention_kernel (bench/NOTES-gpu.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--shapes", default="8x2048,4x2048,16x512,2x8192")
+    ap.add_argument("--layout", default="32,8,128")
+    ap.add_argument("--layers", type=int, default=36)
+    ap.add_argument("--repeat", type=int, default=20)
+    a = ap.parse_args()
+
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if not torch.cuda.is_available():
+        print("sdpa_kernels: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    heads, kv, dim = (int(x) for x in a.layout.split(","))
+    backends = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    }
+    result: dict = {
+        "what": "SDPA forward and forward+backward per call, Qwen3-4B attention layout, bf16, causal, enable_gqa",
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version(),
+        "layout": {"heads": heads, "kv_heads": kv, "head_dim": dim},
+        "default_priority": [SDPBackend(i).name for i in torch._C._get_sdp_priority_order()],
+        "shapes": {},
+    }
+
+    def timed(fn) -> float:
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(a.repeat):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn()
+            e.record()
+            torch.cuda.synchronize()
+            times.append(s.elapsed_time(e))
+        return statistics.median(times)
+
+    for shape in a.shapes.split(","):
+        b, s = (int(x) for x in shape.split("x"))
+        q = torch.randn(b, heads, s, dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        k = torch.randn(b, kv, s, dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        v = torch.randn(b, kv, s, dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        g = torch.randn_like(q)
+        flops_fwd = 4 * b * heads * s * s * dim / 2  # causal: half the score matrix
+        row: dict = {}
+        for name, be in backends.items():
+
+            def fwd(be=be, qkv=(q, k, v)):
+                with sdpa_kernel([be]), torch.no_grad():
+                    F.scaled_dot_product_attention(*qkv, is_causal=True, enable_gqa=True)
+
+            def fwd_bwd(be=be, qkv=(q, k, v), grad=g):
+                with sdpa_kernel([be]):
+                    out = F.scaled_dot_product_attention(*qkv, is_causal=True, enable_gqa=True)
+                out.backward(grad)
+
+            try:
+                f_ms, fb_ms = timed(fwd), timed(fwd_bwd)
+            except RuntimeError as e:
+                row[name] = {"error": str(e).splitlines()[0][:200]}
+                continue
+            row[name] = {
+                "fwd_ms": round(f_ms, 3),
+                "fwd_bwd_ms": round(fb_ms, 3),
+                "fwd_tflops": round(flops_fwd / f_ms / 1e9, 1),
+                "fwd_bwd_tflops": round(3.5 * flops_fwd / fb_ms / 1e9, 1),  # backward ~2.5x forward
+                "per_micro_batch_ms": round(fb_ms * a.layers, 1),
+            }
+        if "ms" in str(row.get("flash")) and "fwd_bwd_ms" in row.get("cudnn", {}):
+            row["cudnn_speedup_fwd_bwd"] = round(row["flash"]["fwd_bwd_ms"] / row["cudnn"]["fwd_bwd_ms"], 3)
+            row["saved_per_micro_batch_ms"] = round(
+                (row["flash"]["fwd_bwd_ms"] - row["cudnn"]["fwd_bwd_ms"]) * a.layers, 1
+            )
+        result["shapes"][shape] = row
+        print(shape, json.dumps(row), flush=True)
+        q = k = v = g = None  # free this shape's tensors before the next
+        torch.cuda.empty_cache()
+    Path(a.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
