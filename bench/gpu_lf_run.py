@@ -1,9 +1,10 @@
 """One LLaMA Factory run with a step recorder: ``python bench/gpu_lf_run.py CONFIG.json``.
 
 CONFIG: ``{"args": {...LLaMA Factory arguments...}, "records": "steps.jsonl", "profile_last": 0, "profile_out":
-"profile.json", "labelled_logits": false, "attention_kernel": "pytorch", "callbacks_left_out": []}``. Runs ``run_exp`` in this process
-(no thinktune metrics callback, no launcher; the worker's own callbacks the arguments call for, as
-thinktune/train/worker.py adds them, less those named in ``callbacks_left_out``): the same library thinktune drives, so the difference between this and
+"profile.json", "worker_callbacks": false, "labelled_logits": false, "attention_kernel": "pytorch",
+"callbacks_left_out": []}``. Runs ``run_exp`` in this process (no thinktune metrics callback, no launcher; with
+``worker_callbacks`` the worker's own callbacks and start-up shortcuts, as thinktune/train/worker.py adds them, less
+those named in ``callbacks_left_out``; without, LLaMA Factory as it is): the same library thinktune drives, so the difference between this and
 ``thinktune train`` on the same arguments is what thinktune adds. The recorder synchronises the GPU once per
 optimizer step (so the time stamp is the step's end) and writes bench/gpu_bench_lib.py's step-record shape.
 With ``profile_last`` N, the last N optimizer steps run under ``gpu_bench_lib.ProfileWindow`` (written to
@@ -30,6 +31,7 @@ def main() -> int:
     from gpu_bench_lib import ProfileWindow, write_record
     from llamafactory.train.tuner import run_exp
     from thinktune.train.worker_callbacks import worker_callbacks
+    from thinktune.train.worker_startup import lean_tokenizer_fingerprint, skip_text_only_processor
     from transformers import TrainerCallback
 
     last = int(cfg.get("profile_last") or 0)
@@ -67,15 +69,18 @@ def main() -> int:
                 write_record(records, self.pending)
                 self.pending = None
 
-    # thinktune's own token count where its arguments switched the Trainer's off (as its worker adds it)
-    extra = worker_callbacks(
-        cfg["args"],
-        None,
-        labelled_logits=bool(cfg.get("labelled_logits")),
-        attention_kernel=str(cfg.get("attention_kernel", "pytorch")),
-    )
-    left_out = set(cfg.get("callbacks_left_out", ()))
-    extra = [cb for cb in extra if type(cb).__name__ not in left_out]
+    extra: list = []
+    if cfg.get("worker_callbacks"):  # (c)'s arguments: the worker's callbacks and start-up, as it adds them
+        extra = worker_callbacks(
+            cfg["args"],
+            None,
+            labelled_logits=bool(cfg.get("labelled_logits")),
+            attention_kernel=str(cfg.get("attention_kernel", "pytorch")),
+        )
+        left_out = set(cfg.get("callbacks_left_out", ()))
+        extra = [cb for cb in extra if type(cb).__name__ not in left_out]
+        lean_tokenizer_fingerprint()
+        skip_text_only_processor()
     run_exp(args=cfg["args"], callbacks=[*extra, Recorder()])
     return 0
 

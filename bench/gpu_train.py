@@ -290,6 +290,7 @@ def main() -> int:
                     args = dict(resolved["args"])
                     args.update({"output_dir": str(rdir / "out"), "overwrite_output_dir": True})
                     args.update(LF_ARG_VARIANTS[run])
+                    prof_conf["worker_callbacks"] = True
                     prof_conf["labelled_logits"] = bool(resolved.get("labelled_logits"))
                     prof_conf["attention_kernel"] = str(resolved.get("attention_kernel", "pytorch"))
                     prof_conf["callbacks_left_out"] = list(LF_CALLBACKS_LEFT_OUT.get(run, ()))

@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         from llamafactory.train.tuner import run_exp
 
         from thinktune.train.cache import prepare_tokenized
+        from thinktune.train.worker_startup import lean_tokenizer_fingerprint, skip_text_only_processor
+
+        lean_tokenizer_fingerprint()
+        skip_text_only_processor()
         from thinktune.train.callbacks import ThinktuneCallback
         from thinktune.train.worker_callbacks import worker_callbacks
 

@@ -1,0 +1,187 @@
+"""The worker's two start-up shortcuts (thinktune/train/worker_startup.py) change nothing LLaMA Factory computes:
+the tokenized dataset is the same rows with them as without, the fingerprint datasets names it by still changes
+whenever the tokenization does, and the processor LLaMA Factory ends up with is the same (none) for a text-only
+model while a model with processor files still goes through ``AutoProcessor``. Their time: a benchmark,
+bench/worker_startup.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("llamafactory")
+datasets = pytest.importorskip("datasets")
+
+from datasets.fingerprint import Hasher  # noqa: E402
+from datasets.utils import _dill  # noqa: E402
+from thinktune.tiny_model import make_tiny_model  # noqa: E402
+from thinktune.train import worker_startup  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+DATASETS_REDUCER = _dill._save_transformersPreTrainedTokenizerBase  # before any test replaces it
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "m", num_layers=1, log=lambda _: None)
+
+
+@pytest.fixture
+def lean(monkeypatch):
+    """The worker's fingerprint reducer, in a pickler that has not met a tokenizer type yet (as in the worker)."""
+
+    def fresh():
+        for t in [t for t in _dill.Pickler.dispatch if isinstance(t, type) and "Tokenizer" in t.__name__]:
+            del _dill.Pickler.dispatch[t]
+
+    fresh()
+    monkeypatch.setattr(_dill, "_save_transformersPreTrainedTokenizerBase", DATASETS_REDUCER)
+    assert worker_startup.lean_tokenizer_fingerprint()
+    yield
+    monkeypatch.setattr(_dill, "_save_transformersPreTrainedTokenizerBase", DATASETS_REDUCER)
+    fresh()
+
+
+def test_the_fingerprint_still_follows_every_change_of_the_tokenization(model_dir, lean):
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    assert all(hasattr(tok, k) for k in worker_startup.REDUNDANT_TOKENIZER_STATE)  # what is left out exists
+    base = Hasher.hash(tok)
+    assert Hasher.hash(AutoTokenizer.from_pretrained(model_dir)) == base  # deterministic across loads
+    added = AutoTokenizer.from_pretrained(model_dir)
+    added.add_tokens(["<非对称加密>"])  # lands in the Rust tokenizer only
+    assert Hasher.hash(added) != base
+    right = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    assert Hasher.hash(right) != base
+    templ = AutoTokenizer.from_pretrained(model_dir)
+    templ.chat_template = "{{ messages }}"
+    assert Hasher.hash(templ) != base
+
+
+def test_the_fingerprint_pickles_a_fraction_of_what_datasets_pickles(model_dir, lean, monkeypatch):
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    lean_bytes = len(_dill.dumps(tok))
+    del _dill.Pickler.dispatch[type(tok)]
+    monkeypatch.setattr(_dill, "_save_transformersPreTrainedTokenizerBase", DATASETS_REDUCER)
+    full_bytes = len(_dill.dumps(tok))
+    assert lean_bytes < 0.7 * full_bytes, (lean_bytes, full_bytes)
+
+
+def _lf_args(model_dir, ds_dir, out):
+    return dict(
+        model_name_or_path=str(model_dir),
+        stage="sft",
+        do_train=True,
+        finetuning_type="lora",
+        template="qwen3",
+        dataset="t_train",
+        dataset_dir=str(ds_dir),
+        cutoff_len=256,
+        output_dir=str(out),
+        overwrite_output_dir=True,
+        per_device_train_batch_size=1,
+        max_steps=1,
+        report_to="none",
+        use_cpu=True,
+    )
+
+
+def _dataset(d):
+    d.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"解释第 {i} 个概念：哈希函数。"},
+                {
+                    "role": "assistant",
+                    "content": f"<think>\n先看定义。\n</think>\n\n哈希函数把输入映射为摘要 {i}。",
+                },
+            ]
+        }
+        for i in range(6)
+    ]
+    (d / "train.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    info = {
+        "t_train": {
+            "file_name": "train.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages"},
+            "tags": {
+                "role_tag": "role",
+                "content_tag": "content",
+                "user_tag": "user",
+                "assistant_tag": "assistant",
+                "system_tag": "system",
+            },
+        }
+    }
+    (d / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    return d
+
+
+def _tokenized(model_dir, ds_dir, out, cache, monkeypatch):
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+    model_args, data_args, training_args, *_ = get_train_args(_lf_args(model_dir, ds_dir, out))
+    tm = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tm["tokenizer"], data_args)
+    dm = get_dataset(template, model_args, data_args, training_args, stage="sft", **tm)
+    return tm, dm["train_dataset"].to_dict(), dm["train_dataset"]._fingerprint
+
+
+def test_llama_factory_tokenizes_the_same_rows_with_the_shortcuts(model_dir, tmp_path, monkeypatch):
+    from llamafactory.model import loader
+
+    ds = _dataset(tmp_path / "ds")
+    plain_tm, plain_rows, plain_fp = _tokenized(model_dir, ds, tmp_path / "o1", tmp_path / "c1", monkeypatch)
+    with monkeypatch.context() as m:
+        m.setattr(loader, "AutoProcessor", loader.AutoProcessor)  # restored after
+        for t in [t for t in _dill.Pickler.dispatch if isinstance(t, type) and "Tokenizer" in t.__name__]:
+            m.delitem(_dill.Pickler.dispatch, t)
+        m.setattr(
+            _dill,
+            "_save_transformersPreTrainedTokenizerBase",
+            _dill._save_transformersPreTrainedTokenizerBase,
+        )
+        assert worker_startup.lean_tokenizer_fingerprint() and worker_startup.skip_text_only_processor()
+        lean_tm, lean_rows, lean_fp = _tokenized(model_dir, ds, tmp_path / "o2", tmp_path / "c2", monkeypatch)
+        for t in [t for t in _dill.Pickler.dispatch if isinstance(t, type) and "Tokenizer" in t.__name__]:
+            del _dill.Pickler.dispatch[t]
+    assert lean_rows == plain_rows and len(plain_rows["input_ids"]) == 6
+    assert lean_fp != plain_fp  # a different hash of the same function: datasets' cache is keyed apart
+    assert plain_tm["processor"] is None and lean_tm["processor"] is None  # LF dropped it / never loaded it
+    assert lean_tm["tokenizer"].get_vocab() == plain_tm["tokenizer"].get_vocab()
+
+
+def test_autoprocessor_is_skipped_only_where_no_processor_can_exist(model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    assert not worker_startup.can_have_processor(str(model_dir))
+    assert worker_startup.can_have_processor("Qwen/Qwen3-4B-Thinking-2507")  # a hub id: not guessed
+    calls = []
+    monkeypatch.setattr(
+        "transformers.AutoProcessor.from_pretrained", classmethod(lambda cls, p, *a, **k: calls.append(p))
+    )
+    with pytest.raises(OSError, match="text-only"):
+        worker_startup._TextOnlyAutoProcessor.from_pretrained(str(model_dir))
+    assert calls == []
+    for extra in ("preprocessor_config.json", "processor_config.json"):
+        other = tmp_path / extra
+        shutil.copytree(model_dir, other)
+        (other / extra).write_text("{}")
+        assert worker_startup.can_have_processor(str(other))
+        worker_startup._TextOnlyAutoProcessor.from_pretrained(str(other))
+    assert len(calls) == 2
+    vl = tmp_path / "vl"
+    shutil.copytree(model_dir, vl)
+    cfg = json.loads((vl / "config.json").read_text())
+    (vl / "config.json").write_text(json.dumps({**cfg, "model_type": "qwen2_vl"}))
+    assert worker_startup.can_have_processor(str(vl))  # an architecture with a processor class
+    named = tmp_path / "named"
+    shutil.copytree(model_dir, named)
+    tc = json.loads((named / "tokenizer_config.json").read_text())
+    (named / "tokenizer_config.json").write_text(json.dumps({**tc, "processor_class": "SomeProcessor"}))
+    assert worker_startup.can_have_processor(str(named))

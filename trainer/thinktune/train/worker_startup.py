@@ -1,0 +1,107 @@
+"""Two costs of LLaMA Factory's start-up that change nothing it computes, removed in the worker before ``run_exp``
+(measured on this 2-core machine: bench/results/worker_startup_cpu.json).
+
+``lean_tokenizer_fingerprint``: ``datasets`` names each ``map`` result by a hash of the map function, and LLaMA
+Factory's preprocessing function holds the tokenizer; datasets hashes a tokenizer by pickling its ``__dict__``. A
+transformers 5 tokenizer keeps, next to the Rust tokenizer (``_tokenizer``, which pickles as its JSON in ~0.1 s),
+the Python vocabulary and merge list it was built from (``_vocab``, ``_merges``: 151,643 entries and 151,387 pairs
+for Qwen3), and pickling those with datasets' key-sorting pickler took 7.3 of the 7.9 s of preprocessing 160 rows
+of 2,048 tokens. The Rust tokenizer holds the same vocabulary and merges (and every token added since), so the
+hash without the two copies still changes whenever the tokenization does (tests/unit/test_worker_startup.py).
+
+``skip_text_only_processor``: LLaMA Factory's ``load_tokenizer`` also calls ``AutoProcessor.from_pretrained``, which
+for a model without any processor file loads the whole tokenizer a second time and returns it, and LLaMA Factory
+then drops it ("not an instance of Processor"). For a local model directory where ``AutoProcessor`` can find no
+processor (no processor / preprocessor / video / audio config, no ``processor_class`` in its configs, an
+architecture transformers maps to no processor class) the call fails at once instead; LLaMA Factory logs it and
+goes on with ``processor=None``, as it would have.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# the tokenizer state datasets would pickle that the Rust tokenizer (``_tokenizer``) already holds
+REDUNDANT_TOKENIZER_STATE = ("_vocab", "_merges")
+PROCESSOR_FILES = (
+    "processor_config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "audio_tokenizer_config.json",
+)
+
+
+def _fingerprint_tokenizer(pickler: Any, obj: Any) -> None:
+    """datasets' own tokenizer reducer (its ``cache`` emptied) without the state the Rust tokenizer repeats."""
+    state = {k: v for k, v in obj.__dict__.items() if k not in REDUNDANT_TOKENIZER_STATE}
+    if "_tokenizer" not in state:  # a tokenizer without a Rust backend: its Python vocabulary is all there is
+        state = dict(obj.__dict__)
+    if isinstance(state.get("cache"), dict):
+        state["cache"] = {}
+    pickler.save_reduce(type(obj), (), state=state, obj=obj)
+
+
+def lean_tokenizer_fingerprint() -> bool:
+    """Make datasets' fingerprint pickler use ``_fingerprint_tokenizer`` for every tokenizer type it meets from now
+    on (its pickler registers its tokenizer reducer per type on first sight, by this module-level name). Used
+    only for hashing: datasets' worker processes receive the map function through ``multiprocess``'s own pickler.
+    Returns False when datasets does not have the hook (another version): nothing changed."""
+    try:
+        from datasets.utils import _dill
+    except ImportError:
+        return False
+    if not hasattr(_dill, "_save_transformersPreTrainedTokenizerBase"):
+        return False
+    _dill._save_transformersPreTrainedTokenizerBase = _fingerprint_tokenizer
+    return True
+
+
+def can_have_processor(model_path: str) -> bool:
+    """Whether ``AutoProcessor.from_pretrained(model_path)`` could return a processor (not a bare tokenizer).
+    True unless ``model_path`` is a local directory with none of the signs AutoProcessor looks for."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return True  # a hub id: not looked up here
+    if any((path / name).is_file() for name in PROCESSOR_FILES):
+        return True
+    model_type = None
+    for name in ("tokenizer_config.json", "config.json"):
+        try:
+            cfg = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            if name == "config.json":
+                return True  # no readable config: let AutoProcessor decide
+            continue
+        if not isinstance(cfg, dict) or cfg.get("processor_class"):
+            return True
+        model_type = cfg.get("model_type", model_type)
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    return model_type is None or model_type in PROCESSOR_MAPPING_NAMES
+
+
+class _TextOnlyAutoProcessor:
+    """``AutoProcessor`` as LLaMA Factory's loader calls it, failing at once where no processor can exist."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        from transformers import AutoProcessor
+
+        if not can_have_processor(str(pretrained_model_name_or_path)):
+            raise OSError("text-only model (no processor files): thinktune skipped AutoProcessor")
+        return AutoProcessor.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+
+def skip_text_only_processor() -> bool:
+    """Point LLaMA Factory's loader at ``_TextOnlyAutoProcessor``. False when the loader has no ``AutoProcessor``
+    to replace (another LLaMA Factory version): nothing changed."""
+    try:
+        from llamafactory.model import loader
+    except ImportError:
+        return False
+    if not hasattr(loader, "AutoProcessor"):
+        return False
+    loader.AutoProcessor = _TextOnlyAutoProcessor
+    return True
