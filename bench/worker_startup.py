@@ -1,0 +1,122 @@
+"""The worker's start-up shortcuts (thinktune/train/worker_startup.py) timed: LLaMA Factory's ``load_tokenizer``
+and ``get_dataset`` with and without them, each setting in a fresh process (fresh datasets cache, nothing
+tokenized), alternating, on rows of ~``cutoff`` tokens in the qwen3 chat format with the Qwen3 tokenizer.
+
+    python bench/worker_startup.py OUT.json [--rows 160] [--cutoff 2048] [--repeat 3] [--model DIR]
+
+Without ``--model`` a tiny Qwen3 with the real Qwen3 tokenizer is built (thinktune.tiny_model): the tokenizer and
+the dataset are what is timed, not the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+from llamafactory.hparams import get_train_args
+from llamafactory.model import load_tokenizer
+if sys.argv[2] == "1":
+    from thinktune.train.worker_startup import lean_tokenizer_fingerprint, skip_text_only_processor
+    lean_tokenizer_fingerprint(); skip_text_only_processor()
+args = json.loads(sys.argv[1])
+model_args, data_args, training_args, *_ = get_train_args(args)
+t1 = time.perf_counter()
+tm = load_tokenizer(model_args)
+template = get_template_and_fix_tokenizer(tm["tokenizer"], data_args)
+t2 = time.perf_counter()
+dm = get_dataset(template, model_args, data_args, training_args, stage="sft", **tm)
+t3 = time.perf_counter()
+print("RESULT " + json.dumps({"imports_s": round(t1 - t0, 3), "tokenizer_s": round(t2 - t1, 3),
+      "dataset_s": round(t3 - t2, 3), "rows": len(dm["train_dataset"]),
+      "tokens": sum(len(x) for x in dm["train_dataset"]["input_ids"])}))
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--rows", type=int, default=160)
+    ap.add_argument("--cutoff", type=int, default=2048)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--model", type=Path, default=None)
+    a = ap.parse_args()
+    from gpu_bench_lib import make_fixed_dataset, make_model
+
+    work = Path(tempfile.mkdtemp(prefix="worker-startup-"))
+    model = a.model or make_model(work / "model", "tiny")[0]
+    ds = make_fixed_dataset(work / "ds", n=a.rows, chars=3 * a.cutoff, tokenizer_dir=model, cutoff=a.cutoff)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    runs: dict[str, list[dict]] = {"without": [], "with": []}
+    for i in range(a.repeat):
+        for name, flag in (("without", "0"), ("with", "1")):
+            out = work / f"{name}-{i}"
+            args = {
+                "model_name_or_path": str(model),
+                "stage": "sft",
+                "do_train": True,
+                "finetuning_type": "lora",
+                "template": "qwen3",
+                "dataset": "bench_train",
+                "dataset_dir": str(ds),
+                "cutoff_len": a.cutoff,
+                "output_dir": str(out),
+                "tokenized_path": str(out / "tokenized"),
+                "per_device_train_batch_size": 1,
+                "max_steps": 1,
+                "report_to": "none",
+                "use_cpu": True,
+            }
+            child_env = {**env, "HF_DATASETS_CACHE": str(out / "datasets-cache")}
+            p = subprocess.run(
+                [sys.executable, "-c", CHILD, json.dumps(args), flag],
+                capture_output=True,
+                text=True,
+                env=child_env,
+                check=False,
+            )
+            line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                print(p.stderr[-2000:], file=sys.stderr)
+                return 1
+            runs[name].append(json.loads(line[7:]))
+            print(name, runs[name][-1], flush=True)
+    summary = {
+        name: {k: statistics.median(r[k] for r in rs) for k in ("tokenizer_s", "dataset_s", "imports_s")}
+        for name, rs in runs.items()
+    }
+    same = {k: {r[k] for rs in runs.values() for r in rs} for k in ("rows", "tokens")}
+    result = {
+        "what": "LLaMA Factory load_tokenizer + get_dataset, without and with thinktune's worker start-up shortcuts",
+        "command": "python bench/worker_startup.py OUT " + " ".join(sys.argv[2:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} CPUs",
+        "rows": a.rows,
+        "cutoff": a.cutoff,
+        "same_rows_and_tokens": all(len(v) == 1 for v in same.values()),
+        "median": summary,
+        "saved_s": round(
+            sum(summary["without"][k] - summary["with"][k] for k in ("tokenizer_s", "dataset_s")), 2
+        ),
+        "runs": runs,
+    }
+    a.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["median"]), "saved", result["saved_s"], "s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
