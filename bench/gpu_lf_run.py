@@ -1,7 +1,7 @@
 """One LLaMA Factory run with a step recorder: ``python bench/gpu_lf_run.py CONFIG.json``.
 
 CONFIG: ``{"args": {...LLaMA Factory arguments...}, "records": "steps.jsonl", "profile_last": 0, "profile_out":
-"profile.json", "worker_callbacks": false, "labelled_logits": false, "attention_kernel": "pytorch",
+"profile.json", "worker_callbacks": false, "labelled_logits": false,
 "callbacks_left_out": []}``. Runs ``run_exp`` in this process (no thinktune metrics callback, no launcher; with
 ``worker_callbacks`` the worker's own callbacks and start-up shortcuts, as thinktune/train/worker.py adds them, less
 those named in ``callbacks_left_out``; without, LLaMA Factory as it is): the same library thinktune drives, so the difference between this and
@@ -71,12 +71,7 @@ def main() -> int:
 
     extra: list = []
     if cfg.get("worker_callbacks"):  # (c)'s arguments: the worker's callbacks and start-up, as it adds them
-        extra = worker_callbacks(
-            cfg["args"],
-            None,
-            labelled_logits=bool(cfg.get("labelled_logits")),
-            attention_kernel=str(cfg.get("attention_kernel", "pytorch")),
-        )
+        extra = worker_callbacks(cfg["args"], None, labelled_logits=bool(cfg.get("labelled_logits")))
         left_out = set(cfg.get("callbacks_left_out", ()))
         extra = [cb for cb in extra if type(cb).__name__ not in left_out]
         lean_tokenizer_fingerprint()

@@ -64,14 +64,11 @@ LF_ARG_VARIANTS: dict[str, dict[str, Any]] = {
     # transformers' Trainer tests each micro-batch's loss for NaN/Inf in Python: a host-device sync (b) does not make
     "lf_thinktune_args_no_nan_filter": {"logging_nan_inf_filter": False},
     "lf_thinktune_args_peft_lora_update": {},
-    "lf_thinktune_args_pytorch_attention": {},
 }
 # ... or with these of thinktune's worker callbacks left out (a worker-side lever measured with and without)
 LF_CALLBACKS_LEFT_OUT: dict[str, tuple[str, ...]] = {
     # peft's own `base + B(A(x)) * scaling` instead of the one-GEMM update (worker_callbacks.LoraScaledAddmm)
     "lf_thinktune_args_peft_lora_update": ("LoraScaledAddmm",),
-    # PyTorch's SDPA order (flash first) where the plan put cuDNN first (worker_callbacks.CudnnAttentionFirst)
-    "lf_thinktune_args_pytorch_attention": ("CudnnAttentionFirst",),
 }
 
 
@@ -149,8 +146,6 @@ THINKTUNE_VARIANTS: dict[str, dict[str, Any]] = {
     "thinktune_dropout0": {"finetuning": {"lora": {"dropout": 0.0}}},
     "thinktune_packing": {"training": {"packing": True}},
     "thinktune_mb16": {"training": {"microBatchSize": 16}},
-    # the plan with PyTorch's SDPA order (flash first) where auto put cuDNN first on Hopper
-    "thinktune_pytorch_attention": {"training": {"attentionKernel": "pytorch"}},
     # (a)'s recipe through thinktune (rank 8, 1 x 8, checkpointing, no Liger, lr 1e-4 cosine, warm-up 0.1): its loss
     # curve must match (a)'s for the same data and seed, and its speed shows what thinktune adds at one recipe
     "thinktune_lf_recipe": {
@@ -292,7 +287,6 @@ def main() -> int:
                     args.update(LF_ARG_VARIANTS[run])
                     prof_conf["worker_callbacks"] = True
                     prof_conf["labelled_logits"] = bool(resolved.get("labelled_logits"))
-                    prof_conf["attention_kernel"] = str(resolved.get("attention_kernel", "pytorch"))
                     prof_conf["callbacks_left_out"] = list(LF_CALLBACKS_LEFT_OUT.get(run, ()))
                 cfg = rdir / "cfg.json"
                 cfg.write_text(json.dumps({"args": args, "records": str(recs_path), **prof_conf}))

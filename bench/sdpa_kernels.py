@@ -1,11 +1,13 @@
 """PyTorch SDPA kernels on this GPU for Qwen3-4B's attention layout (32 query heads, 8 key/value heads, head size
 128, bf16, causal, grouped heads passed as transformers passes them in training without a mask): forward and
-forward+backward time per call for the flash, cuDNN and memory-efficient kernels, at the batch shapes the
-benchmarks train (micro-batch x row length), and what that is per optimizer step of the 4B model (36 layers).
+forward+backward time per call for the flash, cuDNN and memory-efficient kernels and for PyTorch's own choice
+(``default``: no backend named, as transformers calls it; the kernel it ran is read from the profiler), at the batch
+shapes the benchmarks train (micro-batch x row length), what that is per micro-batch of the 4B model (36 layers),
+and the first call at a length not seen before (cuDNN builds an execution plan per shape).
 
-    python bench/sdpa_kernels.py OUT.json [--shapes 8x2048,16x512,2x8192] [--steps-layers 36] [--repeat 20]
+    python bench/sdpa_kernels.py OUT.json [--shapes 8x2048,16x512,2x8192] [--layers 36] [--repeat 20]
 
-The number behind planner.decide_attention_kernel (bench/NOTES-gpu.md).
+Which kernel thinktune's training attention runs on this card and what the others would cost (bench/NOTES-gpu.md).
 """
 
 from __future__ import annotations
@@ -35,20 +37,38 @@ def main() -> int:
         print("sdpa_kernels: needs a CUDA GPU", file=sys.stderr)
         return 2
     heads, kv, dim = (int(x) for x in a.layout.split(","))
+    everything = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    everything.append(SDPBackend.CUDNN_ATTENTION)
     backends = {
+        "default": None,  # PyTorch's own order (transformers names no backend)
         "flash": SDPBackend.FLASH_ATTENTION,
         "cudnn": SDPBackend.CUDNN_ATTENTION,
         "efficient": SDPBackend.EFFICIENT_ATTENTION,
     }
+
+    def default_kernels() -> list[str]:
+        from torch.profiler import ProfilerActivity, profile
+
+        q = torch.randn(1, heads, 256, dim, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(1, kv, 256, dim, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            with sdpa_kernel(everything):
+                F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            torch.cuda.synchronize()
+        return sorted({e.name for e in prof.events() if e.device_type.name == "CUDA"})[:4]
+
     result: dict = {
         "what": "SDPA forward and forward+backward per call, Qwen3-4B attention layout, bf16, causal, enable_gqa",
         "gpu": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "cudnn": torch.backends.cudnn.version(),
         "layout": {"heads": heads, "kv_heads": kv, "head_dim": dim},
-        "default_priority": [SDPBackend(i).name for i in torch._C._get_sdp_priority_order()],
         "shapes": {},
     }
+    # PyTorch settles its order at the first CUDA SDPA call (cuDNN first on sm90/sm100 with a recent enough cuDNN)
+    result["default_kernels"] = default_kernels()
+    result["default_priority"] = [SDPBackend(i).name for i in torch._C._get_sdp_priority_order()]
+    print("default:", result["default_priority"], result["default_kernels"], flush=True)
 
     def timed(fn) -> float:
         for _ in range(3):
@@ -75,11 +95,11 @@ def main() -> int:
         for name, be in backends.items():
 
             def fwd(be=be, qkv=(q, k, v)):
-                with sdpa_kernel([be]), torch.no_grad():
+                with sdpa_kernel([be] if be is not None else everything), torch.no_grad():
                     F.scaled_dot_product_attention(*qkv, is_causal=True, enable_gqa=True)
 
             def fwd_bwd(be=be, qkv=(q, k, v), grad=g):
-                with sdpa_kernel([be]):
+                with sdpa_kernel([be] if be is not None else everything):
                     out = F.scaled_dot_product_attention(*qkv, is_causal=True, enable_gqa=True)
                 out.backward(grad)
 
@@ -115,7 +135,7 @@ def main() -> int:
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             try:
-                with sdpa_kernel([be]):
+                with sdpa_kernel([be] if be is not None else everything):
                     out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
                 out.sum().backward()
                 torch.cuda.synchronize()

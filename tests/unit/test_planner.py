@@ -625,24 +625,6 @@ def test_logits_at_labelled_positions_unless_liger_or_a_loss_reads_them():
     assert any("label_smoothing_factor" in e for e in smooth.explanations)
 
 
-def test_attention_tries_cudnn_first_on_hopper_only_unless_requested():
-    """cuDNN's SDPA kernel is faster than PyTorch's flash kernel for training on Hopper and not elsewhere
-    (bench/NOTES-gpu.md): auto picks it by compute capability; fp32 and the CPU have neither kernel."""
-    for hw in (H200_1, H100_1):
-        p = run(spec(), hw)
-        assert p.attention_kernel == "cudnn" and any("cuDNN" in e and "Hopper" in e for e in p.explanations)
-    ampere = run(spec(), A100_40_8_PCIE)
-    assert ampere.attention_kernel == "pytorch"
-    assert any("only on Hopper" in e for e in ampere.explanations)
-    assert run(spec(training={"attentionKernel": "cudnn"}), A100_40_8_PCIE).attention_kernel == "cudnn"
-    assert run(spec(training={"attentionKernel": "pytorch"}), H200_1).attention_kernel == "pytorch"
-    assert run(spec(training={"precision": "fp32"}), H200_1).attention_kernel == "pytorch"
-    cpu = run(spec(training={"attentionKernel": "cudnn"}), CPU)
-    assert cpu.attention_kernel == "pytorch"
-    assert any("attentionKernel cudnn ignored" in w for w in cpu.warnings)
-    assert run(spec(), CPU).attention_kernel == "pytorch"
-
-
 # ------------------------------------------------------------------------------------- dataset preprocessing
 def test_preprocessing_runs_in_process_until_workers_pay_for_their_tokenizer_copies():
     """bench/results/preprocess_workers_cpu.json: each worker costs ~3 s (the tokenizer pickled to it), the work

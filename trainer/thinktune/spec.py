@@ -733,13 +733,6 @@ class TrainingSpec(SpecModel):
     liger_kernel: Literal["auto", "on", "off"] = Field(
         default="auto", description="Liger fused kernels (auto: on CUDA when installed)."
     )
-    attention_kernel: Literal["auto", "cudnn", "pytorch"] = Field(
-        default="auto",
-        description="Which PyTorch SDPA kernel attention tries first. auto: cuDNN on Hopper GPUs (compute "
-        "capability 9.x), where it runs training attention faster than the flash kernel, PyTorch's own order "
-        "elsewhere; cudnn: cuDNN first on any GPU; pytorch: PyTorch's order. cuDNN is checked against the flash "
-        "kernel on the GPU at start and left out if it disagrees or cannot run the model's attention.",
-    )
     packing: bool = Field(default=False, description="Pack samples (neat packing; no cross-contamination).")
     mask_history: bool = Field(
         default=True,

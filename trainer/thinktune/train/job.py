@@ -154,7 +154,6 @@ def train_job(
             # spec.training.memoryBudgetGiB: a hard cap on the allocator, so the plan's budget really holds
             "memory_budget_gib": spec.training.memory_budget_gib,
             "labelled_logits": p.labelled_logits,
-            "attention_kernel": p.attention_kernel,
         }
         res = launch(cfg, world=world, attempt=attempt, env=env, stream=progress, log=log)
         attempts.append({k: v for k, v in res.to_dict().items() if k != "tail"})

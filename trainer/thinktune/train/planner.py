@@ -2,7 +2,7 @@
 
 ``plan()`` is a pure function (no I/O, no torch): the same inputs always give the same ``Plan``. It reads as an
 ordered list of decisions (``decide_device``, ``decide_precision``, ``decide_method``, ``decide_lora``,
-``decide_cutoff``, ``decide_liger``, ``decide_labelled_logits``, ``decide_attention_kernel``, ``decide_per_rank_batch``, ``decide_strategy``, ``decide_memory_fallback``,
+``decide_cutoff``, ``decide_liger``, ``decide_labelled_logits``, ``decide_per_rank_batch``, ``decide_strategy``, ``decide_memory_fallback``,
 ``decide_micro_batch``, ``decide_checkpointing``, ``decide_accumulation``, ``decide_steps``); each returns a
 ``Decision``: its value, one human sentence per choice, and warnings (bad or risky inputs, with a suggestion).
 Later steps read the earlier values from the ``Planning`` they share; nothing else is mutable.
@@ -151,9 +151,6 @@ class Plan(BaseModel):
     liger_kernel: bool
     labelled_logits: bool = Field(
         default=False, description="Training computes logits only where a label is scored (same loss)."
-    )
-    attention_kernel: Literal["cudnn", "pytorch"] = Field(
-        default="pytorch", description="The SDPA kernel attention tries first (decide_attention_kernel)."
     )
     lora_rank: int | None = None
     lora_alpha: int | None = None
@@ -447,33 +444,6 @@ def decide_liger(c: Planning) -> Decision[bool]:
             "+16-40% tokens/s and far less logits memory at vocab 151,936).",
         ),
     )
-
-
-def decide_attention_kernel(c: Planning) -> Decision[str]:
-    """Which SDPA kernel attention tries first ("cudnn" or PyTorch's own order, flash first). On Hopper cuDNN's
-    attention runs training shapes faster than PyTorch's flash kernel (FlashAttention-2), which PyTorch still
-    tries first there; elsewhere it is not faster (Ampere, Blackwell: slower), so auto leaves PyTorch's order. The
-    worker checks cuDNN against flash on the GPU before using it (worker_callbacks.CudnnAttentionFirst)."""
-    requested = c.spec.training.attention_kernel
-    if not c.on_gpu or c.precision == "fp32":
-        why = "training runs on the CPU" if not c.on_gpu else "fp32 attention has no cuDNN or flash kernel"
-        if requested == "cudnn":
-            return Decision("pytorch", warnings=(f"attentionKernel cudnn ignored: {why}.",))
-        return Decision("pytorch")
-    if requested == "pytorch":
-        return Decision("pytorch", ("Attention: PyTorch's SDPA order (requested).",))
-    if requested == "cudnn":
-        return Decision("cudnn", ("Attention: cuDNN's SDPA kernel first (requested).",))
-    ccs = {g.compute_capability.split(".")[0] for g in c.hw.gpus}
-    if ccs == {"9"}:
-        return Decision(
-            "cudnn",
-            (
-                "Attention: cuDNN's SDPA kernel first on Hopper (PyTorch tries its FlashAttention-2 kernel "
-                "first; cuDNN's is faster there, bench/NOTES-gpu.md), checked against it at start.",
-            ),
-        )
-    return Decision("pytorch", ("Attention: PyTorch's SDPA order (cuDNN first only on Hopper GPUs).",))
 
 
 # LLaMA Factory arguments under which something reads the training logits at every position (a loss of its own
@@ -927,7 +897,6 @@ def plan(
     c.cutoff = c.take(decide_cutoff(c))
     c.liger = c.take(decide_liger(c))
     labelled_logits = c.take(decide_labelled_logits(c))
-    attention_kernel = c.take(decide_attention_kernel(c))
     c.per_rank = c.take(decide_per_rank_batch(c))
     c.strategy = c.take(decide_strategy(c))
     c.method, c.quant_bit, c.strategy = c.take(decide_memory_fallback(c))
@@ -976,7 +945,6 @@ def plan(
         gradient_checkpointing=gc,
         liger_kernel=c.liger,
         labelled_logits=labelled_logits,
-        attention_kernel=attention_kernel,
         lora_rank=c.lora_rank if lora else None,
         lora_alpha=c.lora_alpha if lora else None,
         learning_rate=c.learning_rate,

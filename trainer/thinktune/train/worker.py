@@ -6,8 +6,7 @@ Run directly for one process, or under ``torchrun`` (one per rank). ``RESOLVED.j
      "job": "name", "namespace": "ns", "attempt": 0, "oom_retries": 0,
      "monitoring": {"metrics_port": 9400 | null, "loss_spike_factor": 3.0, "plateau_evals": 5},
      "terms": [...glossary surface forms...], "progress": true, "total_steps": 120,
-     "rank_fingerprint": false, "termination_log": null,
-     "labelled_logits": false, "attention_kernel": "cudnn" | "pytorch", "memory_budget_gib": null}
+     "rank_fingerprint": false, "termination_log": null, "labelled_logits": false, "memory_budget_gib": null}
 
 Exit codes (thinktune/contract.py): EXIT_OK done; EXIT_OOM CUDA OOM (marker in output_dir/.thinktune/);
 EXIT_GPU_FAILURE failing GPU (termination message written); EXIT_APP_FAILURE anything else.
@@ -124,12 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         run_exp(
             args=args,
             callbacks=[
-                *worker_callbacks(
-                    args,
-                    tokenized,
-                    labelled_logits=bool(cfg.get("labelled_logits")),
-                    attention_kernel=str(cfg.get("attention_kernel", "pytorch")),
-                ),
+                *worker_callbacks(args, tokenized, labelled_logits=bool(cfg.get("labelled_logits"))),
                 callback,
             ],
         )

@@ -14,7 +14,6 @@ turns into tokens/s, so it must come before it in the callback list. ``LabelledL
 kernel and K/V repeated to every query head), and peft cast each LoRA input to float32 for autocast to cast it
 straight back (two activation-sized copies per LoRA layer, ~18 % of the GPU's time). ``LoraScaledAddmm``: the LoRA
 update added in a GEMM's epilogue instead of two output-sized elementwise kernels (equal within rounding).
-``CudnnAttentionFirst``: the plan's ``attention_kernel: cudnn`` (planner.decide_attention_kernel), checked on the GPU.
 """
 
 from __future__ import annotations
@@ -267,116 +266,6 @@ class LoraCastUnderAutocast(TrainerCallback):
         self._state = None
 
 
-class CudnnAttentionFirst(TrainerCallback):
-    """SDPA tries cuDNN's attention kernel first while training runs (the plan's ``attention_kernel: cudnn``,
-    thinktune/train/planner.py decide_attention_kernel); PyTorch's own order tries its flash kernel first. A
-    preference, not a restriction: a call cuDNN cannot serve (a mask it does not take, a head size) goes on to the
-    next backend as before. At ``on_train_begin`` a probe runs the model's attention layout (query and key/value
-    heads, head size, dtype; causal, grouped heads as transformers passes them without a mask) forward and backward
-    on this GPU with cuDNN alone and with PyTorch's other kernels, against a float32 reference: cuDNN is used only
-    if it runs and its worst error is within twice the other kernels'. The previous order comes back at
-    ``on_train_end``."""
-
-    TOLERANCE = 2.0  # cuDNN's worst error against float32 / the other kernels' (both are bf16/fp16 kernels)
-
-    def __init__(self) -> None:
-        self._ctx: Any = None
-        self.verdict = ""
-
-    @staticmethod
-    def layout(model: Any) -> tuple[int, int, int] | None:
-        """(query heads, key/value heads, head size) of a causal LM on transformers' sdpa path; None otherwise."""
-        lm = _causal_lm(model)
-        cfg = getattr(lm, "config", None)
-        if cfg is None or str(getattr(cfg, "_attn_implementation", "")) != "sdpa":
-            return None
-        heads = getattr(cfg, "num_attention_heads", None)
-        if not heads:
-            return None
-        kv = getattr(cfg, "num_key_value_heads", None) or heads
-        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-        return int(heads), int(kv), int(dim)
-
-    @staticmethod
-    def probe(
-        heads: int, kv: int, dim: int, dtype: Any, device: Any, seq: int = 256, batch: int = 2
-    ) -> tuple[float, float]:
-        """(cuDNN's worst error, the other kernels' worst error) over the output and the three input gradients,
-        each against float32 math attention. Raises RuntimeError if cuDNN cannot run the layout."""
-        import torch
-        import torch.nn.functional as F
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        shapes = ((batch, heads, seq, dim), (batch, kv, seq, dim), (batch, kv, seq, dim))
-        base = [torch.randn(s, generator=gen) for s in shapes]
-        grad_out = torch.randn(shapes[0], generator=gen).to(device)
-        gqa = kv != heads
-
-        def run(backends: list[Any], dt: Any) -> list[Any]:
-            qkv = [t.to(device=device, dtype=dt).requires_grad_(True) for t in base]
-            with sdpa_kernel(backends):
-                out = F.scaled_dot_product_attention(*qkv, is_causal=True, enable_gqa=gqa)
-            out.backward(grad_out.to(dt))
-            return [out.detach().float(), *(t.grad.float() for t in qkv)]
-
-        ref = run([SDPBackend.MATH], torch.float32)
-        others = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-        def worst(got: list[Any]) -> float:
-            return max(
-                float((g - r).abs().max() / r.abs().max().clamp_min(1e-6))
-                for g, r in zip(got, ref, strict=True)
-            )
-
-        return worst(run([SDPBackend.CUDNN_ATTENTION], dtype)), worst(run(others, dtype))
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        import torch
-
-        if self._ctx is not None or model is None:
-            return
-        layout = self.layout(model)
-        dtype = torch.bfloat16 if getattr(args, "bf16", False) else torch.float16 if args.fp16 else None
-        if layout is None or dtype is None or not torch.cuda.is_available():
-            self.verdict = "PyTorch's order kept: not an sdpa model in bf16/fp16 on a GPU"
-        elif not torch.backends.cuda.cudnn_sdp_enabled():
-            self.verdict = "PyTorch's order kept: cuDNN attention is switched off in this process"
-        else:
-            try:
-                cudnn, other = self.probe(*layout, dtype=dtype, device=args.device)
-            except RuntimeError as e:  # no cuDNN kernel for this layout / dtype here
-                self.verdict = (
-                    f"PyTorch's order kept: cuDNN cannot run this attention ({str(e).splitlines()[0]})"
-                )
-            else:
-                if cudnn > self.TOLERANCE * other:
-                    self.verdict = (
-                        f"PyTorch's order kept: cuDNN's worst relative error {cudnn:.2g} against "
-                        f"{other:.2g} of the other kernels"
-                    )
-                else:
-                    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-                    flags = (
-                        (SDPBackend.CUDNN_ATTENTION, True),
-                        (SDPBackend.FLASH_ATTENTION, torch.backends.cuda.flash_sdp_enabled()),
-                        (SDPBackend.EFFICIENT_ATTENTION, torch.backends.cuda.mem_efficient_sdp_enabled()),
-                        (SDPBackend.MATH, torch.backends.cuda.math_sdp_enabled()),
-                    )
-                    self._ctx = sdpa_kernel([b for b, on in flags if on], set_priority=True)
-                    self._ctx.__enter__()
-                    self.verdict = (
-                        f"cuDNN first (checked: worst relative error {cudnn:.2g}, other kernels {other:.2g})"
-                    )
-        print(f"[thinktune] attention kernel: {self.verdict}", flush=True)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._ctx is not None:
-            self._ctx.__exit__(None, None, None)
-            self._ctx = None
-
-
 def _sharded_parameters(args: Any) -> bool:
     """DeepSpeed ZeRO-3 or FSDP: parameters gathered by each module's own forward hooks."""
     from transformers.integrations import is_deepspeed_zero3_enabled
@@ -465,16 +354,10 @@ class LoraScaledAddmm(TrainerCallback):
 
 
 def worker_callbacks(
-    args: dict[str, Any],
-    tokenized_final: str | None,
-    labelled_logits: bool = False,
-    attention_kernel: str = "pytorch",
+    args: dict[str, Any], tokenized_final: str | None, labelled_logits: bool = False
 ) -> list[TrainerCallback]:
-    """The callbacks ``args`` (after ``cache.prepare_tokenized``) and the plan's worker-side choices
-    (``labelled_logits``, ``attention_kernel``) call for, in the order they must run."""
+    """The callbacks ``args`` (after ``cache.prepare_tokenized``) call for, in the order they must run."""
     out: list[TrainerCallback] = [CausalRightPadding(), LoraCastUnderAutocast(), LoraScaledAddmm()]
-    if attention_kernel == "cudnn":
-        out.insert(0, CudnnAttentionFirst())
     if labelled_logits:
         out.append(LabelledLogits())
     if args.get("include_num_input_tokens_seen", "no") in ("no", False):
