@@ -27,6 +27,7 @@ for job in job1 job2; do
   echo "$job done at ${SECONDS}s"
 done
 find $S/job2 -name "*.log" -print0 | xargs -0 grep -h "attention kernel\|Failed to load processor" | head -3
+python3 -c "import importlib.util as u; print('nltk on this image:', u.find_spec('nltk') is not None)"
 python3 -X importtime -c "import llamafactory.train.tuner, liger_kernel.transformers" 2> $S/imp.txt
 sort -t'|' -k2 -n -r $S/imp.txt | head -12
 python3 -c "
