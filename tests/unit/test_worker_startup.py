@@ -15,6 +15,7 @@ datasets = pytest.importorskip("datasets")
 
 from datasets.fingerprint import Hasher  # noqa: E402
 from datasets.utils import _dill  # noqa: E402
+from thinktune.data.writer import dataset_info  # noqa: E402
 from thinktune.tiny_model import make_tiny_model  # noqa: E402
 from thinktune.train import worker_startup  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
@@ -101,20 +102,7 @@ def _dataset(d):
         for i in range(6)
     ]
     (d / "train.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-    info = {
-        "t_train": {
-            "file_name": "train.json",
-            "formatting": "sharegpt",
-            "columns": {"messages": "messages"},
-            "tags": {
-                "role_tag": "role",
-                "content_tag": "content",
-                "user_tag": "user",
-                "assistant_tag": "assistant",
-                "system_tag": "system",
-            },
-        }
-    }
+    info = dataset_info("t")  # the writer's own entry: LLaMA Factory reads what DatasetBuild writes
     (d / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
     return d
 
