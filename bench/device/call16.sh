@@ -8,10 +8,11 @@ set -o pipefail
 source .gpu/env.sh || exit 1
 LIMIT=${LIMIT:-590}
 G=/tmp/g16; mkdir -p $G
+CARD=h100; nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -q H200 && CARD=h200
 python3 bench/sdpa_kernels.py $OUT/sdpa_kernels.json 2>&1 | tail -6
 echo "kernels done at ${SECONDS}s"
 run $G --cutoff 2048 --steps 12 --rows 160 --hf-micro-batch $MB \
   --runs thinktune,hf_peft,lf_default,thinktune_budget48,lf_thinktune_args,lf_thinktune_args_peft_lora_update \
-  --profile-last 2 --tag h200-2048 --run-timeout 170
+  --profile-last 2 --tag 2026-12-07f-$CARD-2048 --run-timeout 170
 echo "all done at ${SECONDS}s"
 for f in $G/fixed-thinktune/out/logs/*.log; do grep "\[thinktune\] attention\|\[thinktune\] LoRA\|processor\|Error" $f; done
