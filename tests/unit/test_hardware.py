@@ -49,6 +49,8 @@ def smi(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
     monkeypatch.setattr(hardware, "_torch_build_versions", lambda spec: CUDA_BUILD)
     monkeypatch.setattr(importlib.util, "find_spec", _torch_spec_present(importlib.util.find_spec))
+    # a machine with an NVIDIA driver (its device files): when nvidia-smi cannot answer, torch decides
+    monkeypatch.setattr(hardware, "_cuda_device_files", lambda: True)
     return lambda output=TWO_H200, **kw: fake_nvidia_smi(bin_dir, output, **kw)
 
 
@@ -220,3 +222,28 @@ def test_planner_process_does_not_import_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"torch": False, "gpus": 2, "cuda": versions[1]}
+
+
+def test_no_nvidia_device_files_means_no_gpu_without_importing_torch(tmp_path):
+    """A CUDA build of torch on a Linux machine without the NVIDIA driver's device files (this CI machine) and
+    without nvidia-smi: no GPU, said without importing torch; torch itself gives the same answer."""
+    spec = importlib.util.find_spec("torch")
+    versions = hardware._torch_build_versions(spec) if spec else None
+    if not versions or versions[1] is None or hardware._cuda_device_files():
+        pytest.skip("needs a CUDA build of torch on a machine without NVIDIA device files")
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
+    env["PATH"] = str(tmp_path / "empty")  # no nvidia-smi
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(hardware.__file__).parents[1]), env.get("PYTHONPATH", "")])
+    code = (
+        "import json, sys\n"
+        "from thinktune.hardware import detect_hardware\n"
+        "hw = detect_hardware()\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'gpus': hw.gpu_count, 'notes': hw.notes}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["torch"] is False and result["gpus"] == 0
+    assert any("no NVIDIA device files" in n for n in result["notes"])
+    notes: list[str] = []
+    assert hardware._detect_gpus_with_torch(notes)[0] == []  # torch agrees: it sees no CUDA device

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from importlib.machinery import ModuleSpec
@@ -476,7 +477,26 @@ def _detect_gpus(notes: list[str]) -> tuple[list[GpuInfo], str | None, str | Non
         gpus = _gpus_from_nvidia_smi(versions[1])
         if gpus is not None:
             return gpus, versions[0], versions[1]
+        if not _cuda_device_files():
+            notes.append(
+                f"torch {versions[0]} (CUDA {versions[1]}): no NVIDIA device files ({', '.join(_CUDA_DEVICE_FILES)})"
+                " on this machine, so no CUDA GPU"
+            )
+            return [], versions[0], versions[1]
     return _detect_gpus_with_torch(notes)
+
+
+# what a CUDA process opens on Linux: the NVIDIA kernel driver's control file and first device, or WSL2's GPU
+_CUDA_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")
+
+
+def _cuda_device_files() -> bool:
+    """Whether a CUDA GPU could be reachable here. On Linux without any of ``_CUDA_DEVICE_FILES`` none is (a
+    container gets them from the NVIDIA runtime), so importing torch (3.3 s on the 2-core CI machine, in a
+    process that otherwise never needs it) would only confirm it; elsewhere: unknown, torch answers."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(p) for p in _CUDA_DEVICE_FILES)
 
 
 def _detect_gpus_with_torch(notes: list[str]) -> tuple[list[GpuInfo], str | None, str | None]:
