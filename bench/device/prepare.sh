@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
 mkdir -p .whl
+# env.sh installs every wheel in .whl/: drop any a former wheels.txt listed (nltk, pytest) so none rides along
+for f in .whl/*.whl; do
+  [ -e "$f" ] && ! grep -qx "$(basename "$f")" bench/device/wheels.txt && rm -f "$f"
+done
 while read -r wheel; do
   [ -z "$wheel" ] && continue
   [ -f ".whl/$wheel" ] && continue
