@@ -31,7 +31,7 @@ def main() -> int:
     from gpu_bench_lib import ProfileWindow, write_record
     from llamafactory.train.tuner import run_exp
     from thinktune.train.worker_callbacks import worker_callbacks
-    from thinktune.train.worker_startup import lean_tokenizer_fingerprint, skip_text_only_processor
+    from thinktune.train.worker_startup import skip_redundant_startup_work
     from transformers import TrainerCallback
 
     last = int(cfg.get("profile_last") or 0)
@@ -74,8 +74,7 @@ def main() -> int:
         extra = worker_callbacks(cfg["args"], None, labelled_logits=bool(cfg.get("labelled_logits")))
         left_out = set(cfg.get("callbacks_left_out", ()))
         extra = [cb for cb in extra if type(cb).__name__ not in left_out]
-        lean_tokenizer_fingerprint()
-        skip_text_only_processor()
+        skip_redundant_startup_work()
     run_exp(args=cfg["args"], callbacks=[*extra, Recorder()])
     return 0
 

@@ -23,6 +23,11 @@ from transformers import AutoTokenizer  # noqa: E402
 DATASETS_REDUCER = _dill._save_transformersPreTrainedTokenizerBase  # before any test replaces it
 
 
+def _tokenizer_types() -> list[type]:
+    """The tokenizer types datasets' fingerprint pickler has registered a reducer for so far."""
+    return [t for t in _dill.Pickler.dispatch if isinstance(t, type) and "Tokenizer" in t.__name__]
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "m", num_layers=1, log=lambda _: None)
@@ -33,7 +38,7 @@ def lean(monkeypatch):
     """The worker's fingerprint reducer, in a pickler that has not met a tokenizer type yet (as in the worker)."""
 
     def fresh():
-        for t in [t for t in _dill.Pickler.dispatch if isinstance(t, type) and "Tokenizer" in t.__name__]:
+        for t in _tokenizer_types():
             del _dill.Pickler.dispatch[t]
 
     fresh()
@@ -127,16 +132,16 @@ def test_llama_factory_tokenizes_the_same_rows_with_the_shortcuts(model_dir, tmp
     plain_tm, plain_rows, plain_fp = _tokenized(model_dir, ds, tmp_path / "o1", tmp_path / "c1", monkeypatch)
     with monkeypatch.context() as m:
         m.setattr(loader, "AutoProcessor", loader.AutoProcessor)  # restored after
-        for t in [t for t in _dill.Pickler.dispatch if isinstance(t, type) and "Tokenizer" in t.__name__]:
+        for t in _tokenizer_types():
             m.delitem(_dill.Pickler.dispatch, t)
         m.setattr(
             _dill,
             "_save_transformersPreTrainedTokenizerBase",
             _dill._save_transformersPreTrainedTokenizerBase,
         )
-        assert worker_startup.lean_tokenizer_fingerprint() and worker_startup.skip_text_only_processor()
+        assert worker_startup.skip_redundant_startup_work()  # what the worker calls
         lean_tm, lean_rows, lean_fp = _tokenized(model_dir, ds, tmp_path / "o2", tmp_path / "c2", monkeypatch)
-        for t in [t for t in _dill.Pickler.dispatch if isinstance(t, type) and "Tokenizer" in t.__name__]:
+        for t in _tokenizer_types():
             del _dill.Pickler.dispatch[t]
     assert lean_rows == plain_rows and len(plain_rows["input_ids"]) == 6
     assert lean_fp != plain_fp  # a different hash of the same function: datasets' cache is keyed apart

@@ -95,12 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         from llamafactory.train.tuner import run_exp
 
         from thinktune.train.cache import prepare_tokenized
-        from thinktune.train.worker_startup import lean_tokenizer_fingerprint, skip_text_only_processor
-
-        lean_tokenizer_fingerprint()
-        skip_text_only_processor()
         from thinktune.train.callbacks import ThinktuneCallback
         from thinktune.train.worker_callbacks import worker_callbacks
+        from thinktune.train.worker_startup import skip_redundant_startup_work
+
+        skip_redundant_startup_work()
 
         mon = cfg.get("monitoring", {})
         callback = ThinktuneCallback(

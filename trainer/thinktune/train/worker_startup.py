@@ -106,3 +106,10 @@ def skip_text_only_processor() -> bool:
         return False
     loader.AutoProcessor = _TextOnlyAutoProcessor
     return True
+
+
+def skip_redundant_startup_work() -> bool:
+    """Both shortcuts, as the worker (and bench/gpu_lf_run.py for thinktune's arguments) applies them before
+    ``run_exp``; each leaves things as they are where its hook is missing. True when both took effect."""
+    lean = lean_tokenizer_fingerprint()
+    return skip_text_only_processor() and lean
