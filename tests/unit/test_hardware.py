@@ -201,48 +201,47 @@ def test_parse_nvidia_smi_gpus():
     )
 
 
-def test_planner_process_does_not_import_torch(tmp_path):
-    """The point of the nvidia-smi path: ``thinktune train``'s parent keeps torch (and CUDA) out."""
+def _installed_cuda_torch() -> str | None:
+    """The CUDA version the installed torch was built for (read without importing it); None: no CUDA build."""
     spec = importlib.util.find_spec("torch")
     versions = hardware._torch_build_versions(spec) if spec else None
-    if not versions or versions[1] is None:
-        pytest.skip("needs an installed CUDA build of torch (a CPU build goes to torch on purpose)")
-    bin_dir = tmp_path / "bin"
-    fake_nvidia_smi(bin_dir, TWO_H200)
+    return versions[1] if versions else None
+
+
+def _detect_in_a_fresh_process(path: str) -> dict:
+    """``detect_hardware()`` in a new interpreter with ``PATH=path``: whether it imported torch, and what it found."""
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = path
     env["PYTHONPATH"] = os.pathsep.join([str(Path(hardware.__file__).parents[1]), env.get("PYTHONPATH", "")])
     code = (
         "import json, sys\n"
         "from thinktune.hardware import detect_hardware\n"
         "hw = detect_hardware()\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules, 'gpus': hw.gpu_count, 'cuda': hw.cuda_version}))\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'gpus': hw.gpu_count, 'cuda': hw.cuda_version,"
+        " 'notes': hw.notes}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"torch": False, "gpus": 2, "cuda": versions[1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_planner_process_does_not_import_torch(tmp_path):
+    """The point of the nvidia-smi path: ``thinktune train``'s parent keeps torch (and CUDA) out."""
+    cuda = _installed_cuda_torch()
+    if cuda is None:
+        pytest.skip("needs an installed CUDA build of torch (a CPU build goes to torch on purpose)")
+    bin_dir = tmp_path / "bin"
+    fake_nvidia_smi(bin_dir, TWO_H200)
+    result = _detect_in_a_fresh_process(f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert {k: result[k] for k in ("torch", "gpus", "cuda")} == {"torch": False, "gpus": 2, "cuda": cuda}
 
 
 def test_no_nvidia_device_files_means_no_gpu_without_importing_torch(tmp_path):
     """A CUDA build of torch on a Linux machine without the NVIDIA driver's device files (this CI machine) and
     without nvidia-smi: no GPU, said without importing torch; torch itself gives the same answer."""
-    spec = importlib.util.find_spec("torch")
-    versions = hardware._torch_build_versions(spec) if spec else None
-    if not versions or versions[1] is None or hardware._cuda_device_files():
+    if _installed_cuda_torch() is None or hardware._cuda_device_files():
         pytest.skip("needs a CUDA build of torch on a machine without NVIDIA device files")
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
-    env["PATH"] = str(tmp_path / "empty")  # no nvidia-smi
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(hardware.__file__).parents[1]), env.get("PYTHONPATH", "")])
-    code = (
-        "import json, sys\n"
-        "from thinktune.hardware import detect_hardware\n"
-        "hw = detect_hardware()\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules, 'gpus': hw.gpu_count, 'notes': hw.notes}))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = _detect_in_a_fresh_process(str(tmp_path / "empty"))  # no nvidia-smi
     assert result["torch"] is False and result["gpus"] == 0
     assert any("no NVIDIA device files" in n for n in result["notes"])
     notes: list[str] = []
