@@ -33,7 +33,27 @@ sys.path.insert(0, str(REPO / "trainer"))
 from thinktune.contract import ENV_KERNEL_CACHE  # noqa: E402
 
 
-def write_inputs(root: Path, a: argparse.Namespace) -> tuple[Path, Path]:
+def run_context(model: Path) -> dict:
+    """What the timings were taken on: the GPU (per nvidia-smi; "cpu" without one) and the model's shape, so a
+    reader (bench/gpu_goals.py) can tell a 4B run on a GPU from a tiny CPU one."""
+    try:
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        names = smi.stdout.strip().splitlines() if smi.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired):
+        names = []
+    cfg = json.loads((model / "config.json").read_text())
+    return {
+        "device": names[0] if names else "cpu",
+        "model_shape": {k: cfg.get(k) for k in ("hidden_size", "num_hidden_layers")},
+    }
+
+
+def write_inputs(root: Path, a: argparse.Namespace) -> tuple[Path, Path, Path]:
     """The model and dataset (given, or the tiny model and the e2e tier's dataset) and a FineTuneJob (YAML is
     JSON)."""
     ds, model = a.dataset, a.model
@@ -72,7 +92,7 @@ def write_inputs(root: Path, a: argparse.Namespace) -> tuple[Path, Path]:
     }
     path = root / "job.yaml"
     path.write_text(json.dumps(job))
-    return path, Path(ds).resolve()
+    return path, Path(ds).resolve(), Path(model).resolve()
 
 
 def records(out: Path) -> list[dict]:
@@ -167,11 +187,12 @@ def main() -> int:
     a = ap.parse_args()
     root = a.out.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    job, ds = write_inputs(root, a)
+    job, ds, model = write_inputs(root, a)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "THINKTUNE_METRICS_PORT": "0"}
     if not a.keep_kernel_cache:
         env.pop("TRITON_CACHE_DIR", None)  # cold = thinktune's default under the (fresh) output dir
-    result: dict = {"loadavg_before": os.getloadavg(), "cpu_count": os.cpu_count(), "thinktune": []}
+    result: dict = {"loadavg_before": os.getloadavg(), "cpu_count": os.cpu_count(), **run_context(model)}
+    result["thinktune"] = []
     result["args"] = {k: str(v) for k, v in vars(a).items()}
     # the operator's shared kernel cache (cache.kernel_cache_env): a fresh output finds an earlier job's kernels
     result["shared_kernel_cache"] = env.get(ENV_KERNEL_CACHE)

@@ -64,3 +64,25 @@ def test_a_budget_run_over_its_budget_does_not_meet_the_speed_goal():
     assert row(gpu_goals.evaluate([("x.json", doc)]), "tokens/s within")["met"] is False
     run["peak_gib"] = 40.0
     assert row(gpu_goals.evaluate([("x.json", doc)]), "tokens/s within")["met"] is True
+
+
+def test_start_up_is_read_from_either_startup_shape_on_a_gpu_and_the_4b_model_only(tmp_path):
+    import startup  # bench/startup.py: the writer of these files
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"hidden_size": 2560, "num_hidden_layers": 36}))
+    context = startup.run_context(model)
+    assert context["model_shape"] == gpu_goals.QWEN3_4B_SHAPE
+    # one job per file, as bench/startup.py writes it (a fresh job of 44.72 s on an H100)
+    doc = json.loads((RESULTS / "startup_gpu_h100_after_fixes.json").read_text())
+    on_gpu = {**doc, **context, "device": "NVIDIA H100 80GB HBM3"}
+    assert row(gpu_goals.evaluate([("one.json", on_gpu)]), "time to first step")["measured"] == 44.72
+    if context["device"] == "cpu":  # this machine: its own runs never count for the GPU goal
+        assert (
+            row(gpu_goals.evaluate([("cpu.json", {**doc, **context})]), "time to first step")["met"] is None
+        )
+    tiny = {**on_gpu, "model_shape": {"hidden_size": 64, "num_hidden_layers": 2}}
+    assert row(gpu_goals.evaluate([("tiny.json", tiny)]), "time to first step")["met"] is None
+    # a file that does not say where it ran (older startup.py output) measures nothing for this goal
+    assert row(gpu_goals.evaluate([("old.json", doc)]), "time to first step")["met"] is None
