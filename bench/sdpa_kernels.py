@@ -37,8 +37,13 @@ def main() -> int:
         print("sdpa_kernels: needs a CUDA GPU", file=sys.stderr)
         return 2
     heads, kv, dim = (int(x) for x in a.layout.split(","))
-    everything = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    everything.append(SDPBackend.CUDNN_ATTENTION)
+    # every backend enabled, PyTorch's own priority among them: what transformers' call gets
+    everything = [
+        SDPBackend.FLASH_ATTENTION,
+        SDPBackend.EFFICIENT_ATTENTION,
+        SDPBackend.MATH,
+        SDPBackend.CUDNN_ATTENTION,
+    ]
     backends = {
         "default": None,  # PyTorch's own order (transformers names no backend)
         "flash": SDPBackend.FLASH_ATTENTION,

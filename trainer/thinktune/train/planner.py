@@ -701,9 +701,8 @@ def decide_micro_batch(c: Planning) -> Decision[tuple[int, bool]]:
             )
         return Decision((mb, gc), (f"Micro-batch {mb} (requested).",), tuple(warn))
     if not c.on_gpu:
-        mb = ([d for d in _auto_micro_batches(c) if d <= 4] or [1])[
-            0
-        ]  # CPU: small steps keep the console responsive
+        # CPU: small steps keep the console responsive (candidates are largest first)
+        mb = next((d for d in _auto_micro_batches(c) if d <= 4), 1)
         return Decision((mb, gc_req == "on"), (f"Micro-batch {mb}: CPU run.",))
     plain = _largest_fitting(c, gc=False) if gc_req != "on" else None
     recomputed = _largest_fitting(c, gc=True) if gc_req != "off" else None
