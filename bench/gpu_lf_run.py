@@ -74,7 +74,7 @@ def main() -> int:
         extra = worker_callbacks(cfg["args"], None, labelled_logits=bool(cfg.get("labelled_logits")))
         left_out = set(cfg.get("callbacks_left_out", ()))
         extra = [cb for cb in extra if type(cb).__name__ not in left_out]
-        skip_redundant_startup_work()
+        skip_redundant_startup_work(cfg["args"])
     run_exp(args=cfg["args"], callbacks=[*extra, Recorder()])
     return 0
 

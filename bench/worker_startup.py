@@ -1,6 +1,6 @@
-"""The worker's start-up shortcuts (thinktune/train/worker_startup.py) timed: LLaMA Factory's ``load_tokenizer``
-and ``get_dataset`` with and without them, each setting in a fresh process (fresh datasets cache, nothing
-tokenized), alternating, on rows of ~``cutoff`` tokens in the qwen3 chat format with the Qwen3 tokenizer.
+"""The worker's start-up shortcuts (thinktune/train/worker_startup.py) timed: importing LLaMA Factory's tuner, its
+``load_tokenizer`` and ``get_dataset`` with and without them, each setting in a fresh process (fresh datasets
+cache, nothing tokenized), alternating, on rows of ~``cutoff`` tokens in the qwen3 chat format with the Qwen3 tokenizer.
 
     python bench/worker_startup.py OUT.json [--rows 160] [--cutoff 2048] [--repeat 3] [--model DIR]
 
@@ -26,13 +26,14 @@ sys.path.insert(0, str(BENCH))
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
+args = json.loads(sys.argv[1])
+if sys.argv[2] == "1":  # as the worker: before LLaMA Factory's tuner is imported
+    from thinktune.train.worker_startup import skip_redundant_startup_work
+    skip_redundant_startup_work(args)
+import llamafactory.train.tuner  # the worker's import
 from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
 from llamafactory.hparams import get_train_args
 from llamafactory.model import load_tokenizer
-if sys.argv[2] == "1":
-    from thinktune.train.worker_startup import lean_tokenizer_fingerprint, skip_text_only_processor
-    lean_tokenizer_fingerprint(); skip_text_only_processor()
-args = json.loads(sys.argv[1])
 model_args, data_args, training_args, *_ = get_train_args(args)
 t1 = time.perf_counter()
 tm = load_tokenizer(model_args)
@@ -100,7 +101,8 @@ def main() -> int:
     }
     same = {k: {r[k] for rs in runs.values() for r in rs} for k in ("rows", "tokens")}
     result = {
-        "what": "LLaMA Factory load_tokenizer + get_dataset, without and with thinktune's worker start-up shortcuts",
+        "what": "importing LLaMA Factory's tuner, its load_tokenizer and get_dataset, without and with thinktune's "
+        "worker start-up shortcuts (skip_redundant_startup_work, called before the import as the worker does)",
         "command": "python bench/worker_startup.py OUT " + " ".join(sys.argv[2:]),
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} CPUs",
@@ -109,7 +111,10 @@ def main() -> int:
         "same_rows_and_tokens": all(len(v) == 1 for v in same.values()),
         "median": summary,
         "saved_s": round(
-            sum(summary["without"][k] - summary["with"][k] for k in ("tokenizer_s", "dataset_s")), 2
+            sum(
+                summary["without"][k] - summary["with"][k] for k in ("imports_s", "tokenizer_s", "dataset_s")
+            ),
+            2,
         ),
         "runs": runs,
     }

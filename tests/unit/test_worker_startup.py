@@ -7,6 +7,7 @@ bench/worker_startup.py."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -126,12 +127,15 @@ def _tokenized(model_dir, ds_dir, out, cache, monkeypatch):
 
 
 def test_llama_factory_tokenizes_the_same_rows_with_the_shortcuts(model_dir, tmp_path, monkeypatch):
+    from llamafactory.extras import packages
     from llamafactory.model import loader
 
     ds = _dataset(tmp_path / "ds")
     plain_tm, plain_rows, plain_fp = _tokenized(model_dir, ds, tmp_path / "o1", tmp_path / "c1", monkeypatch)
     with monkeypatch.context() as m:
         m.setattr(loader, "AutoProcessor", loader.AutoProcessor)  # restored after
+        for switch, _ in worker_startup.OPTIONAL_IMPORTS.values():
+            m.setattr(packages, switch, getattr(packages, switch))
         for t in _tokenizer_types():
             m.delitem(_dill.Pickler.dispatch, t)
         m.setattr(
@@ -139,7 +143,10 @@ def test_llama_factory_tokenizes_the_same_rows_with_the_shortcuts(model_dir, tmp
             "_save_transformersPreTrainedTokenizerBase",
             _dill._save_transformersPreTrainedTokenizerBase,
         )
-        assert worker_startup.skip_redundant_startup_work()  # what the worker calls
+        took = worker_startup.skip_redundant_startup_work(
+            _lf_args(model_dir, ds, tmp_path / "o2")
+        )  # the worker's call
+        assert took["lean_tokenizer_fingerprint"] and took["text_only_processor"]
         lean_tm, lean_rows, lean_fp = _tokenized(model_dir, ds, tmp_path / "o2", tmp_path / "c2", monkeypatch)
         for t in _tokenizer_types():
             del _dill.Pickler.dispatch[t]
@@ -178,3 +185,26 @@ def test_autoprocessor_is_skipped_only_where_no_processor_can_exist(model_dir, t
     tc = json.loads((named / "tokenizer_config.json").read_text())
     (named / "tokenizer_config.json").write_text(json.dumps({**tc, "processor_class": "SomeProcessor"}))
     assert worker_startup.can_have_processor(str(named))
+
+
+@pytest.mark.parametrize("arg", sorted(worker_startup.OPTIONAL_IMPORTS))
+def test_a_feature_left_off_keeps_llama_factory_off_its_library(arg, monkeypatch):
+    """The LLaMA Factory module that imports the feature's library, imported afresh, binds it unless the shortcut
+    turned the switch off; a run with the feature on, or a module already imported, is left as it is."""
+    import importlib
+
+    from llamafactory.extras import packages
+
+    switch, name = worker_startup.OPTIONAL_IMPORTS[arg]
+    bound = {"plot_loss": "plt", "predict_with_generate": "jieba"}[arg]  # the name the module binds
+    parent, _, leaf = name.rpartition(".")
+    for each, _ in worker_startup.OPTIONAL_IMPORTS.values():  # every call below turns the others off too
+        monkeypatch.setattr(packages, each, getattr(packages, each))  # restored after
+    monkeypatch.setattr(importlib.import_module(parent), leaf, importlib.import_module(name))
+    monkeypatch.delitem(sys.modules, name)
+    assert switch not in worker_startup.skip_unused_optional_imports({arg: True})
+    assert hasattr(importlib.import_module(name), bound)  # LLaMA Factory's own import, left on
+    assert switch not in worker_startup.skip_unused_optional_imports({arg: False})  # imported now: too late
+    del sys.modules[name]
+    assert switch in worker_startup.skip_unused_optional_imports({arg: False})
+    assert not hasattr(importlib.import_module(name), bound) and not getattr(packages, switch)()

@@ -92,14 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         cap_gpu_memory(cfg.get("memory_budget_gib"))
         allow_indexed_cpu_locations()
         ensure_torchaudio_importable()
+        from thinktune.train.worker_startup import skip_redundant_startup_work
+
+        skip_redundant_startup_work(
+            args
+        )  # before LLaMA Factory's tuner is imported (worker_startup says why)
         from llamafactory.train.tuner import run_exp
 
         from thinktune.train.cache import prepare_tokenized
         from thinktune.train.callbacks import ThinktuneCallback
         from thinktune.train.worker_callbacks import worker_callbacks
-        from thinktune.train.worker_startup import skip_redundant_startup_work
-
-        skip_redundant_startup_work()
 
         mon = cfg.get("monitoring", {})
         callback = ThinktuneCallback(

@@ -1,5 +1,6 @@
-"""Two costs of LLaMA Factory's start-up that change nothing it computes, removed in the worker before ``run_exp``
-(each measured in fresh processes on the 2-core development machine: bench/results/worker_startup_cpu.json).
+"""Three costs of LLaMA Factory's start-up that change nothing it computes, removed in the worker before it imports
+LLaMA Factory's tuner (each measured in fresh processes on the 2-core development machine:
+bench/results/worker_startup_cpu.json).
 
 ``lean_tokenizer_fingerprint``: ``datasets`` names each ``map`` result by a hash of the map function, and LLaMA
 Factory's preprocessing function holds the tokenizer; datasets hashes a tokenizer by pickling its ``__dict__``. A
@@ -16,11 +17,19 @@ then drops it ("not an instance of Processor"): load_tokenizer 3.82 -> 1.79 s wi
 model directory where ``AutoProcessor`` can find no processor (no processor / preprocessor / video / audio config,
 no ``processor_class`` in its configs, an architecture transformers maps to no processor class) the call fails at
 once instead; LLaMA Factory logs it and goes on with ``processor=None``, as it would have.
+
+``skip_unused_optional_imports``: LLaMA Factory imports some optional libraries at module level whenever they are
+installed, for features only some arguments use: matplotlib (pyplot, figure, the 3-D projections: ~1.2 s of the
+worker's imports) for ``plot_loss``, jieba (~0.45 s, with pkg_resources) for ``predict_with_generate``'s Chinese
+BLEU/ROUGE. thinktune plans neither (it draws its own report and evaluates on its own); for a run without the
+feature LLaMA Factory's own availability switch (``extras.packages.is_*_available``, read when the module using it
+is imported) says no, as it would on an image without the library. thinktune's own uses import them directly.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +117,37 @@ def skip_text_only_processor() -> bool:
     return True
 
 
-def skip_redundant_startup_work() -> bool:
-    """Both shortcuts, as the worker (and bench/gpu_lf_run.py for thinktune's arguments) applies them before
-    ``run_exp``; each leaves things as they are where its hook is missing. True when both took effect."""
-    lean = lean_tokenizer_fingerprint()
-    return skip_text_only_processor() and lean
+# LLaMA Factory argument -> (its availability switch in llamafactory.extras.packages, the module that reads it at import)
+OPTIONAL_IMPORTS = {
+    "plot_loss": ("is_matplotlib_available", "llamafactory.extras.ploting"),
+    "predict_with_generate": ("is_jieba_available", "llamafactory.train.sft.metric"),
+}
+
+
+def skip_unused_optional_imports(args: dict[str, Any]) -> list[str]:
+    """Turn off each of ``OPTIONAL_IMPORTS``' switches whose feature the run (LLaMA Factory ``args``) does not use,
+    while the module that reads it is not imported yet. The switches turned off (none: every feature used, the
+    modules already imported, or another LLaMA Factory version without the switches)."""
+    try:
+        from llamafactory.extras import packages
+    except ImportError:
+        return []
+    off = []
+    for arg, (switch, reader) in OPTIONAL_IMPORTS.items():
+        if args.get(arg) or reader in sys.modules or not callable(getattr(packages, switch, None)):
+            continue
+        setattr(packages, switch, lambda: False)
+        off.append(switch)
+    return off
+
+
+def skip_redundant_startup_work(args: dict[str, Any]) -> dict[str, bool]:
+    """The three shortcuts for a run of LLaMA Factory ``args``, as the worker applies them before importing LLaMA
+    Factory's tuner (bench/gpu_lf_run.py, which imports it first, gets the two that still apply); each leaves
+    things as they are where its hook is missing. Which took effect, by name."""
+    unused = skip_unused_optional_imports(args)  # first: the other two import LLaMA Factory modules
+    return {
+        "unused_optional_imports": len(unused) == len(OPTIONAL_IMPORTS),
+        "lean_tokenizer_fingerprint": lean_tokenizer_fingerprint(),
+        "text_only_processor": skip_text_only_processor(),
+    }
