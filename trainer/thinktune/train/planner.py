@@ -47,8 +47,11 @@ MICRO_BATCH_CANDIDATES = (64, 32, 16, 8, 4, 2, 1)
 MAX_AUTO_MICRO_BATCH = 16
 # Checkpointing off pays only when the micro-batch that fits without it still carries enough tokens to keep the
 # GPU busy. One H100, Qwen3-4B, 2,034-token rows (bench/results/gpu-train-2026-12-07d-h100-*.json): micro-batch 4
-# without checkpointing 20,414 tokens/s, micro-batch 8 with it 15,296, micro-batch 2 without it 13,230.
-MIN_TOKENS_WITHOUT_CHECKPOINTING = 8192
+# without checkpointing 20,414 tokens/s, micro-batch 8 with it 15,296, micro-batch 2 without it 13,230; 16 with it
+# 16,353 (gpu-train-2026-12-08-h100-2048.json). The line sits between the 2-row loser (4,068 tokens) and the 4-row
+# winner (8,136): at 8,192 real rows of 2,034 tokens fell short of it and a 48 GiB budget got 16 rows with
+# checkpointing instead of 4 without.
+MIN_TOKENS_WITHOUT_CHECKPOINTING = 6144
 # The trainer image has these; mcore_adapter (Megatron) is not part of it.
 TRAINER_IMAGE_PACKAGES = {
     "deepspeed": True,
