@@ -94,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_torchaudio_importable()
         from thinktune.train.worker_startup import skip_redundant_startup_work
 
-        skip_redundant_startup_work(
-            args
-        )  # before LLaMA Factory's tuner is imported (worker_startup says why)
+        # before LLaMA Factory's tuner is imported: its optional imports are decided then (worker_startup says why)
+        skip_redundant_startup_work(args)
         from llamafactory.train.tuner import run_exp
 
         from thinktune.train.cache import prepare_tokenized

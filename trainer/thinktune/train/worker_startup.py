@@ -1,6 +1,6 @@
 """Three costs of LLaMA Factory's start-up that change nothing it computes, removed in the worker before it imports
 LLaMA Factory's tuner (each measured in fresh processes on the 2-core development machine:
-bench/results/worker_startup_cpu.json).
+bench/results/worker_startup_cpu.json, bench/results/worker_startup_cpu_optional_imports.json).
 
 ``lean_tokenizer_fingerprint``: ``datasets`` names each ``map`` result by a hash of the map function, and LLaMA
 Factory's preprocessing function holds the tokenizer; datasets hashes a tokenizer by pickling its ``__dict__``. A
