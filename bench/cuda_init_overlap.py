@@ -18,10 +18,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_bench_lib import child_result  # noqa: E402
 
 CHILD = r"""
 import json, sys, threading, time
@@ -55,11 +57,8 @@ print("RESULT " + json.dumps({"import_torch_s": round(t_torch - t0, 3), "imports
 
 def child(mode: str) -> dict:
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, timeout=300)
-    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit(f"cuda_init_overlap: the {mode} child failed: {p.stderr.strip()[-400:]}")
-    return {**json.loads(line[7:]), "process_s": round(time.perf_counter() - t, 3)}
+    result = child_result(CHILD, mode, timeout=300)
+    return {**result, "process_s": round(time.perf_counter() - t, 3)}
 
 
 def main() -> int:

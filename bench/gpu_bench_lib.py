@@ -187,6 +187,26 @@ def run_thinktune(
     return rc, t0, t1, recs, {k: args.get(k) for k in PLAN_ARG_KEYS}
 
 
+def child_result(
+    code: str, *argv: str, env: dict[str, str] | None = None, timeout: float | None = None
+) -> dict:
+    """Run ``code`` in a fresh Python process (``python -c code *argv``) and return the JSON object it printed on its
+    ``RESULT `` line (the start-up benchmarks time imports, so each measurement needs its own process). Exits with
+    the end of the child's stderr when it printed none."""
+    p = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"child process failed (exit {p.returncode}): {p.stderr.strip()[-2000:]}")
+    return json.loads(line.removeprefix("RESULT "))
+
+
 def tail(path: Path, n: int = 30) -> list[str]:
     try:
         return path.read_text(errors="replace").splitlines()[-n:]

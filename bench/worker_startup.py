@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,7 +54,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--model", type=Path, default=None)
     a = ap.parse_args()
-    from gpu_bench_lib import make_fixed_dataset, make_model
+    from gpu_bench_lib import child_result, make_fixed_dataset, make_model
 
     work = Path(tempfile.mkdtemp(prefix="worker-startup-"))
     model = a.model or make_model(work / "model", "tiny")[0]
@@ -82,18 +81,7 @@ def main() -> int:
                 "use_cpu": True,
             }
             child_env = {**env, "HF_DATASETS_CACHE": str(out / "datasets-cache")}
-            p = subprocess.run(
-                [sys.executable, "-c", CHILD, json.dumps(args), flag],
-                capture_output=True,
-                text=True,
-                env=child_env,
-                check=False,
-            )
-            line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                print(p.stderr[-2000:], file=sys.stderr)
-                return 1
-            runs[name].append(json.loads(line[7:]))
+            runs[name].append(child_result(CHILD, json.dumps(args), flag, env=child_env))
             print(name, runs[name][-1], flush=True)
     summary = {
         name: {k: statistics.median(r[k] for r in rs) for k in ("tokenizer_s", "dataset_s", "imports_s")}
