@@ -143,9 +143,8 @@ def test_llama_factory_tokenizes_the_same_rows_with_the_shortcuts(model_dir, tmp
             "_save_transformersPreTrainedTokenizerBase",
             _dill._save_transformersPreTrainedTokenizerBase,
         )
-        took = worker_startup.skip_redundant_startup_work(
-            _lf_args(model_dir, ds, tmp_path / "o2")
-        )  # the worker's call
+        # the worker's call
+        took = worker_startup.skip_redundant_startup_work(_lf_args(model_dir, ds, tmp_path / "o2"))
         assert took["lean_tokenizer_fingerprint"] and took["text_only_processor"]
         lean_tm, lean_rows, lean_fp = _tokenized(model_dir, ds, tmp_path / "o2", tmp_path / "c2", monkeypatch)
         for t in _tokenizer_types():
