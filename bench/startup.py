@@ -31,24 +31,17 @@ REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 sys.path.insert(0, str(REPO / "trainer"))
 from thinktune.contract import ENV_KERNEL_CACHE  # noqa: E402
+from thinktune.hardware import detect_hardware  # noqa: E402
 
 
 def run_context(model: Path) -> dict:
-    """What the timings were taken on: the GPU (per nvidia-smi; "cpu" without one) and the model's shape, so a
-    reader (bench/gpu_goals.py) can tell a 4B run on a GPU from a tiny CPU one."""
-    try:
-        smi = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        names = smi.stdout.strip().splitlines() if smi.returncode == 0 else []
-    except (OSError, subprocess.TimeoutExpired):
-        names = []
+    """What the timings were taken on: the GPU (thinktune's own hardware view, which asks nvidia-smi and so opens no
+    CUDA context in this process; "cpu" without one) and the model's shape, so a reader (bench/gpu_goals.py) can
+    tell a 4B run on a GPU from a tiny CPU one."""
+    gpus = detect_hardware(model).gpus
     cfg = json.loads((model / "config.json").read_text())
     return {
-        "device": names[0] if names else "cpu",
+        "device": gpus[0].name if gpus else "cpu",
         "model_shape": {k: cfg.get(k) for k in ("hidden_size", "num_hidden_layers")},
     }
 
