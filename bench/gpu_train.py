@@ -11,7 +11,8 @@ split at cutoff 4096: its length distribution, so padding and packing count).
 
 Runs (each a fresh process, one after another):
 - ``lf_default``  (a) LLaMA Factory 0.9.5's examples/train_lora/*_lora_sft.yaml settings: rank 8, micro-batch 1 x
-  accumulation 8, gradient checkpointing on (its default), no Liger.
+  accumulation 8, gradient checkpointing on (its default), no Liger. ``lf_default_callbacks``: the same with
+  thinktune's worker callbacks (what they cost at micro-batch 1).
 - ``hf_peft``     (b) bench/hf_peft_bench.py: rank 16, micro-batch 8 x 2, Liger, no checkpointing, fused AdamW.
 - ``thinktune``   (c) ``python -m thinktune.cli train`` on a FineTuneJob (globalBatchSize 16): the planner decides.
 - levers, each one change against (c), to find where (c) loses against (b) (bench/NOTES-gpu.md):
@@ -65,6 +66,9 @@ LF_ARG_VARIANTS: dict[str, dict[str, Any]] = {
     "lf_thinktune_args_no_nan_filter": {"logging_nan_inf_filter": False},
     "lf_thinktune_args_peft_lora_update": {},
 }
+# (a)'s arguments with thinktune's worker callbacks (as the worker adds them): whether their per-micro-batch work
+# costs at micro-batch 1 (6,097 tokens/s alone against 4,380 with them on two machines, bench/NOTES-gpu.md)
+LF_DEFAULT_WITH_CALLBACKS = "lf_default_callbacks"
 # ... or with these of thinktune's worker callbacks left out (a worker-side lever measured with and without)
 LF_CALLBACKS_LEFT_OUT: dict[str, tuple[str, ...]] = {
     # peft's own `base + B(A(x)) * scaling` instead of the one-GEMM update (worker_callbacks.LoraScaledAddmm)
@@ -275,9 +279,10 @@ def main() -> int:
             prof_path = rdir / "profile.json"
             prof_path.unlink(missing_ok=True)
             prof_conf = {"profile_last": a.profile_last, "profile_out": str(prof_path)}
-            if run == "lf_default" or run in LF_ARG_VARIANTS:
-                if run == "lf_default":
+            if run in ("lf_default", LF_DEFAULT_WITH_CALLBACKS) or run in LF_ARG_VARIANTS:
+                if run in ("lf_default", LF_DEFAULT_WITH_CALLBACKS):
                     args = lf_default_args(model_dir, ds, rdir / "out", cutoff, a.steps, cuda)
+                    prof_conf["worker_callbacks"] = run == LF_DEFAULT_WITH_CALLBACKS
                 else:
                     src = root / f"{wname}-thinktune" / "out" / ".thinktune" / "attempt-0.json"
                     if not src.is_file():
