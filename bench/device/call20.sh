@@ -1,4 +1,4 @@
-# issue 14 (~280 s on a fresh machine; the session's last device time): after the planner's checkpointing line moved
+# superseded by call22.sh (never ran; its H100 branch lacked the thinktune run lf_thinktune_args reads). issue 14 (~280 s on a fresh machine; the session's last device time): after the planner's checkpointing line moved
 # to 6,144 tokens, (c) under memoryBudgetGiB 48 (now micro-batch 4 x 4 without checkpointing: the >= 20,000 goal);
 # on an H100 then (b) and (c)'s arguments with the last 2 steps profiled (where a micro-batch-8 step goes); on an
 # H200 instead (c), (c) at micro-batch 16 without checkpointing and (a), the H200 goals.

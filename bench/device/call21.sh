@@ -1,3 +1,4 @@
+# superseded by call22.sh, which runs this pair in the same call as call20's runs (never ran alone).
 # issue 14 (~250 s on a warm machine, after call20): LLaMA Factory's example defaults (a) alone and with thinktune's
 # worker callbacks, one after another on the same card: whether the callbacks' per-micro-batch work (the
 # right-padding check's sync, the hooks) costs at micro-batch 1 x 8 (6,097 tokens/s alone on 12-08's H100 against
