@@ -174,9 +174,9 @@ class CausalRightPadding(TrainerCallback):
     mask changes nothing but the outputs at the padding positions themselves, whose labels are -100: the loss and
     every gradient are the ones of the masked forward. Without the mask transformers calls SDPA causal (flash
     kernel, grouped K/V heads as they are) instead of with a dense [batch, 1, seq, seq] mask. Checked on the device
-    for every batch (0/1 mask, ones before zeros in each row, labels -100 wherever the mask is 0): one sync, which
-    replaces the one transformers makes to test the mask; anything else (left padding, packed segment ids, a 4D
-    mask) is passed on untouched."""
+    for every batch (0/1 mask, ones before zeros in each row, labels -100 wherever the mask is 0): one sync of its
+    own (transformers makes one either way: it tests the mask, or without one the position ids for packed rows);
+    anything else (left padding, packed segment ids, a 4D mask) is passed on untouched."""
 
     def __init__(self) -> None:
         self._handle: Any = None
