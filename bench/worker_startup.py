@@ -2,7 +2,10 @@
 ``load_tokenizer`` and ``get_dataset`` with and without them, each setting in a fresh process (fresh datasets
 cache, nothing tokenized), alternating, on rows of ~``cutoff`` tokens in the qwen3 chat format with the Qwen3 tokenizer.
 
-    python bench/worker_startup.py OUT.json [--rows 160] [--cutoff 2048] [--repeat 3] [--model DIR]
+    python bench/worker_startup.py OUT.json [--rows 160] [--cutoff 2048] [--repeat 3] [--model DIR] [--leave-out NAME]
+
+With ``--leave-out NAME`` the "without" side is every shortcut but NAME (one of skip_redundant_startup_work's
+names), so the difference is that one shortcut's alone.
 
 Without ``--model`` a tiny Qwen3 with the real Qwen3 tokenizer is built (thinktune.tiny_model): the tokenizer and
 the dataset are what is timed, not the model.
@@ -26,9 +29,9 @@ CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 args = json.loads(sys.argv[1])
-if sys.argv[2] == "1":  # as the worker: before LLaMA Factory's tuner is imported
+if sys.argv[2] != "-":  # as the worker: before LLaMA Factory's tuner is imported, less the ones named
     from thinktune.train.worker_startup import skip_redundant_startup_work
-    skip_redundant_startup_work(args)
+    skip_redundant_startup_work(args, leave_out=tuple(n for n in sys.argv[2].split(",") if n))
 import llamafactory.train.tuner  # the worker's import
 from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
 from llamafactory.hparams import get_train_args
@@ -41,7 +44,7 @@ t2 = time.perf_counter()
 dm = get_dataset(template, model_args, data_args, training_args, stage="sft", **tm)
 t3 = time.perf_counter()
 print("RESULT " + json.dumps({"imports_s": round(t1 - t0, 3), "tokenizer_s": round(t2 - t1, 3),
-      "dataset_s": round(t3 - t2, 3), "rows": len(dm["train_dataset"]),
+      "dataset_s": round(t3 - t2, 3), "rows": len(dm["train_dataset"]), "scipy_optimize_imported": "scipy.optimize" in sys.modules,
       "tokens": sum(len(x) for x in dm["train_dataset"]["input_ids"])}))
 """
 
@@ -53,6 +56,7 @@ def main() -> int:
     ap.add_argument("--cutoff", type=int, default=2048)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--leave-out", default="", help="the 'without' side: every shortcut but this one")
     a = ap.parse_args()
     from gpu_bench_lib import child_result, make_fixed_dataset, make_model
 
@@ -62,7 +66,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     runs: dict[str, list[dict]] = {"without": [], "with": []}
     for i in range(a.repeat):
-        for name, flag in (("without", "0"), ("with", "1")):
+        for name, flag in (("without", a.leave_out or "-"), ("with", "")):
             out = work / f"{name}-{i}"
             args = {
                 "model_name_or_path": str(model),
@@ -88,9 +92,14 @@ def main() -> int:
         for name, rs in runs.items()
     }
     same = {k: {r[k] for rs in runs.values() for r in rs} for k in ("rows", "tokens")}
+    without = f"with every shortcut but {a.leave_out}" if a.leave_out else "without"
     result = {
-        "what": "importing LLaMA Factory's tuner, its load_tokenizer and get_dataset, without and with thinktune's "
+        "what": f"importing LLaMA Factory's tuner, its load_tokenizer and get_dataset, {without} and with thinktune's "
         "worker start-up shortcuts (skip_redundant_startup_work, called before the import as the worker does)",
+        "leave_out": a.leave_out or None,
+        "scipy_optimize_imported": {
+            name: sorted({r.get("scipy_optimize_imported") for r in rs}) for name, rs in runs.items()
+        },
         "command": "python bench/worker_startup.py OUT " + " ".join(sys.argv[2:]),
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} CPUs",

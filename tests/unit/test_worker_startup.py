@@ -207,3 +207,48 @@ def test_a_feature_left_off_keeps_llama_factory_off_its_library(arg, monkeypatch
     del sys.modules[name]
     assert switch in worker_startup.skip_unused_optional_imports({arg: False})
     assert not hasattr(importlib.import_module(name), bound) and not getattr(packages, switch)()
+
+
+def test_the_detection_losses_leave_scipy_out_and_the_switch_is_put_back(monkeypatch):
+    """transformers' loss registry, imported afresh through the shortcut, has its detection losses without scipy's
+    Hungarian matching; transformers' switch reads the truth again afterwards; an already imported registry is
+    left as it is; and without the shortcut the same fresh import binds it (scipy is installed here)."""
+    import importlib
+
+    import transformers.utils as tu
+
+    original = tu.is_scipy_available
+    assert original()  # LLaMA Factory's requirement: the case the shortcut is for
+
+    def fresh_registry():
+        for name in [m for m in sys.modules if m.startswith("transformers.loss.")]:
+            parent, _, leaf = name.rpartition(".")
+            monkeypatch.setattr(importlib.import_module(parent), leaf, sys.modules[name])  # restored after
+            monkeypatch.delitem(sys.modules, name)
+
+    importlib.import_module("transformers.loss.loss_utils")
+    assert worker_startup.skip_unused_transformers_imports() == []  # imported already: too late, nothing done
+    fresh_registry()
+    assert worker_startup.skip_unused_transformers_imports() == ["is_scipy_available"]
+    detection = sys.modules["transformers.loss.loss_for_object_detection"]
+    assert not hasattr(detection, "linear_sum_assignment")
+    assert tu.is_scipy_available is original and tu.is_scipy_available()
+    fresh_registry()
+    importlib.import_module("transformers.loss.loss_utils")
+    assert hasattr(sys.modules["transformers.loss.loss_for_object_detection"], "linear_sum_assignment")
+
+
+def test_a_shortcut_left_out_is_not_applied_and_an_unknown_name_is_refused(monkeypatch):
+    calls = []
+    monkeypatch.setattr(worker_startup, "lean_tokenizer_fingerprint", lambda: calls.append("lean") or True)
+    monkeypatch.setattr(worker_startup, "skip_text_only_processor", lambda: calls.append("processor") or True)
+    monkeypatch.setattr(worker_startup, "skip_unused_optional_imports", lambda args: [])
+    monkeypatch.setattr(worker_startup, "skip_unused_transformers_imports", lambda: calls.append("tf") or [])
+    took = worker_startup.skip_redundant_startup_work({}, leave_out=("text_only_processor",))
+    assert (
+        calls == ["tf", "lean"]
+        and took["text_only_processor"] is False
+        and took["lean_tokenizer_fingerprint"]
+    )
+    with pytest.raises(ValueError, match="unknown start-up shortcut"):
+        worker_startup.skip_redundant_startup_work({}, leave_out=("no_such",))

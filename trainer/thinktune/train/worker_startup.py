@@ -1,6 +1,7 @@
-"""Three costs of LLaMA Factory's start-up that change nothing it computes, removed in the worker before it imports
+"""Four costs of LLaMA Factory's start-up that change nothing it computes, removed in the worker before it imports
 LLaMA Factory's tuner (each measured in fresh processes on the 2-core development machine:
-bench/results/worker_startup_cpu.json, bench/results/worker_startup_cpu_optional_imports.json).
+bench/results/worker_startup_cpu.json, bench/results/worker_startup_cpu_optional_imports.json,
+bench/results/worker_startup_cpu_transformers_imports.json).
 
 ``lean_tokenizer_fingerprint``: ``datasets`` names each ``map`` result by a hash of the map function, and LLaMA
 Factory's preprocessing function holds the tokenizer; datasets hashes a tokenizer by pickling its ``__dict__``. A
@@ -24,6 +25,14 @@ worker's imports) for ``plot_loss``, jieba (~0.45 s, with pkg_resources) for ``p
 BLEU/ROUGE. thinktune plans neither (it draws its own report and evaluates on its own); for a run without the
 feature LLaMA Factory's own availability switch (``extras.packages.is_*_available``, read when the module using it
 is imported) says no, as it would on an image without the library. thinktune's own uses import them directly.
+
+``skip_unused_transformers_imports``: the same for transformers: peft's utilities import transformers' loss
+registry, which imports the object-detection losses, which import scipy.optimize for their Hungarian matching
+whenever scipy is installed (LLaMA Factory requires it): ~0.8 s of the tuner import here, for losses a language
+model never calls. The registry is imported with transformers' scipy switch reading False, and the switch is put
+back at once, so nothing imported later is misled (tests/unit/test_worker_startup.py). scipy.optimize is then never
+imported; datasets still imports scipy.io (~0.4 s) when it loads raw files, which a restart with the tokenized
+dataset cached does not.
 """
 
 from __future__ import annotations
@@ -117,6 +126,36 @@ def skip_text_only_processor() -> bool:
     return True
 
 
+# transformers' availability switch (in transformers.utils) -> the module that reads it at import for a library no
+# causal-LM run calls: the object-detection losses (DETR family) bind scipy.optimize's Hungarian matching, and
+# peft imports their registry (transformers.loss.loss_utils) with its own utilities
+UNUSED_TRANSFORMERS_IMPORTS = {"is_scipy_available": "transformers.loss.loss_utils"}
+
+
+def skip_unused_transformers_imports() -> list[str]:
+    """Import each of ``UNUSED_TRANSFORMERS_IMPORTS``' modules while its switch reads False, then put the switch
+    back, so the module leaves the library out and everything imported later still sees the truth. The switches
+    that took effect (none where the module was already imported or the switch is missing)."""
+    import importlib
+
+    try:
+        import transformers.utils as tu
+    except ImportError:
+        return []
+    done = []
+    for switch, module in UNUSED_TRANSFORMERS_IMPORTS.items():
+        original = getattr(tu, switch, None)
+        if module in sys.modules or not callable(original):
+            continue
+        setattr(tu, switch, lambda: False)
+        try:
+            importlib.import_module(module)
+        finally:
+            setattr(tu, switch, original)
+        done.append(switch)
+    return done
+
+
 # LLaMA Factory argument -> (its availability switch in llamafactory.extras.packages, the module that reads it at import)
 OPTIONAL_IMPORTS = {
     "plot_loss": ("is_matplotlib_available", "llamafactory.extras.ploting"),
@@ -141,13 +180,22 @@ def skip_unused_optional_imports(args: dict[str, Any]) -> list[str]:
     return off
 
 
-def skip_redundant_startup_work(args: dict[str, Any]) -> dict[str, bool]:
-    """The three shortcuts for a run of LLaMA Factory ``args``, as the worker applies them before importing LLaMA
-    Factory's tuner (bench/gpu_lf_run.py, which imports it first, gets the two that still apply); each leaves
-    things as they are where its hook is missing. Which took effect, by name."""
-    unused = skip_unused_optional_imports(args)  # first: the other two import LLaMA Factory modules
-    return {
-        "unused_optional_imports": len(unused) == len(OPTIONAL_IMPORTS),
-        "lean_tokenizer_fingerprint": lean_tokenizer_fingerprint(),
-        "text_only_processor": skip_text_only_processor(),
+def skip_redundant_startup_work(args: dict[str, Any], leave_out: tuple[str, ...] = ()) -> dict[str, bool]:
+    """The four shortcuts for a run of LLaMA Factory ``args``, as the worker applies them before importing LLaMA
+    Factory's tuner (bench/gpu_lf_run.py, which imports it first, gets the ones that still apply); each leaves
+    things as they are where its hook is missing. Which took effect, by name; those named in ``leave_out`` are not
+    applied (bench/worker_startup.py measures one with and without)."""
+    shortcuts = {
+        # first: the others import LLaMA Factory modules
+        "unused_optional_imports": lambda: len(skip_unused_optional_imports(args)) == len(OPTIONAL_IMPORTS),
+        # before LLaMA Factory's loader, which imports peft and through it the detection losses
+        "unused_transformers_imports": lambda: (
+            len(skip_unused_transformers_imports()) == len(UNUSED_TRANSFORMERS_IMPORTS)
+        ),
+        "lean_tokenizer_fingerprint": lean_tokenizer_fingerprint,
+        "text_only_processor": skip_text_only_processor,
     }
+    unknown = set(leave_out) - set(shortcuts)
+    if unknown:
+        raise ValueError(f"unknown start-up shortcut(s) {sorted(unknown)}; known: {sorted(shortcuts)}")
+    return {name: False if name in leave_out else apply() for name, apply in shortcuts.items()}
