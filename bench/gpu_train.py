@@ -385,6 +385,9 @@ def main() -> int:
             wres["lf_recipe_loss_max_abs_diff"] = round(max(diffs), 4)
         wres["ratio_vs_lf_default"] = round(c / wa, 3) if c and wa else None
         wres["ratio_vs_hf_peft"] = round(c / wb, 3) if c and wb else None
+        wcb = runs_done.get(LF_DEFAULT_WITH_CALLBACKS, {}).get("tokens_per_s")
+        if wcb and wa:  # < 1: thinktune's worker callbacks cost (a) that much at its micro-batch 1
+            wres["lf_default_callbacks_ratio"] = round(wcb / wa, 3)
         best = max(
             (
                 (k, v["tokens_per_s"])
