@@ -1,6 +1,6 @@
 """bench/gpu_goals.py reads issue 14's goals from the JSON the benchmarks wrote (the committed files are the real
 writers' output: bench/gpu_train.py and bench/startup.py), never counts an unmeasured goal as met, and lets the
-newest file decide."""
+newest file decide; and README's speed table holds only runs those files recorded."""
 
 from __future__ import annotations
 
@@ -86,3 +86,47 @@ def test_start_up_is_read_from_either_startup_shape_on_a_gpu_and_the_4b_model_on
     assert row(gpu_goals.evaluate([("tiny.json", tiny)]), "time to first step")["met"] is None
     # a file that does not say where it ran (older startup.py output) measures nothing for this goal
     assert row(gpu_goals.evaluate([("old.json", doc)]), "time to first step")["met"] is None
+
+
+def _readme_gpu_rows() -> list[list[str]]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### GPU training speed") :]
+    section = section[: section.index("\n## ")]
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("|") and not line.startswith("|---") and "ratio vs (a)" not in line
+    ]
+
+
+def _number(cell: str) -> float | None:
+    import re
+
+    m = re.match(r"[\d.]+", cell.replace("*", "").replace(",", "").strip())
+    return float(m.group()) if m else None
+
+
+def test_every_row_of_the_readme_gpu_table_is_a_committed_run():
+    """README's speed table is copied from the benchmark's JSON: each row's tokens/s, step time, MFU, peak memory and
+    time to first step are, to the digits shown, one run in one committed bench/results/gpu-train-*.json."""
+    runs = [
+        (path.name, name, r)
+        for path in sorted(RESULTS.glob("gpu-train-*.json"))
+        for w in json.loads(path.read_text())["workloads"].values()
+        for name, r in w["runs"].items()
+        if r.get("tokens_per_s")
+    ]
+    rows = _readme_gpu_rows()
+    assert len(rows) >= 30
+    for cells in rows:
+        tps, step, mfu, peak, first = (_number(c) for c in cells[4:9])
+        matches = [
+            (f, n)
+            for f, n, r in runs
+            if abs(r["tokens_per_s"] - tps) <= 0.5 + 1e-6
+            and abs(r["step_s_median"] - step) <= 0.005 + 1e-6
+            and abs(r["mfu_vs_989"] - mfu) <= 0.005 + 1e-6
+            and abs(r["peak_gib"] - peak) <= 0.05 + 1e-6
+            and abs(r["time_to_first_step_s"] - first) <= 0.5 + 1e-6
+        ]
+        assert matches, f"README row {cells[1]!r} ({tps:,.0f} tokens/s) is in no committed gpu-train JSON"
