@@ -19,7 +19,7 @@ Runs (each a fresh process, one after another):
   ``lf_thinktune_args`` (c)'s resolved LLaMA Factory arguments run without thinktune's launcher and callback;
   ``lf_thinktune_args_no_nan_filter`` the same with the Trainer's per-micro-batch NaN/Inf test of the loss off;
   ``thinktune_dropout0`` finetuning.lora.dropout 0 (the default since this bench; was 0.05); ``thinktune_packing``
-  training.packing (neat packing); ``thinktune_mb16`` microBatchSize 16; ``thinktune_budget48`` /
+  training.packing (neat packing); ``thinktune_mb16`` microBatchSize 16; ``thinktune_compile`` extraArgs torch_compile; ``thinktune_budget48`` /
   ``thinktune_budget24`` training.memoryBudgetGiB 48 / 24 (peak memory must stay under it);
   ``thinktune_lf_recipe`` (a)'s recipe through thinktune: its losses must match (a)'s
   (``lf_recipe_loss_max_abs_diff``) and its speed is what thinktune adds at one recipe.
@@ -167,6 +167,8 @@ THINKTUNE_VARIANTS: dict[str, dict[str, Any]] = {
         },
     },
     # issue 14 item 4: the plan must stay under spec.training.memoryBudgetGiB (the worker caps the allocator)
+    # torch.compile of the whole model through the Trainer (torch_compile; a lever not yet tried on the GPU)
+    "thinktune_compile": {"training": {"extraArgs": {"torch_compile": True}}},
     "thinktune_budget48": {"training": {"memoryBudgetGiB": 48}},
     "thinktune_budget24": {"training": {"memoryBudgetGiB": 24}},
 }

@@ -170,3 +170,31 @@ def test_inside_accelerates_bf16_wrapper(tiny_path):
 
 def test_worker_adds_it():
     assert any(isinstance(cb, LoraScaledAddmm) for cb in worker_callbacks({}, None))
+
+
+def test_under_torch_compile_its_counter_does_not_recompile_the_graph(tiny_path):
+    """The Trainer's ``torch_compile``: each fused forward used to increment a Python counter dynamo guards on, so
+    every call recompiled until the recompile limit sent the model back to eager. Now the compiled forwards leave
+    the counter alone (they are not counted) and repeated calls reuse one graph; eager forwards still count."""
+    import torch._dynamo
+
+    model = lora_model(tiny_path, torch.float32)
+    compiled = torch.compile(
+        model, backend="eager"
+    )  # dynamo's tracing and guards, without inductor's codegen
+    ids = batch()["input_ids"]
+
+    def forwards():
+        with torch.no_grad():
+            compiled(input_ids=ids)  # the first call compiles
+            with torch._dynamo.config.patch(error_on_recompile=True):
+                for _ in range(4):
+                    compiled(input_ids=ids)
+            return model(input_ids=ids)
+
+    torch._dynamo.reset()
+    try:
+        cb, _ = with_callback(model, forwards, SimpleNamespace(fsdp=[], torch_compile=True))
+    finally:
+        torch._dynamo.reset()
+    assert cb.fused == len(TARGETS) * 2 and cb.fallback == 0  # the eager forward's 2 layers x 4 targets

@@ -100,6 +100,23 @@ class NonPaddingTokens(TrainerCallback):
             self._handle = None
 
 
+def _eager() -> bool:
+    """False while torch.compile traces a forward. The hooks' counters are kept only outside it: a Python integer
+    read inside a compiled forward becomes a guard on its value, so each increment recompiled the graph until
+    dynamo's recompile limit sent the model back to eager (seen with the Trainer's ``torch_compile``)."""
+    import torch
+
+    return not torch.compiler.is_compiling()
+
+
+def _uncounted_note(args: Any) -> str:
+    return (
+        " (forwards inside torch.compile's graphs not counted)"
+        if getattr(args, "torch_compile", False)
+        else ""
+    )
+
+
 def _causal_lm(model: Any) -> Any:
     """The causal LM that owns ``lm_head`` (``Qwen3ForCausalLM``), not a wrapper named like one (peft's
     ``PeftModelForCausalLM``). Hooks that need the Trainer's autocast go on its decoder body (``.model``): accelerate
@@ -192,9 +209,11 @@ class CausalRightPadding(TrainerCallback):
         if labels is not None and labels.shape == mask.shape:
             ok = ok & ((mask == 1) | (labels == -100)).all()
         if not bool(ok):  # the one sync
-            self.kept += 1
+            if _eager():
+                self.kept += 1
             return None
-        self.dropped += 1
+        if _eager():
+            self.dropped += 1
         return args, {**kwargs, "attention_mask": None}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -210,10 +229,10 @@ class CausalRightPadding(TrainerCallback):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-        if self.dropped or self.kept:
+        if self.dropped or self.kept or _uncounted_note(args):
             print(
                 f"[thinktune] attention: {self.dropped} right-padded training batches ran causal without a mask, "
-                f"{self.kept} kept their mask",
+                f"{self.kept} kept their mask{_uncounted_note(args)}",
                 flush=True,
             )
 
@@ -304,7 +323,8 @@ class LoraScaledAddmm(TrainerCallback):
                 or not isinstance(layer.lora_dropout[adapters[0]], torch.nn.Identity)
                 or layer.lora_B[adapters[0]].bias is not None
             ):
-                self.fallback += 1
+                if _eager():
+                    self.fallback += 1
                 return original(x, *args, **kwargs)
             name = adapters[0]
             lora_a, lora_b = layer.lora_A[name], layer.lora_B[name]
@@ -312,11 +332,13 @@ class LoraScaledAddmm(TrainerCallback):
             if not torch.is_autocast_enabled(x.device.type) and not (
                 base is not None and x.dtype == base.dtype == lora_a.weight.dtype == lora_b.weight.dtype
             ):
-                self.fallback += 1  # peft's type promotion and cast back
+                if _eager():
+                    self.fallback += 1  # peft's type promotion and cast back
                 return original(x, *args, **kwargs)
             result = layer.base_layer(x)
             h = lora_a(layer._cast_input_dtype(x, lora_a.weight.dtype))
-            self.fused += 1
+            if _eager():
+                self.fused += 1
             out = torch.addmm(
                 result.reshape(-1, result.shape[-1]),
                 h.reshape(-1, h.shape[-1]),
@@ -346,9 +368,10 @@ class LoraScaledAddmm(TrainerCallback):
         for m in self._patched:  # peft's forward for whatever runs the model next (merge, generation, export)
             m.__dict__.pop("forward", None)
         self._patched = []
-        if self.fused or self.fallback:
+        if self.fused or self.fallback or _uncounted_note(args):
             print(
-                f"[thinktune] LoRA update: {self.fused} layer forwards fused into one GEMM, {self.fallback} through peft",
+                f"[thinktune] LoRA update: {self.fused} layer forwards fused into one GEMM, {self.fallback} through "
+                f"peft{_uncounted_note(args)}",
                 flush=True,
             )
 
