@@ -19,8 +19,9 @@ Runs (each a fresh process, one after another):
   ``lf_thinktune_args`` (c)'s resolved LLaMA Factory arguments run without thinktune's launcher and callback;
   ``lf_thinktune_args_no_nan_filter`` the same with the Trainer's per-micro-batch NaN/Inf test of the loss off;
   ``thinktune_dropout0`` finetuning.lora.dropout 0 (the default since this bench; was 0.05); ``thinktune_packing``
-  training.packing (neat packing); ``thinktune_mb16`` microBatchSize 16; ``thinktune_compile`` extraArgs torch_compile; ``thinktune_budget48`` /
-  ``thinktune_budget24`` training.memoryBudgetGiB 48 / 24 (peak memory must stay under it);
+  training.packing (neat packing); ``thinktune_mb16`` microBatchSize 16; ``thinktune_compile`` extraArgs
+  torch_compile; ``thinktune_budget48`` / ``thinktune_budget24`` training.memoryBudgetGiB 48 / 24 (peak memory
+  must stay under it);
   ``thinktune_lf_recipe`` (a)'s recipe through thinktune: its losses must match (a)'s
   (``lf_recipe_loss_max_abs_diff``) and its speed is what thinktune adds at one recipe.
 
@@ -69,6 +70,7 @@ LF_ARG_VARIANTS: dict[str, dict[str, Any]] = {
 # (a)'s arguments with thinktune's worker callbacks (as the worker adds them): whether their per-micro-batch work
 # costs at micro-batch 1 (6,097 tokens/s alone against 4,380 with them on two machines, bench/NOTES-gpu.md)
 LF_DEFAULT_WITH_CALLBACKS = "lf_default_callbacks"
+LF_DEFAULT_RUNS = ("lf_default", LF_DEFAULT_WITH_CALLBACKS)  # (a)'s arguments, built by lf_default_args
 # ... or with these of thinktune's worker callbacks left out (a worker-side lever measured with and without)
 LF_CALLBACKS_LEFT_OUT: dict[str, tuple[str, ...]] = {
     # peft's own `base + B(A(x)) * scaling` instead of the one-GEMM update (worker_callbacks.LoraScaledAddmm)
@@ -166,9 +168,9 @@ THINKTUNE_VARIANTS: dict[str, dict[str, Any]] = {
             "ligerKernel": "off",
         },
     },
-    # issue 14 item 4: the plan must stay under spec.training.memoryBudgetGiB (the worker caps the allocator)
     # torch.compile of the whole model through the Trainer (torch_compile; a lever not yet tried on the GPU)
     "thinktune_compile": {"training": {"extraArgs": {"torch_compile": True}}},
+    # issue 14 item 4: the plan must stay under spec.training.memoryBudgetGiB (the worker caps the allocator)
     "thinktune_budget48": {"training": {"memoryBudgetGiB": 48}},
     "thinktune_budget24": {"training": {"memoryBudgetGiB": 24}},
 }
@@ -281,8 +283,8 @@ def main() -> int:
             prof_path = rdir / "profile.json"
             prof_path.unlink(missing_ok=True)
             prof_conf = {"profile_last": a.profile_last, "profile_out": str(prof_path)}
-            if run in ("lf_default", LF_DEFAULT_WITH_CALLBACKS) or run in LF_ARG_VARIANTS:
-                if run in ("lf_default", LF_DEFAULT_WITH_CALLBACKS):
+            if run in LF_DEFAULT_RUNS or run in LF_ARG_VARIANTS:
+                if run in LF_DEFAULT_RUNS:
                     args = lf_default_args(model_dir, ds, rdir / "out", cutoff, a.steps, cuda)
                     prof_conf["worker_callbacks"] = run == LF_DEFAULT_WITH_CALLBACKS
                 else:

@@ -569,8 +569,9 @@ def test_memory_budget_is_honoured(budget, cutoff):
 def test_checkpointing_only_where_the_micro_batch_without_it_is_too_small(budget, cutoff, expected):
     """One H100, 2,034-token rows (bench/results/gpu-train-2026-12-07d-h100-*.json): 4 rows without checkpointing
     20,414 tokens/s, 8 rows with it 15,296, 2 rows without it 13,230 (the plan under a 48 GiB budget before this
-    rule); 16 rows with it 16,353 (the 48 GiB plan while the line sat at 8,192 tokens, over 4 real rows). A 24 GiB budget fits one 2,048-token row without checkpointing (2,048 tokens, too few) or the whole
-    per-device batch with it; 8,192-token rows fill a micro-batch on their own. Global batches as the bench ran
+    rule); 16 rows with it 16,353 (the 48 GiB plan while the line sat at 8,192 tokens, over 4 real rows). A 24 GiB
+    budget fits one 2,048-token row without checkpointing (2,048 tokens, too few) or the whole per-device batch with
+    it; 8,192-token rows fill a micro-batch on their own. Global batches as the bench ran
     them (16 rows at 2048, 4 at 8192)."""
     training = {
         "cutoffLen": cutoff,

@@ -179,9 +179,8 @@ def test_under_torch_compile_its_counter_does_not_recompile_the_graph(tiny_path)
     import torch._dynamo
 
     model = lora_model(tiny_path, torch.float32)
-    compiled = torch.compile(
-        model, backend="eager"
-    )  # dynamo's tracing and guards, without inductor's codegen
+    # dynamo's tracing and guards, without inductor's codegen
+    compiled = torch.compile(model, backend="eager")
     ids = batch()["input_ids"]
 
     def forwards():
